@@ -1,0 +1,114 @@
+//! The reference server assembled from a [`Config`]: store, hasher, keys,
+//! throttle, the four account methods and the Bearer security function.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::api::{Api, ApiError};
+use crate::auth::password::{PasswordError, PasswordHasher};
+use crate::auth::token::{TokenError, TokenKeys};
+use crate::config::{load_secret, Config, ConfigError};
+use crate::methods::accounts::{self, Accounts};
+use crate::security::{BearerSecurity, SharedSecurity};
+use crate::server::{self, RunningServer, ServerError};
+use crate::store::{self, SharedStore, StoreError};
+use crate::throttle::SignInThrottle;
+
+/// Errors of starting the reference server.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Configuration (key, data dir) is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("cannot open the user store: {0}")]
+    Store(#[from] StoreError),
+    /// The token keys could not be built.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The password hasher could not start.
+    #[error("cannot start the password hasher: {0}")]
+    Password(#[from] PasswordError),
+    /// Methods could not be declared.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The server could not start.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    /// The data dir could not be created.
+    #[error("cannot create the data dir: {0}")]
+    DataDir(std::io::Error),
+}
+
+/// The reference server's parts, before serving.
+pub struct Reference {
+    /// The declared methods.
+    pub api: Api<Accounts>,
+    /// Their state.
+    pub state: Arc<Accounts>,
+    /// The Bearer security function.
+    pub security: SharedSecurity,
+}
+
+/// Opens the configured store (creating the data dir for SQLite).
+pub async fn open_store(config: &Config) -> Result<SharedStore, AppError> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir).map_err(AppError::DataDir)?;
+    }
+    Ok(store::open(&config.database(), config.db_pool_size).await?)
+}
+
+/// Builds the reference server's parts from `config`.
+pub async fn reference(config: &Config) -> Result<Reference, AppError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(AppError::DataDir)?;
+    let secret = load_secret(&config.secret, &config.data_dir)?;
+    let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
+    let store = open_store(config).await?;
+    let hasher = PasswordHasher::new(
+        config.bcrypt_cost,
+        config.bcrypt_workers,
+        config.bcrypt_queue,
+    )
+    .await?;
+    let state = Arc::new(Accounts {
+        store: store.clone(),
+        hasher,
+        keys: keys.clone(),
+        throttle: SignInThrottle::new(config.throttle),
+    });
+    let mut api = Api::new();
+    accounts::declare(&mut api)?;
+    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys, store));
+    Ok(Reference {
+        api,
+        state,
+        security,
+    })
+}
+
+/// Builds and starts the reference server on `listener`, with a background
+/// task that keeps the throttle's memory bounded.
+pub async fn start(config: &Config, listener: TcpListener) -> Result<RunningServer, AppError> {
+    let Reference {
+        api,
+        state,
+        security,
+    } = reference(config).await?;
+    let throttle = state.throttle.clone();
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            throttle.retain_recent();
+        }
+    });
+    Ok(server::spawn(
+        listener,
+        api,
+        state,
+        security,
+        config.server.clone(),
+    )?)
+}

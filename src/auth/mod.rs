@@ -1,0 +1,4 @@
+//! Credentials: password hashing ([`password`]) and access tokens ([`token`]).
+
+pub mod password;
+pub mod token;

@@ -1,0 +1,197 @@
+//! Access tokens: JWT, HS256, with pinned verification rules.
+//!
+//! Claims are `sub iat exp iss aud jti`. Verification accepts HS256 only
+//! (`alg: none`, HS384/512 and every asymmetric algorithm are refused), needs
+//! `exp`, `iss`, `aud` and `sub`, checks `nbf` when present, and refuses an
+//! `iat` in the future. Leeway is zero: a token expired by one second is
+//! expired. Header fields such as `kid`, `jku` or `x5u` are ignored; nothing
+//! is ever fetched.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::error::AuthFailure;
+
+/// The smallest accepted signing key: 256 bits (RFC 7518 §3.2 for HS256).
+pub const MIN_KEY_BYTES: usize = 32;
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Errors of token issuing and of key set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The signing key is shorter than [`MIN_KEY_BYTES`].
+    #[error("signing key must be at least {MIN_KEY_BYTES} bytes (256 bits), got {0}")]
+    KeyTooShort(usize),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    /// The system clock is before 1970.
+    #[error("system clock is before the Unix epoch")]
+    Clock,
+}
+
+/// The claims of an rpcguard access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The username.
+    pub sub: String,
+    /// Issued at (Unix seconds).
+    pub iat: u64,
+    /// Expires at (Unix seconds).
+    pub exp: u64,
+    /// Issuer.
+    pub iss: String,
+    /// Audience.
+    pub aud: String,
+    /// Unique token id.
+    pub jti: String,
+}
+
+/// Signs and verifies access tokens. Keys are decoded once, here.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("key", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl TokenKeys {
+    /// Default issuer and audience.
+    pub const DEFAULT_ISSUER: &'static str = "rpcguard";
+
+    /// Builds the keys from a secret of at least 256 bits.
+    pub fn new(
+        secret: &[u8],
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<Self, TokenError> {
+        if secret.len() < MIN_KEY_BYTES {
+            return Err(TokenError::KeyTooShort(secret.len()));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = 0;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Ok(TokenKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl,
+        })
+    }
+
+    /// The lifetime of issued tokens.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Issues a token for `subject`, valid from now for the configured TTL.
+    pub fn issue(&self, subject: &str) -> Result<(String, Claims), TokenError> {
+        let now = unix_now().ok_or(TokenError::Clock)?;
+        let claims = Claims {
+            sub: subject.to_owned(),
+            iat: now,
+            exp: now + self.ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        Ok((token, claims))
+    }
+
+    /// Verifies a token and returns its claims, or why it is not acceptable.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthFailure> {
+        if token.is_empty() {
+            return Err(AuthFailure::MissingToken);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
+                _ => AuthFailure::InvalidToken,
+            })?;
+        let now = unix_now().ok_or(AuthFailure::InvalidToken)?;
+        if data.claims.iat > now {
+            return Err(AuthFailure::InvalidToken);
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Seconds since the Unix epoch, `None` if the clock is before it.
+pub fn unix_now() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> TokenKeys {
+        TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60)).expect("keys")
+    }
+
+    #[test]
+    fn issued_token_verifies() {
+        let keys = keys();
+        let (token, claims) = keys.issue("alice").expect("issue");
+        assert_eq!(keys.verify(&token), Ok(claims));
+    }
+
+    #[test]
+    fn short_key_is_refused() {
+        let err = TokenKeys::new(&[1u8; 31], "i", "a", Duration::from_secs(1)).unwrap_err();
+        assert!(matches!(err, TokenError::KeyTooShort(31)));
+    }
+
+    #[test]
+    fn other_key_is_invalid() {
+        let (token, _) = keys().issue("alice").expect("issue");
+        let other = TokenKeys::new(&[8u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60))
+            .expect("keys");
+        assert_eq!(other.verify(&token), Err(AuthFailure::InvalidToken));
+    }
+
+    #[test]
+    fn expired_token_is_expired() {
+        let keys =
+            TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::ZERO).expect("keys");
+        let (token, claims) = keys.issue("alice").expect("issue");
+        // exp == iat == now; wait until now > exp.
+        while unix_now().expect("clock") <= claims.exp {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(keys.verify(&token), Err(AuthFailure::ExpiredToken));
+    }
+}

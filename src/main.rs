@@ -1,0 +1,336 @@
+//! The `rpcguard` command: `serve`, `openrpc`, and `user add|grant|revoke|delete|list`.
+//!
+//! Every flag can also be set from the environment as `RPCGUARD_<FLAG>`
+//! (e.g. `--data-dir` ↔ `RPCGUARD_DATA_DIR`). The signing key may be given
+//! as `RPCGUARD_SECRET` (never as a flag, so it stays out of `ps`).
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use rpcguard::app;
+use rpcguard::config::{Config, SecretSource};
+use rpcguard::openrpc::DocInfo;
+use rpcguard::throttle::ThrottleConfig;
+use rpcguard::user::{Password, Scope, Username};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rpcguard",
+    version,
+    about = "A JSON-RPC 2.0 server with bcrypt accounts, JWT scopes and OpenRPC"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server (HTTP + WebSocket on one port).
+    Serve(ServeArgs),
+    /// Prints the OpenRPC document (the content of openrpc.json).
+    Openrpc(OpenrpcArgs),
+    /// Manages accounts directly in the store.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Directory of the SQLite database and the generated signing key.
+    #[arg(long, env = "RPCGUARD_DATA_DIR", default_value = "./rpcguard-data")]
+    data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…); without it the embedded SQLite store is used.
+    #[arg(long, env = "RPCGUARD_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Database connections in the pool.
+    #[arg(long, env = "RPCGUARD_DB_POOL_SIZE", default_value_t = 8)]
+    db_pool_size: u32,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "RPCGUARD_ADDR", default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// File holding the JWT signing key (at least 32 bytes). Default: RPCGUARD_SECRET, else a key generated in the data dir.
+    #[arg(long, env = "RPCGUARD_SECRET_FILE")]
+    secret_file: Option<PathBuf>,
+    /// Token lifetime in seconds.
+    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
+    token_ttl: u64,
+    /// bcrypt cost (4..=31).
+    #[arg(long, env = "RPCGUARD_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    bcrypt_cost: u32,
+    /// bcrypt jobs running at once (default: number of cores).
+    #[arg(long, env = "RPCGUARD_BCRYPT_WORKERS")]
+    bcrypt_workers: Option<usize>,
+    /// bcrypt jobs allowed to wait before -32005.
+    #[arg(long, env = "RPCGUARD_BCRYPT_QUEUE", default_value_t = 256)]
+    bcrypt_queue: usize,
+    /// Largest request body in bytes.
+    #[arg(long, env = "RPCGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    max_body_bytes: u32,
+    /// Most calls in one batch.
+    #[arg(long, env = "RPCGUARD_MAX_BATCH_LEN", default_value_t = 100)]
+    max_batch_len: u32,
+    /// Most open connections (HTTP and WebSocket).
+    #[arg(long, env = "RPCGUARD_MAX_CONNECTIONS", default_value_t = 20_000)]
+    max_connections: u32,
+    /// Seconds a client has to send its request headers.
+    #[arg(long, env = "RPCGUARD_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// sign_in attempts per minute per (account, client IP); 0 disables.
+    #[arg(long, env = "RPCGUARD_SIGNIN_PER_ACCOUNT_IP", default_value_t = 5)]
+    signin_per_account_ip: u32,
+    /// sign_in attempts per minute per client IP; 0 disables.
+    #[arg(long, env = "RPCGUARD_SIGNIN_PER_IP", default_value_t = 30)]
+    signin_per_ip: u32,
+    /// sign_in attempts per minute per account; 0 disables.
+    #[arg(long, env = "RPCGUARD_SIGNIN_PER_ACCOUNT", default_value_t = 30)]
+    signin_per_account: u32,
+    /// URL the OpenRPC document gives in `servers` (default: http://ADDR/).
+    #[arg(long, env = "RPCGUARD_PUBLIC_URL")]
+    public_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct OpenrpcArgs {
+    /// URL the document gives in `servers`.
+    #[arg(
+        long,
+        env = "RPCGUARD_PUBLIC_URL",
+        default_value = "http://127.0.0.1:8080/"
+    )]
+    public_url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Creates a user; the password is read from the first line of stdin.
+    Add {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// bcrypt cost.
+        #[arg(long, env = "RPCGUARD_BCRYPT_COST", default_value_t = 12)]
+        bcrypt_cost: u32,
+    },
+    /// Grants Bearer scopes to a user.
+    Grant {
+        /// Username.
+        name: String,
+        /// Scopes to grant.
+        #[arg(required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revokes Bearer scopes from a user.
+    Revoke {
+        /// Username.
+        name: String,
+        /// Scopes to revoke.
+        #[arg(required = true)]
+        scopes: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Deletes a user (its tokens stop working at once).
+    Delete {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lists users and their scopes.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn doc_info(public_url: String) -> DocInfo {
+    DocInfo {
+        server_url: public_url,
+        ..rpcguard::ServerConfig::default().doc
+    }
+}
+
+fn store_config(store: StoreArgs) -> Config {
+    let mut config = Config::new(store.data_dir);
+    config.database_url = store.database_url;
+    config.db_pool_size = store.db_pool_size;
+    config
+}
+
+fn serve_config(args: ServeArgs) -> Config {
+    let addr = args.addr;
+    let mut config = store_config(args.store);
+    config.secret = match (args.secret_file, std::env::var_os("RPCGUARD_SECRET")) {
+        (Some(path), _) => SecretSource::File(path),
+        (None, Some(value)) => SecretSource::Value(value.into_encoded_bytes()),
+        (None, None) => SecretSource::DataDir,
+    };
+    config.token_ttl = Duration::from_secs(args.token_ttl);
+    config.bcrypt_cost = args.bcrypt_cost;
+    if let Some(workers) = args.bcrypt_workers {
+        config.bcrypt_workers = workers;
+    }
+    config.bcrypt_queue = args.bcrypt_queue;
+    config.throttle = ThrottleConfig {
+        per_account_and_ip: args.signin_per_account_ip,
+        per_ip: args.signin_per_ip,
+        per_account: args.signin_per_account,
+    };
+    config.server.max_body_bytes = args.max_body_bytes;
+    config.server.max_batch_len = args.max_batch_len;
+    config.server.max_connections = args.max_connections;
+    config.server.header_timeout = Duration::from_secs(args.header_timeout);
+    config.server.doc = doc_info(args.public_url.unwrap_or_else(|| format!("http://{addr}/")));
+    config
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let addr = args.addr;
+    let config = serve_config(args);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let server = app::start(&config, listener).await?;
+    let bound = server.local_addr();
+    tracing::info!(addr = %bound, store = %if config.database_url.is_some() { "postgres" } else { "sqlite" }, "rpcguard listening");
+    // Tests and scripts read this line to learn the port when --addr ends in :0.
+    eprintln!("rpcguard listening on http://{bound}/");
+    rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
+    Ok(())
+}
+
+fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
+    let mut api = rpcguard::Api::new();
+    rpcguard::methods::accounts::declare(&mut api)?;
+    let schemes = [rpcguard::BearerSecurity::scheme_doc()];
+    let document =
+        rpcguard::openrpc::document(api.declarations(), &schemes, &doc_info(args.public_url));
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, &document)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn parse_scopes(raw: Vec<String>) -> anyhow::Result<Vec<Scope>> {
+    raw.into_iter()
+        .map(|s| Scope::parse(s).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+async fn user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            name,
+            store,
+            bcrypt_cost,
+        } => {
+            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let password =
+                Password::parse(line.trim_end_matches(['\r', '\n'])).map_err(anyhow::Error::msg)?;
+            let store = app::open_store(&store_config(store)).await?;
+            let hasher = rpcguard::auth::password::PasswordHasher::new(bcrypt_cost, 1, 1).await?;
+            let hash = hasher.hash(&password).await?;
+            let now = rpcguard::auth::token::unix_now().context("clock before 1970")?;
+            match store
+                .create_user(&username, &hash, i64::try_from(now)?)
+                .await
+            {
+                Ok(user) => println!("created {}", user.username),
+                Err(rpcguard::store::StoreError::UsernameTaken) => {
+                    bail!("username {username} is taken")
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        UserCommand::Grant {
+            name,
+            scopes,
+            store,
+        } => {
+            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+            let store = app::open_store(&store_config(store)).await?;
+            let user = store.grant(&username, &parse_scopes(scopes)?).await?;
+            println!("{}: {}", user.username, user.scopes.join(" "));
+        }
+        UserCommand::Revoke {
+            name,
+            scopes,
+            store,
+        } => {
+            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+            let store = app::open_store(&store_config(store)).await?;
+            let user = store.revoke(&username, &parse_scopes(scopes)?).await?;
+            println!("{}: {}", user.username, user.scopes.join(" "));
+        }
+        UserCommand::Delete { name, store } => {
+            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+            let store = app::open_store(&store_config(store)).await?;
+            if !store.delete_user(&username).await? {
+                bail!("no user {username}");
+            }
+            println!("deleted {username}");
+        }
+        UserCommand::List { store } => {
+            let store = app::open_store(&store_config(store)).await?;
+            for user in store.list_users().await? {
+                let public = user.public();
+                println!(
+                    "{}\t{}\t{}",
+                    public.username,
+                    public.created_at,
+                    user.scopes.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Openrpc(args) => openrpc(args),
+            Command::User(command) => user(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

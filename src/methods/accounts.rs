@@ -1,0 +1,160 @@
+//! The four reference methods: `sign_up`, `sign_in`, `get_caller`,
+//! `require_scopes`.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api::{Api, ApiError, CallContext, Example, Method, NoParams};
+use crate::auth::password::PasswordHasher;
+use crate::auth::token::{unix_now, TokenKeys};
+use crate::error::{self, AuthFailure, RpcError};
+use crate::security::MethodSecurity;
+use crate::store::SharedStore;
+use crate::throttle::SignInThrottle;
+use crate::user::{Password, Token, User, Username};
+
+/// The scope `require_scopes` demands.
+pub const DEMO_SCOPE: &str = "scope1";
+
+/// What the account methods need: the store, the hasher, the token keys and
+/// the sign-in throttle.
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    /// Where users live.
+    pub store: SharedStore,
+    /// bcrypt on the bounded blocking pool.
+    pub hasher: PasswordHasher,
+    /// JWT signing and verification.
+    pub keys: TokenKeys,
+    /// Brute-force protection for `sign_in`.
+    pub throttle: SignInThrottle,
+}
+
+/// Params of `sign_up` and `sign_in`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountParams {
+    /// The account's name.
+    pub username: Username,
+    /// The account's password.
+    pub password: Password,
+}
+
+/// Declares the four reference methods on `api`.
+pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
+    let user_example = json!({
+        "username": "alice",
+        "scopes": { "Bearer": [] },
+        "created_at": "2026-11-27T12:00:00Z"
+    });
+    let credentials_example = json!({ "username": "alice", "password": "correct horse battery" });
+    api.method(
+        Method::new("sign_up")
+            .summary("Creates an account")
+            .description(
+                "Creates a user with a bcrypt-hashed password. Never overwrites an account: \
+                 a name taken in any letter case gives -32003.",
+            )
+            .errors([error::USERNAME_TAKEN, error::TOO_MANY_REQUESTS])
+            .example(Example::new(
+                "new account",
+                credentials_example.clone(),
+                user_example.clone(),
+            )),
+        sign_up,
+    )?
+    .method(
+        Method::new("sign_in")
+            .summary("Signs in and returns a bearer token")
+            .description(
+                "Checks the password and returns a JWT access token. An unknown user and a wrong \
+                 password give the same -32002 after about the same time; repeated failures are \
+                 throttled with -32005.",
+            )
+            .errors([error::AUTHENTICATION_FAILED, error::TOO_MANY_REQUESTS])
+            .example(Example::new(
+                "sign in",
+                credentials_example,
+                json!({
+                    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.signature",
+                    "token_type": "bearer",
+                    "expires_in": 3600
+                }),
+            )),
+        sign_in,
+    )?
+    .method(
+        Method::new("get_caller")
+            .summary("Returns the signed-in caller")
+            .description(
+                "The user the bearer token belongs to, with its scopes. Never the password hash.",
+            )
+            .security(MethodSecurity::bearer([] as [&str; 0]))
+            .example(Example::new("who am I", json!({}), user_example)),
+        get_caller,
+    )?
+    .method(
+        Method::new("require_scopes")
+            .summary("Succeeds only for callers holding scope1")
+            .description("Demonstrates a scoped method: needs the Bearer scope `scope1`.")
+            .security(MethodSecurity::bearer([DEMO_SCOPE]))
+            .example(Example::new("allowed", json!({}), json!(true))),
+        require_scopes,
+    )?;
+    Ok(())
+}
+
+async fn sign_up(params: AccountParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {
+    let accounts = &ctx.state;
+    let hash = accounts.hasher.hash(&params.password).await?;
+    let now = unix_now().ok_or_else(|| RpcError::internal("clock before 1970"))?;
+    let created_at = i64::try_from(now).map_err(RpcError::internal)?;
+    let user = accounts
+        .store
+        .create_user(&params.username, &hash, created_at)
+        .await?;
+    tracing::info!(username = %params.username, "account created");
+    Ok(user.public())
+}
+
+async fn sign_in(params: AccountParams, ctx: CallContext<Accounts>) -> Result<Token, RpcError> {
+    let accounts = &ctx.state;
+    let client = ctx.remote_addr().map(|a| a.ip());
+    accounts.throttle.check(&params.username, client)?;
+    let user = accounts.store.find_user(params.username.as_str()).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.as_str());
+    let valid = accounts.hasher.verify(&params.password, hash).await?;
+    let user = match user {
+        Some(user) if valid => user,
+        _ => return Err(RpcError::AuthenticationFailed),
+    };
+    let (access_token, _claims) = accounts
+        .keys
+        .issue(&user.username)
+        .map_err(RpcError::internal)?;
+    Ok(Token {
+        access_token,
+        token_type: "bearer".to_owned(),
+        expires_in: accounts.keys.ttl().as_secs(),
+    })
+}
+
+async fn get_caller(_: NoParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {
+    let caller = ctx.caller()?;
+    if let Some(user) = &caller.user {
+        return Ok(user.clone());
+    }
+    // A custom security function may not attach the user: look it up.
+    ctx.state
+        .store
+        .find_user(&caller.subject)
+        .await?
+        .map(|u| u.public())
+        .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))
+}
+
+async fn require_scopes(_: NoParams, ctx: CallContext<Accounts>) -> Result<bool, RpcError> {
+    ctx.caller()?;
+    Ok(true)
+}

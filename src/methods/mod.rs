@@ -1,0 +1,4 @@
+//! The reference server's methods. (`rpc.discover` is added by the server
+//! to every API; see [`crate::server`].)
+
+pub mod accounts;

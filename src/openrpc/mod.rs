@@ -1,0 +1,279 @@
+//! The OpenRPC 1.3.2 document, generated from the method declarations.
+//!
+//! Schemas come from schemars (JSON Schema draft-07). Named types go to
+//! `components.schemas` and are referenced as `#/components/schemas/Name`;
+//! non-standard `format` values (`uint32`, `int64`, `double`, …) are removed
+//! because strict validators refuse them. Each method lists its security as
+//! `x-security` and the errors its security, params and declaration imply;
+//! `components["x-securitySchemes"]` describes each scheme. The server
+//! builds the document once at start-up and `rpc.discover` serves it from
+//! memory.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::generate::SchemaSettings;
+use schemars::transform::{transform_subschemas, Transform};
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Map, Value};
+
+use crate::api::MethodDecl;
+use crate::error::{self, message_for};
+use crate::security::SchemeDoc;
+
+/// The OpenRPC version the document declares.
+pub const OPENRPC_VERSION: &str = "1.3.2";
+
+/// Schema generation settings: draft-07, definitions under
+/// `#/components/schemas`, no `$schema`, no non-standard formats.
+pub fn schema_settings() -> SchemaSettings {
+    SchemaSettings::draft07().with(|s| {
+        s.definitions_path = "/components/schemas".into();
+        s.meta_schema = None;
+        s.transforms.push(Box::new(StripFormats));
+    })
+}
+
+/// Removes `format` values that are not JSON Schema formats (schemars adds
+/// `uint32`, `int64`, `double`, … for Rust numbers).
+#[derive(Debug, Clone, Copy)]
+struct StripFormats;
+
+impl Transform for StripFormats {
+    fn transform(&mut self, schema: &mut Schema) {
+        const NON_STANDARD: [&str; 10] = [
+            "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64",
+            "double",
+        ];
+        if let Some(obj) = schema.as_object_mut() {
+            let drop = matches!(obj.get("format"), Some(Value::String(f))
+                if NON_STANDARD.contains(&f.as_str()) || f == "float" || f == "int" || f == "uint128" || f == "int128");
+            if drop {
+                obj.remove("format");
+            }
+        }
+        transform_subschemas(self, schema);
+    }
+}
+
+/// What the document says about the server itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocInfo {
+    /// `info.title`.
+    pub title: String,
+    /// `info.version`.
+    pub version: String,
+    /// `info.description`.
+    pub description: String,
+    /// `servers[0].url`, e.g. `http://127.0.0.1:8080/`.
+    pub server_url: String,
+}
+
+/// The result of `rpc.discover`: a whole OpenRPC document, pre-serialized.
+#[derive(Debug, Clone)]
+pub struct OpenRpcDocument(Box<RawValue>);
+
+impl OpenRpcDocument {
+    /// Wraps a document value.
+    pub fn new(value: &Value) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(OpenRpcDocument)
+    }
+
+    /// The JSON text.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Serialize for OpenRpcDocument {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl JsonSchema for OpenRpcDocument {
+    fn schema_name() -> Cow<'static, str> {
+        "OpenrpcDocument".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "object",
+            "description": "An OpenRPC document (https://spec.open-rpc.org), version 1.3.2.",
+            "required": ["openrpc", "info", "methods"],
+            "properties": {
+                "openrpc": { "type": "string" },
+                "info": { "type": "object" },
+                "servers": { "type": "array" },
+                "methods": { "type": "array" },
+                "components": { "type": "object" }
+            }
+        })
+    }
+}
+
+/// Builds the document for these declarations and schemes.
+pub fn document(
+    decls: &[std::sync::Arc<MethodDecl>],
+    schemes: &[SchemeDoc],
+    info: &DocInfo,
+) -> Value {
+    let mut generator = schema_settings().into_generator();
+    let methods: Vec<Value> = decls
+        .iter()
+        .map(|d| method_entry(d, &mut generator))
+        .collect();
+    let schemas = generator.take_definitions(true);
+    json!({
+        "openrpc": OPENRPC_VERSION,
+        "info": {
+            "title": info.title,
+            "version": info.version,
+            "description": info.description,
+        },
+        "servers": [{ "name": "default", "url": info.server_url }],
+        "methods": methods,
+        "components": {
+            "schemas": schemas,
+            "x-securitySchemes": security_schemes(decls, schemes),
+        }
+    })
+}
+
+/// Runs the generator's transforms over a schema made outside
+/// `take_definitions` (params and results are built inline).
+fn finish_schema(generator: &mut SchemaGenerator, mut schema: Schema) -> Value {
+    for transform in generator.transforms_mut() {
+        transform.transform(&mut schema);
+    }
+    schema.to_value()
+}
+
+fn method_entry(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Value {
+    let params_schema = (decl.params_schema)(generator);
+    let params_schema = finish_schema(generator, params_schema);
+    let required: Vec<&str> = params_schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let params: Vec<Value> = decl
+        .param_names
+        .iter()
+        .map(|name| {
+            let mut schema = params_schema
+                .pointer(&format!("/properties/{name}"))
+                .cloned()
+                .unwrap_or_else(|| json!({}));
+            let description = schema
+                .as_object_mut()
+                .and_then(|o| o.remove("description"))
+                .unwrap_or_else(|| json!(""));
+            json!({
+                "name": name,
+                "description": description,
+                "required": required.contains(&name.as_str()),
+                "schema": schema,
+            })
+        })
+        .collect();
+    let result_schema = (decl.result_schema)(generator);
+    let result_schema = finish_schema(generator, result_schema);
+    let mut entry = Map::new();
+    entry.insert("name".into(), json!(decl.name));
+    entry.insert("summary".into(), json!(decl.summary));
+    entry.insert("description".into(), json!(decl.description));
+    entry.insert("paramStructure".into(), json!("either"));
+    entry.insert("params".into(), json!(params));
+    entry.insert(
+        "result".into(),
+        json!({ "name": decl.result_name, "schema": result_schema }),
+    );
+    entry.insert("errors".into(), json!(errors_of(decl)));
+    entry.insert("examples".into(), json!(examples_of(decl)));
+    entry.insert("x-security".into(), json!(decl.security.requirements()));
+    Value::Object(entry)
+}
+
+/// The errors a method can return: those its security implies, `-32602`
+/// when it takes params, its declared ones, and `-32603`.
+fn errors_of(decl: &MethodDecl) -> Vec<Value> {
+    let mut codes = Vec::new();
+    if !decl.security.is_public() {
+        codes.push(error::UNAUTHENTICATED);
+        if decl.security.requirements().values().any(|s| !s.is_empty()) {
+            codes.push(error::PERMISSION_ERROR);
+        }
+    }
+    codes.extend(decl.errors.iter().copied());
+    if !decl.param_names.is_empty() {
+        codes.push(error::INVALID_PARAMS);
+    }
+    codes.push(error::INTERNAL_ERROR);
+    let mut seen = Vec::new();
+    codes
+        .into_iter()
+        .filter(|c| {
+            let fresh = !seen.contains(c);
+            seen.push(*c);
+            fresh
+        })
+        .map(|code| json!({ "code": code, "message": message_for(code) }))
+        .collect()
+}
+
+fn examples_of(decl: &MethodDecl) -> Vec<Value> {
+    decl.examples
+        .iter()
+        .map(|example| {
+            let params: Vec<Value> = decl
+                .param_names
+                .iter()
+                .filter_map(|name| {
+                    example
+                        .params
+                        .get(name)
+                        .map(|value| json!({ "name": name, "value": value }))
+                })
+                .collect();
+            json!({
+                "name": example.name,
+                "params": params,
+                "result": { "name": decl.result_name, "value": example.result },
+            })
+        })
+        .collect()
+}
+
+/// `components["x-securitySchemes"]`: each scheme with the scopes the
+/// declared methods use.
+fn security_schemes(decls: &[std::sync::Arc<MethodDecl>], schemes: &[SchemeDoc]) -> Value {
+    let mut out = Map::new();
+    for scheme in schemes {
+        let mut scopes: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for decl in decls {
+            if let Some(required) = decl.security.requirements().get(&scheme.name) {
+                for scope in required {
+                    scopes.entry(scope.clone()).or_default().push(decl.name);
+                }
+            }
+        }
+        let scopes: Map<String, Value> = scopes
+            .into_iter()
+            .map(|(scope, methods)| (scope, json!(format!("Required by: {}", methods.join(", ")))))
+            .collect();
+        let mut entry = Map::new();
+        entry.insert("type".into(), json!(scheme.kind));
+        entry.insert("in".into(), json!(scheme.location));
+        entry.insert("name".into(), json!(scheme.header));
+        if let Some(format) = &scheme.bearer_format {
+            entry.insert("bearerFormat".into(), json!(format));
+        }
+        entry.insert("description".into(), json!(scheme.description));
+        entry.insert("scopes".into(), Value::Object(scopes));
+        out.insert(scheme.name.clone(), Value::Object(entry));
+    }
+    Value::Object(out)
+}

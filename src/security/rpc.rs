@@ -1,0 +1,270 @@
+//! The JSON-RPC middleware that enforces each method's declared security.
+//!
+//! For every call — alone, inside a batch, or as a notification — it looks
+//! up the method's declaration, runs the security function only when the
+//! method is secured (or asks for an optional caller), checks the declared
+//! scopes, and answers `-32001`/`-32099` with the request's `id` before the
+//! handler runs. The resolved [`Caller`] goes into the call's extensions,
+//! where the handler finds it.
+//!
+//! jsonrpsee's own `batch` calls the inner service directly, bypassing any
+//! `call` logic above it, so this layer implements `batch` itself by running
+//! each entry through its own `call`.
+//!
+//! It also writes the one log line per call: method, caller, outcome code
+//! and latency. Never params, never headers.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
+use jsonrpsee::server::{BatchResponseBuilder, MethodResponse};
+use jsonrpsee::types::{ErrorObjectOwned, Request};
+use jsonrpsee::Extensions;
+use tower::Layer;
+
+use super::{Caller, Credentials, SharedSecurity};
+use crate::api::Registry;
+use crate::error::{AuthFailure, RpcError};
+
+/// Layer that adds [`SecurityService`] to the RPC middleware stack.
+#[derive(Clone)]
+pub struct SecurityLayer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    registry: Arc<Registry>,
+    security: SharedSecurity,
+    max_response_bytes: usize,
+}
+
+impl SecurityLayer {
+    /// Enforces the declarations of `registry` with `security`; batch
+    /// answers are capped at `max_response_bytes`.
+    pub fn new(
+        registry: Arc<Registry>,
+        security: SharedSecurity,
+        max_response_bytes: usize,
+    ) -> Self {
+        SecurityLayer {
+            shared: Arc::new(Shared {
+                registry,
+                security,
+                max_response_bytes,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for SecurityLayer {
+    type Service = SecurityService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SecurityService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// The RPC service of [`SecurityLayer`].
+#[derive(Clone)]
+pub struct SecurityService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> SecurityService<S> {
+    /// Resolves and checks the caller of `method`: `Ok(Some(caller))` for a
+    /// secured method that may run (or a public one that wants its caller
+    /// and got one), `Ok(None)` for a public call.
+    async fn authorize(
+        &self,
+        method: &str,
+        extensions: &Extensions,
+    ) -> Result<Option<Caller>, Denied> {
+        let Some(decl) = self.shared.registry.get(method) else {
+            return Ok(None); // unknown method: jsonrpsee answers -32601
+        };
+        let credentials = extensions.get::<Credentials>();
+        if decl.security.is_public() {
+            if !decl.optional_caller {
+                return Ok(None);
+            }
+            let Some(credentials) = credentials else {
+                return Ok(None);
+            };
+            // A bad token on a public method is the same as no token.
+            return Ok(self
+                .shared
+                .security
+                .authenticate(credentials)
+                .await
+                .unwrap_or(None));
+        }
+        let missing = RpcError::Unauthenticated(AuthFailure::MissingToken);
+        let credentials = credentials.ok_or(missing.clone())?;
+        let caller = self
+            .shared
+            .security
+            .authenticate(credentials)
+            .await?
+            .ok_or(missing)?;
+        match decl.security.check(&caller) {
+            Ok(()) => Ok(Some(caller)),
+            Err(error) => Err(Denied {
+                error,
+                subject: Some(caller.subject),
+            }),
+        }
+    }
+
+    fn log_name<'m>(&self, method: &'m str) -> &'m str {
+        if self.shared.registry.get(method).is_some() {
+            method
+        } else {
+            "<unknown>"
+        }
+    }
+}
+
+impl<S> RpcServiceT for SecurityService<S>
+where
+    S: RpcServiceT<
+            MethodResponse = MethodResponse,
+            BatchResponse = MethodResponse,
+            NotificationResponse = MethodResponse,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    type MethodResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+
+    fn call<'a>(
+        &self,
+        mut req: Request<'a>,
+    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            let started = Instant::now();
+            let (response, caller) = match this.authorize(req.method_name(), req.extensions()).await
+            {
+                Ok(caller) => {
+                    let subject = caller.as_ref().map(|c| c.subject.clone());
+                    if let Some(caller) = caller {
+                        req.extensions_mut().insert(caller);
+                    }
+                    let method = req.method.clone();
+                    let response = this.inner.call(req).await;
+                    log_call(
+                        this.log_name(&method),
+                        subject.as_deref(),
+                        &response,
+                        started,
+                    );
+                    return response;
+                }
+                Err(denied) => {
+                    let response =
+                        MethodResponse::error(req.id.clone(), ErrorObjectOwned::from(denied.error));
+                    (response, denied.subject)
+                }
+            };
+            log_call(
+                this.log_name(req.method_name()),
+                caller.as_deref(),
+                &response,
+                started,
+            );
+            response
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            let mut answers = BatchResponseBuilder::new_with_limit(this.shared.max_response_bytes);
+            let mut got_notification = false;
+            for entry in batch.into_iter() {
+                let response = match entry {
+                    Ok(BatchEntry::Call(req)) => this.call(req).await,
+                    Ok(BatchEntry::Notification(n)) => {
+                        got_notification = true;
+                        this.notification(n).await;
+                        continue;
+                    }
+                    Err(err) => {
+                        let (err, id) = err.into_parts();
+                        MethodResponse::error(id, err)
+                    }
+                };
+                if let Err(too_big) = answers.append(response) {
+                    return too_big;
+                }
+            }
+            if answers.is_empty() && got_notification {
+                MethodResponse::notification().with_extensions(notification_marker())
+            } else {
+                MethodResponse::from_batch(answers.finish())
+            }
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        let this = self.clone();
+        async move {
+            match this.authorize(n.method_name(), n.extensions()).await {
+                Ok(_) => this.inner.notification(n).await,
+                Err(_) => MethodResponse::notification(),
+            }
+            .with_extensions(notification_marker())
+        }
+    }
+}
+
+/// A refused call: the error, and who was refused when that is known.
+struct Denied {
+    error: RpcError,
+    subject: Option<String>,
+}
+
+impl From<RpcError> for Denied {
+    fn from(error: RpcError) -> Self {
+        Denied {
+            error,
+            subject: None,
+        }
+    }
+}
+
+/// Marks a response that answers notifications only; the HTTP layer turns
+/// it into `204 No Content` (jsonrpsee would send a `null` body).
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationOnly;
+
+fn notification_marker() -> Extensions {
+    let mut extensions = Extensions::new();
+    extensions.insert(NotificationOnly);
+    extensions
+}
+
+fn log_call(method: &str, caller: Option<&str>, response: &MethodResponse, started: Instant) {
+    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let outcome = response.as_error_code().unwrap_or(0);
+    tracing::info!(
+        target: "rpcguard::call",
+        method,
+        caller = caller.unwrap_or("-"),
+        outcome,
+        elapsed_us,
+        "call"
+    );
+}

@@ -1,0 +1,160 @@
+//! Where accounts live: the [`UserStore`] trait and its two implementations,
+//! SQLite (embedded default) and PostgreSQL (several server instances).
+//!
+//! Rules every implementation keeps:
+//! - usernames are unique case-insensitively, by a database constraint on
+//!   the lower-cased key (never check-then-insert), and a violation is
+//!   reported as [`StoreError::UsernameTaken`];
+//! - an acknowledged `create_user` is durable (it survives `kill -9`);
+//! - the schema is created or migrated when the store is opened.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::RpcError;
+use crate::user::{Scope, User, Username, BEARER};
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors of a user store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The username (case-insensitively) already exists.
+    #[error("username taken")]
+    UsernameTaken,
+    /// No such user.
+    #[error("no such user")]
+    NotFound,
+    /// The database failed; the detail is for the log only.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrating the schema failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<StoreError> for RpcError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::UsernameTaken => RpcError::UsernameTaken,
+            other => RpcError::internal(other),
+        }
+    }
+}
+
+/// A user as stored, including the password hash. Never sent to a caller;
+/// [`StoredUser::public`] gives the view that is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    /// The username as chosen at sign-up.
+    pub username: String,
+    /// The bcrypt hash.
+    pub password_hash: String,
+    /// Granted Bearer scopes, sorted.
+    pub scopes: Vec<String>,
+    /// Creation time, Unix seconds.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for StoredUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredUser")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl StoredUser {
+    /// The caller-facing view: no hash.
+    pub fn public(&self) -> User {
+        let mut scopes = BTreeMap::new();
+        scopes.insert(BEARER.to_owned(), self.scopes.clone());
+        User {
+            username: self.username.clone(),
+            scopes,
+            created_at: format_rfc3339(self.created_at),
+        }
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (`2026-11-27T14:46:18Z`).
+pub fn format_rfc3339(unix: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
+}
+
+/// Splits the space-joined scope aggregate of a query into a sorted list.
+fn split_scopes(joined: Option<String>) -> Vec<String> {
+    let mut scopes: Vec<String> = joined
+        .unwrap_or_default()
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    scopes.sort();
+    scopes
+}
+
+/// Storage of accounts and their granted scopes.
+#[async_trait]
+pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
+    /// Creates a user; [`StoreError::UsernameTaken`] if the name exists in
+    /// any letter case. Never overwrites an account.
+    async fn create_user(
+        &self,
+        username: &Username,
+        password_hash: &str,
+        created_at: i64,
+    ) -> Result<StoredUser, StoreError>;
+
+    /// Finds a user by name, case-insensitively.
+    async fn find_user(&self, username: &str) -> Result<Option<StoredUser>, StoreError>;
+
+    /// Grants Bearer scopes (already held ones are kept once).
+    async fn grant(&self, username: &Username, scopes: &[Scope]) -> Result<StoredUser, StoreError>;
+
+    /// Revokes Bearer scopes (scopes not held are ignored).
+    async fn revoke(&self, username: &Username, scopes: &[Scope])
+        -> Result<StoredUser, StoreError>;
+
+    /// Deletes a user; `false` if there was none.
+    async fn delete_user(&self, username: &Username) -> Result<bool, StoreError>;
+
+    /// Every user, ordered by name.
+    async fn list_users(&self) -> Result<Vec<StoredUser>, StoreError>;
+
+    /// The number of users.
+    async fn count_users(&self) -> Result<u64, StoreError>;
+}
+
+/// A shared handle to any store.
+pub type SharedStore = Arc<dyn UserStore>;
+
+/// Opens the store a URL names: `postgres://…`/`postgresql://…` for
+/// PostgreSQL with a pool of `pool_size` connections, anything else is taken
+/// as the path of a SQLite file.
+pub async fn open(url_or_path: &str, pool_size: u32) -> Result<SharedStore, StoreError> {
+    if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::connect(url_or_path, pool_size).await?,
+        ))
+    } else {
+        Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(url_or_path), pool_size).await?,
+        ))
+    }
+}

@@ -1,0 +1,162 @@
+//! The SQL both stores share, and the one `UserStore` implementation written
+//! once for any sqlx pool.
+//!
+//! SQLite and PostgreSQL both take `$N` placeholders and `ON CONFLICT DO
+//! NOTHING`; they differ only in how scopes are aggregated into one column,
+//! so each store passes its own `SELECT` list and the macro below writes the
+//! same trait implementation for both.
+
+/// `SELECT` of one user with its scopes joined by spaces; `{agg}` is the
+/// backend's string aggregate over `s.scope`.
+macro_rules! select_user_sql {
+    ($agg:literal, $where:literal) => {
+        concat!(
+            "SELECT u.username, u.password_hash, u.created_at, ",
+            "(SELECT ",
+            $agg,
+            " FROM user_scopes s WHERE s.user_id = u.id) AS scopes ",
+            "FROM users u ",
+            $where
+        )
+    };
+}
+pub(crate) use select_user_sql;
+
+pub(crate) const INSERT_USER: &str =
+    "INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $2, $3, $4)";
+pub(crate) const GRANT_SCOPE: &str = "INSERT INTO user_scopes (user_id, scope) \
+     SELECT id, $2 FROM users WHERE username_key = $1 ON CONFLICT DO NOTHING";
+pub(crate) const REVOKE_SCOPE: &str = "DELETE FROM user_scopes \
+     WHERE scope = $2 AND user_id = (SELECT id FROM users WHERE username_key = $1)";
+pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE username_key = $1";
+pub(crate) const COUNT_USERS: &str = "SELECT COUNT(*) FROM users";
+
+/// Implements [`UserStore`](crate::store::UserStore) for a struct with a
+/// `pool` field, given its row type and the backend's "find one" and "list all" queries.
+macro_rules! impl_user_store {
+    ($store:ty, $row:ty, $find_sql:expr, $list_sql:expr) => {
+        impl $store {
+            fn row_to_user(row: &$row) -> Result<$crate::store::StoredUser, sqlx::Error> {
+                use sqlx::Row;
+                Ok($crate::store::StoredUser {
+                    username: row.try_get("username")?,
+                    password_hash: row.try_get("password_hash")?,
+                    created_at: row.try_get("created_at")?,
+                    scopes: $crate::store::split_scopes(row.try_get("scopes")?),
+                })
+            }
+
+            async fn require_user(
+                &self,
+                username: &$crate::user::Username,
+            ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
+                use $crate::store::UserStore;
+                self.find_user(username.as_str())
+                    .await?
+                    .ok_or($crate::store::StoreError::NotFound)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::UserStore for $store {
+            async fn create_user(
+                &self,
+                username: &$crate::user::Username,
+                password_hash: &str,
+                created_at: i64,
+            ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
+                let inserted = sqlx::query($crate::store::sql::INSERT_USER)
+                    .bind(username.as_str())
+                    .bind(username.key())
+                    .bind(password_hash)
+                    .bind(created_at)
+                    .execute(&self.pool)
+                    .await;
+                match inserted {
+                    Ok(_) => Ok($crate::store::StoredUser {
+                        username: username.as_str().to_owned(),
+                        password_hash: password_hash.to_owned(),
+                        scopes: Vec::new(),
+                        created_at,
+                    }),
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        Err($crate::store::StoreError::UsernameTaken)
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn find_user(
+                &self,
+                username: &str,
+            ) -> Result<Option<$crate::store::StoredUser>, $crate::store::StoreError> {
+                let row = sqlx::query($find_sql)
+                    .bind(username.to_ascii_lowercase())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(Self::row_to_user).transpose()?)
+            }
+
+            async fn grant(
+                &self,
+                username: &$crate::user::Username,
+                scopes: &[$crate::user::Scope],
+            ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
+                self.require_user(username).await?;
+                for scope in scopes {
+                    sqlx::query($crate::store::sql::GRANT_SCOPE)
+                        .bind(username.key())
+                        .bind(scope.as_str())
+                        .execute(&self.pool)
+                        .await?;
+                }
+                self.require_user(username).await
+            }
+
+            async fn revoke(
+                &self,
+                username: &$crate::user::Username,
+                scopes: &[$crate::user::Scope],
+            ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
+                self.require_user(username).await?;
+                for scope in scopes {
+                    sqlx::query($crate::store::sql::REVOKE_SCOPE)
+                        .bind(username.key())
+                        .bind(scope.as_str())
+                        .execute(&self.pool)
+                        .await?;
+                }
+                self.require_user(username).await
+            }
+
+            async fn delete_user(
+                &self,
+                username: &$crate::user::Username,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::DELETE_USER)
+                    .bind(username.key())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn list_users(
+                &self,
+            ) -> Result<Vec<$crate::store::StoredUser>, $crate::store::StoreError> {
+                let rows = sqlx::query($list_sql).fetch_all(&self.pool).await?;
+                Ok(rows
+                    .iter()
+                    .map(Self::row_to_user)
+                    .collect::<Result<Vec<_>, _>>()?)
+            }
+
+            async fn count_users(&self) -> Result<u64, $crate::store::StoreError> {
+                let count: i64 = sqlx::query_scalar($crate::store::sql::COUNT_USERS)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+        }
+    };
+}
+pub(crate) use impl_user_store;
