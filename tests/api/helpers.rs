@@ -1,0 +1,341 @@
+//! One way to start a real server for a test: [`TestApp::spawn`].
+//!
+//! Each app listens on `127.0.0.1:0` with its own temp data dir (SQLite) or
+//! its own fresh PostgreSQL database, and is driven through jsonrpsee's real
+//! HTTP and WebSocket clients or raw HTTP (reqwest).
+//!
+//! Every store-dependent test is written once and run against both stores
+//! by [`both_stores!`]: the PostgreSQL variant needs
+//! `RPCGUARD_TEST_DATABASE_URL` (an admin URL; each test creates its own
+//! database). Without it that variant prints why and passes, unless
+//! `RPCGUARD_REQUIRE_POSTGRES=1` (set by CI), where it fails.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jsonrpsee::core::client::ClientT;
+use jsonrpsee::core::params::ArrayParams;
+use jsonrpsee::core::ClientError;
+use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use rpcguard::config::Config;
+use rpcguard::store::SharedStore;
+use rpcguard::RunningServer;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+/// Which store a test app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    /// A SQLite file in the temp data dir.
+    Sqlite,
+    /// A fresh database on the server of `RPCGUARD_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// The environment variable naming the PostgreSQL admin URL for tests.
+pub const PG_URL_VAR: &str = "RPCGUARD_TEST_DATABASE_URL";
+
+/// A running server and what a test needs to talk to it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub ws_url: String,
+    pub config: Config,
+    pub store: SharedStore,
+    pub data_dir: TempDir,
+    server: Option<RunningServer>,
+    pub http: reqwest::Client,
+}
+
+/// The password every helper uses unless told otherwise.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Config for tests: cheap bcrypt, a temp data dir.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::new(data_dir);
+    config.bcrypt_cost = 4;
+    config
+}
+
+/// A fresh PostgreSQL database URL, or `None` (after saying why) when no
+/// server is configured. Panics when CI requires PostgreSQL and it is
+/// missing.
+pub async fn fresh_postgres_database() -> Option<String> {
+    let Ok(admin) = std::env::var(PG_URL_VAR) else {
+        if std::env::var("RPCGUARD_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+            panic!("RPCGUARD_REQUIRE_POSTGRES=1 but {PG_URL_VAR} is not set");
+        }
+        eprintln!("SKIPPED (PostgreSQL): set {PG_URL_VAR}=postgres://user@host/db to run against PostgreSQL");
+        return None;
+    };
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the PostgreSQL admin URL");
+    let name = format!("rpcguard_t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create a test database");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    Some(format!("{base}/{name}"))
+}
+
+impl TestApp {
+    /// A server on SQLite with the test defaults.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(StoreKind::Sqlite, |_| {})
+            .await
+            .expect("sqlite always available")
+    }
+
+    /// A server on `kind` with `tweak` applied to the config; `None` when
+    /// that store is not available here.
+    pub async fn spawn_with(kind: StoreKind, tweak: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(data_dir.path());
+        if kind == StoreKind::Postgres {
+            config.database_url = Some(fresh_postgres_database().await?);
+        }
+        tweak(&mut config);
+        Some(Self::start(config, data_dir).await)
+    }
+
+    /// Starts a server with exactly this config.
+    pub async fn start(config: Config, data_dir: TempDir) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let server = rpcguard::app::start(&config, listener)
+            .await
+            .expect("server starts");
+        let addr = server.local_addr();
+        let store = rpcguard::app::open_store(&config).await.expect("store");
+        TestApp {
+            addr,
+            url: format!("http://{addr}/"),
+            ws_url: format!("ws://{addr}/"),
+            config,
+            store,
+            data_dir,
+            server: Some(server),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Stops the server and starts a new one on the same config and data
+    /// dir (a restart).
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+        let config = self.config.clone();
+        Self::start(config, self.data_dir).await
+    }
+
+    /// A jsonrpsee HTTP client, with `Authorization: Bearer <token>` if given.
+    pub fn client(&self, token: Option<&str>) -> HttpClient {
+        HttpClientBuilder::default()
+            .set_headers(bearer_headers(token))
+            .request_timeout(Duration::from_secs(30))
+            .build(&self.url)
+            .expect("http client")
+    }
+
+    /// A jsonrpsee WebSocket client, authorized at the upgrade if a token is given.
+    pub async fn ws(&self, token: Option<&str>) -> WsClient {
+        WsClientBuilder::default()
+            .set_headers(bearer_headers(token))
+            .build(&self.ws_url)
+            .await
+            .expect("ws client connects")
+    }
+
+    /// Calls `method` over HTTP with params by name.
+    pub async fn call(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, ErrorObjectOwned> {
+        call(&self.client(token), method, params).await
+    }
+
+    /// `sign_up` over HTTP.
+    pub async fn sign_up(&self, username: &str, password: &str) -> Result<Value, ErrorObjectOwned> {
+        self.call(
+            None,
+            "sign_up",
+            json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    /// `sign_in` over HTTP.
+    pub async fn sign_in(&self, username: &str, password: &str) -> Result<Value, ErrorObjectOwned> {
+        self.call(
+            None,
+            "sign_in",
+            json!({ "username": username, "password": password }),
+        )
+        .await
+    }
+
+    /// Signs `username` up with [`PASSWORD`], signs in, returns the token.
+    pub async fn signed_in(&self, username: &str) -> String {
+        self.sign_up(username, PASSWORD).await.expect("sign_up");
+        let token = self.sign_in(username, PASSWORD).await.expect("sign_in");
+        token["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// POSTs a raw body; returns status and parsed body (`Null` if empty).
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: HeaderMap,
+    ) -> (u16, Value) {
+        let response = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, value)
+    }
+}
+
+/// `Authorization: Bearer <token>` (or no header).
+pub fn bearer_headers(token: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(token) = token {
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header value"),
+        );
+    }
+    headers
+}
+
+/// Headers with a raw `Authorization` value.
+pub fn authorization(value: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        AUTHORIZATION,
+        HeaderValue::from_str(value).expect("header value"),
+    );
+    headers
+}
+
+/// Calls `method` with params by name on any jsonrpsee client; a JSON-RPC
+/// error comes back as `Err`, anything else panics.
+pub async fn call(
+    client: &impl ClientT,
+    method: &str,
+    params: Value,
+) -> Result<Value, ErrorObjectOwned> {
+    let mut object = jsonrpsee::core::params::ObjectParams::new();
+    if let Value::Object(map) = params {
+        for (key, value) in map {
+            object.insert(&key, value).expect("param");
+        }
+    }
+    match client.request::<Value, _>(method, object).await {
+        Ok(value) => Ok(value),
+        Err(ClientError::Call(err)) => Err(err),
+        Err(other) => panic!("transport error calling {method}: {other}"),
+    }
+}
+
+/// Calls `method` with params by position.
+pub async fn call_positional(
+    client: &impl ClientT,
+    method: &str,
+    params: Vec<Value>,
+) -> Result<Value, ErrorObjectOwned> {
+    let mut array = ArrayParams::new();
+    for value in params {
+        array.insert(value).expect("param");
+    }
+    match client.request::<Value, _>(method, array).await {
+        Ok(value) => Ok(value),
+        Err(ClientError::Call(err)) => Err(err),
+        Err(other) => panic!("transport error calling {method}: {other}"),
+    }
+}
+
+/// Asserts a `-32001` with this reason.
+pub fn assert_unauthenticated(result: Result<Value, ErrorObjectOwned>, reason: &str) {
+    let err = result.expect_err("expected -32001");
+    assert_eq!(err.code(), -32001, "{err:?}");
+    assert_eq!(err.message(), "Unauthenticated");
+    let data: Value = serde_json::from_str(err.data().expect("data").get()).expect("json");
+    assert_eq!(data, json!({ "reason": reason }), "{err:?}");
+}
+
+/// Asserts an error with this code and message.
+pub fn assert_error(
+    result: Result<Value, ErrorObjectOwned>,
+    code: i32,
+    message: &str,
+) -> ErrorObjectOwned {
+    let err = result.expect_err("expected an error");
+    assert_eq!((err.code(), err.message()), (code, message), "{err:?}");
+    err
+}
+
+/// Writes one test per store: `NAME::sqlite` and `NAME::postgres`, with an
+/// optional config tweak: `async fn name(app) config(c) { c.x = 1; } { body }`.
+#[macro_export]
+macro_rules! both_stores {
+    ($(async fn $name:ident($app:ident) $(config($cfg:ident) $tweak:block)? $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                #[allow(unused_variables)]
+                fn tweak(config: &mut rpcguard::config::Config) {
+                    $( let $cfg = config; $tweak )?
+                }
+
+                async fn run($app: $crate::helpers::TestApp) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    let app = $crate::helpers::TestApp::spawn_with(
+                        $crate::helpers::StoreKind::Sqlite, tweak).await;
+                    run(app.expect("sqlite")).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    let app = $crate::helpers::TestApp::spawn_with(
+                        $crate::helpers::StoreKind::Postgres, tweak).await;
+                    if let Some(app) = app {
+                        run(app).await
+                    }
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,12 @@
+//! Integration tests: real servers on 127.0.0.1:0, real clients.
+//! All files form one test binary (one link, shared helpers).
+
+mod helpers;
+
+mod batch;
+mod cli;
+mod clients;
+mod contract;
+mod durability;
+mod params;
+mod websocket;
