@@ -261,7 +261,16 @@ impl<S: Send + Sync + 'static> Api<S> {
             .description(
                 "The OpenRPC service-discovery method: the whole document describing every \
                  method, its params, result, errors and security requirement.",
-            );
+            )
+            .example(Example::new(
+                "the document",
+                Value::Object(Map::new()),
+                serde_json::json!({
+                    "openrpc": crate::openrpc::OPENRPC_VERSION,
+                    "info": { "title": "rpcguard", "version": "0.1.0" },
+                    "methods": []
+                }),
+            ));
         let decl = declaration::<NoParams, crate::openrpc::OpenRpcDocument>(discover);
         Api {
             decls: vec![Arc::new(decl)],

@@ -171,6 +171,7 @@ fn method_entry(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Value {
                 .as_object_mut()
                 .and_then(|o| o.remove("description"))
                 .unwrap_or_else(|| json!(""));
+            let schema = unwrap_single_all_of(schema);
             json!({
                 "name": name,
                 "description": description,
@@ -195,6 +196,18 @@ fn method_entry(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Value {
     entry.insert("examples".into(), json!(examples_of(decl)));
     entry.insert("x-security".into(), json!(decl.security.requirements()));
     Value::Object(entry)
+}
+
+/// `{"allOf": [S]}` is how schemars attaches a description to a `$ref`;
+/// with the description moved to the content descriptor, it is just `S`.
+fn unwrap_single_all_of(schema: Value) -> Value {
+    match schema.as_object() {
+        Some(obj) if obj.len() == 1 => match obj.get("allOf").and_then(Value::as_array) {
+            Some(all) if all.len() == 1 => all[0].clone(),
+            _ => schema,
+        },
+        _ => schema,
+    }
 }
 
 /// The errors a method can return: those its security implies, `-32602`

@@ -12,6 +12,7 @@
 //! - the RPC layer ([`rpc`]) runs the security function for secured methods
 //!   only, checks the declared scopes, and hands the caller to the handler.
 
+mod api_key;
 mod bearer;
 pub mod http;
 pub mod rpc;
@@ -26,6 +27,7 @@ use hyper::header::{HeaderMap, AUTHORIZATION};
 use crate::error::{AuthFailure, MissingScopes, RpcError};
 use crate::user::{User, BEARER};
 
+pub use api_key::{AnySecurity, ApiKeySecurity};
 pub use bearer::BearerSecurity;
 
 /// The security requirement a method declares.

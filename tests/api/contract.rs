@@ -157,27 +157,23 @@ both_stores! {
 /// Drops the store's tables behind the server's back.
 async fn break_store(app: &TestApp) {
     use sqlx::Connection;
+    const DROPS: [&str; 2] = ["DROP TABLE user_scopes", "DROP TABLE users"];
     match &app.config.database_url {
         Some(url) => {
             let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::query("DROP TABLE user_scopes; DROP TABLE users")
-                .execute(&mut conn)
-                .await
-                .expect("drop");
+            for drop in DROPS {
+                sqlx::query(drop).execute(&mut conn).await.expect("drop");
+            }
         }
         None => {
             let path = app.data_dir.path().join("rpcguard.db");
-            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+            let url = format!("sqlite://{}", path.display());
+            let mut conn = sqlx::SqliteConnection::connect(&url)
                 .await
                 .expect("connect");
-            sqlx::query("DROP TABLE user_scopes")
-                .execute(&mut conn)
-                .await
-                .expect("drop");
-            sqlx::query("DROP TABLE users")
-                .execute(&mut conn)
-                .await
-                .expect("drop");
+            for drop in DROPS {
+                sqlx::query(drop).execute(&mut conn).await.expect("drop");
+            }
         }
     }
 }

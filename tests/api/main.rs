@@ -8,5 +8,7 @@ mod cli;
 mod clients;
 mod contract;
 mod durability;
+mod embedding;
+mod openrpc;
 mod params;
 mod websocket;

@@ -1,0 +1,223 @@
+//! The OpenRPC document: fresh, identical to `rpc.discover`, complete,
+//! self-contained, and accepted by the official tooling.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+const DEFAULT_URL: &str = "http://127.0.0.1:8080/";
+
+fn committed() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openrpc.json");
+    let text = std::fs::read_to_string(path).expect("openrpc.json is committed at the repo root");
+    serde_json::from_str(&text).expect("openrpc.json is JSON")
+}
+
+fn generated() -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .arg("openrpc")
+        .env("RUST_LOG", "warn")
+        .env_remove("RPCGUARD_PUBLIC_URL")
+        .output()
+        .expect("run rpcguard openrpc");
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[test]
+fn openrpc_json_is_not_stale() {
+    assert!(
+        committed() == generated(),
+        "openrpc.json is stale: regenerate it with `cargo run -- openrpc > openrpc.json` and commit it"
+    );
+}
+
+#[tokio::test]
+async fn discover_answers_the_committed_document() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+        c.server.doc.server_url = DEFAULT_URL.to_owned()
+    })
+    .await
+    .expect("app");
+    let live = app
+        .call(None, "rpc.discover", json!({}))
+        .await
+        .expect("rpc.discover");
+    assert_eq!(live, committed());
+    // Over WebSocket too.
+    let ws = app.ws(None).await;
+    assert_eq!(
+        call(&ws, "rpc.discover", json!({})).await.expect("ws"),
+        live
+    );
+}
+
+/// Every `$ref` in `value`.
+fn refs(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(r)) => out.push(r.clone()),
+                    _ => refs(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+        _ => {}
+    }
+}
+
+/// Every `format` keyword value in the schemas of `value`.
+fn formats(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(f)) = map.get("format") {
+                out.push(f.clone());
+            }
+            map.values().for_each(|v| formats(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| formats(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn document_structure() {
+    let doc = generated();
+    assert_eq!(doc["openrpc"], "1.3.2");
+    assert_eq!(doc["servers"][0]["url"], DEFAULT_URL);
+    let methods = doc["methods"].as_array().expect("methods");
+    let security: Vec<(String, Value)> = methods
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().expect("name").to_owned(),
+                m["x-security"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        security,
+        vec![
+            ("rpc.discover".to_owned(), json!({})),
+            ("sign_up".to_owned(), json!({})),
+            ("sign_in".to_owned(), json!({})),
+            ("get_caller".to_owned(), json!({"Bearer": []})),
+            ("require_scopes".to_owned(), json!({"Bearer": ["scope1"]})),
+        ]
+    );
+    for method in methods {
+        let name = &method["name"];
+        assert_eq!(method["paramStructure"], "either", "{name}");
+        assert!(
+            method["result"]["schema"].is_object(),
+            "{name} has a result"
+        );
+        assert!(
+            !method["examples"].as_array().expect("examples").is_empty(),
+            "{name} has an example"
+        );
+        let codes: BTreeSet<i64> = method["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .map(|e| e["code"].as_i64().expect("code"))
+            .collect();
+        if method["x-security"] != json!({}) {
+            assert!(codes.contains(&-32001), "{name} lists -32001");
+        }
+        if method["name"] == "require_scopes" {
+            assert!(codes.contains(&-32099));
+        }
+        if method["name"] == "sign_in" {
+            assert!(codes.contains(&-32002) && codes.contains(&-32005) && codes.contains(&-32602));
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("non-local $ref {r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} resolves"
+        );
+    }
+    let mut found = Vec::new();
+    formats(&doc, &mut found);
+    assert!(found.is_empty(), "no non-standard formats: {found:?}");
+    let bearer = &doc["components"]["x-securitySchemes"]["Bearer"];
+    assert_eq!(
+        (
+            &bearer["type"],
+            &bearer["in"],
+            &bearer["name"],
+            &bearer["bearerFormat"]
+        ),
+        (
+            &json!("bearer"),
+            &json!("header"),
+            &json!("Authorization"),
+            &json!("JWT")
+        )
+    );
+    assert!(bearer["scopes"]["scope1"].is_string());
+}
+
+/// The npm project with the official OpenRPC tools, or `None` (after saying
+/// why) when it is not installed; CI sets RPCGUARD_REQUIRE_NODE=1 to make
+/// that a failure.
+fn node_tools() -> Option<&'static Path> {
+    let dir = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/openrpc"
+    ));
+    if dir.join("node_modules").is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("RPCGUARD_REQUIRE_NODE").is_ok_and(|v| v == "1") {
+        panic!(
+            "RPCGUARD_REQUIRE_NODE=1 but {} has no node_modules",
+            dir.display()
+        );
+    }
+    eprintln!("SKIPPED (Node.js): run `npm ci --prefix tests/clients/openrpc` to use the official OpenRPC tools");
+    None
+}
+
+async fn node(dir: &Path, script: &str, args: Vec<String>) {
+    let script = dir.join(script);
+    let out =
+        tokio::task::spawn_blocking(move || Command::new("node").arg(script).args(args).output())
+            .await
+            .expect("join")
+            .expect("node runs");
+    assert!(
+        out.status.success(),
+        "node script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn official_validator_accepts_file_and_live_document() {
+    let Some(dir) = node_tools() else { return };
+    let app = TestApp::spawn().await;
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/openrpc.json").to_owned();
+    node(dir, "validate.mjs", vec![file, app.url.clone()]).await;
+}
+
+#[tokio::test]
+async fn open_rpc_client_js_over_http_and_websocket() {
+    let Some(dir) = node_tools() else { return };
+    let app = TestApp::spawn().await;
+    node(dir, "flow.mjs", vec![app.url.clone()]).await;
+}
