@@ -339,3 +339,93 @@ macro_rules! both_stores {
         )*
     };
 }
+
+/// An `rpcguard serve` child process (for tests that need real processes:
+/// several instances, `kill -9`). Killed on drop.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    pub url: String,
+    /// Everything the process wrote to stderr so far is appended here by a
+    /// reader thread.
+    pub log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts `rpcguard serve --addr 127.0.0.1:0 ARGS` with `env`, and waits
+    /// for its "listening" line.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+        use std::io::BufRead;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"));
+        command
+            .args(["serve", "--addr", "127.0.0.1:0", "--bcrypt-cost", "4"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("RPCGUARD_SECRET")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start rpcguard serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.strip_prefix("rpcguard listening on http://") {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
+                    }
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let addr: SocketAddr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start: {}",
+                    log.lock().map(|l| l.clone()).unwrap_or_default()
+                )
+            })
+            .parse()
+            .expect("address");
+        ServerProcess {
+            child,
+            addr,
+            url: format!("http://{addr}/"),
+            log,
+        }
+    }
+
+    /// A jsonrpsee HTTP client for this process.
+    pub fn client(&self, token: Option<&str>) -> HttpClient {
+        HttpClientBuilder::default()
+            .set_headers(bearer_headers(token))
+            .build(&self.url)
+            .expect("client")
+    }
+
+    /// What the process logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

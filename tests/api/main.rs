@@ -9,6 +9,7 @@ mod clients;
 mod contract;
 mod durability;
 mod embedding;
+mod instances;
 mod openrpc;
 mod params;
 mod websocket;
