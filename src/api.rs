@@ -385,8 +385,9 @@ pub(crate) fn parse_params<P: DeserializeOwned>(
 ) -> Result<P, RpcError> {
     let value: Value = match raw {
         None => Value::Object(Map::new()),
-        Some(text) => serde_json::from_str(text)
-            .map_err(|_| RpcError::InvalidParams("params are not valid JSON".into()))?,
+        Some(text) => serde_json::from_str(text).map_err(|_| {
+            RpcError::InvalidParams("params are not valid JSON or are nested too deeply".into())
+        })?,
     };
     let object = match value {
         Value::Object(map) => map,

@@ -100,22 +100,23 @@ impl SignInThrottle {
     pub fn check(&self, username: &Username, client: Option<IpAddr>) -> Result<(), RpcError> {
         let account = username.key();
         let l = &self.inner;
-        let wait = [
-            l.pair
-                .as_ref()
-                .and_then(|r| r.check_key(&(account.clone(), client)).err()),
-            l.ip.as_ref().and_then(|r| r.check_key(&client).err()),
-            l.account.as_ref().and_then(|r| r.check_key(&account).err()),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|not_until| not_until.wait_time_from(l.clock.now()))
-        .max();
-        match wait {
+        // Checked in order and stopped at the first empty budget, so that a
+        // refused attempt does not also drain the wider budgets: one address
+        // hammering an account spends only its own (account, IP) budget.
+        let refused = l
+            .pair
+            .as_ref()
+            .and_then(|r| r.check_key(&(account.clone(), client)).err())
+            .or_else(|| l.ip.as_ref().and_then(|r| r.check_key(&client).err()))
+            .or_else(|| l.account.as_ref().and_then(|r| r.check_key(&account).err()));
+        match refused {
             None => Ok(()),
-            Some(wait) => Err(RpcError::TooManyRequests {
-                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }),
+            Some(not_until) => {
+                let wait = not_until.wait_time_from(l.clock.now());
+                Err(RpcError::TooManyRequests {
+                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                })
+            }
         }
     }
 
@@ -163,6 +164,37 @@ mod tests {
         throttle
             .check(&name, Some(IpAddr::from([127, 0, 0, 2])))
             .expect("other address");
+    }
+
+    #[test]
+    fn refreshed_entries_are_dropped() {
+        let throttle = SignInThrottle::new(ThrottleConfig {
+            per_account_and_ip: 60_000,
+            per_ip: 0,
+            per_account: 0,
+        });
+        for i in 0..1000 {
+            let name = Username::parse(format!("user{i}")).expect("valid");
+            throttle.check(&name, None).expect("within budget");
+        }
+        assert_eq!(throttle.tracked(), 1000);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        throttle.retain_recent();
+        assert_eq!(throttle.tracked(), 0);
+    }
+
+    #[test]
+    fn refused_attempts_do_not_drain_wider_budgets() {
+        let throttle = SignInThrottle::new(ThrottleConfig::default());
+        let name = Username::parse("victim").expect("valid");
+        let attacker = Some(IpAddr::from([10, 0, 0, 1]));
+        for _ in 0..100 {
+            let _ = throttle.check(&name, attacker);
+        }
+        // Only 5 reached the account-wide budget of 30.
+        throttle
+            .check(&name, Some(IpAddr::from([10, 0, 0, 2])))
+            .expect("the real user");
     }
 
     #[test]

@@ -358,7 +358,7 @@ impl ServerProcess {
         use std::io::BufRead;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"));
         command
-            .args(["serve", "--addr", "127.0.0.1:0", "--bcrypt-cost", "4"])
+            .args(["serve", "--addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -366,6 +366,9 @@ impl ServerProcess {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
+        if !args.contains(&"--bcrypt-cost") {
+            command.args(["--bcrypt-cost", "4"]);
+        }
         for (key, value) in env {
             command.env(key, value);
         }

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod attacks;
 mod batch;
 mod cli;
 mod clients;

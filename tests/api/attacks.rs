@@ -1,0 +1,869 @@
+//! The adversarial suite: token forgeries (RFC 8725), Bearer syntax (RFC
+//! 6750), password and username edge cases, enumeration, brute force and
+//! resource exhaustion. Each attack runs against a real `rpcguard serve`
+//! process, and afterwards its whole log and every response it gave are
+//! searched for secrets (passwords, hashes, the key, tokens, SQL, panics).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use crate::helpers::*;
+
+const SECRET: &str = "attack-suite-signing-key-0123456789abcdef";
+
+/// A server process under attack, remembering every answer it gave.
+struct Target {
+    process: ServerProcess,
+    http: reqwest::Client,
+    answers: Mutex<Vec<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Target {
+    fn start(extra: &[&str]) -> Target {
+        let dir = tempfile::tempdir().expect("dir");
+        let data_dir = dir.path().display().to_string();
+        let mut args = vec!["--data-dir", data_dir.as_str()];
+        args.extend_from_slice(extra);
+        let process = ServerProcess::start(&args, &[("RPCGUARD_SECRET", SECRET)]);
+        Target {
+            process,
+            http: reqwest::Client::new(),
+            answers: Mutex::new(Vec::new()),
+            _dir: dir,
+        }
+    }
+
+    /// POSTs `body` with `headers`; returns status and body text.
+    async fn post(&self, body: String, headers: HeaderMap) -> (u16, String) {
+        let response = self
+            .http
+            .post(&self.process.url)
+            .header("content-type", "application/json")
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("text");
+        self.answers.lock().expect("lock").push(text.clone());
+        (status, text)
+    }
+
+    /// Calls `method` with `params`; returns the parsed answer.
+    async fn rpc(&self, method: &str, params: Value, headers: HeaderMap) -> Value {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string();
+        let (status, text) = self.post(body, headers).await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).expect("JSON answer")
+    }
+
+    async fn sign_up(&self, name: &str, password: &str) -> Value {
+        self.rpc("sign_up", json!([name, password]), HeaderMap::new())
+            .await
+    }
+
+    async fn token(&self, name: &str, password: &str) -> String {
+        let answer = self
+            .rpc("sign_in", json!([name, password]), HeaderMap::new())
+            .await;
+        // The one answer that rightly carries a token is not searched for leaks.
+        self.answers.lock().expect("lock").pop();
+        answer["result"]["access_token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    async fn get_caller(&self, headers: HeaderMap) -> Value {
+        self.rpc("get_caller", json!([]), headers).await
+    }
+
+    async fn health(&self) {
+        let status = self
+            .http
+            .get(format!("{}health", self.process.url))
+            .send()
+            .await
+            .expect("health")
+            .status();
+        assert_eq!(status, 200);
+    }
+
+    /// Nothing secret in the log or in any answer; nothing logged at error
+    /// level; no panic.
+    fn assert_no_leaks(&self, secrets: &[&str]) {
+        let log = self.process.log();
+        assert!(!log.contains(" ERROR "), "error-level log:\n{log}");
+        let answers = self.answers.lock().expect("lock").join("\n");
+        for (what, text) in [("log", &log), ("answers", &answers)] {
+            for needle in secrets.iter().chain([
+                &SECRET,
+                &"$2b$",
+                &"$2y$",
+                &"panicked",
+                &"SELECT ",
+                &"INSERT ",
+                &"sqlx",
+            ]) {
+                assert!(!text.contains(needle), "{what} contains {needle:?}");
+            }
+        }
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    let now = rpcguard::auth::token::unix_now().expect("clock");
+    let mut map = json!({"sub": sub, "iat": now, "exp": now + 600, "iss": "rpcguard", "aud": "rpcguard", "jti": "x"})
+        .as_object()
+        .cloned()
+        .expect("object");
+    edit(&mut map);
+    Value::Object(map)
+}
+
+/// A correctly HS256-signed token with these claims and extra header fields.
+fn signed(claims: &Value, header_extra: Value) -> String {
+    let mut header = json!({"alg": "HS256", "typ": "JWT"});
+    if let (Some(h), Value::Object(extra)) = (header.as_object_mut(), header_extra) {
+        h.extend(extra);
+    }
+    hmac_token(&header, claims)
+}
+
+/// `header.payload.HMAC-SHA256(SECRET)` for any header (also a lying one).
+fn hmac_token(header: &Value, claims: &Value) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    mac.update(input.as_bytes());
+    format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+}
+
+fn auth(value: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(AUTHORIZATION, HeaderValue::from_str(value).expect("header"));
+    headers
+}
+
+fn reason(answer: &Value) -> &str {
+    assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    answer["error"]["data"]["reason"].as_str().expect("reason")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_malformed_tokens_are_refused() {
+    let target = Target::start(&[]);
+    target.sign_up("victim", PASSWORD).await;
+    let real = target.token("victim", PASSWORD).await;
+    let now = rpcguard::auth::token::unix_now().expect("clock");
+    let (head, rest) = real.split_once('.').expect("jwt");
+    let (payload, signature) = rest.split_once('.').expect("jwt");
+
+    let mut invalid: Vec<(&str, String)> = vec![
+        (
+            "alg none, unsigned",
+            format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), payload),
+        ),
+        (
+            "alg none, signed",
+            format!(
+                "{}.{}.{}",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                payload,
+                signature
+            ),
+        ),
+        (
+            "alg None",
+            hmac_token(&json!({"alg": "None"}), &claims_for("victim", |_| {})),
+        ),
+        (
+            "HS384",
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS384),
+                &claims_for("victim", |_| {}),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("hs384"),
+        ),
+        (
+            "HS512",
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS512),
+                &claims_for("victim", |_| {}),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("hs512"),
+        ),
+        (
+            "RS256 with the HMAC key as public key",
+            hmac_token(
+                &json!({"alg": "RS256", "typ": "JWT"}),
+                &claims_for("victim", |_| {}),
+            ),
+        ),
+        (
+            "ES256 header",
+            hmac_token(&json!({"alg": "ES256"}), &claims_for("victim", |_| {})),
+        ),
+        ("signature stripped", format!("{head}.{payload}.")),
+        ("no signature part", format!("{head}.{payload}")),
+        (
+            "signature truncated",
+            format!("{head}.{payload}.{}", &signature[..signature.len() - 4]),
+        ),
+        (
+            "payload: sub edited",
+            format!(
+                "{head}.{}.{signature}",
+                b64(claims_for("admin", |_| {}).to_string().as_bytes())
+            ),
+        ),
+        (
+            "payload: exp extended",
+            format!(
+                "{head}.{}.{signature}",
+                b64(claims_for("victim", |c| {
+                    c.insert("exp".into(), json!(now + 999_999));
+                })
+                .to_string()
+                .as_bytes())
+            ),
+        ),
+        (
+            "payload: scope added",
+            format!(
+                "{head}.{}.{signature}",
+                b64(claims_for("victim", |c| {
+                    c.insert("scope".into(), json!("scope1"));
+                })
+                .to_string()
+                .as_bytes())
+            ),
+        ),
+        (
+            "another key",
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims_for("victim", |_| {}),
+                &EncodingKey::from_secret(&[3u8; 32]),
+            )
+            .expect("other key"),
+        ),
+        ("another key with jku", {
+            let header =
+                json!({"alg": "HS256", "jku": "http://127.0.0.1:9/keys.json", "kid": "attacker"});
+            let input = format!(
+                "{}.{}",
+                b64(header.to_string().as_bytes()),
+                b64(claims_for("victim", |_| {}).to_string().as_bytes())
+            );
+            let mut mac = Hmac::<Sha256>::new_from_slice(&[3u8; 32]).expect("key");
+            mac.update(input.as_bytes());
+            format!("{input}.{}", b64(&mac.finalize().into_bytes()))
+        }),
+        (
+            "nbf in the future",
+            signed(
+                &claims_for("victim", |c| {
+                    c.insert("nbf".into(), json!(now + 3600));
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "iat in the future",
+            signed(
+                &claims_for("victim", |c| {
+                    c.insert("iat".into(), json!(now + 3600));
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "missing exp",
+            signed(
+                &claims_for("victim", |c| {
+                    c.remove("exp");
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "missing iss",
+            signed(
+                &claims_for("victim", |c| {
+                    c.remove("iss");
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "missing aud",
+            signed(
+                &claims_for("victim", |c| {
+                    c.remove("aud");
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "missing sub",
+            signed(
+                &claims_for("victim", |c| {
+                    c.remove("sub");
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "wrong iss",
+            signed(
+                &claims_for("victim", |c| {
+                    c.insert("iss".into(), json!("evil"));
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "wrong aud",
+            signed(
+                &claims_for("victim", |c| {
+                    c.insert("aud".into(), json!("evil"));
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "aud as a list without us",
+            signed(
+                &claims_for("victim", |c| {
+                    c.insert("aud".into(), json!(["evil"]));
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "unknown user",
+            signed(&claims_for("ghost", |_| {}), json!({})),
+        ),
+        (
+            "exp as a string",
+            signed(
+                &claims_for("victim", |c| {
+                    c.insert("exp".into(), json!("tomorrow"));
+                }),
+                json!({}),
+            ),
+        ),
+        (
+            "huge token",
+            format!("{head}.{}.{signature}", "A".repeat(64 * 1024)),
+        ),
+        ("garbage", "!!!".to_owned()),
+    ];
+    // One bit flipped in the signature.
+    let mut bits = URL_SAFE_NO_PAD.decode(signature).expect("sig");
+    bits[0] ^= 1;
+    invalid.push((
+        "one bit flipped",
+        format!("{head}.{payload}.{}", b64(&bits)),
+    ));
+
+    for (what, token) in &invalid {
+        let answer = target.get_caller(auth(&format!("Bearer {token}"))).await;
+        assert_eq!(reason(&answer), "invalid_token", "{what}: {answer}");
+    }
+
+    let expired = signed(
+        &claims_for("victim", |c| {
+            c.insert("iat".into(), json!(now - 60));
+            c.insert("exp".into(), json!(now - 1));
+        }),
+        json!({}),
+    );
+    assert_eq!(
+        reason(&target.get_caller(auth(&format!("Bearer {expired}"))).await),
+        "expired_token"
+    );
+
+    // kid / jku / x5u on a correctly signed token are ignored, never fetched.
+    let ignored = signed(
+        &claims_for("victim", |_| {}),
+        json!({"kid": "../../etc/passwd", "jku": "http://127.0.0.1:9/jwks", "x5u": "http://127.0.0.1:9/cert"}),
+    );
+    let answer = target.get_caller(auth(&format!("Bearer {ignored}"))).await;
+    assert_eq!(answer["result"]["username"], "victim", "{answer}");
+
+    // Bearer syntax (RFC 6750).
+    let syntax: Vec<(&str, HeaderMap)> = vec![
+        ("two spaces", auth(&format!("Bearer  {real}"))),
+        ("no Bearer prefix", auth(&real)),
+        ("Basic", auth("Basic dmljdGltOnBhc3N3b3Jk")),
+        ("token then junk", auth(&format!("Bearer {real} extra"))),
+        ("empty token", auth("Bearer ")),
+        ("scheme only", auth("Bearer")),
+        ("two Authorization headers", {
+            let mut h = auth(&format!("Bearer {real}"));
+            h.append(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {real}")).expect("header"),
+            );
+            h
+        }),
+    ];
+    for (what, headers) in syntax {
+        let answer = target.get_caller(headers).await;
+        assert_eq!(reason(&answer), "invalid_token", "{what}: {answer}");
+    }
+    // Case-insensitive scheme word still works; a huge unrelated header is harmless.
+    let mut big = auth(&format!("bEARER {real}"));
+    big.insert(
+        "x-padding",
+        HeaderValue::from_str(&"p".repeat(64 * 1024)).expect("header"),
+    );
+    assert_eq!(target.get_caller(big).await["result"]["username"], "victim");
+
+    target.health().await;
+    target.assert_no_leaks(&[PASSWORD, &real]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_and_username_edge_cases() {
+    let target = Target::start(&[]);
+    let edge_72 = format!("{}é", "x".repeat(70)); // 72 bytes
+    let edge_73 = format!("{}é", "x".repeat(71)); // 73 bytes: é crosses the edge
+    let refused: Vec<(&str, Value)> = vec![
+        ("empty password", json!(["alice", ""])),
+        ("7 bytes", json!(["alice", "1234567"])),
+        ("73 bytes", json!(["alice", "x".repeat(73)])),
+        ("multi-byte crossing 72", json!(["alice", edge_73])),
+        ("NUL in password", json!(["alice", "pass\u{0}word123"])),
+        ("space in name", json!(["al ice", PASSWORD])),
+        ("control character", json!(["al\u{7}ice", PASSWORD])),
+        ("newline", json!(["alice\n", PASSWORD])),
+        ("path traversal", json!(["../../etc", PASSWORD])),
+        ("SQL", json!(["' OR 1=1 --", PASSWORD])),
+        ("65 characters", json!(["a".repeat(65), PASSWORD])),
+        ("Cyrillic look-alike", json!(["аlice", PASSWORD])),
+        ("full-width", json!(["ａｌｉｃｅ", PASSWORD])),
+        ("number as name", json!([12345, PASSWORD])),
+        ("object as password", json!(["alice", {"$gt": ""}])),
+        ("null password", json!(["alice", null])),
+        ("array as name", json!([["alice"], PASSWORD])),
+        ("bool as password", json!(["alice", true])),
+    ];
+    for (what, params) in &refused {
+        let answer = target
+            .rpc("sign_up", params.clone(), HeaderMap::new())
+            .await;
+        assert_eq!(answer["error"]["code"], -32602, "{what}: {answer}");
+        assert_eq!(answer["error"]["message"], "Invalid params");
+    }
+    for (what, params) in &refused {
+        let answer = target
+            .rpc("sign_in", params.clone(), HeaderMap::new())
+            .await;
+        assert_eq!(answer["error"]["code"], -32602, "sign_in {what}: {answer}");
+    }
+    assert!(
+        target.sign_up("alice", "x".repeat(72).as_str()).await["result"].is_object(),
+        "exactly 72 bytes"
+    );
+    assert!(
+        target.sign_up("bob", &edge_72).await["result"].is_object(),
+        "72 bytes with é"
+    );
+    let dup = target.sign_up("ALICE", PASSWORD).await;
+    assert_eq!(dup["error"]["code"], -32003, "mixed-case duplicate: {dup}");
+    // Nothing else was stored.
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args([
+            "user",
+            "list",
+            "--data-dir",
+            &target._dir.path().display().to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("list");
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(listing.lines().count(), 2, "{listing}");
+    target.assert_no_leaks(&["x".repeat(72).as_str(), &edge_73, PASSWORD]);
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_does_not_reveal_which_usernames_exist() {
+    // Throttling off so that 40 attempts are measured, at a cost where bcrypt dominates.
+    let target = Target::start(&[
+        "--bcrypt-cost",
+        "10",
+        "--signin-per-account-ip",
+        "0",
+        "--signin-per-ip",
+        "0",
+        "--signin-per-account",
+        "0",
+    ]);
+    target.sign_up("alice", PASSWORD).await;
+    let (mut unknown, mut wrong) = (Vec::new(), Vec::new());
+    let mut answers = Vec::new();
+    for i in 0..21 {
+        for (name, samples) in [("nobody", &mut unknown), ("alice", &mut wrong)] {
+            let started = Instant::now();
+            let answer = target
+                .rpc("sign_in", json!([name, "wrong password"]), HeaderMap::new())
+                .await;
+            let took = started.elapsed();
+            if i > 0 {
+                samples.push(took); // the first round warms up
+            }
+            answers.push(answer["error"].clone());
+        }
+    }
+    assert!(
+        answers.windows(2).all(|w| w[0] == w[1]),
+        "identical error objects: {answers:?}"
+    );
+    let (u, w) = (median(unknown), median(wrong));
+    let diff = u.abs_diff(w).as_secs_f64() / u.max(w).as_secs_f64();
+    assert!(
+        diff < 0.10,
+        "median unknown {u:?} vs wrong password {w:?}: {:.1}% apart",
+        diff * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brute_force_is_throttled_across_batches_sessions_and_transports() {
+    let target = Target::start(&[]);
+    target.sign_up("victim", PASSWORD).await;
+
+    // 100 sign_ins packed into one batch: at most 5 reach bcrypt.
+    let batch: Vec<Value> = (0..100)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "method": "sign_in", "params": ["victim", format!("guess-{i:04}")]}))
+        .collect();
+    let (status, text) = target
+        .post(Value::Array(batch).to_string(), HeaderMap::new())
+        .await;
+    assert_eq!(status, 200);
+    let answers: Vec<Value> = serde_json::from_str(&text).expect("batch");
+    let code = |c: i64| answers.iter().filter(|a| a["error"]["code"] == c).count();
+    assert_eq!((code(-32002), code(-32005)), (5, 95), "{text}");
+    let throttled = answers
+        .iter()
+        .find(|a| a["error"]["code"] == -32005)
+        .expect("throttled");
+    assert!(
+        throttled["error"]["data"]["retry_after_s"]
+            .as_u64()
+            .expect("retry_after_s")
+            >= 1
+    );
+
+    // Neither a fresh WebSocket session nor plain HTTP gets a new budget.
+    for _ in 0..3 {
+        let ws = jsonrpsee::ws_client::WsClientBuilder::default()
+            .build(format!("ws://{}/", target.process.addr))
+            .await
+            .expect("ws");
+        let err = call(
+            &ws,
+            "sign_in",
+            json!({"username": "victim", "password": "guess-password"}),
+        )
+        .await
+        .expect_err("throttled");
+        assert_eq!(err.code(), -32005);
+    }
+    let answer = target
+        .rpc("sign_in", json!(["victim", PASSWORD]), HeaderMap::new())
+        .await;
+    assert_eq!(
+        answer["error"]["code"], -32005,
+        "even the right password waits: {answer}"
+    );
+
+    // The real user, from another address, is not locked out.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "sign_in", "params": ["victim", PASSWORD]});
+    let answer: Value = other
+        .post(&target.process.url)
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert!(answer["result"]["access_token"].is_string(), "{answer}");
+    target.assert_no_leaks(&[PASSWORD]);
+}
+
+/// Sends raw bytes on a new TCP connection; returns what came back before
+/// the server closed or `wait` passed.
+fn raw_exchange(addr: std::net::SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    stream.write_all(bytes).expect("write");
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_exhaustion_leaves_the_server_up() {
+    let target = Target::start(&[
+        "--header-timeout",
+        "1",
+        "--bcrypt-cost",
+        "10",
+        "--bcrypt-workers",
+        "1",
+        "--bcrypt-queue",
+        "4",
+    ]);
+    let addr = target.process.addr;
+
+    // A body announced over the limit is refused before it is read.
+    let started = Instant::now();
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{{",
+        64 * 1024 * 1024
+    );
+    let answer = tokio::task::spawn_blocking(move || {
+        raw_exchange(addr, head.as_bytes(), Duration::from_secs(5))
+    })
+    .await
+    .expect("join");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered without waiting for the body"
+    );
+
+    // A body that is over the limit without announcing it.
+    let (status, _) = target
+        .post(
+            format!("[{}]", "1,".repeat(600_000) + "1"),
+            HeaderMap::new(),
+        )
+        .await;
+    assert_eq!(status, 413);
+
+    // 10,000 levels of nesting: a parse error, no stack overflow.
+    let nested = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let (status, text) = target.post(nested, HeaderMap::new()).await;
+    assert_eq!(status, 200);
+    let answer: Value = serde_json::from_str(&text).expect("json");
+    // A single error, or a batch of one invalid entry.
+    let error = if answer.is_array() {
+        &answer[0]["error"]
+    } else {
+        &answer["error"]
+    };
+    let code = error["code"].as_i64().expect("code");
+    assert!(code == -32700 || code == -32600, "{answer}");
+    let deep_params = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"sign_up","params":{}1{}}}"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let (status, text) = target.post(deep_params, HeaderMap::new()).await;
+    assert_eq!(status, 200);
+    assert!(text.contains("-32602"), "{text}");
+    target.health().await;
+
+    // Slow-loris: headers that never finish are cut at the header timeout.
+    let started = Instant::now();
+    let answer = tokio::task::spawn_blocking(move || {
+        raw_exchange(
+            addr,
+            b"POST / HTTP/1.1\r\nhost: x\r\nx-slow: a",
+            Duration::from_secs(10),
+        )
+    })
+    .await
+    .expect("join");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after {:?}: {answer:?}",
+        started.elapsed()
+    );
+
+    // 1,000 WebSocket connections opened and dropped.
+    for chunk in 0..10 {
+        let sessions = (0..100).map(|_| {
+            jsonrpsee::ws_client::WsClientBuilder::default().build(format!("ws://{addr}/"))
+        });
+        let sessions: Vec<_> = futures::future::join_all(sessions).await;
+        assert!(
+            sessions.iter().all(|s| s.is_ok()),
+            "chunk {chunk} connected"
+        );
+        drop(sessions);
+    }
+    target.health().await;
+
+    // A sign_up flood fills the bounded bcrypt queue: the excess is refused
+    // at once with -32005, and sign_in works again once the flood drains.
+    target.sign_up("alice", PASSWORD).await;
+    let flood = (0..40).map(|i| {
+        let target = &target;
+        async move { target.sign_up(&format!("flood{i}"), PASSWORD).await }
+    });
+    let results = futures::future::join_all(flood).await;
+    let busy = results
+        .iter()
+        .filter(|a| a["error"]["code"] == -32005)
+        .count();
+    assert!(busy > 0, "the queue bound was hit");
+    assert!(results
+        .iter()
+        .all(|a| a["result"].is_object() || a["error"]["code"] == -32005));
+    target.health().await;
+    assert!(!target.token("alice", PASSWORD).await.is_empty());
+    target.assert_no_leaks(&[PASSWORD]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_sign_ups_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().display().to_string();
+    let args = [
+        "--data-dir",
+        data_dir.as_str(),
+        "--signin-per-account-ip",
+        "0",
+        "--signin-per-ip",
+        "0",
+        "--signin-per-account",
+        "0",
+    ];
+    let server = ServerProcess::start(&args, &[("RPCGUARD_SECRET", SECRET)]);
+    let url = server.url.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let streams = (0..4).map(|stream| {
+        let url = url.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut acknowledged = Vec::new();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let name = format!("u{stream}x{i}");
+                let body = json!({"jsonrpc": "2.0", "id": i, "method": "sign_up", "params": [name, PASSWORD]});
+                let Ok(response) = client.post(&url).json(&body).send().await else { break };
+                let Ok(answer) = response.json::<Value>().await else { break };
+                if answer["result"]["username"] == name.as_str() {
+                    acknowledged.push(name);
+                }
+            }
+            acknowledged
+        })
+    });
+    let streams: Vec<_> = streams.collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut server = server;
+    server.child.kill().expect("SIGKILL"); // std's kill() is SIGKILL on Unix
+    server.child.wait().expect("reaped");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for stream in streams {
+        acknowledged.extend(stream.await.expect("stream"));
+    }
+    assert!(
+        acknowledged.len() > 10,
+        "the stream ran: {}",
+        acknowledged.len()
+    );
+
+    let restarted = ServerProcess::start(&args, &[("RPCGUARD_SECRET", SECRET)]);
+    let client = restarted.client(None);
+    for name in &acknowledged {
+        let token = call(
+            &client,
+            "sign_in",
+            json!({"username": name, "password": PASSWORD}),
+        )
+        .await;
+        assert!(
+            token.is_ok(),
+            "{name} was acknowledged but is gone: {token:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn short_keys_are_refused_and_generated_keys_are_private() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ])
+        .env("RPCGUARD_SECRET", "31-bytes-is-one-byte-too-short!")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("256 bits"));
+
+    let key_file = dir.path().join("short.key");
+    std::fs::write(&key_file, "short").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--data-dir",
+            &dir.path().display().to_string(),
+        ])
+        .arg("--secret-file")
+        .arg(&key_file)
+        .env_remove("RPCGUARD_SECRET")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+
+    let app = TestApp::spawn().await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(app.data_dir.path().join("secret.key"))
+        .expect("key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
