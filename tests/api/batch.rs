@@ -95,3 +95,16 @@ async fn auth_errors_echo_the_request_id() {
     assert_eq!(body["id"], "abc-42");
     assert_eq!(body["error"]["code"], -32001);
 }
+
+/// Found by the `request` fuzz target: an empty body was answered 400.
+#[tokio::test]
+async fn bodies_that_are_not_json_get_a_parse_error_with_200() {
+    let app = TestApp::spawn().await;
+    for body in ["", "   ", "garbage", "42", "\"text\"", "{", "[1,"] {
+        let (status, answer) = app.post_raw(body, Default::default()).await;
+        assert_eq!(status, 200, "{body:?}: {answer}");
+        let error = if answer.is_array() { &answer[0]["error"] } else { &answer["error"] };
+        let code = error["code"].as_i64().unwrap_or_default();
+        assert!(code == -32700 || code == -32600, "{body:?}: {answer}");
+    }
+}
