@@ -113,6 +113,17 @@ struct OpenrpcArgs {
     public_url: String,
 }
 
+#[derive(Debug, Args)]
+struct ScopeArgs {
+    /// Username.
+    name: String,
+    /// Scopes.
+    #[arg(required = true)]
+    scopes: Vec<String>,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Creates a user; the password is read from the first line of stdin.
@@ -126,25 +137,9 @@ enum UserCommand {
         bcrypt_cost: u32,
     },
     /// Grants Bearer scopes to a user.
-    Grant {
-        /// Username.
-        name: String,
-        /// Scopes to grant.
-        #[arg(required = true)]
-        scopes: Vec<String>,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    Grant(ScopeArgs),
     /// Revokes Bearer scopes from a user.
-    Revoke {
-        /// Username.
-        name: String,
-        /// Scopes to revoke.
-        #[arg(required = true)]
-        scopes: Vec<String>,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    Revoke(ScopeArgs),
     /// Deletes a user (its tokens stop working at once).
     Delete {
         /// Username.
@@ -233,6 +228,20 @@ fn parse_scopes(raw: Vec<String>) -> anyhow::Result<Vec<Scope>> {
         .collect()
 }
 
+/// `user grant` (`grant = true`) or `user revoke`.
+async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
+    let username = Username::parse(args.name).map_err(anyhow::Error::msg)?;
+    let scopes = parse_scopes(args.scopes)?;
+    let store = app::open_store(&store_config(args.store)).await?;
+    let user = if grant {
+        store.grant(&username, &scopes).await?
+    } else {
+        store.revoke(&username, &scopes).await?
+    };
+    println!("{}: {}", user.username, user.scopes.join(" "));
+    Ok(())
+}
+
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
@@ -260,26 +269,8 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
                 Err(other) => return Err(other.into()),
             }
         }
-        UserCommand::Grant {
-            name,
-            scopes,
-            store,
-        } => {
-            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
-            let store = app::open_store(&store_config(store)).await?;
-            let user = store.grant(&username, &parse_scopes(scopes)?).await?;
-            println!("{}: {}", user.username, user.scopes.join(" "));
-        }
-        UserCommand::Revoke {
-            name,
-            scopes,
-            store,
-        } => {
-            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
-            let store = app::open_store(&store_config(store)).await?;
-            let user = store.revoke(&username, &parse_scopes(scopes)?).await?;
-            println!("{}: {}", user.username, user.scopes.join(" "));
-        }
+        UserCommand::Grant(args) => change_scopes(args, true).await?,
+        UserCommand::Revoke(args) => change_scopes(args, false).await?,
         UserCommand::Delete { name, store } => {
             let username = Username::parse(name).map_err(anyhow::Error::msg)?;
             let store = app::open_store(&store_config(store)).await?;

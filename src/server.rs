@@ -100,7 +100,7 @@ impl RunningServer {
     }
 
     /// Stops accepting, lets in-flight requests finish (up to the grace
-    /// period) and waits until the accept loop is gone.
+    /// period) and waits until they are answered.
     pub async fn stop(self) {
         let _ = self.handle.stop();
         let _ = self.task.await;
@@ -188,6 +188,16 @@ pub fn spawn<S: Send + Sync + 'static>(
             });
         }
         tracing::info!("server stopped accepting connections");
+        // Every connection task holds a permit: having them all back means
+        // the calls in flight have been answered (or the grace period ran out).
+        let all = config.max_connections;
+        let drained = tokio::time::timeout(
+            config.shutdown_grace + Duration::from_secs(1),
+            connections.acquire_many(all),
+        );
+        if drained.await.is_err() {
+            tracing::warn!("some connections were still open at the end of the grace period");
+        }
     });
     Ok(RunningServer { addr, handle, task })
 }

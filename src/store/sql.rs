@@ -46,6 +46,25 @@ macro_rules! impl_user_store {
                 })
             }
 
+            /// Runs `sql` (`$1` = username key, `$2` = scope) for each scope
+            /// of an existing user, then returns the user as it now is.
+            async fn apply_to_scopes(
+                &self,
+                sql: &'static str,
+                username: &$crate::user::Username,
+                scopes: &[$crate::user::Scope],
+            ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
+                self.require_user(username).await?;
+                for scope in scopes {
+                    sqlx::query(sql)
+                        .bind(username.key())
+                        .bind(scope.as_str())
+                        .execute(&self.pool)
+                        .await?;
+                }
+                self.require_user(username).await
+            }
+
             async fn require_user(
                 &self,
                 username: &$crate::user::Username,
@@ -102,15 +121,8 @@ macro_rules! impl_user_store {
                 username: &$crate::user::Username,
                 scopes: &[$crate::user::Scope],
             ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
-                self.require_user(username).await?;
-                for scope in scopes {
-                    sqlx::query($crate::store::sql::GRANT_SCOPE)
-                        .bind(username.key())
-                        .bind(scope.as_str())
-                        .execute(&self.pool)
-                        .await?;
-                }
-                self.require_user(username).await
+                self.apply_to_scopes($crate::store::sql::GRANT_SCOPE, username, scopes)
+                    .await
             }
 
             async fn revoke(
@@ -118,15 +130,8 @@ macro_rules! impl_user_store {
                 username: &$crate::user::Username,
                 scopes: &[$crate::user::Scope],
             ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
-                self.require_user(username).await?;
-                for scope in scopes {
-                    sqlx::query($crate::store::sql::REVOKE_SCOPE)
-                        .bind(username.key())
-                        .bind(scope.as_str())
-                        .execute(&self.pool)
-                        .await?;
-                }
-                self.require_user(username).await
+                self.apply_to_scopes($crate::store::sql::REVOKE_SCOPE, username, scopes)
+                    .await
             }
 
             async fn delete_user(

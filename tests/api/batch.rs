@@ -103,7 +103,11 @@ async fn bodies_that_are_not_json_get_a_parse_error_with_200() {
     for body in ["", "   ", "garbage", "42", "\"text\"", "{", "[1,"] {
         let (status, answer) = app.post_raw(body, Default::default()).await;
         assert_eq!(status, 200, "{body:?}: {answer}");
-        let error = if answer.is_array() { &answer[0]["error"] } else { &answer["error"] };
+        let error = if answer.is_array() {
+            &answer[0]["error"]
+        } else {
+            &answer["error"]
+        };
         let code = error["code"].as_i64().unwrap_or_default();
         assert!(code == -32700 || code == -32600, "{body:?}: {answer}");
     }

@@ -28,3 +28,46 @@ both_stores! {
         assert_eq!(app.store.count_users().await.expect("count"), 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_call_in_flight_finish_then_exits_cleanly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().display().to_string();
+    let mut server = ServerProcess::start(&["--data-dir", &data_dir, "--bcrypt-cost", "13"], &[]);
+    let client = server.client(None);
+    let in_flight = tokio::spawn(async move {
+        call(
+            &client,
+            "sign_up",
+            json!({"username": "late", "password": PASSWORD}),
+        )
+        .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await; // the call is hashing now
+    let pid = server.child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let answer = in_flight.await.expect("join");
+    assert_eq!(
+        answer.expect("the call in flight completes")["username"],
+        "late"
+    );
+    let exit = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = server.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(exit.expect("exited").success());
+}

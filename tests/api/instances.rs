@@ -18,8 +18,16 @@ async fn two_instances_share_one_database() {
         ("RPCGUARD_SECRET", SECRET),
         ("RPCGUARD_DATABASE_URL", url.as_str()),
     ];
-    let a = ServerProcess::start(&["--data-dir", &dir_a.path().display().to_string()], &env);
-    let b = ServerProcess::start(&["--data-dir", &dir_b.path().display().to_string()], &env);
+    // Both start at once on an empty database: the migrations must not race.
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| {
+            ServerProcess::start(&["--data-dir", &dir_a.path().display().to_string()], &env)
+        });
+        let b = scope.spawn(|| {
+            ServerProcess::start(&["--data-dir", &dir_b.path().display().to_string()], &env)
+        });
+        (a.join().expect("A starts"), b.join().expect("B starts"))
+    });
 
     // sign_up on A, sign_in on B; A's token works on B.
     call(
