@@ -80,7 +80,8 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
     });
     let mut api = Api::new();
     accounts::declare(&mut api)?;
-    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys, store));
+    let security: SharedSecurity =
+        Arc::new(BearerSecurity::new(keys, store).with_user_cache(config.user_cache_ttl));
     Ok(Reference {
         api,
         state,

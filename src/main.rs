@@ -67,6 +67,10 @@ struct ServeArgs {
     /// Token lifetime in seconds.
     #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
     token_ttl: u64,
+    /// Milliseconds a user read may be reused by the Bearer check; 0 = read on every call,
+    /// so revocations apply at once. With N > 0 they apply within N ms.
+    #[arg(long, env = "RPCGUARD_USER_CACHE_MS", default_value_t = 0)]
+    user_cache_ms: u64,
     /// bcrypt cost (4..=31).
     #[arg(long, env = "RPCGUARD_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     bcrypt_cost: u32,
@@ -177,6 +181,7 @@ fn serve_config(args: ServeArgs) -> Config {
         (None, None) => SecretSource::DataDir,
     };
     config.token_ttl = Duration::from_secs(args.token_ttl);
+    config.user_cache_ttl = Duration::from_millis(args.user_cache_ms);
     config.bcrypt_cost = args.bcrypt_cost;
     if let Some(workers) = args.bcrypt_workers {
         config.bcrypt_workers = workers;

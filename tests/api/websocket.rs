@@ -123,3 +123,36 @@ async fn scope_granted_mid_session_applies_at_once() {
         -32099
     );
 }
+
+#[tokio::test]
+async fn with_a_user_cache_revocation_applies_within_its_ttl() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+        c.user_cache_ttl = Duration::from_millis(300)
+    })
+    .await
+    .expect("app");
+    let token = app.signed_in("alice").await;
+    let name = rpcguard::Username::parse("alice").expect("valid");
+    let scope = rpcguard::Scope::parse("scope1").expect("valid");
+    app.store
+        .grant(&name, std::slice::from_ref(&scope))
+        .await
+        .expect("grant");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        app.call(Some(&token), "require_scopes", json!({}))
+            .await
+            .expect("granted"),
+        json!(true)
+    );
+    app.store.revoke(&name, &[scope]).await.expect("revoke");
+    // Within the TTL the cached read may still allow; after it, never.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        app.call(Some(&token), "require_scopes", json!({}))
+            .await
+            .expect_err("revoked")
+            .code(),
+        -32099
+    );
+}
