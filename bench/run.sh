@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs every benchmark scenario of issue 6 and writes bench/results.md and
+# bench/results.svg. Extra arguments go to the harness (see --help), e.g.
+#   bench/run.sh --duration 4 --rounds 2
+# The harness raises its open-file soft limit to the hard limit itself; for
+# --sessions above ~19,000, run `ulimit -n 65536` (as root) first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --bins --examples
+export BENCH_COMMAND="bench/run.sh${*:+ $*}"
+exec target/release/examples/bench --out bench/results.md "$@"
