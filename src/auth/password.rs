@@ -1,17 +1,20 @@
 //! Password hashing with bcrypt, off the async workers.
 //!
 //! bcrypt at cost 12 takes a few hundred milliseconds of CPU. Running it on a
-//! tokio worker would stall every other caller on that worker, so each hash
-//! or verify runs on the blocking pool, and a semaphore sized to the cores
-//! keeps at most that many running at once (more would only make each one
-//! slower). Callers beyond that wait in a bounded queue; when the queue is
-//! full the call is refused at once with `-32005` rather than piling up
-//! unbounded work (a `sign_up` flood then cannot starve `sign_in` forever).
+//! tokio worker would stall every other caller on that worker, so hashes and
+//! verifies run on a small pool of dedicated threads, one per core (more
+//! would only make each one slower). The threads run at a lower scheduling
+//! priority (nice 10), so that when bcrypt and ordinary calls compete for
+//! the cores, the ordinary calls win and a sign-in flood cannot push their
+//! latency up; when nothing else runs, bcrypt still gets every core. Jobs
+//! wait in a bounded queue; when it is full the call is refused at once with
+//! `-32005` rather than piling up unbounded work (a `sign_up` flood then
+//! cannot starve `sign_in` forever).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::error::RpcError;
 use crate::user::Password;
@@ -25,9 +28,9 @@ pub enum PasswordError {
     /// bcrypt itself failed (bad stored hash, bad cost, …).
     #[error("bcrypt failed: {0}")]
     Bcrypt(#[from] bcrypt::BcryptError),
-    /// The blocking task panicked or was cancelled.
-    #[error("bcrypt task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
+    /// The worker threads are gone (or could not be started).
+    #[error("bcrypt workers unavailable: {0}")]
+    Workers(String),
 }
 
 impl From<PasswordError> for RpcError {
@@ -39,7 +42,9 @@ impl From<PasswordError> for RpcError {
     }
 }
 
-/// Hashes and verifies passwords on a bounded pool of blocking threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hashes and verifies passwords on a bounded pool of dedicated threads.
 #[derive(Clone)]
 pub struct PasswordHasher {
     inner: Arc<Inner>,
@@ -48,9 +53,8 @@ pub struct PasswordHasher {
 struct Inner {
     cost: u32,
     workers: usize,
-    running: Semaphore,
-    queued: AtomicUsize,
     max_queued: usize,
+    jobs: SyncSender<Job>,
     /// A hash of a random password at the configured cost; `verify` of an
     /// unknown user runs against it so that it takes as long as a real one.
     dummy_hash: String,
@@ -60,36 +64,69 @@ impl std::fmt::Debug for PasswordHasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PasswordHasher")
             .field("cost", &self.inner.cost)
-            .field("workers", &self.workers())
+            .field("workers", &self.inner.workers)
             .field("max_queued", &self.inner.max_queued)
             .finish()
     }
 }
 
+/// Lowers the calling thread's scheduling priority (Linux: per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority has no memory-safety preconditions; `who = 0`
+    // names the calling thread on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 impl PasswordHasher {
-    /// Creates a hasher at bcrypt `cost` running at most `workers` jobs at
-    /// once, with at most `max_queued` jobs waiting. Computes the dummy hash
-    /// (one bcrypt run) on the blocking pool.
+    /// Creates a hasher at bcrypt `cost` with `workers` threads and at most
+    /// `max_queued` jobs waiting, and computes the dummy hash (one bcrypt
+    /// run, on a worker).
     pub async fn new(cost: u32, workers: usize, max_queued: usize) -> Result<Self, PasswordError> {
         let workers = workers.max(1);
-        let dummy_hash = tokio::task::spawn_blocking(move || {
-            let random: [u8; 16] = rand::random();
-            bcrypt::hash(hex::encode(random), cost)
-        })
-        .await??;
-        Ok(PasswordHasher {
+        let (jobs, queue) = sync_channel::<Job>(max_queued);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..workers {
+            let queue = queue.clone();
+            std::thread::Builder::new()
+                .name(format!("bcrypt-{n}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the hasher was dropped
+                        }
+                    }
+                })
+                .map_err(|e| PasswordError::Workers(e.to_string()))?;
+        }
+        let mut hasher = PasswordHasher {
             inner: Arc::new(Inner {
                 cost,
                 workers,
-                running: Semaphore::new(workers),
-                queued: AtomicUsize::new(0),
                 max_queued,
-                dummy_hash,
+                jobs,
+                dummy_hash: String::new(),
             }),
-        })
+        };
+        let random: [u8; 16] = rand::random();
+        let dummy_hash = hasher
+            .run_unbounded(move || bcrypt::hash(hex::encode(random), cost))
+            .await?;
+        if let Some(inner) = Arc::get_mut(&mut hasher.inner) {
+            inner.dummy_hash = dummy_hash;
+        }
+        Ok(hasher)
     }
 
-    /// The number of bcrypt jobs that may run at once.
+    /// The number of bcrypt worker threads.
     pub fn workers(&self) -> usize {
         self.inner.workers
     }
@@ -122,50 +159,48 @@ impl PasswordHasher {
         Ok(ok && real)
     }
 
-    async fn run<T, F>(&self, job: F) -> Result<T, PasswordError>
+    /// Queues `work` for a worker; `Busy` at once when the queue is full.
+    async fn run<T, F>(&self, work: F) -> Result<T, PasswordError>
     where
         T: Send + 'static,
         F: FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     {
-        let _slot = QueueSlot::take(&self.inner)?;
-        let _permit = self
-            .inner
-            .running
-            .acquire()
-            .await
-            .map_err(|_| PasswordError::Busy)?;
-        Ok(tokio::task::spawn_blocking(job).await??)
-    }
-}
-
-/// One place in the bounded queue, released on drop (also when the caller
-/// goes away while waiting).
-struct QueueSlot<'a>(&'a AtomicUsize);
-
-impl<'a> QueueSlot<'a> {
-    fn take(inner: &'a Inner) -> Result<Self, PasswordError> {
-        let queued = &inner.queued;
-        let mut current = queued.load(Ordering::Relaxed);
-        loop {
-            if current >= inner.max_queued {
-                return Err(PasswordError::Busy);
-            }
-            match queued.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(QueueSlot(queued)),
-                Err(now) => current = now,
+        let (answer, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(work());
+        });
+        match self.inner.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(PasswordError::Busy),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(PasswordError::Workers("the queue is closed".into()))
             }
         }
+        let outcome = result
+            .await
+            .map_err(|_| PasswordError::Workers("a worker dropped its job".into()))?;
+        Ok(outcome?)
     }
-}
 
-impl Drop for QueueSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+    /// Like `run`, but waits for room in the queue (start-up only).
+    async fn run_unbounded<T, F>(&self, work: F) -> Result<T, PasswordError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
+    {
+        let (answer, result) = oneshot::channel();
+        let jobs = self.inner.jobs.clone();
+        let job: Job = Box::new(move || {
+            let _ = answer.send(work());
+        });
+        tokio::task::spawn_blocking(move || jobs.send(job))
+            .await
+            .map_err(|e| PasswordError::Workers(e.to_string()))?
+            .map_err(|_| PasswordError::Workers("the queue is closed".into()))?;
+        let outcome = result
+            .await
+            .map_err(|_| PasswordError::Workers("a worker dropped its job".into()))?;
+        Ok(outcome?)
     }
 }
 
@@ -186,8 +221,17 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_is_refused() {
-        let hasher = PasswordHasher::new(4, 1, 0).await.expect("hasher");
+        // One worker, no waiting room: while the worker is busy, the next
+        // job is refused at once.
+        let hasher = PasswordHasher::new(12, 1, 0).await.expect("hasher");
         let pw = Password::parse("correct horse").expect("valid");
+        let busy = {
+            let hasher = hasher.clone();
+            let pw = pw.clone();
+            tokio::spawn(async move { hasher.hash(&pw).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(matches!(hasher.hash(&pw).await, Err(PasswordError::Busy)));
+        busy.await.expect("join").expect("the first job completes");
     }
 }
