@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
 export RUSTC_BOOTSTRAP=1
-cargo fuzz build -O token request
+cargo fuzz build -O
 for target in token request; do
     mkdir -p "fuzz/corpus/$target"
     cargo fuzz run -O "$target" "fuzz/corpus/$target" -- \
