@@ -8,4 +8,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bins --examples
 export BENCH_COMMAND="bench/run.sh${*:+ $*}"
-exec target/release/examples/bench --out bench/results.md "$@"
+exec target/release/examples/bench "$@"

@@ -4,7 +4,7 @@
 //! tokio worker would stall every other caller on that worker, so hashes and
 //! verifies run on a small pool of dedicated threads, one per core (more
 //! would only make each one slower). The threads run at a lower scheduling
-//! priority (nice 10), so that when bcrypt and ordinary calls compete for
+//! priority (nice 19), so that when bcrypt and ordinary calls compete for
 //! the cores, the ordinary calls win and a sign-in flood cannot push their
 //! latency up; when nothing else runs, bcrypt still gets every core. Jobs
 //! wait in a bounded queue; when it is full the call is refused at once with
@@ -76,7 +76,7 @@ fn lower_priority() {
     // SAFETY: setpriority has no memory-safety preconditions; `who = 0`
     // names the calling thread on Linux.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
