@@ -23,7 +23,7 @@ pub const DEMO_SCOPE: &str = "scope1";
 pub struct Accounts {
     /// Where users live.
     pub store: SharedStore,
-    /// bcrypt on the bounded blocking pool.
+    /// bcrypt on its bounded pool of low-priority threads.
     pub hasher: PasswordHasher,
     /// JWT signing and verification.
     pub keys: TokenKeys,
