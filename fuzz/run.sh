@@ -10,6 +10,7 @@ export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O
 for target in token request; do
     mkdir -p "fuzz/corpus/$target"
+    rm -rf "fuzz/artifacts/$target" # only this run's findings count
     cargo fuzz run -O "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 2>&1 \
         | grep -E "^(Done|stat::number_of_executed_units|stat::peak_rss_mb)|panicked|ERROR|SUMMARY" || true
