@@ -152,32 +152,23 @@ where
         let this = self.clone();
         async move {
             let started = Instant::now();
-            let (response, caller) = match this.authorize(req.method_name(), req.extensions()).await
-            {
+            let method = req.method.clone();
+            let (response, subject) = match this.authorize(&method, req.extensions()).await {
                 Ok(caller) => {
                     let subject = caller.as_ref().map(|c| c.subject.clone());
                     if let Some(caller) = caller {
                         req.extensions_mut().insert(caller);
                     }
-                    let method = req.method.clone();
-                    let response = this.inner.call(req).await;
-                    log_call(
-                        this.log_name(&method),
-                        subject.as_deref(),
-                        &response,
-                        started,
-                    );
-                    return response;
+                    (this.inner.call(req).await, subject)
                 }
                 Err(denied) => {
-                    let response =
-                        MethodResponse::error(req.id.clone(), ErrorObjectOwned::from(denied.error));
-                    (response, denied.subject)
+                    let error = ErrorObjectOwned::from(denied.error);
+                    (MethodResponse::error(req.id.clone(), error), denied.subject)
                 }
             };
             log_call(
-                this.log_name(req.method_name()),
-                caller.as_deref(),
+                this.log_name(&method),
+                subject.as_deref(),
                 &response,
                 started,
             );
