@@ -83,7 +83,7 @@ fn lower_priority() {
 impl PasswordHasher {
     /// Creates a hasher at bcrypt `cost` with `workers` threads and at most
     /// `max_queued` jobs waiting, and computes the dummy hash (one bcrypt
-    /// run, on a worker).
+    /// run).
     pub async fn new(cost: u32, workers: usize, max_queued: usize) -> Result<Self, PasswordError> {
         let workers = workers.max(1);
         let (jobs, queue) = sync_channel::<Job>(max_queued);
@@ -107,23 +107,21 @@ impl PasswordHasher {
                 })
                 .map_err(|e| PasswordError::Workers(e.to_string()))?;
         }
-        let mut hasher = PasswordHasher {
+        // One bcrypt run at start-up, on tokio's blocking pool.
+        let random: [u8; 16] = rand::random();
+        let dummy_hash =
+            tokio::task::spawn_blocking(move || bcrypt::hash(hex::encode(random), cost))
+                .await
+                .map_err(|e| PasswordError::Workers(e.to_string()))??;
+        Ok(PasswordHasher {
             inner: Arc::new(Inner {
                 cost,
                 workers,
                 max_queued,
                 jobs,
-                dummy_hash: String::new(),
+                dummy_hash,
             }),
-        };
-        let random: [u8; 16] = rand::random();
-        let dummy_hash = hasher
-            .run_unbounded(move || bcrypt::hash(hex::encode(random), cost))
-            .await?;
-        if let Some(inner) = Arc::get_mut(&mut hasher.inner) {
-            inner.dummy_hash = dummy_hash;
-        }
-        Ok(hasher)
+        })
     }
 
     /// The number of bcrypt worker threads.
@@ -176,27 +174,6 @@ impl PasswordHasher {
                 return Err(PasswordError::Workers("the queue is closed".into()))
             }
         }
-        let outcome = result
-            .await
-            .map_err(|_| PasswordError::Workers("a worker dropped its job".into()))?;
-        Ok(outcome?)
-    }
-
-    /// Like `run`, but waits for room in the queue (start-up only).
-    async fn run_unbounded<T, F>(&self, work: F) -> Result<T, PasswordError>
-    where
-        T: Send + 'static,
-        F: FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
-    {
-        let (answer, result) = oneshot::channel();
-        let jobs = self.inner.jobs.clone();
-        let job: Job = Box::new(move || {
-            let _ = answer.send(work());
-        });
-        tokio::task::spawn_blocking(move || jobs.send(job))
-            .await
-            .map_err(|e| PasswordError::Workers(e.to_string()))?
-            .map_err(|_| PasswordError::Workers("the queue is closed".into()))?;
         let outcome = result
             .await
             .map_err(|_| PasswordError::Workers("a worker dropped its job".into()))?;
