@@ -128,16 +128,6 @@ fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
-    let now = rpcguard::auth::token::unix_now().expect("clock");
-    let mut map = json!({"sub": sub, "iat": now, "exp": now + 600, "iss": "rpcguard", "aud": "rpcguard", "jti": "x"})
-        .as_object()
-        .cloned()
-        .expect("object");
-    edit(&mut map);
-    Value::Object(map)
-}
-
 /// A correctly HS256-signed token with these claims and extra header fields.
 fn signed(claims: &Value, header_extra: Value) -> String {
     let mut header = json!({"alg": "HS256", "typ": "JWT"});

@@ -13,20 +13,6 @@ pub fn forge(app: &TestApp, claims: &Value, alg: Algorithm) -> String {
         .expect("encode")
 }
 
-/// Valid claims for `sub`, shifted by the given edits.
-pub fn claims(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
-    let now = rpcguard::auth::token::unix_now().expect("clock");
-    let mut map = json!({
-        "sub": sub, "iat": now, "exp": now + 600,
-        "iss": "rpcguard", "aud": "rpcguard", "jti": "t-1"
-    })
-    .as_object()
-    .cloned()
-    .expect("object");
-    edit(&mut map);
-    Value::Object(map)
-}
-
 both_stores! {
     async fn missing_token(app) {
         assert_unauthenticated(app.call(None, "get_caller", json!({})).await, "missing_token");
@@ -37,7 +23,7 @@ both_stores! {
         let token = app.signed_in("alice").await;
         let other_key = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims("alice", |_| {}),
+            &claims_for("alice", |_| {}),
             &EncodingKey::from_secret(&[9u8; 32]),
         )
         .expect("encode");
@@ -45,11 +31,11 @@ both_stores! {
             "not-a-jwt".to_owned(),
             "a.b.c".to_owned(),
             other_key,
-            forge(&app, &claims("alice", |_| {}), Algorithm::HS384),
-            forge(&app, &claims("alice", |c| { c.insert("aud".into(), json!("someone-else")); }), Algorithm::HS256),
-            forge(&app, &claims("alice", |c| { c.insert("iss".into(), json!("evil")); }), Algorithm::HS256),
-            forge(&app, &claims("alice", |c| { c.remove("exp"); }), Algorithm::HS256),
-            forge(&app, &claims("nobody", |_| {}), Algorithm::HS256),
+            forge(&app, &claims_for("alice", |_| {}), Algorithm::HS384),
+            forge(&app, &claims_for("alice", |c| { c.insert("aud".into(), json!("someone-else")); }), Algorithm::HS256),
+            forge(&app, &claims_for("alice", |c| { c.insert("iss".into(), json!("evil")); }), Algorithm::HS256),
+            forge(&app, &claims_for("alice", |c| { c.remove("exp"); }), Algorithm::HS256),
+            forge(&app, &claims_for("nobody", |_| {}), Algorithm::HS256),
         ];
         // The real token with its signature's last character changed.
         let mut flipped = token.clone();
@@ -65,7 +51,7 @@ both_stores! {
 
     async fn expired_token(app) {
         app.signed_in("alice").await;
-        let expired = forge(&app, &claims("alice", |c| {
+        let expired = forge(&app, &claims_for("alice", |c| {
             let now = c["iat"].as_u64().expect("iat");
             c.insert("iat".into(), json!(now - 100));
             c.insert("exp".into(), json!(now - 1));

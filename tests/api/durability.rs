@@ -33,7 +33,7 @@ both_stores! {
 async fn sigterm_lets_the_call_in_flight_finish_then_exits_cleanly() {
     let dir = tempfile::tempdir().expect("dir");
     let data_dir = dir.path().display().to_string();
-    let mut server = ServerProcess::start(&["--data-dir", &data_dir, "--bcrypt-cost", "13"], &[]);
+    let mut server = ServerProcess::start(&["--data-dir", &data_dir, "--bcrypt-cost", "12"], &[]);
     let client = server.client(None);
     let in_flight = tokio::spawn(async move {
         call(

@@ -283,6 +283,21 @@ pub async fn call_positional(
     }
 }
 
+/// Valid token claims for `sub` (issued now, 10 minutes to live, our
+/// issuer and audience), changed by `edit`: the base of every forged token.
+pub fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    let now = rpcguard::auth::token::unix_now().expect("clock");
+    let mut map = json!({
+        "sub": sub, "iat": now, "exp": now + 600,
+        "iss": "rpcguard", "aud": "rpcguard", "jti": "forged"
+    })
+    .as_object()
+    .cloned()
+    .expect("object");
+    edit(&mut map);
+    Value::Object(map)
+}
+
 /// Asserts a `-32001` with this reason.
 pub fn assert_unauthenticated(result: Result<Value, ErrorObjectOwned>, reason: &str) {
     let err = result.expect_err("expected -32001");
