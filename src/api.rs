@@ -23,8 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{AuthFailure, RpcError};
-use crate::security::http::RemoteAddr;
-use crate::security::{Caller, MethodSecurity};
+use crate::security::{Caller, MethodSecurity, RemoteAddr};
 
 /// The name of the OpenRPC service-discovery method every server has.
 pub const DISCOVER: &str = "rpc.discover";

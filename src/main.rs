@@ -89,9 +89,24 @@ struct ServeArgs {
     /// Most open connections (HTTP and WebSocket).
     #[arg(long, env = "RPCGUARD_MAX_CONNECTIONS", default_value_t = 20_000)]
     max_connections: u32,
-    /// Seconds a client has to send its request headers.
+    /// Most open connections from one client address (IPv6: per /64); 0 = no limit (behind a proxy).
+    #[arg(long, env = "RPCGUARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
+    max_connections_per_ip: u32,
+    /// Seconds a client has from connecting (or from its previous answer) to a complete request head.
     #[arg(long, env = "RPCGUARD_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
+    /// Seconds a request body has to arrive after its head.
+    #[arg(long, env = "RPCGUARD_BODY_TIMEOUT", default_value_t = 10)]
+    body_timeout: u64,
+    /// Calls one WebSocket session may have in flight (answers not yet written included).
+    #[arg(long, env = "RPCGUARD_WS_MAX_IN_FLIGHT", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    ws_max_in_flight: u32,
+    /// Seconds between pings on a WebSocket session.
+    #[arg(long, env = "RPCGUARD_WS_PING_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    ws_ping_interval: u64,
+    /// Seconds without any frame (message or pong) after which a WebSocket session is closed.
+    #[arg(long, env = "RPCGUARD_WS_IDLE_TIMEOUT", default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
+    ws_idle_timeout: u64,
     /// sign_in attempts per minute per (account, client IP); 0 disables.
     #[arg(long, env = "RPCGUARD_SIGNIN_PER_ACCOUNT_IP", default_value_t = 5)]
     signin_per_account_ip: u32,
@@ -195,7 +210,12 @@ fn serve_config(args: ServeArgs) -> Config {
     config.server.max_body_bytes = args.max_body_bytes;
     config.server.max_batch_len = args.max_batch_len;
     config.server.max_connections = args.max_connections;
+    config.server.max_connections_per_ip = args.max_connections_per_ip;
     config.server.header_timeout = Duration::from_secs(args.header_timeout);
+    config.server.body_timeout = Duration::from_secs(args.body_timeout);
+    config.server.ws_max_in_flight = args.ws_max_in_flight;
+    config.server.ws_ping_interval = Duration::from_secs(args.ws_ping_interval);
+    config.server.ws_idle_timeout = Duration::from_secs(args.ws_idle_timeout);
     config.server.doc = doc_info(args.public_url.unwrap_or_else(|| format!("http://{addr}/")));
     config
 }
@@ -203,6 +223,9 @@ fn serve_config(args: ServeArgs) -> Config {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = args.addr;
     let config = serve_config(args);
+    if let Err(err) = rpcguard::server::raise_open_file_limit() {
+        tracing::warn!(error = %err, "cannot raise the open-file limit");
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

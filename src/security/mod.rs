@@ -3,9 +3,10 @@
 //! - [`MethodSecurity`]: what a method declares, `{scheme: [scopes]}`. No
 //!   requirement means public; several schemes mean any one suffices (OR);
 //!   the scopes inside a scheme are all needed (AND).
-//! - [`Credentials`]: what the caller presented (request headers, or the
-//!   WebSocket upgrade's headers and `access_token` query parameter), put in
-//!   the request extensions by the HTTP layer ([`http`]).
+//! - [`Credentials`]: what the caller presented (the request headers its
+//!   schemes read, or those of the WebSocket upgrade and its `access_token`
+//!   query parameter), put in the request extensions by the server's HTTP
+//!   front.
 //! - [`SecurityFunction`]: the pluggable function that turns credentials
 //!   into a [`Caller`] and the scopes it holds per scheme. The default is
 //!   [`BearerSecurity`] (JWT + user store).
@@ -14,7 +15,6 @@
 
 mod api_key;
 mod bearer;
-pub mod http;
 pub mod rpc;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use hyper::header::{HeaderMap, AUTHORIZATION};
+use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};
 
 use crate::error::{AuthFailure, MissingScopes, RpcError};
 use crate::user::{User, BEARER};
@@ -160,14 +160,34 @@ impl Caller {
     }
 }
 
-/// What the caller presented: its request headers (for WebSocket, those of
-/// the upgrade request) and, on a WebSocket upgrade only, the
-/// `access_token` query parameter (RFC 6750 §2.3; never logged).
-#[derive(Debug, Clone, Default)]
+/// The TCP peer of a connection, in the request extensions of every call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub SocketAddr);
+
+/// What the caller presented: the request headers its security schemes
+/// read (for WebSocket, those of the upgrade request) and, on a WebSocket
+/// upgrade only, the `access_token` query parameter (RFC 6750 §2.3; never
+/// logged).
+///
+/// Only the headers that some scheme names in its [`SchemeDoc::header`]
+/// (and `Authorization`) are kept, so that a WebSocket session holds a few
+/// hundred bytes of its upgrade, not every header it came with. Its `Debug`
+/// output never shows a value.
+#[derive(Clone, Default)]
 pub struct Credentials {
     headers: HeaderMap,
     query_token: Option<String>,
     remote_addr: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("query_token", &self.query_token.as_ref().map(|_| "<redacted>"))
+            .field("remote_addr", &self.remote_addr)
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -184,7 +204,26 @@ impl Credentials {
         }
     }
 
-    /// All request headers.
+    /// Credentials keeping only the headers named in `keep` (every value of
+    /// each, so that a repeated header is still seen as repeated).
+    pub fn from_headers(
+        headers: &HeaderMap,
+        keep: &[HeaderName],
+        query_token: Option<String>,
+        remote_addr: Option<SocketAddr>,
+    ) -> Self {
+        let mut kept = HeaderMap::new();
+        for name in keep {
+            for value in headers.get_all(name) {
+                let mut value = value.clone();
+                value.set_sensitive(true);
+                kept.append(name.clone(), value);
+            }
+        }
+        Self::new(kept, query_token, remote_addr)
+    }
+
+    /// The request headers the security schemes read.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }

@@ -1,0 +1,305 @@
+//! The HTTP front of every request, before jsonrpsee sees it.
+//!
+//! - routes `GET /health` and refuses unknown paths with 404;
+//! - reads a JSON-RPC request body itself, under the size limit and a
+//!   deadline (`body_timeout`), so a client that announces a body and never
+//!   sends it cannot hold a connection slot; a body over the limit gets 413
+//!   after a bounded drain, so the client reads the 413 instead of a reset;
+//! - copies what the caller presented into the request extensions as
+//!   [`Credentials`]: only the headers the security schemes name (and the
+//!   WebSocket upgrade's `access_token` query parameter), never the whole
+//!   header map, so a WebSocket session keeps a few hundred bytes of its
+//!   upgrade rather than every header;
+//! - hands WebSocket upgrades to [`super::ws`];
+//! - gives every JSON-RPC answer HTTP 200 (jsonrpsee sends a parse error
+//!   with 400) and a notification-only request 204.
+//!
+//! jsonrpsee hands the extensions of an HTTP request to every call in it;
+//! a WebSocket session puts the upgrade's credentials into every call it
+//! makes (see [`super::ws`]), so the security middleware reads one place on
+//! both transports.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, StatusCode};
+use jsonrpsee::core::BoxError;
+use jsonrpsee::server::{HttpBody, HttpResponse};
+use jsonrpsee::Extensions;
+use tower::{Service, ServiceExt};
+
+use super::slots::Slot;
+use super::ws::{self, WsSettings};
+use crate::security::rpc::NotificationOnly;
+use crate::security::{Credentials, RemoteAddr};
+
+/// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a
+/// trailing slash is accepted too.
+pub const RPC_PATHS: [&str; 2] = ["/", "/api/v1"];
+/// The health-check path (`GET` → 200).
+pub const HEALTH_PATH: &str = "/health";
+
+/// What every connection of a server shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The headers the security schemes read (always `Authorization`).
+    pub credential_headers: Vec<HeaderName>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Time a request body has to arrive, from the end of its head.
+    pub body_timeout: Duration,
+    /// WebSocket session limits.
+    pub ws: WsSettings,
+}
+
+/// One connection's context: its peer, its slot, and the shared settings.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The connection's slot, held until the connection (or the WebSocket
+    /// session it became) ends.
+    pub _slot: Slot,
+    /// The server's settings.
+    pub shared: Arc<Shared>,
+    /// Where WebSocket sessions are spawned, so that shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// The server's stop signal.
+    pub stop: jsonrpsee::server::StopHandle,
+}
+
+/// The jsonrpsee service a request is handed to.
+pub(crate) trait RpcService:
+    Service<
+        Request<HttpBody>,
+        Response = HttpResponse,
+        Error = BoxError,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<T> RpcService for T where
+    T: Service<
+            Request<HttpBody>,
+            Response = HttpResponse,
+            Error = BoxError,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Answers one HTTP request of `conn`.
+pub(crate) async fn handle<S: RpcService>(
+    req: Request<Incoming>,
+    rpc: S,
+    conn: Arc<Connection>,
+) -> HttpResponse {
+    let path = req.uri().path();
+    if path == HEALTH_PATH {
+        return if req.method() == Method::GET {
+            plain(StatusCode::OK, "{\"status\":\"ok\"}")
+        } else {
+            plain(StatusCode::METHOD_NOT_ALLOWED, "")
+        };
+    }
+    if !is_rpc_path(path) {
+        return plain(StatusCode::NOT_FOUND, "");
+    }
+    let is_upgrade = jsonrpsee::server::ws::is_upgrade_request(&req);
+    let query_token = if is_upgrade {
+        req.uri()
+            .query()
+            .and_then(access_token_param)
+            .map(str::to_owned)
+    } else {
+        None
+    };
+    let credentials = Credentials::from_headers(
+        req.headers(),
+        &conn.shared.credential_headers,
+        query_token,
+        Some(conn.peer),
+    );
+    let mut extensions = Extensions::new();
+    extensions.insert(credentials);
+    extensions.insert(RemoteAddr(conn.peer));
+    if is_upgrade {
+        return ws::upgrade(req, rpc, extensions, conn);
+    }
+    let (parts, body) = req.into_parts();
+    let body = if parts.method == Method::POST {
+        match read_body(&parts.headers, body, &conn.shared).await {
+            Ok(body) => body,
+            Err(refusal) => return refusal.response(conn.shared.max_body_bytes),
+        }
+    } else {
+        Bytes::new() // jsonrpsee answers 405
+    };
+    let mut req = Request::from_parts(parts, HttpBody::new(http_body_util::Full::new(body)));
+    *req.extensions_mut() = extensions;
+    let mut response = match rpc.oneshot(req).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "the JSON-RPC service failed");
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "");
+        }
+    };
+    if response.extensions().get::<NotificationOnly>().is_some() {
+        return plain(StatusCode::NO_CONTENT, "");
+    }
+    // jsonrpsee answers a body that is not a JSON object or array with a
+    // JSON-RPC parse error (-32700) under HTTP 400; the contract sends
+    // every JSON-RPC answer with 200.
+    if response.status() == StatusCode::BAD_REQUEST {
+        *response.status_mut() = StatusCode::OK;
+    }
+    response
+}
+
+fn is_rpc_path(path: &str) -> bool {
+    let trimmed = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty() && !p.ends_with('/'));
+    RPC_PATHS.contains(&trimmed.unwrap_or(path))
+}
+
+/// Why a request body was not read.
+#[derive(Debug)]
+enum BodyRefusal {
+    /// Over the limit (announced, or found while reading).
+    TooLarge,
+    /// Not complete within the body timeout.
+    TimedOut,
+    /// The client went away or sent a malformed body.
+    Aborted,
+}
+
+impl BodyRefusal {
+    fn response(self, limit: usize) -> HttpResponse {
+        let mut response = match self {
+            BodyRefusal::TooLarge => {
+                let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+                jsonrpsee::server::http::response::too_large(limit)
+            }
+            BodyRefusal::TimedOut => plain(StatusCode::REQUEST_TIMEOUT, ""),
+            BodyRefusal::Aborted => plain(StatusCode::BAD_REQUEST, ""),
+        };
+        // The rest of the body is not read: the connection cannot be reused.
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+    }
+}
+
+/// Reads a request body of at most `max_body_bytes` within `body_timeout`.
+///
+/// A body announced over the limit is refused before it is read. One that
+/// turns out too large while arriving is drained for up to as many bytes
+/// again (and never past the deadline), so that a client that finishes
+/// sending reads the 413 rather than a connection reset.
+async fn read_body(
+    headers: &hyper::HeaderMap,
+    mut body: Incoming,
+    shared: &Shared,
+) -> Result<Bytes, BodyRefusal> {
+    let limit = shared.max_body_bytes;
+    let announced = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        return Err(BodyRefusal::TooLarge);
+    }
+    let deadline = tokio::time::Instant::now() + shared.body_timeout;
+    let capacity = announced.map_or(0, |n| n as usize);
+    let mut buf = BytesMut::with_capacity(capacity);
+    let mut drained: usize = 0;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) if drained > 0 => return Err(BodyRefusal::TooLarge),
+            Err(_) => return Err(BodyRefusal::TimedOut),
+            Ok(None) => break,
+            Ok(Some(Err(err))) => {
+                tracing::debug!(error = %err, "request body aborted");
+                return Err(if drained > 0 {
+                    BodyRefusal::TooLarge
+                } else {
+                    BodyRefusal::Aborted
+                });
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if drained > 0 || buf.len() + data.len() > limit {
+            drained += data.len();
+            buf.clear();
+            if drained > limit {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
+    }
+    if drained > 0 {
+        return Err(BodyRefusal::TooLarge);
+    }
+    Ok(buf.freeze())
+}
+
+/// The `access_token` parameter of a query string.
+fn access_token_param(query: &str) -> Option<&str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == "access_token")
+        .map(|(_, value)| value)
+}
+
+/// A response with a fixed body (JSON when not empty).
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(body));
+    *response.status_mut() = status;
+    if !body.is_empty() {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{access_token_param, is_rpc_path};
+
+    #[test]
+    fn finds_access_token() {
+        assert_eq!(access_token_param("a=1&access_token=xyz"), Some("xyz"));
+        assert_eq!(access_token_param("access_token="), Some(""));
+        assert_eq!(access_token_param("token=xyz"), None);
+    }
+
+    #[test]
+    fn rpc_paths_with_and_without_trailing_slash() {
+        for path in ["/", "/api/v1", "/api/v1/"] {
+            assert!(is_rpc_path(path), "{path}");
+        }
+        for path in ["/api", "/api/v1//", "/x", "//"] {
+            assert!(!is_rpc_path(path), "{path}");
+        }
+    }
+}

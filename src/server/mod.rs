@@ -1,0 +1,435 @@
+//! The server: one port for JSON-RPC over HTTP POST and over WebSocket,
+//! plus `GET /health`.
+//!
+//! The caller binds the listener (tests bind `127.0.0.1:0`) and the server
+//! runs its own accept loop, so that it knows each peer's address (for the
+//! throttles and the per-address connection cap) and bounds what every
+//! connection may cost:
+//!
+//! | resource | bound | setting |
+//! |---|---|---|
+//! | connections | in all, per address (IPv6 by /64), plus a reserve for new addresses ([`slots`]) | `max_connections`, `max_connections_per_ip`, `connection_reserve` |
+//! | open files | the soft limit raised to the hard limit ([`raise_open_file_limit`]); connections capped below it | — |
+//! | a connection before its request head | HTTP/1.1 header deadline from accept, also between keep-alive requests | `header_timeout` |
+//! | a request body | size, and a deadline from the end of the head ([`gateway`]) | `max_body_bytes`, `body_timeout` |
+//! | a WebSocket session | calls in flight, message size, ping and idle timeout ([`ws`]) | `ws_max_in_flight`, `ws_ping_interval`, `ws_idle_timeout` |
+//!
+//! HTTP/2 is off: JSON-RPC clients speak HTTP/1.1 (and WebSocket over it),
+//! and every HTTP/2 connection would need the same deadlines and stream
+//! limits again. A client that opens with the HTTP/2 preface gets a
+//! protocol error and is closed.
+//!
+//! Shutdown is graceful: on stop the server accepts nothing new, lets
+//! requests in flight (WebSocket calls included) finish, and gives up on
+//! stragglers after a grace period.
+
+mod gateway;
+mod slots;
+mod ws;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::header::{HeaderName, AUTHORIZATION};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use jsonrpsee::core::middleware::RpcServiceBuilder;
+use jsonrpsee::server::{
+    stop_channel, BatchRequestConfig, ServerConfig as RpcConfig, ServerHandle,
+};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+pub use gateway::{HEALTH_PATH, RPC_PATHS};
+
+use crate::api::{Api, ApiError, DISCOVER};
+use crate::error::RpcError;
+use crate::openrpc::{self, DocInfo, OpenRpcDocument};
+use crate::security::rpc::SecurityLayer;
+use crate::security::SharedSecurity;
+use gateway::{Connection, RpcService, Shared};
+use slots::{ConnectionSlots, Refused, SlotLimits};
+use ws::WsSettings;
+
+/// Limits and identity of a server. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body (and WebSocket message) accepted, bytes
+    /// (default 1 MiB).
+    pub max_body_bytes: u32,
+    /// Largest response, bytes (default 10 MiB).
+    pub max_response_bytes: u32,
+    /// Most calls in one batch (default 100).
+    pub max_batch_len: u32,
+    /// Most open connections, HTTP and WebSocket together (default 20,000;
+    /// lowered at start to what the open-file limit allows).
+    pub max_connections: u32,
+    /// Most open connections from one client address, IPv6 counted by /64
+    /// (default 1,000; 0 = no per-address limit, e.g. behind a proxy).
+    pub max_connections_per_ip: u32,
+    /// Connections admitted past `max_connections` for addresses that hold
+    /// none yet, so a health check gets in while the slots are taken
+    /// (default 32).
+    pub connection_reserve: u32,
+    /// Time from accept (or from the previous answer on a keep-alive
+    /// connection) to a complete request head (default 10 s).
+    pub header_timeout: Duration,
+    /// Time a request body has to arrive after its head (default 10 s).
+    pub body_timeout: Duration,
+    /// Calls one WebSocket session may have in flight, answers not yet
+    /// written included (default 16).
+    pub ws_max_in_flight: u32,
+    /// Time between pings on a WebSocket session (default 30 s).
+    pub ws_ping_interval: Duration,
+    /// A WebSocket session that sends nothing (not even a pong) for this
+    /// long is closed (default 90 s).
+    pub ws_idle_timeout: Duration,
+    /// Time in-flight requests get to finish on shutdown (default 10 s).
+    pub shutdown_grace: Duration,
+    /// What the OpenRPC document says about this server.
+    pub doc: DocInfo,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 1024 * 1024,
+            max_response_bytes: 10 * 1024 * 1024,
+            max_batch_len: 100,
+            max_connections: 20_000,
+            max_connections_per_ip: 1_000,
+            connection_reserve: 32,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            ws_max_in_flight: 16,
+            ws_ping_interval: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(90),
+            shutdown_grace: Duration::from_secs(10),
+            doc: DocInfo {
+                title: "rpcguard".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                description: env!("CARGO_PKG_DESCRIPTION").to_owned(),
+                server_url: "http://127.0.0.1:8080/".to_owned(),
+            },
+        }
+    }
+}
+
+/// Errors of building a server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A method could not be registered.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// The OpenRPC document could not be serialized.
+    #[error("building the OpenRPC document failed: {0}")]
+    Document(#[from] serde_json::Error),
+    /// The listener failed.
+    #[error("listener error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A server running in the background.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    handle: ServerHandle,
+    task: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, lets in-flight requests and WebSocket calls finish
+    /// (up to the grace period) and waits until they are answered.
+    pub async fn stop(self) {
+        let _ = self.handle.stop();
+        let _ = self.task.await;
+    }
+}
+
+/// The OpenRPC document the server built from `api`, `security` and `doc`.
+pub fn document<S: Send + Sync + 'static>(
+    api: &Api<S>,
+    security: &SharedSecurity,
+    doc: &DocInfo,
+) -> serde_json::Value {
+    openrpc::document(api.declarations(), &security.schemes(), doc)
+}
+
+/// Open files kept free for everything that is not a connection (the
+/// database, the listener, logs).
+const FILES_RESERVED: u64 = 64;
+
+/// Raises this process's open-file soft limit to its hard limit (Unix) and
+/// returns the new soft limit. Call it once at start, before [`spawn`],
+/// which caps connections below the limit in force.
+pub fn raise_open_file_limit() -> std::io::Result<u64> {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit write/read the struct we pass.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if limit.rlim_cur < limit.rlim_max {
+                let before = limit.rlim_cur;
+                limit.rlim_cur = limit.rlim_max;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                tracing::info!(
+                    from = before,
+                    to = limit.rlim_cur,
+                    "raised the open-file limit"
+                );
+            }
+        }
+        Ok(limit.rlim_cur)
+    }
+    #[cfg(not(unix))]
+    Ok(u64::MAX)
+}
+
+/// The open-file soft limit in force.
+fn open_file_limit() -> u64 {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            return limit.rlim_cur;
+        }
+    }
+    u64::MAX
+}
+
+/// The connection slots `config` asks for, capped so that connections
+/// (reserve included) never use the files the rest of the server needs.
+fn slot_limits(config: &ServerConfig) -> SlotLimits {
+    let files = open_file_limit().saturating_sub(FILES_RESERVED);
+    let reserve = u64::from(config.connection_reserve).min(files / 2);
+    let max = u64::from(config.max_connections).min(files - reserve);
+    if max < u64::from(config.max_connections) {
+        tracing::warn!(
+            asked = config.max_connections,
+            allowed = max,
+            open_file_limit = open_file_limit(),
+            "fewer connections than asked: the open-file limit is too low"
+        );
+    }
+    SlotLimits {
+        max: usize::try_from(max).unwrap_or(usize::MAX),
+        reserve: usize::try_from(reserve).unwrap_or(usize::MAX),
+        per_ip: config.max_connections_per_ip as usize,
+    }
+}
+
+/// The headers the security function's schemes read; always
+/// `Authorization`.
+fn credential_headers(security: &SharedSecurity) -> Vec<HeaderName> {
+    let mut names = vec![AUTHORIZATION];
+    for scheme in security.schemes() {
+        match HeaderName::from_bytes(scheme.header.as_bytes()) {
+            Ok(name) if !names.contains(&name) => names.push(name),
+            Ok(_) => {}
+            Err(_) => tracing::warn!(scheme = %scheme.name, header = %scheme.header, "a security scheme names an invalid header"),
+        }
+    }
+    names
+}
+
+/// Starts serving `api` on `listener` in the background.
+///
+/// The OpenRPC document is built here, once, and `rpc.discover` serves it
+/// from memory.
+pub fn spawn<S: Send + Sync + 'static>(
+    listener: TcpListener,
+    api: Api<S>,
+    state: Arc<S>,
+    security: SharedSecurity,
+    config: ServerConfig,
+) -> Result<RunningServer, ServerError> {
+    let addr = listener.local_addr()?;
+    let doc = OpenRpcDocument::new(&document(&api, &security, &config.doc))?;
+    let (mut module, registry) = api.into_parts(state)?;
+    module
+        .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))
+        .map_err(ApiError::from)?;
+
+    let shared = Arc::new(Shared {
+        credential_headers: credential_headers(&security),
+        max_body_bytes: config.max_body_bytes as usize,
+        body_timeout: config.body_timeout,
+        ws: WsSettings {
+            max_message_bytes: config.max_body_bytes as usize,
+            max_in_flight: config.ws_max_in_flight as usize,
+            ping_interval: config.ws_ping_interval,
+            idle_timeout: config.ws_idle_timeout,
+        },
+    });
+    let rpc_middleware = RpcServiceBuilder::new().layer(SecurityLayer::new(
+        Arc::new(registry),
+        security,
+        config.max_response_bytes as usize,
+    ));
+    // jsonrpsee executes calls only: connections, bodies and WebSocket
+    // sessions are ours (see the module doc), so its own connection guard
+    // must never refuse a request.
+    let rpc_config = RpcConfig::builder()
+        .max_request_body_size(config.max_body_bytes)
+        .max_response_body_size(config.max_response_bytes)
+        .max_connections(u32::MAX)
+        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
+        .http_only()
+        .build();
+    let builder = jsonrpsee::server::Server::builder()
+        .set_config(rpc_config)
+        .set_rpc_middleware(rpc_middleware)
+        .to_service_builder();
+
+    let (stop, handle) = stop_channel();
+    let methods: jsonrpsee::Methods = module.into();
+    let rpc = builder.build(methods, stop.clone());
+    let slots = ConnectionSlots::new(slot_limits(&config));
+    let tasks = TaskTracker::new();
+    let task = tokio::spawn(async move {
+        loop {
+            let (socket, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = stop.clone().shutdown() => break,
+            };
+            let slot = match slots.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    refuse(socket, peer, why);
+                    continue;
+                }
+            };
+            let conn = Arc::new(Connection {
+                peer,
+                _slot: slot,
+                shared: shared.clone(),
+                tasks: tasks.clone(),
+                stop: stop.clone(),
+            });
+            let rpc = rpc.clone();
+            let settings = (config.header_timeout, config.shutdown_grace);
+            tasks.spawn(serve_connection(socket, conn, rpc, settings));
+        }
+        tracing::info!("server stopped accepting connections");
+        tasks.close();
+        let drained = tokio::time::timeout(config.shutdown_grace + Duration::from_secs(1), tasks.wait());
+        if drained.await.is_err() {
+            tracing::warn!("some connections were still open at the end of the grace period");
+        }
+    });
+    Ok(RunningServer { addr, handle, task })
+}
+
+/// Answers a refused connection with a one-line 503 (if the socket takes
+/// it at once) and closes it.
+fn refuse(socket: TcpStream, peer: SocketAddr, why: Refused) {
+    tracing::debug!(%peer, ?why, "connection refused");
+    tokio::spawn(async move {
+        let mut socket = socket;
+        let answer = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let _ = tokio::time::timeout(Duration::from_millis(100), socket.write_all(answer)).await;
+    });
+}
+
+/// Serves one TCP connection (HTTP/1.1, possibly upgraded to a WebSocket
+/// session) until it closes or the server stops.
+async fn serve_connection<S: RpcService>(
+    socket: TcpStream,
+    conn: Arc<Connection>,
+    rpc: S,
+    (header_timeout, grace): (Duration, Duration),
+) {
+    let _ = socket.set_nodelay(true);
+    let stop = conn.stop.clone();
+    let service = {
+        let conn = conn.clone();
+        hyper::service::service_fn(move |req| {
+            let rpc = rpc.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, std::convert::Infallible>(gateway::handle(req, rpc, conn).await) }
+        })
+    };
+    drop(conn);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(socket), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        }
+        _ = stop.shutdown() => {
+            connection.as_mut().graceful_shutdown();
+            if tokio::time::timeout(grace, connection).await.is_err() {
+                tracing::warn!("connection did not finish within the shutdown grace period");
+            }
+        }
+    }
+}
+
+/// Resolves when the process gets SIGINT (ctrl-c) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Runs until `shutdown` resolves, then stops gracefully.
+pub async fn run_until(server: RunningServer, shutdown: impl Future<Output = ()>) {
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.stop().await;
+}
