@@ -184,7 +184,10 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("query_token", &self.query_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "query_token",
+                &self.query_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("remote_addr", &self.remote_addr)
             .finish()
     }

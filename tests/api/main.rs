@@ -4,6 +4,7 @@
 mod helpers;
 
 mod attacks;
+mod availability;
 mod batch;
 mod cli;
 mod clients;
