@@ -68,7 +68,12 @@ pub fn start_rpcguard(
             "0",
         ])
         // Every load connection comes from 127.0.0.1.
-        .args(["--max-connections", "20000", "--max-connections-per-ip", "0"])
+        .args([
+            "--max-connections",
+            "20000",
+            "--max-connections-per-ip",
+            "0",
+        ])
         .args(["--token-ttl", "3600"])
         .args(extra);
     start("rpcguard", cmd, "rpcguard listening on http://", Some(dir))

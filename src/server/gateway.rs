@@ -11,6 +11,7 @@
 //!   header map, so a WebSocket session keeps a few hundred bytes of its
 //!   upgrade rather than every header;
 //! - hands WebSocket upgrades to [`super::ws`];
+//! - gives requests whose id jsonrpsee cannot carry an answer ([`super::ids`]);
 //! - gives every JSON-RPC answer HTTP 200 (jsonrpsee sends a parse error
 //!   with 400) and a notification-only request 204.
 //!
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
@@ -33,6 +34,7 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 use tower::{Service, ServiceExt};
 
+use super::ids::{self, Normalized};
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
 use crate::security::rpc::NotificationOnly;
@@ -143,7 +145,12 @@ pub(crate) async fn handle<S: RpcService>(
     } else {
         Bytes::new() // jsonrpsee answers 405
     };
-    let mut req = Request::from_parts(parts, HttpBody::new(http_body_util::Full::new(body)));
+    let (body, restore) = match ids::normalize(body) {
+        Normalized::AsIs(body) => (body, None),
+        Normalized::Rewritten(body, restore) => (body, Some(restore)),
+        Normalized::Invalid(answer) => return plain(StatusCode::OK, answer),
+    };
+    let mut req = Request::from_parts(parts, HttpBody::new(Full::new(body)));
     *req.extensions_mut() = extensions;
     let mut response = match rpc.oneshot(req).await {
         Ok(response) => response,
@@ -161,7 +168,18 @@ pub(crate) async fn handle<S: RpcService>(
     if response.status() == StatusCode::BAD_REQUEST {
         *response.status_mut() = StatusCode::OK;
     }
-    response
+    match restore {
+        None => response,
+        Some(restore) => {
+            let (parts, body) = response.into_parts();
+            let answer = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            HttpResponse::from_parts(parts, HttpBody::new(Full::new(restore.apply(answer))))
+        }
+    }
 }
 
 fn is_rpc_path(path: &str) -> bool {

@@ -24,6 +24,7 @@
 //! stragglers after a grace period.
 
 mod gateway;
+mod ids;
 mod slots;
 mod ws;
 

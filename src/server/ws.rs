@@ -48,6 +48,7 @@ use tokio_tungstenite::WebSocketStream;
 use tower::ServiceExt;
 
 use super::gateway::{plain, Connection, RpcService};
+use super::ids::{self, Normalized};
 use crate::security::rpc::NotificationOnly;
 
 /// Limits of a WebSocket session.
@@ -235,6 +236,11 @@ async fn write_answers(
 /// Executes one message through the JSON-RPC service; the answer, or
 /// `None` for notifications.
 async fn call<S: RpcService>(rpc: S, extensions: Extensions, body: Bytes) -> Option<Utf8Bytes> {
+    let (body, restore) = match ids::normalize(body) {
+        Normalized::AsIs(body) => (body, None),
+        Normalized::Rewritten(body, restore) => (body, Some(restore)),
+        Normalized::Invalid(answer) => return Some(Utf8Bytes::from_static(answer)),
+    };
     let mut req = Request::new(HttpBody::new(http_body_util::Full::new(body)));
     *req.method_mut() = Method::POST;
     req.headers_mut()
@@ -254,6 +260,10 @@ async fn call<S: RpcService>(rpc: S, extensions: Extensions, body: Bytes) -> Opt
     if body.is_empty() {
         return None;
     }
+    let body = match restore {
+        Some(restore) => restore.apply(body),
+        None => body,
+    };
     Utf8Bytes::try_from(body).ok()
 }
 

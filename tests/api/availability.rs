@@ -71,62 +71,6 @@ async fn health_from(from: [u8; 4], addr: SocketAddr, limit: Duration) -> bool {
     matches!(tokio::time::timeout(limit, check).await, Ok(Some(true)))
 }
 
-/// Opens a WebSocket session by hand (so the test controls every byte and
-/// can stop reading), with `extra` request headers.
-async fn ws_connect(addr: SocketAddr, extra: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(addr).await.expect("connect");
-    let request = format!(
-        "GET / HTTP/1.1\r\nhost: {addr}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
-         sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n{extra}\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.expect("upgrade");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        stream.read_exact(&mut byte).await.expect("101 head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
-}
-
-/// A client frame (masked, with a zero key so the payload reads as is).
-fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-    match payload.len() {
-        n if n < 126 => frame.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(payload);
-    frame
-}
-
-/// Reads one server frame: (opcode, payload).
-async fn server_frame(stream: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 2];
-    stream.read_exact(&mut head).await.expect("frame head");
-    let len = match head[1] & 0x7f {
-        126 => u64::from(stream.read_u16().await.expect("len16")),
-        127 => stream.read_u64().await.expect("len64"),
-        n => u64::from(n),
-    };
-    let mut payload = vec![0u8; len as usize];
-    stream.read_exact(&mut payload).await.expect("payload");
-    (head[0] & 0x0f, payload)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_websocket_that_never_reads_its_answers_cannot_grow_memory() {
     let (server, _dir) = start(&[]);
