@@ -45,3 +45,47 @@ impl SqliteStore {
 }
 
 impl_user_store!(SqliteStore, sqlx::sqlite::SqliteRow, FIND_USER, LIST_USERS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::UserStore;
+
+    /// Accounts stored before `account_id` existed get one each, distinct,
+    /// when the store is opened by this version.
+    #[tokio::test]
+    async fn migration_gives_existing_accounts_their_own_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .expect("options")
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("open");
+        let mut first = sqlx::migrate!("./migrations/sqlite");
+        first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+        first.run(&pool).await.expect("migration 0001 only");
+        for name in ["alice", "bob"] {
+            sqlx::query("INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $1, 'h', 1)")
+                .bind(name)
+                .execute(&pool)
+                .await
+                .expect("old-style insert");
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path, 1).await.expect("migrate");
+        let users = store.list_users().await.expect("list");
+        assert_eq!(users.len(), 2);
+        for user in &users {
+            assert_eq!(user.account_id.len(), 32, "{user:?}");
+            assert!(user.account_id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(users[0].account_id, users[1].account_id);
+        // An insert that names no id is refused rather than stored empty.
+        let bare = sqlx::query("INSERT INTO users (username, username_key, password_hash, created_at) VALUES ('c', 'c', 'h', 1)")
+            .execute(&store.pool)
+            .await;
+        assert!(bare.is_err());
+    }
+}

@@ -298,6 +298,17 @@ pub fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Valu
     Value::Object(map)
 }
 
+/// The claims of a token, read without checking its signature (the test
+/// reads what the server put in it).
+pub fn token_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
 /// Asserts a `-32001` with this reason.
 pub fn assert_unauthenticated(result: Result<Value, ErrorObjectOwned>, reason: &str) {
     let err = result.expect_err("expected -32001");
