@@ -40,6 +40,14 @@ pub enum StoreError {
     /// Migrating the schema failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A database file could not be created or made private (mode 0600).
+    #[error("cannot make the database file {path} private (mode 0600): {source}")]
+    Files {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl From<StoreError> for RpcError {

@@ -3,6 +3,12 @@
 //! WAL mode lets readers run beside the one writer; `synchronous = FULL`
 //! makes every acknowledged `sign_up` durable before it is answered, so it
 //! survives `kill -9` (and power loss). The schema is migrated on open.
+//!
+//! The file holds the password hashes, so it is private: it is created mode
+//! 0600 before SQLite opens it (SQLite gives the `-wal` and `-shm` files it
+//! creates the mode of the database file), and an existing database, WAL,
+//! shared-memory or rollback-journal file that group or others may open is
+//! tightened to 0600 first, with a warning in the log.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,6 +34,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates
     /// its schema. `pool_size` bounds the open connections.
     pub async fn open(path: &Path, pool_size: u32) -> Result<Self, StoreError> {
+        make_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -42,6 +49,33 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(SqliteStore { pool })
     }
+}
+
+/// Creates the database file with mode 0600 if it is missing, and tightens
+/// the database and its companion files to 0600 where they exist.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Files { path, source }
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(failed(path))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match crate::config::tighten_mode(file, 0o600, "database file") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(failed(file))?,
+        }
+    }
+    Ok(())
 }
 
 impl_user_store!(SqliteStore, sqlx::sqlite::SqliteRow, FIND_USER, LIST_USERS);

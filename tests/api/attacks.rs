@@ -799,39 +799,23 @@ async fn acknowledged_sign_ups_survive_kill_9() {
 #[tokio::test]
 async fn short_keys_are_refused_and_generated_keys_are_private() {
     let dir = tempfile::tempdir().expect("dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().display().to_string(),
-        ])
-        .env("RPCGUARD_SECRET", "31-bytes-is-one-byte-too-short!")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("256 bits"));
+    let data_dir = dir.path().display().to_string();
+    let stderr = serve_refused(
+        &["--data-dir", &data_dir],
+        &[("RPCGUARD_SECRET", "31-bytes-is-one-byte-too-short!")],
+    );
+    assert!(stderr.contains("256 bits"), "{stderr}");
 
+    // Private (a key file open to others is refused for that first), but short.
     let key_file = dir.path().join("short.key");
     std::fs::write(&key_file, "short").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().display().to_string(),
-        ])
-        .arg("--secret-file")
-        .arg(&key_file)
-        .env_remove("RPCGUARD_SECRET")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key_arg = key_file.display().to_string();
+    let stderr = serve_refused(&["--data-dir", &data_dir, "--secret-file", &key_arg], &[]);
+    assert!(stderr.contains("256 bits"), "{stderr}");
 
     let app = TestApp::spawn().await;
-    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(app.data_dir.path().join("secret.key"))
         .expect("key")
         .permissions()
