@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::api::{Api, ApiError};
 use crate::auth::password::{PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
-use crate::config::{load_secret, Config, ConfigError};
+use crate::config::{load_secret, prepare_data_dir, Config, ConfigError};
 use crate::methods::accounts::{self, Accounts};
 use crate::security::{BearerSecurity, SharedSecurity};
 use crate::server::{self, RunningServer, ServerError};
@@ -37,9 +37,6 @@ pub enum AppError {
     /// The server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
-    /// The data dir could not be created.
-    #[error("cannot create the data dir: {0}")]
-    DataDir(std::io::Error),
 }
 
 /// The reference server's parts, before serving.
@@ -52,17 +49,18 @@ pub struct Reference {
     pub security: SharedSecurity,
 }
 
-/// Opens the configured store (creating the data dir for SQLite).
+/// Opens the configured store (creating the data dir for SQLite, mode 0700,
+/// or tightening an existing one; see [`prepare_data_dir`]).
 pub async fn open_store(config: &Config) -> Result<SharedStore, AppError> {
     if config.database_url.is_none() {
-        std::fs::create_dir_all(&config.data_dir).map_err(AppError::DataDir)?;
+        prepare_data_dir(&config.data_dir)?;
     }
     Ok(store::open(&config.database(), config.db_pool_size).await?)
 }
 
 /// Builds the reference server's parts from `config`.
 pub async fn reference(config: &Config) -> Result<Reference, AppError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(AppError::DataDir)?;
+    prepare_data_dir(&config.data_dir)?;
     let secret = load_secret(&config.secret, &config.data_dir)?;
     let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
     let store = open_store(config).await?;

@@ -1,5 +1,19 @@
-//! Configuration values of the reference server, and loading the signing
-//! key.
+//! Configuration values of the reference server, the data dir, and loading
+//! the signing key.
+//!
+//! Files are private to the server's user (Unix):
+//! - the data dir is created mode 0700; an existing one that group or others
+//!   may enter is tightened to 0700 at start, with a warning in the log
+//!   (refusing would stop every server upgraded from a version that left it
+//!   0755, for a fix the server can make itself);
+//! - a key file (the generated `<data-dir>/secret.key` and `--secret-file`
+//!   alike) must be a regular file, not a symbolic link, owned by the
+//!   server's user and with no permission for group or others; anything else
+//!   stops the server at start with a message naming the file and the fix.
+//!   It is opened with `O_NOFOLLOW` and checked on the open descriptor, so
+//!   nothing can be swapped in between the check and the read. Where the key
+//!   cannot live in such a file (a Kubernetes secret volume is a tree of
+//!   links), give it in `RPCGUARD_SECRET`.
 //!
 //! The library never reads the environment: the binary's clap struct (in
 //! `main.rs`, every flag also from `RPCGUARD_*`) fills a [`Config`].
@@ -104,6 +118,41 @@ pub enum ConfigError {
     /// The key is too short.
     #[error("the signing key must be at least {MIN_KEY_BYTES} bytes (256 bits); got {0} bytes")]
     KeyTooShort(usize),
+    /// The key file is a symbolic link (which could point at a key planted
+    /// by someone else).
+    #[error(
+        "key file {0} is a symbolic link; refusing to follow it (a planted link would swap in \
+         another key). Put the key file itself there, owned by this server's user with \
+         mode 0600, or give the key in RPCGUARD_SECRET"
+    )]
+    KeyFileIsLink(PathBuf),
+    /// The key file is not a regular file.
+    #[error("key file {0} is not a regular file")]
+    KeyFileNotRegular(PathBuf),
+    /// The key file belongs to another user.
+    #[error(
+        "key file {path} is owned by uid {owner}, not by this server's user (uid {user}): \
+         run `chown {user} {path}` (and `chmod 600 {path}`), or give the key in RPCGUARD_SECRET"
+    )]
+    KeyFileOwner {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The server's effective user.
+        user: u32,
+    },
+    /// Group or others may read or change the key file.
+    #[error(
+        "key file {path} has mode {mode:03o}: group or others may read or change it; \
+         run `chmod 600 {path}`, or give the key in RPCGUARD_SECRET"
+    )]
+    KeyFileMode {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// Reading or writing a file failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -127,8 +176,52 @@ fn io_error<'a>(
     }
 }
 
+/// Creates the data dir (mode 0700, parents too) or, when it exists and
+/// group or others have any permission on it, tightens it to 0700 and logs a
+/// warning.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), ConfigError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .map_err(io_error("cannot create the data dir", dir))?;
+    tighten_mode(dir, 0o700, "data dir").map_err(io_error(
+        "cannot make the data dir private (chmod 700)",
+        dir,
+    ))
+}
+
+/// Sets `path`'s permission bits to `private` when group or others have
+/// any, and logs it; a no-op off Unix. The server must own the file (or be
+/// root) for this to succeed.
+pub(crate) fn tighten_mode(path: &Path, private: u32, what: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(private))?;
+            tracing::warn!(
+                path = %path.display(),
+                was = %format!("{mode:03o}"),
+                now = %format!("{private:03o}"),
+                "{what} was open to group or others; tightened"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, private, what);
+    Ok(())
+}
+
 /// Loads (or, for [`SecretSource::DataDir`], creates) the signing key and
-/// refuses one shorter than 256 bits.
+/// refuses one shorter than 256 bits, or a key file that is not private
+/// (see the module docs).
 pub fn load_secret(source: &SecretSource, data_dir: &Path) -> Result<Vec<u8>, ConfigError> {
     let key = match source {
         SecretSource::Value(key) => key.clone(),
@@ -152,8 +245,54 @@ pub fn load_secret(source: &SecretSource, data_dir: &Path) -> Result<Vec<u8>, Co
     Ok(key)
 }
 
+/// Reads a key file that is private to this user: opened without following
+/// a symbolic link (and without blocking on a FIFO), then checked on the
+/// open descriptor (regular file, our owner, no group/other bits).
 fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let mut bytes = std::fs::read(path).map_err(io_error("cannot read key file", path))?;
+    use std::io::Read;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        #[cfg(unix)]
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(ConfigError::KeyFileIsLink(path.to_owned()))
+        }
+        Err(e) => return Err(io_error("cannot read key file", path)(e)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(io_error("cannot read key file", path))?;
+    if !meta.is_file() {
+        return Err(ConfigError::KeyFileNotRegular(path.to_owned()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = unsafe { libc::geteuid() };
+        if meta.uid() != user {
+            return Err(ConfigError::KeyFileOwner {
+                path: path.to_owned(),
+                owner: meta.uid(),
+                user,
+            });
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(ConfigError::KeyFileMode {
+                path: path.to_owned(),
+                mode: meta.mode() & 0o7777,
+            });
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(io_error("cannot read key file", path))?;
     while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
         bytes.pop();
     }
@@ -161,6 +300,9 @@ fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// Writes 32 random bytes, hex-encoded, to a new file of mode 0600.
+/// `create_new` (`O_CREAT | O_EXCL`) never follows a symbolic link: a link
+/// at `path` makes it fail with `AlreadyExists`, and the checked read then
+/// refuses the link.
 fn create_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -200,6 +342,75 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[cfg(unix)]
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_must_be_private_regular_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        std::fs::write(&key, "k".repeat(40)).expect("write");
+        chmod(&key, 0o600);
+        let file = SecretSource::File(key.clone());
+        assert_eq!(
+            load_secret(&file, dir.path()).expect("private"),
+            vec![b'k'; 40]
+        );
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            chmod(&key, mode);
+            let err = load_secret(&file, dir.path()).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::KeyFileMode { .. }),
+                "{mode:o}: {err}"
+            );
+            assert!(err
+                .to_string()
+                .contains(&format!("chmod 600 {}", key.display())));
+        }
+        chmod(&key, 0o600);
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&key, &link).expect("symlink");
+        let err = load_secret(&SecretSource::File(link), dir.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyFileIsLink(_)), "{err}");
+        let err = load_secret(&SecretSource::File(dir.path().to_owned()), dir.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyFileNotRegular(_)), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn planted_link_in_the_data_dir_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let planted = dir.path().join("planted");
+        std::fs::write(&planted, "p".repeat(64)).expect("write");
+        chmod(&planted, 0o600);
+        std::os::unix::fs::symlink(&planted, dir.path().join(SECRET_FILE_NAME)).expect("symlink");
+        let err = load_secret(&SecretSource::DataDir, dir.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyFileIsLink(_)), "{err}");
+        // A dangling link is not followed to create a key elsewhere either.
+        std::fs::remove_file(&planted).expect("rm");
+        let err = load_secret(&SecretSource::DataDir, dir.path()).unwrap_err();
+        assert!(matches!(err, ConfigError::KeyFileIsLink(_)), "{err}");
+        assert!(!planted.exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_is_created_or_tightened_to_0700() {
+        use std::os::unix::fs::PermissionsExt;
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("a").join("b");
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        prepare_data_dir(&dir).expect("create");
+        assert_eq!(mode(&dir), 0o700);
+        chmod(&dir, 0o755);
+        prepare_data_dir(&dir).expect("tighten");
+        assert_eq!(mode(&dir), 0o700);
     }
 
     #[test]

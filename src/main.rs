@@ -61,7 +61,8 @@ struct ServeArgs {
     addr: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
-    /// File holding the JWT signing key (at least 32 bytes). Default: RPCGUARD_SECRET, else a key generated in the data dir.
+    /// File holding the JWT signing key (at least 32 bytes): a regular file (not a symlink)
+    /// owned by this user, mode 0600. Default: RPCGUARD_SECRET, else a key generated in the data dir.
     #[arg(long, env = "RPCGUARD_SECRET_FILE")]
     secret_file: Option<PathBuf>,
     /// Token lifetime in seconds.

@@ -1,11 +1,20 @@
 //! Access tokens: JWT, HS256, with pinned verification rules.
 //!
-//! Claims are `sub iat exp iss aud jti`. Verification accepts HS256 only
+//! Claims are `sub uid iat exp iss aud jti`. Verification accepts HS256 only
 //! (`alg: none`, HS384/512 and every asymmetric algorithm are refused), needs
-//! `exp`, `iss`, `aud` and `sub`, checks `nbf` when present, and refuses an
-//! `iat` in the future. Leeway is zero: a token expired by one second is
+//! `exp`, `iss`, `aud`, `sub` and `uid`, checks `nbf` when present, and
+//! refuses an `iat` in the future. Leeway is zero: a token expired by one second is
 //! expired. Header fields such as `kid`, `jku` or `x5u` are ignored; nothing
 //! is ever fetched.
+//!
+//! `uid` is the account id ([`StoredUser::account_id`](crate::store::StoredUser::account_id)):
+//! random, 128 bits, never reused, so a token names one account and never
+//! passes for a later account of the same name. Tokens issued before `uid`
+//! existed (rpcguard 0.1 before issue 16) carry none and are refused as
+//! `invalid_token`: their holders sign in again, at most once and at the
+//! latest when the token would have expired anyway (`--token-ttl`). Keeping
+//! the old rule (issued after the account's creation, in whole seconds) for
+//! them would keep the same-second hole open for as long as they live.
 //!
 //! A token that passed verification is remembered (by its exact text, in a
 //! bounded map), so that the next call with the same token skips the base64,
@@ -46,6 +55,11 @@ pub enum TokenError {
 pub struct Claims {
     /// The username.
     pub sub: String,
+    /// The account id the token was issued to (32 hex digits). Absent
+    /// (empty) only in tokens of older versions, which
+    /// [`TokenKeys::verify`] refuses.
+    #[serde(default)]
+    pub uid: String,
     /// Issued at (Unix seconds).
     pub iat: u64,
     /// Expires at (Unix seconds).
@@ -122,11 +136,13 @@ impl TokenKeys {
         self.ttl
     }
 
-    /// Issues a token for `subject`, valid from now for the configured TTL.
-    pub fn issue(&self, subject: &str) -> Result<(String, Claims), TokenError> {
+    /// Issues a token for `subject`, the account whose id is `account_id`,
+    /// valid from now for the configured TTL.
+    pub fn issue(&self, subject: &str, account_id: &str) -> Result<(String, Claims), TokenError> {
         let now = unix_now().ok_or(TokenError::Clock)?;
         let claims = Claims {
             sub: subject.to_owned(),
+            uid: account_id.to_owned(),
             iat: now,
             exp: now + self.ttl.as_secs(),
             iss: self.issuer.clone(),
@@ -158,7 +174,9 @@ impl TokenKeys {
                 ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
                 _ => AuthFailure::InvalidToken,
             })?;
-        if data.claims.iat > now {
+        // `uid` is checked here, after the library's checks, so that an
+        // expired token of an older version still answers `expired_token`.
+        if data.claims.iat > now || data.claims.uid.is_empty() {
             return Err(AuthFailure::InvalidToken);
         }
         if let Ok(mut verified) = self.verified.lock() {
@@ -187,6 +205,8 @@ pub fn unix_now() -> Option<u64> {
 mod tests {
     use super::*;
 
+    const UID: &str = "0123456789abcdef0123456789abcdef";
+
     fn keys() -> TokenKeys {
         TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60)).expect("keys")
     }
@@ -194,7 +214,7 @@ mod tests {
     #[test]
     fn issued_token_verifies() {
         let keys = keys();
-        let (token, claims) = keys.issue("alice").expect("issue");
+        let (token, claims) = keys.issue("alice", UID).expect("issue");
         assert_eq!(keys.verify(&token), Ok(claims));
     }
 
@@ -206,7 +226,7 @@ mod tests {
 
     #[test]
     fn other_key_is_invalid() {
-        let (token, _) = keys().issue("alice").expect("issue");
+        let (token, _) = keys().issue("alice", UID).expect("issue");
         let other = TokenKeys::new(&[8u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60))
             .expect("keys");
         assert_eq!(other.verify(&token), Err(AuthFailure::InvalidToken));
@@ -216,11 +236,45 @@ mod tests {
     fn expired_token_is_expired() {
         let keys =
             TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::ZERO).expect("keys");
-        let (token, claims) = keys.issue("alice").expect("issue");
+        let (token, claims) = keys.issue("alice", UID).expect("issue");
         // exp == iat == now; wait until now > exp.
         while unix_now().expect("clock") <= claims.exp {
             std::thread::sleep(Duration::from_millis(50));
         }
+        assert_eq!(keys.verify(&token), Err(AuthFailure::ExpiredToken));
+    }
+
+    #[test]
+    fn token_names_the_account_id() {
+        let keys = keys();
+        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        assert_eq!(claims.uid, UID);
+        assert_eq!(keys.verify(&token).expect("valid").uid, UID);
+        let (other, _) = keys.issue("alice", "another-account").expect("issue");
+        assert_eq!(keys.verify(&other).expect("valid").uid, "another-account");
+    }
+
+    #[test]
+    fn token_without_account_id_is_invalid() {
+        let keys = keys();
+        let now = unix_now().expect("clock");
+        let legacy = serde_json::json!({
+            "sub": "alice", "iat": now, "exp": now + 60,
+            "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
+        });
+        let key = EncodingKey::from_secret(&[7u8; 32]);
+        let header = Header::new(Algorithm::HS256);
+        let token = jsonwebtoken::encode(&header, &legacy, &key).expect("encode");
+        assert_eq!(keys.verify(&token), Err(AuthFailure::InvalidToken));
+        let mut empty = legacy.clone();
+        empty["uid"] = serde_json::json!("");
+        let token = jsonwebtoken::encode(&header, &empty, &key).expect("encode");
+        assert_eq!(keys.verify(&token), Err(AuthFailure::InvalidToken));
+        // Expired stays expired, with or without `uid`.
+        let mut expired = legacy;
+        expired["iat"] = serde_json::json!(now - 60);
+        expired["exp"] = serde_json::json!(now - 1);
+        let token = jsonwebtoken::encode(&header, &expired, &key).expect("encode");
         assert_eq!(keys.verify(&token), Err(AuthFailure::ExpiredToken));
     }
 }

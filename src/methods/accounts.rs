@@ -131,7 +131,7 @@ async fn sign_in(params: AccountParams, ctx: CallContext<Accounts>) -> Result<To
     };
     let (access_token, _claims) = accounts
         .keys
-        .issue(&user.username)
+        .issue(&user.username, &user.account_id)
         .map_err(RpcError::internal)?;
     Ok(Token {
         access_token,

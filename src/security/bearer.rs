@@ -1,6 +1,17 @@
 //! The default security function: a JWT bearer token, checked against the
 //! user store on every call.
 //!
+//! A token names its account twice: by username (`sub`, to find the user)
+//! and by account id (`uid`). A user whose
+//! [`account_id`](crate::store::StoredUser::account_id) differs from the
+//! token's `uid` is a different account of the same name (the token's
+//! account was deleted and the name taken again): `invalid_token`. Account
+//! ids are random and never reused, so this holds however quickly the name
+//! is taken again (the earlier rule compared the token's `iat` with the
+//! account's `created_at` in whole seconds, and a re-creation within the
+//! same second revived the old token). Tokens without `uid` (issued by
+//! versions before it) are refused by [`TokenKeys::verify`].
+//!
 //! Loading the user on each call (one indexed read) is what makes a revoked
 //! scope or a deleted user stop working at once. The token itself is
 //! verified on every call, which is what makes a WebSocket session stop
@@ -87,14 +98,22 @@ impl BearerSecurity {
         self
     }
 
-    /// The user a token names, from the cache when one is configured.
-    async fn load_user(&self, subject: &str) -> Result<Option<StoredUser>, RpcError> {
+    /// The user a token names, from the cache when one is configured. A
+    /// cached user of another account id than `account_id` is read again,
+    /// so a new account of a re-used name is seen at once.
+    async fn load_user(
+        &self,
+        subject: &str,
+        account_id: &str,
+    ) -> Result<Option<StoredUser>, RpcError> {
         let Some(cache) = &self.cache else {
             return Ok(self.store.find_user(subject).await?);
         };
         let key = subject.to_ascii_lowercase();
         if let Some(user) = cache.get(&key) {
-            return Ok(Some(user));
+            if user.account_id == account_id {
+                return Ok(Some(user));
+            }
         }
         let user = self.store.find_user(subject).await?;
         if let Some(user) = &user {
@@ -130,12 +149,12 @@ impl SecurityFunction for BearerSecurity {
         };
         let claims = self.keys.verify(token).map_err(RpcError::Unauthenticated)?;
         let user = self
-            .load_user(&claims.sub)
+            .load_user(&claims.sub, &claims.uid)
             .await?
             .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
-        // A token issued before the account was created belongs to an
-        // earlier, deleted account of the same name.
-        if i64::try_from(claims.iat).unwrap_or(i64::MAX) < user.created_at {
+        // Another account id: the token's account was deleted and this is a
+        // later account of the same name.
+        if user.account_id != claims.uid {
             return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
         }
         let public = user.public();

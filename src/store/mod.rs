@@ -6,6 +6,8 @@
 //!   the lower-cased key (never check-then-insert), and a violation is
 //!   reported as [`StoreError::UsernameTaken`];
 //! - an acknowledged `create_user` is durable (it survives `kill -9`);
+//! - every account gets an id of its own ([`StoredUser::account_id`]), never
+//!   reused, even for a later account of the same name;
 //! - the schema is created or migrated when the store is opened.
 
 mod postgres;
@@ -38,6 +40,14 @@ pub enum StoreError {
     /// Migrating the schema failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A database file could not be created or made private (mode 0600).
+    #[error("cannot make the database file {path} private (mode 0600): {source}")]
+    Files {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl From<StoreError> for RpcError {
@@ -55,6 +65,11 @@ impl From<StoreError> for RpcError {
 pub struct StoredUser {
     /// The username as chosen at sign-up.
     pub username: String,
+    /// The account's own id: 128 random bits as 32 hex digits, set by
+    /// [`UserStore::create_user`] and unique in the store. Tokens name it
+    /// (claim `uid`), so a token of a deleted account never passes for a
+    /// new account of the same name.
+    pub account_id: String,
     /// The bcrypt hash.
     pub password_hash: String,
     /// Granted Bearer scopes, sorted.
@@ -67,6 +82,7 @@ impl std::fmt::Debug for StoredUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredUser")
             .field("username", &self.username)
+            .field("account_id", &self.account_id)
             .field("password_hash", &"<redacted>")
             .field("scopes", &self.scopes)
             .field("created_at", &self.created_at)
@@ -97,6 +113,12 @@ pub fn format_rfc3339(unix: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
+/// A fresh account id: 128 bits from the thread's CSPRNG (seeded by the
+/// OS), as 32 lower-case hex digits.
+pub fn new_account_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 /// Splits the space-joined scope aggregate of a query into a sorted list.
 fn split_scopes(joined: Option<String>) -> Vec<String> {
     let mut scopes: Vec<String> = joined
@@ -112,8 +134,9 @@ fn split_scopes(joined: Option<String>) -> Vec<String> {
 /// Storage of accounts and their granted scopes.
 #[async_trait]
 pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
-    /// Creates a user; [`StoreError::UsernameTaken`] if the name exists in
-    /// any letter case. Never overwrites an account.
+    /// Creates a user with a fresh [`StoredUser::account_id`];
+    /// [`StoreError::UsernameTaken`] if the name exists in any letter case.
+    /// Never overwrites an account.
     async fn create_user(
         &self,
         username: &Username,

@@ -11,7 +11,7 @@
 macro_rules! select_user_sql {
     ($agg:literal, $where:literal) => {
         concat!(
-            "SELECT u.username, u.password_hash, u.created_at, ",
+            "SELECT u.username, u.account_id, u.password_hash, u.created_at, ",
             "(SELECT ",
             $agg,
             " FROM user_scopes s WHERE s.user_id = u.id) AS scopes ",
@@ -22,8 +22,8 @@ macro_rules! select_user_sql {
 }
 pub(crate) use select_user_sql;
 
-pub(crate) const INSERT_USER: &str =
-    "INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $2, $3, $4)";
+pub(crate) const INSERT_USER: &str = "INSERT INTO users \
+     (username, username_key, password_hash, created_at, account_id) VALUES ($1, $2, $3, $4, $5)";
 pub(crate) const GRANT_SCOPE: &str = "INSERT INTO user_scopes (user_id, scope) \
      SELECT id, $2 FROM users WHERE username_key = $1 ON CONFLICT DO NOTHING";
 pub(crate) const REVOKE_SCOPE: &str = "DELETE FROM user_scopes \
@@ -40,6 +40,7 @@ macro_rules! impl_user_store {
                 use sqlx::Row;
                 Ok($crate::store::StoredUser {
                     username: row.try_get("username")?,
+                    account_id: row.try_get("account_id")?,
                     password_hash: row.try_get("password_hash")?,
                     created_at: row.try_get("created_at")?,
                     scopes: $crate::store::split_scopes(row.try_get("scopes")?),
@@ -84,16 +85,19 @@ macro_rules! impl_user_store {
                 password_hash: &str,
                 created_at: i64,
             ) -> Result<$crate::store::StoredUser, $crate::store::StoreError> {
+                let account_id = $crate::store::new_account_id();
                 let inserted = sqlx::query($crate::store::sql::INSERT_USER)
                     .bind(username.as_str())
                     .bind(username.key())
                     .bind(password_hash)
                     .bind(created_at)
+                    .bind(account_id.as_str())
                     .execute(&self.pool)
                     .await;
                 match inserted {
                     Ok(_) => Ok($crate::store::StoredUser {
                         username: username.as_str().to_owned(),
+                        account_id,
                         password_hash: password_hash.to_owned(),
                         scopes: Vec::new(),
                         created_at,

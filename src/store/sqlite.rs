@@ -3,6 +3,12 @@
 //! WAL mode lets readers run beside the one writer; `synchronous = FULL`
 //! makes every acknowledged `sign_up` durable before it is answered, so it
 //! survives `kill -9` (and power loss). The schema is migrated on open.
+//!
+//! The file holds the password hashes, so it is private: it is created mode
+//! 0600 before SQLite opens it (SQLite gives the `-wal` and `-shm` files it
+//! creates the mode of the database file), and an existing database, WAL,
+//! shared-memory or rollback-journal file that group or others may open is
+//! tightened to 0600 first, with a warning in the log.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,6 +34,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates
     /// its schema. `pool_size` bounds the open connections.
     pub async fn open(path: &Path, pool_size: u32) -> Result<Self, StoreError> {
+        make_private(path)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -44,4 +51,75 @@ impl SqliteStore {
     }
 }
 
+/// Creates the database file with mode 0600 if it is missing, and tightens
+/// the database and its companion files to 0600 where they exist.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let failed = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StoreError::Files { path, source }
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path).map_err(failed(path))?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        let file = Path::new(&name);
+        match crate::config::tighten_mode(file, 0o600, "database file") {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            other => other.map_err(failed(file))?,
+        }
+    }
+    Ok(())
+}
+
 impl_user_store!(SqliteStore, sqlx::sqlite::SqliteRow, FIND_USER, LIST_USERS);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::UserStore;
+
+    /// Accounts stored before `account_id` existed get one each, distinct,
+    /// when the store is opened by this version.
+    #[tokio::test]
+    async fn migration_gives_existing_accounts_their_own_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("old.db");
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .expect("options")
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.expect("open");
+        let mut first = sqlx::migrate!("./migrations/sqlite");
+        first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
+        first.run(&pool).await.expect("migration 0001 only");
+        for name in ["alice", "bob"] {
+            sqlx::query("INSERT INTO users (username, username_key, password_hash, created_at) VALUES ($1, $1, 'h', 1)")
+                .bind(name)
+                .execute(&pool)
+                .await
+                .expect("old-style insert");
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path, 1).await.expect("migrate");
+        let users = store.list_users().await.expect("list");
+        assert_eq!(users.len(), 2);
+        for user in &users {
+            assert_eq!(user.account_id.len(), 32, "{user:?}");
+            assert!(user.account_id.bytes().all(|b| b.is_ascii_hexdigit()));
+        }
+        assert_ne!(users[0].account_id, users[1].account_id);
+        // An insert that names no id is refused rather than stored empty.
+        let bare = sqlx::query("INSERT INTO users (username, username_key, password_hash, created_at) VALUES ('c', 'c', 'h', 1)")
+            .execute(&store.pool)
+            .await;
+        assert!(bare.is_err());
+    }
+}

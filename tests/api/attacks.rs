@@ -137,10 +137,19 @@ fn signed(claims: &Value, header_extra: Value) -> String {
     hmac_token(&header, claims)
 }
 
+/// Valid claims of the account `victim` (its account id is `uid`), changed
+/// by `edit`.
+fn victim(uid: &Value, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
+    claims_for("victim", |c| {
+        c.insert("uid".into(), uid.clone());
+        edit(c);
+    })
+}
+
 /// A signed token for `victim` without `claim`.
-fn signed_without(claim: &str) -> String {
+fn signed_without(uid: &Value, claim: &str) -> String {
     signed(
-        &claims_for("victim", |c| {
+        &victim(uid, |c| {
             c.remove(claim);
         }),
         json!({}),
@@ -148,9 +157,9 @@ fn signed_without(claim: &str) -> String {
 }
 
 /// A signed token for `victim` with `claim` set to `value`.
-fn signed_with(claim: &str, value: Value) -> String {
+fn signed_with(uid: &Value, claim: &str, value: Value) -> String {
     signed(
-        &claims_for("victim", |c| {
+        &victim(uid, |c| {
             c.insert(claim.into(), value);
         }),
         json!({}),
@@ -185,6 +194,7 @@ async fn forged_and_malformed_tokens_are_refused() {
     let target = Target::start(&[]);
     target.sign_up("victim", PASSWORD).await;
     let real = target.token("victim", PASSWORD).await;
+    let uid = token_claims(&real)["uid"].clone();
     let now = rpcguard::auth::token::unix_now().expect("clock");
     let (head, rest) = real.split_once('.').expect("jwt");
     let (payload, signature) = rest.split_once('.').expect("jwt");
@@ -205,13 +215,13 @@ async fn forged_and_malformed_tokens_are_refused() {
         ),
         (
             "alg None",
-            hmac_token(&json!({"alg": "None"}), &claims_for("victim", |_| {})),
+            hmac_token(&json!({"alg": "None"}), &victim(&uid, |_| {})),
         ),
         (
             "HS384",
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS384),
-                &claims_for("victim", |_| {}),
+                &victim(&uid, |_| {}),
                 &EncodingKey::from_secret(SECRET.as_bytes()),
             )
             .expect("hs384"),
@@ -220,7 +230,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             "HS512",
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS512),
-                &claims_for("victim", |_| {}),
+                &victim(&uid, |_| {}),
                 &EncodingKey::from_secret(SECRET.as_bytes()),
             )
             .expect("hs512"),
@@ -229,12 +239,12 @@ async fn forged_and_malformed_tokens_are_refused() {
             "RS256 with the HMAC key as public key",
             hmac_token(
                 &json!({"alg": "RS256", "typ": "JWT"}),
-                &claims_for("victim", |_| {}),
+                &victim(&uid, |_| {}),
             ),
         ),
         (
             "ES256 header",
-            hmac_token(&json!({"alg": "ES256"}), &claims_for("victim", |_| {})),
+            hmac_token(&json!({"alg": "ES256"}), &victim(&uid, |_| {})),
         ),
         ("signature stripped", format!("{head}.{payload}.")),
         ("no signature part", format!("{head}.{payload}")),
@@ -253,7 +263,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             "payload: exp extended",
             format!(
                 "{head}.{}.{signature}",
-                b64(claims_for("victim", |c| {
+                b64(victim(&uid, |c| {
                     c.insert("exp".into(), json!(now + 999_999));
                 })
                 .to_string()
@@ -264,7 +274,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             "payload: scope added",
             format!(
                 "{head}.{}.{signature}",
-                b64(claims_for("victim", |c| {
+                b64(victim(&uid, |c| {
                     c.insert("scope".into(), json!("scope1"));
                 })
                 .to_string()
@@ -275,7 +285,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             "another key",
             jsonwebtoken::encode(
                 &Header::new(Algorithm::HS256),
-                &claims_for("victim", |_| {}),
+                &victim(&uid, |_| {}),
                 &EncodingKey::from_secret(&[3u8; 32]),
             )
             .expect("other key"),
@@ -286,29 +296,43 @@ async fn forged_and_malformed_tokens_are_refused() {
             let input = format!(
                 "{}.{}",
                 b64(header.to_string().as_bytes()),
-                b64(claims_for("victim", |_| {}).to_string().as_bytes())
+                b64(victim(&uid, |_| {}).to_string().as_bytes())
             );
             let mut mac = Hmac::<Sha256>::new_from_slice(&[3u8; 32]).expect("key");
             mac.update(input.as_bytes());
             format!("{input}.{}", b64(&mac.finalize().into_bytes()))
         }),
-        ("nbf in the future", signed_with("nbf", json!(now + 3600))),
-        ("iat in the future", signed_with("iat", json!(now + 3600))),
-        ("missing exp", signed_without("exp")),
-        ("missing iss", signed_without("iss")),
-        ("missing aud", signed_without("aud")),
-        ("missing sub", signed_without("sub")),
-        ("wrong iss", signed_with("iss", json!("evil"))),
-        ("wrong aud", signed_with("aud", json!("evil"))),
+        (
+            "nbf in the future",
+            signed_with(&uid, "nbf", json!(now + 3600)),
+        ),
+        (
+            "iat in the future",
+            signed_with(&uid, "iat", json!(now + 3600)),
+        ),
+        ("missing exp", signed_without(&uid, "exp")),
+        ("missing iss", signed_without(&uid, "iss")),
+        ("missing aud", signed_without(&uid, "aud")),
+        ("missing sub", signed_without(&uid, "sub")),
+        ("wrong iss", signed_with(&uid, "iss", json!("evil"))),
+        ("wrong aud", signed_with(&uid, "aud", json!("evil"))),
         (
             "aud as a list without us",
-            signed_with("aud", json!(["evil"])),
+            signed_with(&uid, "aud", json!(["evil"])),
         ),
         (
             "unknown user",
             signed(&claims_for("ghost", |_| {}), json!({})),
         ),
-        ("exp as a string", signed_with("exp", json!("tomorrow"))),
+        (
+            "exp as a string",
+            signed_with(&uid, "exp", json!("tomorrow")),
+        ),
+        ("no account id (older version)", signed_without(&uid, "uid")),
+        (
+            "another account's id",
+            signed_with(&uid, "uid", json!("0123456789abcdef0123456789abcdef")),
+        ),
         (
             "huge token",
             format!("{head}.{}.{signature}", "A".repeat(64 * 1024)),
@@ -329,7 +353,7 @@ async fn forged_and_malformed_tokens_are_refused() {
     }
 
     let expired = signed(
-        &claims_for("victim", |c| {
+        &victim(&uid, |c| {
             c.insert("iat".into(), json!(now - 60));
             c.insert("exp".into(), json!(now - 1));
         }),
@@ -342,7 +366,7 @@ async fn forged_and_malformed_tokens_are_refused() {
 
     // kid / jku / x5u on a correctly signed token are ignored, never fetched.
     let ignored = signed(
-        &claims_for("victim", |_| {}),
+        &victim(&uid, |_| {}),
         json!({"kid": "../../etc/passwd", "jku": "http://127.0.0.1:9/jwks", "x5u": "http://127.0.0.1:9/cert"}),
     );
     let answer = target.get_caller(auth(&format!("Bearer {ignored}"))).await;
@@ -775,39 +799,23 @@ async fn acknowledged_sign_ups_survive_kill_9() {
 #[tokio::test]
 async fn short_keys_are_refused_and_generated_keys_are_private() {
     let dir = tempfile::tempdir().expect("dir");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().display().to_string(),
-        ])
-        .env("RPCGUARD_SECRET", "31-bytes-is-one-byte-too-short!")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("256 bits"));
+    let data_dir = dir.path().display().to_string();
+    let stderr = serve_refused(
+        &["--data-dir", &data_dir],
+        &[("RPCGUARD_SECRET", "31-bytes-is-one-byte-too-short!")],
+    );
+    assert!(stderr.contains("256 bits"), "{stderr}");
 
+    // Private (a key file open to others is refused for that first), but short.
     let key_file = dir.path().join("short.key");
     std::fs::write(&key_file, "short").expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--data-dir",
-            &dir.path().display().to_string(),
-        ])
-        .arg("--secret-file")
-        .arg(&key_file)
-        .env_remove("RPCGUARD_SECRET")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let key_arg = key_file.display().to_string();
+    let stderr = serve_refused(&["--data-dir", &data_dir, "--secret-file", &key_arg], &[]);
+    assert!(stderr.contains("256 bits"), "{stderr}");
 
     let app = TestApp::spawn().await;
-    use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(app.data_dir.path().join("secret.key"))
         .expect("key")
         .permissions()

@@ -21,9 +21,18 @@ both_stores! {
 
     async fn invalid_tokens(app) {
         let token = app.signed_in("alice").await;
+        // Forgeries carry alice's real account id, so each is refused for
+        // the one thing it changes.
+        let uid = token_claims(&token)["uid"].clone();
+        let alice = |edit: fn(&mut serde_json::Map<String, Value>)| {
+            claims_for("alice", |c| {
+                c.insert("uid".into(), uid.clone());
+                edit(c);
+            })
+        };
         let other_key = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims_for("alice", |_| {}),
+            &alice(|_| {}),
             &EncodingKey::from_secret(&[9u8; 32]),
         )
         .expect("encode");
@@ -31,10 +40,10 @@ both_stores! {
             "not-a-jwt".to_owned(),
             "a.b.c".to_owned(),
             other_key,
-            forge(&app, &claims_for("alice", |_| {}), Algorithm::HS384),
-            forge(&app, &claims_for("alice", |c| { c.insert("aud".into(), json!("someone-else")); }), Algorithm::HS256),
-            forge(&app, &claims_for("alice", |c| { c.insert("iss".into(), json!("evil")); }), Algorithm::HS256),
-            forge(&app, &claims_for("alice", |c| { c.remove("exp"); }), Algorithm::HS256),
+            forge(&app, &alice(|_| {}), Algorithm::HS384),
+            forge(&app, &alice(|c| { c.insert("aud".into(), json!("someone-else")); }), Algorithm::HS256),
+            forge(&app, &alice(|c| { c.insert("iss".into(), json!("evil")); }), Algorithm::HS256),
+            forge(&app, &alice(|c| { c.remove("exp"); }), Algorithm::HS256),
             forge(&app, &claims_for("nobody", |_| {}), Algorithm::HS256),
         ];
         // The real token with its signature's last character changed.
@@ -47,6 +56,9 @@ both_stores! {
         }
         // The real one still works.
         assert_eq!(app.call(Some(&token), "get_caller", json!({})).await.expect("ok")["username"], "alice");
+        // And so does the forgeries' base, signed right: each differs only by its change.
+        let base = forge(&app, &alice(|_| {}), Algorithm::HS256);
+        assert_eq!(app.call(Some(&base), "get_caller", json!({})).await.expect("ok")["username"], "alice");
     }
 
     async fn expired_token(app) {

@@ -300,6 +300,17 @@ pub fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Valu
     Value::Object(map)
 }
 
+/// The claims of a token, read without checking its signature (the test
+/// reads what the server put in it).
+pub fn token_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
 /// Asserts a `-32001` with this reason.
 pub fn assert_unauthenticated(result: Result<Value, ErrorObjectOwned>, reason: &str) {
     let err = result.expect_err("expected -32001");
@@ -441,6 +452,62 @@ impl ServerProcess {
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+}
+
+/// Runs `rpcguard serve --addr 127.0.0.1:0 ARGS` with `env` (and no
+/// `RPCGUARD_SECRET` unless given) and expects it to refuse to start: it must
+/// exit with a failure before it listens. Returns what it wrote to stderr.
+/// A server that starts instead is killed and the test fails.
+pub fn serve_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    use std::io::Read;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"));
+    command
+        .args(["serve", "--addr", "127.0.0.1:0", "--bcrypt-cost", "4"])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RPCGUARD_SECRET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("start rpcguard serve");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            if let Ok(mut log) = sink.lock() {
+                log.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        let started = log
+            .lock()
+            .map(|l| l.contains("rpcguard listening"))
+            .unwrap_or(false);
+        if started || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = reader.join();
+            panic!(
+                "rpcguard serve {args:?} started instead of refusing:\n{}",
+                log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = reader.join();
+    let stderr = log.lock().map(|l| l.clone()).unwrap_or_default();
+    assert!(!status.success(), "exit status {status}: {stderr}");
+    stderr
 }
 
 impl Drop for ServerProcess {

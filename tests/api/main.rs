@@ -11,6 +11,7 @@ mod clients;
 mod contract;
 mod durability;
 mod embedding;
+mod hardening;
 mod instances;
 mod openrpc;
 mod params;
