@@ -17,6 +17,11 @@
 //! `id: null` and does not execute it. The common case (string, small
 //! integer or no id) is checked with one borrowing parse and passes
 //! through untouched.
+//!
+//! Two more answers jsonrpsee gets wrong are set right here: valid JSON
+//! that is neither an object nor an array, and a single object without an
+//! id that is neither a call nor a notification, are invalid requests
+//! (-32600, JSON-RPC §5.1), not parse errors.
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -69,6 +74,19 @@ const INVALID_ENTRY: &str = r#"{"jsonrpc":"2.0"}"#;
 struct Probe<'a> {
     #[serde(borrow, default)]
     id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+}
+
+impl Probe<'_> {
+    /// Has the shape of a call or notification (`"jsonrpc": "2.0"` and a
+    /// string `method`).
+    fn is_well_formed(&self) -> bool {
+        self.jsonrpc.is_some_and(|v| v.get() == "\"2.0\"")
+            && self.method.is_some_and(|m| m.get().starts_with('"'))
+    }
 }
 
 /// How jsonrpsee would take an id.
@@ -117,6 +135,11 @@ pub(crate) fn normalize(body: Bytes) -> Normalized {
             Ok(entries) => entries,
             Err(_) => return Normalized::AsIs(body),
         },
+        // Valid JSON that is neither an object nor an array is not a
+        // request (jsonrpsee would call it a parse error).
+        _ if serde_json::from_slice::<&RawValue>(&body).is_ok() => {
+            return Normalized::Invalid(INVALID_REQUEST)
+        }
         _ => return Normalized::AsIs(body),
     };
     let single = *first == b'{';
@@ -124,7 +147,15 @@ pub(crate) fn normalize(body: Bytes) -> Normalized {
     let mut edits = Vec::new();
     let mut restore = Restore::default();
     for entry in entries {
-        let Ok(Probe { id: Some(id) }) = serde_json::from_str::<Probe>(entry.get()) else {
+        let Ok(probe) = serde_json::from_str::<Probe>(entry.get()) else {
+            continue;
+        };
+        let Some(id) = probe.id else {
+            // jsonrpsee answers a single ill-formed request without an id
+            // with a parse error (-32700); JSON-RPC says -32600.
+            if single && !probe.is_well_formed() {
+                return Normalized::Invalid(INVALID_REQUEST);
+            }
             continue;
         };
         match kind(id.get()) {

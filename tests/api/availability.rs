@@ -16,7 +16,8 @@ const SECRET: &str = "availability-suite-signing-key-0123456789";
 
 fn start(args: &[&str]) -> (ServerProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("dir");
-    let data_dir = dir.path().display().to_string();
+    // A fresh folder, created (0700) by the server itself.
+    let data_dir = dir.path().join("data").display().to_string();
     let mut all = vec!["--data-dir", data_dir.as_str()];
     all.extend_from_slice(args);
     let server = ServerProcess::start(&all, &[("RPCGUARD_SECRET", SECRET)]);

@@ -8,6 +8,7 @@ mod availability;
 mod batch;
 mod cli;
 mod clients;
+mod conformance;
 mod contract;
 mod durability;
 mod embedding;
