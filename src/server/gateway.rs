@@ -3,8 +3,9 @@
 //! - routes `GET /health` and refuses unknown paths with 404;
 //! - reads a JSON-RPC request body itself, under the size limit and a
 //!   deadline (`body_timeout`), so a client that announces a body and never
-//!   sends it cannot hold a connection slot; a body over the limit gets 413
-//!   after a bounded drain, so the client reads the 413 instead of a reset;
+//!   sends it cannot hold a connection slot; a body over the limit (up to
+//!   twice the limit) gets 413 after it has been drained, so the client
+//!   reads the 413 instead of a reset;
 //! - copies what the caller presented into the request extensions as
 //!   [`Credentials`]: only the headers the security schemes name (and the
 //!   WebSocket upgrade's `access_token` query parameter), never the whole
@@ -220,35 +221,36 @@ impl BodyRefusal {
 
 /// Reads a request body of at most `max_body_bytes` within `body_timeout`.
 ///
-/// A body announced over the limit is refused before it is read. One that
-/// turns out too large while arriving is drained for up to as many bytes
-/// again (and never past the deadline), so that a client that finishes
-/// sending reads the 413 rather than a connection reset.
+/// A body over the limit gets 413. If it is at most twice the limit it is
+/// drained first (never past the deadline), so that a client that is still
+/// sending reads the 413 rather than a connection reset; a body announced
+/// larger than that is refused before it is read.
 async fn read_body(
     headers: &hyper::HeaderMap,
     mut body: Incoming,
     shared: &Shared,
 ) -> Result<Bytes, BodyRefusal> {
     let limit = shared.max_body_bytes;
+    let drain_limit = limit.saturating_mul(2);
     let announced = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > limit as u64) {
+    if announced.is_some_and(|n| n > drain_limit as u64) {
         return Err(BodyRefusal::TooLarge);
     }
     let deadline = tokio::time::Instant::now() + shared.body_timeout;
-    let capacity = announced.map_or(0, |n| n as usize);
+    let capacity = announced.map_or(0, |n| (n as usize).min(limit));
     let mut buf = BytesMut::with_capacity(capacity);
-    let mut drained: usize = 0;
+    let mut seen: usize = 0;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) if drained > 0 => return Err(BodyRefusal::TooLarge),
+            Err(_) if seen > limit => return Err(BodyRefusal::TooLarge),
             Err(_) => return Err(BodyRefusal::TimedOut),
             Ok(None) => break,
             Ok(Some(Err(err))) => {
                 tracing::debug!(error = %err, "request body aborted");
-                return Err(if drained > 0 {
+                return Err(if seen > limit {
                     BodyRefusal::TooLarge
                 } else {
                     BodyRefusal::Aborted
@@ -259,17 +261,17 @@ async fn read_body(
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
-        if drained > 0 || buf.len() + data.len() > limit {
-            drained += data.len();
-            buf.clear();
-            if drained > limit {
-                break;
-            }
-            continue;
+        seen = seen.saturating_add(data.len());
+        if seen > drain_limit {
+            return Err(BodyRefusal::TooLarge);
         }
-        buf.extend_from_slice(&data);
+        if seen > limit {
+            buf = BytesMut::new(); // draining: keep nothing
+        } else {
+            buf.extend_from_slice(&data);
+        }
     }
-    if drained > 0 {
+    if seen > limit {
         return Err(BodyRefusal::TooLarge);
     }
     Ok(buf.freeze())

@@ -8,6 +8,10 @@ use crate::helpers::*;
 const SECRET: &str = "a-shared-signing-key-of-at-least-32-bytes!";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_postgres,
+    ignore = "PostgreSQL: set RPCGUARD_TEST_DATABASE_URL=postgres://user:pw@host/db"
+)]
 async fn two_instances_share_one_database() {
     let Some(url) = fresh_postgres_database().await else {
         return;
@@ -95,6 +99,10 @@ async fn two_instances_share_one_database() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_postgres,
+    ignore = "PostgreSQL: set RPCGUARD_TEST_DATABASE_URL=postgres://user:pw@host/db"
+)]
 async fn recovers_after_losing_its_database_connections() {
     let Some(app) = TestApp::spawn_with(StoreKind::Postgres, |_| {}).await else {
         return;

@@ -208,6 +208,10 @@ async fn node(dir: &Path, script: &str, args: Vec<String>) {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    rpcguard_no_node,
+    ignore = "Node.js: run `npm ci --prefix tests/clients/openrpc`"
+)]
 async fn official_validator_accepts_file_and_live_document() {
     let Some(dir) = node_tools() else { return };
     let app = TestApp::spawn().await;
@@ -216,6 +220,10 @@ async fn official_validator_accepts_file_and_live_document() {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    rpcguard_no_node,
+    ignore = "Node.js: run `npm ci --prefix tests/clients/openrpc`"
+)]
 async fn open_rpc_client_js_over_http_and_websocket() {
     let Some(dir) = node_tools() else { return };
     let app = TestApp::spawn().await;
