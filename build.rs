@@ -40,7 +40,8 @@ fn main() {
     }
     let node_on_path = std::env::var_os("PATH")
         .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("node").is_file()));
-    if !(installed.is_file() && node_on_path) && !required("RPCGUARD_REQUIRE_NODE") {
+    let node_ready = installed.is_file() && node_on_path;
+    if !node_ready && !required("RPCGUARD_REQUIRE_NODE") {
         println!("cargo::rustc-cfg=rpcguard_no_node");
     }
 }
