@@ -13,4 +13,5 @@ mod embedding;
 mod instances;
 mod openrpc;
 mod params;
+mod signin_path;
 mod websocket;
