@@ -64,8 +64,8 @@ pub struct Config {
     pub bcrypt_workers: usize,
     /// bcrypt verifications (`sign_in`) allowed to wait (default 256).
     pub bcrypt_queue: usize,
-    /// bcrypt hashes (`sign_up`, re-hashing) allowed to wait; `None` (the
-    /// default): `bcrypt_queue / 8`, at least 1 (32 at the defaults).
+    /// bcrypt hashes (`sign_up`, re-hashing) allowed to wait, in their own
+    /// queue; `None` (the default): the same bound as `bcrypt_queue`.
     pub bcrypt_signup_queue: Option<usize>,
     /// Sign-in throttle budgets.
     pub throttle: ThrottleConfig,
@@ -102,9 +102,7 @@ impl Config {
 
     /// The hash (sign-up) queue's bound in force.
     pub fn signup_queue(&self) -> usize {
-        self.bcrypt_signup_queue
-            .unwrap_or(self.bcrypt_queue / 8)
-            .max(1)
+        self.bcrypt_signup_queue.unwrap_or(self.bcrypt_queue).max(1)
     }
 
     /// The database the store opens: the URL, or the SQLite file path.

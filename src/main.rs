@@ -80,7 +80,7 @@ struct ServeArgs {
     /// bcrypt verifications (sign_in) allowed to wait before -32005.
     #[arg(long, env = "RPCGUARD_BCRYPT_QUEUE", default_value_t = 256)]
     bcrypt_queue: usize,
-    /// bcrypt hashes (sign_up) allowed to wait before -32005 (default: --bcrypt-queue / 8).
+    /// bcrypt hashes (sign_up) allowed to wait before -32005 (default: as --bcrypt-queue).
     #[arg(long, env = "RPCGUARD_BCRYPT_SIGNUP_QUEUE")]
     bcrypt_signup_queue: Option<usize>,
     /// Largest request body in bytes.
