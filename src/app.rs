@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::api::{Api, ApiError};
-use crate::auth::password::{PasswordError, PasswordHasher};
+use crate::auth::password::{HasherConfig, PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
 use crate::config::{load_secret, prepare_data_dir, Config, ConfigError};
 use crate::methods::accounts::{self, Accounts};
@@ -64,18 +64,25 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
     let secret = load_secret(&config.secret, &config.data_dir)?;
     let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
     let store = open_store(config).await?;
-    let hasher = PasswordHasher::new(
-        config.bcrypt_cost,
-        config.bcrypt_workers,
-        config.bcrypt_queue,
-    )
+    let hasher = PasswordHasher::start(HasherConfig {
+        cost: config.bcrypt_cost,
+        workers: config.bcrypt_workers,
+        verify_queue: config.bcrypt_queue,
+        hash_queue: config.signup_queue(),
+    })
     .await?;
     let state = Arc::new(Accounts {
         store: store.clone(),
         hasher,
         keys: keys.clone(),
-        throttle: SignInThrottle::new(config.throttle),
+        throttle: SignInThrottle::with_limits(
+            config.throttle,
+            config.sign_up_per_ip,
+            config.throttle_max_keys,
+        ),
     });
+    // Unknown users are verified at the cost most stored hashes have.
+    accounts::refresh_dummy_cost(&state).await?;
     let mut api = Api::new();
     accounts::declare(&mut api)?;
     let security: SharedSecurity =
@@ -88,19 +95,24 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
 }
 
 /// Builds and starts the reference server on `listener`, with a background
-/// task that keeps the throttle's memory bounded.
+/// task that, every minute, keeps the throttle's memory bounded and points
+/// the dummy hash at the cost most stored hashes have.
 pub async fn start(config: &Config, listener: TcpListener) -> Result<RunningServer, AppError> {
     let Reference {
         api,
         state,
         security,
     } = reference(config).await?;
-    let throttle = state.throttle.clone();
+    let accounts = state.clone();
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        every_minute.tick().await; // the first tick is now; the census just ran
         loop {
             every_minute.tick().await;
-            throttle.retain_recent();
+            accounts.throttle.retain_recent();
+            if let Err(err) = accounts::refresh_dummy_cost(&accounts).await {
+                tracing::warn!(error = %err, "cannot count stored hash costs");
+            }
         }
     });
     Ok(server::spawn(

@@ -76,10 +76,18 @@ pub struct Config {
     pub bcrypt_cost: u32,
     /// bcrypt jobs running at once (default: the number of cores).
     pub bcrypt_workers: usize,
-    /// bcrypt jobs allowed to wait (default 256).
+    /// bcrypt verifications (`sign_in`) allowed to wait (default 256).
     pub bcrypt_queue: usize,
+    /// bcrypt hashes (`sign_up`, re-hashing) allowed to wait, in their own
+    /// queue; `None` (the default): the same bound as `bcrypt_queue`.
+    pub bcrypt_signup_queue: Option<usize>,
     /// Sign-in throttle budgets.
     pub throttle: ThrottleConfig,
+    /// `sign_up` attempts per client address and minute; 0 disables
+    /// (default 10).
+    pub sign_up_per_ip: u32,
+    /// Most keys each throttle limiter holds (default 100,000).
+    pub throttle_max_keys: usize,
     /// Server limits and identity.
     pub server: ServerConfig,
 }
@@ -98,9 +106,17 @@ impl Config {
             bcrypt_cost: 12,
             bcrypt_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             bcrypt_queue: 256,
+            bcrypt_signup_queue: None,
             throttle: ThrottleConfig::default(),
+            sign_up_per_ip: crate::throttle::DEFAULT_SIGN_UP_PER_IP,
+            throttle_max_keys: crate::throttle::DEFAULT_MAX_KEYS,
             server: ServerConfig::default(),
         }
+    }
+
+    /// The hash (sign-up) queue's bound in force.
+    pub fn signup_queue(&self) -> usize {
+        self.bcrypt_signup_queue.unwrap_or(self.bcrypt_queue).max(1)
     }
 
     /// The database the store opens: the URL, or the SQLite file path.

@@ -78,9 +78,12 @@ struct ServeArgs {
     /// bcrypt jobs running at once (default: number of cores).
     #[arg(long, env = "RPCGUARD_BCRYPT_WORKERS")]
     bcrypt_workers: Option<usize>,
-    /// bcrypt jobs allowed to wait before -32005.
+    /// bcrypt verifications (sign_in) allowed to wait before -32005.
     #[arg(long, env = "RPCGUARD_BCRYPT_QUEUE", default_value_t = 256)]
     bcrypt_queue: usize,
+    /// bcrypt hashes (sign_up) allowed to wait before -32005 (default: as --bcrypt-queue).
+    #[arg(long, env = "RPCGUARD_BCRYPT_SIGNUP_QUEUE")]
+    bcrypt_signup_queue: Option<usize>,
     /// Largest request body in bytes.
     #[arg(long, env = "RPCGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     max_body_bytes: u32,
@@ -117,6 +120,12 @@ struct ServeArgs {
     /// sign_in attempts per minute per account; 0 disables.
     #[arg(long, env = "RPCGUARD_SIGNIN_PER_ACCOUNT", default_value_t = 30)]
     signin_per_account: u32,
+    /// sign_up attempts per minute per client IP (IPv6: per /64); 0 disables.
+    #[arg(long, env = "RPCGUARD_SIGNUP_PER_IP", default_value_t = rpcguard::throttle::DEFAULT_SIGN_UP_PER_IP)]
+    signup_per_ip: u32,
+    /// Most keys each throttle limiter keeps (memory bound); when full, new keys share one budget.
+    #[arg(long, env = "RPCGUARD_THROTTLE_MAX_KEYS", default_value_t = rpcguard::throttle::DEFAULT_MAX_KEYS)]
+    throttle_max_keys: usize,
     /// URL the OpenRPC document gives in `servers` (default: http://ADDR/).
     #[arg(long, env = "RPCGUARD_PUBLIC_URL")]
     public_url: Option<String>,
@@ -147,14 +156,18 @@ struct ScopeArgs {
 #[derive(Debug, Subcommand)]
 enum UserCommand {
     /// Creates a user; the password is read from the first line of stdin.
+    ///
+    /// The hash is made at the cost the store's hashes have (the cost the
+    /// server writes at), so that the account answers a wrong password as
+    /// fast as every other one; 12 (the server's default) on an empty store.
     Add {
         /// Username.
         name: String,
         #[command(flatten)]
         store: StoreArgs,
-        /// bcrypt cost.
-        #[arg(long, env = "RPCGUARD_BCRYPT_COST", default_value_t = 12)]
-        bcrypt_cost: u32,
+        /// bcrypt cost (default: the cost most stored hashes have, else 12).
+        #[arg(long, env = "RPCGUARD_BCRYPT_COST", value_parser = clap::value_parser!(u32).range(4..=31))]
+        bcrypt_cost: Option<u32>,
     },
     /// Grants Bearer scopes to a user.
     Grant(ScopeArgs),
@@ -203,11 +216,14 @@ fn serve_config(args: ServeArgs) -> Config {
         config.bcrypt_workers = workers;
     }
     config.bcrypt_queue = args.bcrypt_queue;
+    config.bcrypt_signup_queue = args.bcrypt_signup_queue;
     config.throttle = ThrottleConfig {
         per_account_and_ip: args.signin_per_account_ip,
         per_ip: args.signin_per_ip,
         per_account: args.signin_per_account,
     };
+    config.sign_up_per_ip = args.signup_per_ip;
+    config.throttle_max_keys = args.throttle_max_keys;
     config.server.max_body_bytes = args.max_body_bytes;
     config.server.max_batch_len = args.max_batch_len;
     config.server.max_connections = args.max_connections;
@@ -284,6 +300,13 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let password =
                 Password::parse(line.trim_end_matches(['\r', '\n'])).map_err(anyhow::Error::msg)?;
             let store = app::open_store(&store_config(store)).await?;
+            let bcrypt_cost = match bcrypt_cost {
+                Some(cost) => cost,
+                None => rpcguard::auth::password::prevailing_cost(
+                    &store.password_hash_costs().await?,
+                    Config::new(".").bcrypt_cost,
+                ),
+            };
             let hasher = rpcguard::auth::password::PasswordHasher::new(bcrypt_cost, 1, 1).await?;
             let hash = hasher.hash(&password).await?;
             let now = rpcguard::auth::token::unix_now().context("clock before 1970")?;

@@ -1,37 +1,75 @@
-//! Brute-force protection for `sign_in`, on `governor`'s GCRA limiters.
+//! Throttling of the account methods, on `governor`'s GCRA limiters.
 //!
-//! Policy: every `sign_in` attempt (checked before any bcrypt work, so a
-//! throttled attempt costs nothing) draws from three keyed budgets, each a
-//! burst that refills evenly over a minute:
+//! Budgets, each a burst that refills evenly over a minute (`0` disables
+//! one):
 //!
-//! | key | default per minute |
-//! |---|---|
-//! | (account, client IP) | 5 |
-//! | client IP, any account | 30 |
-//! | account, any client | 30 |
+//! | method | key | default per minute |
+//! |---|---|---|
+//! | `sign_in` | client address | 30 |
+//! | `sign_in` | (account, client address) | 5 |
+//! | `sign_in` | account, any client | 30 |
+//! | `sign_up` | client address | 10 |
 //!
-//! When one is empty the call gets `-32005` with `retry_after_s`. The keys
-//! are the case-folded username and the TCP peer's IP, so neither packing
-//! calls into one batch, nor spreading them over WebSocket sessions or over
-//! HTTP and WebSocket, gets around them. The real user signing in from
-//! another address has its own (account, IP) budget; only an attacker who
-//! empties the account-wide budget delays it, and only until it refills —
-//! never a permanent lock-out. State is bounded: entries whose budget has
-//! refilled are dropped by [`SignInThrottle::retain_recent`], which the
-//! server calls every minute.
+//! An empty budget gives `-32005` with `retry_after_s`. Every check happens
+//! before any bcrypt work, and no budget is drawn for an attempt the bcrypt
+//! queue refuses (the handler reserves its place in the queue first).
+//!
+//! **Order of the `sign_in` budgets**, stopping at the first empty one:
+//! 1. the client address: the caller's own widest budget. An attempt refused
+//!    here draws nothing else and creates no key in the other two limiters,
+//!    so a flood of fresh usernames from one address costs one key;
+//! 2. (account, client address);
+//! 3. the account, which it shares with every other client of that account.
+//!
+//! So a refused attempt has drawn only from budgets of the caller's own
+//! address (those checked before the one that refused it); the account-wide
+//! budget, the only one another client depends on, is drawn only by attempts
+//! that passed both of the caller's own budgets: one address can take at
+//! most 5 a minute of an account's 30.
+//!
+//! **Keys.** The client address is the TCP peer's IP: IPv4 as is, an
+//! IPv4-mapped IPv6 address as its IPv4 address, any other IPv6 address by
+//! its /64 prefix (one host usually holds a whole /64, so keying by the full
+//! address would give it 2^64 budgets). Usernames are case-folded. Neither
+//! packing calls into one batch nor spreading them over WebSocket sessions
+//! gets around the budgets.
+//!
+//! **Memory.** Each limiter holds at most `max_keys` keys (plus a few when
+//! threads race at the limit). Keys whose budget has refilled are dropped by
+//! [`SignInThrottle::retain_recent`] every minute, and early (at most once a
+//! second) when a limiter reaches its cap. When a limiter is still full
+//! after that, every *new* key of that limiter shares one overflow budget of
+//! the same size: the fallback fails closed — an attacker gets no more
+//! attempts than with a key of its own, while clients and accounts not yet
+//! tracked may wait (`-32005`) until the next sweep frees room. Keys already
+//! tracked keep their own budgets. A key costs about 200 bytes (measured
+//! with 60-character usernames), so with the default cap of 100,000 keys
+//! per limiter the four limiters stay under about 80 MiB whatever the
+//! clients do.
 
-use std::net::IpAddr;
+use std::hash::Hash;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
+use governor::{NotUntil, Quota, RateLimiter};
 
 use crate::error::RpcError;
 use crate::user::Username;
 
-/// Budgets per minute; `0` disables that budget.
+/// Default most keys per limiter.
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
+/// Default `sign_up` budget per client address and minute.
+pub const DEFAULT_SIGN_UP_PER_IP: u32 = 10;
+/// Shortest time between two early sweeps of one full limiter.
+const EARLY_SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// `sign_in` budgets per minute; `0` disables that budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleConfig {
     /// Attempts per (account, client IP).
@@ -52,18 +90,145 @@ impl Default for ThrottleConfig {
     }
 }
 
-type Limiter<K> = Option<DefaultKeyedRateLimiter<K>>;
+/// The key of a client address: IPv4 as is, IPv4-mapped IPv6 as IPv4, other
+/// IPv6 by its /64 prefix (the low 64 bits zeroed); `None` stays `None`.
+pub fn client_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    match ip? {
+        IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => Some(IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            ))),
+        },
+    }
+}
 
-/// The shared sign-in throttle.
+/// A keyed state store with at most `max_keys` keys: a new key arriving
+/// when it is full shares the one `overflow` state.
+struct CappedStore<K: Hash + Eq + Clone> {
+    map: DashMapStateStore<K>,
+    overflow: InMemoryState,
+    max_keys: usize,
+}
+
+impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
+    type Key = K;
+
+    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        // Two threads may both see room for the last key: the cap can be
+        // passed by at most the number of threads checking at once.
+        if self.map.contains_key(key) || self.map.len() < self.max_keys {
+            self.map.measure_and_replace(key, f)
+        } else {
+            self.overflow.measure_and_replace(&NotKeyed::NonKey, f)
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
+    fn retain_recent(&self, drop_below: Nanos) {
+        ShrinkableKeyedStateStore::retain_recent(&self.map, drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        ShrinkableKeyedStateStore::shrink_to_fit(&self.map);
+    }
+
+    fn len(&self) -> usize {
+        ShrinkableKeyedStateStore::len(&self.map)
+    }
+
+    fn is_empty(&self) -> bool {
+        ShrinkableKeyedStateStore::is_empty(&self.map)
+    }
+}
+
+/// One keyed budget with a capped number of keys.
+struct Budget<K: Hash + Eq + Clone> {
+    limiter: RateLimiter<K, CappedStore<K>, DefaultClock>,
+    max_keys: usize,
+    last_early_sweep: Mutex<Option<Instant>>,
+    early_sweep_every: Duration,
+}
+
+impl<K: Hash + Eq + Clone> Budget<K> {
+    /// `None` when `per_minute` is 0 (disabled).
+    fn new(per_minute: u32, max_keys: usize, clock: &DefaultClock) -> Option<Self> {
+        let burst = NonZeroU32::new(per_minute)?;
+        let period = Duration::from_secs(60) / per_minute;
+        let quota = Quota::with_period(period)?.allow_burst(burst);
+        let max_keys = max_keys.max(1);
+        let store = CappedStore {
+            map: DashMapStateStore::default(),
+            overflow: InMemoryState::default(),
+            max_keys,
+        };
+        Some(Budget {
+            limiter: RateLimiter::new(quota, store, clock.clone()),
+            max_keys,
+            last_early_sweep: Mutex::new(None),
+            early_sweep_every: EARLY_SWEEP_EVERY,
+        })
+    }
+
+    /// Draws one cell for `key`, sweeping first when the limiter is full
+    /// (at most once per `early_sweep_every`; a sweep already running
+    /// elsewhere is not waited for).
+    fn check(&self, key: &K) -> Result<(), NotUntil<<DefaultClock as Clock>::Instant>> {
+        if self.limiter.len() >= self.max_keys {
+            if let Ok(mut last) = self.last_early_sweep.try_lock() {
+                if last.is_none_or(|at| at.elapsed() >= self.early_sweep_every) {
+                    *last = Some(Instant::now());
+                    self.limiter.retain_recent();
+                }
+            }
+        }
+        self.limiter.check_key(key)
+    }
+
+    fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// Draws from an optional budget: `Ok` when it is disabled.
+fn draw<K: Hash + Eq + Clone>(
+    budget: &Option<Budget<K>>,
+    key: &K,
+) -> Result<(), NotUntil<<DefaultClock as Clock>::Instant>> {
+    budget.as_ref().map_or(Ok(()), |b| b.check(key))
+}
+
+fn too_many(
+    clock: &DefaultClock,
+    not_until: NotUntil<<DefaultClock as Clock>::Instant>,
+) -> RpcError {
+    let wait = not_until.wait_time_from(clock.now());
+    RpcError::TooManyRequests {
+        retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+    }
+}
+
+/// The shared throttle of `sign_in` and `sign_up`.
 #[derive(Clone)]
 pub struct SignInThrottle {
     inner: Arc<Limiters>,
 }
 
 struct Limiters {
-    pair: Limiter<(String, Option<IpAddr>)>,
-    ip: Limiter<Option<IpAddr>>,
-    account: Limiter<String>,
+    ip: Option<Budget<Option<IpAddr>>>,
+    pair: Option<Budget<(String, Option<IpAddr>)>>,
+    account: Option<Budget<String>>,
+    sign_up_ip: Option<Budget<Option<IpAddr>>>,
     clock: DefaultClock,
 }
 
@@ -75,80 +240,88 @@ impl std::fmt::Debug for SignInThrottle {
     }
 }
 
-fn limiter<K: std::hash::Hash + Eq + Clone>(per_minute: u32) -> Limiter<K> {
-    let burst = NonZeroU32::new(per_minute)?;
-    let period = Duration::from_secs(60) / per_minute;
-    let quota = Quota::with_period(period)?.allow_burst(burst);
-    Some(RateLimiter::keyed(quota))
-}
-
 impl SignInThrottle {
-    /// A throttle with these budgets.
+    /// A throttle with these `sign_in` budgets, no `sign_up` budget and the
+    /// default cap of keys.
     pub fn new(config: ThrottleConfig) -> Self {
+        Self::with_limits(config, 0, DEFAULT_MAX_KEYS)
+    }
+
+    /// A throttle with these `sign_in` budgets, `sign_up_per_ip` `sign_up`
+    /// attempts per client address and minute (`0`: no limit) and at most
+    /// `max_keys` keys in each limiter.
+    pub fn with_limits(config: ThrottleConfig, sign_up_per_ip: u32, max_keys: usize) -> Self {
+        let clock = DefaultClock::default();
         SignInThrottle {
             inner: Arc::new(Limiters {
-                pair: limiter(config.per_account_and_ip),
-                ip: limiter(config.per_ip),
-                account: limiter(config.per_account),
-                clock: DefaultClock::default(),
+                ip: Budget::new(config.per_ip, max_keys, &clock),
+                pair: Budget::new(config.per_account_and_ip, max_keys, &clock),
+                account: Budget::new(config.per_account, max_keys, &clock),
+                sign_up_ip: Budget::new(sign_up_per_ip, max_keys, &clock),
+                clock,
             }),
         }
     }
 
-    /// Draws one attempt for `username` from `client`; `-32005` with the
-    /// wait when a budget is empty.
+    /// Draws one `sign_in` attempt for `username` from `client`, in the
+    /// order of the module docs; `-32005` with the wait when a budget is
+    /// empty.
     pub fn check(&self, username: &Username, client: Option<IpAddr>) -> Result<(), RpcError> {
-        let account = username.key();
         let l = &self.inner;
-        // Checked in order and stopped at the first empty budget, so that a
-        // refused attempt does not also drain the wider budgets: one address
-        // hammering an account spends only its own (account, IP) budget.
-        let refused = l
-            .pair
-            .as_ref()
-            .and_then(|r| r.check_key(&(account.clone(), client)).err())
-            .or_else(|| l.ip.as_ref().and_then(|r| r.check_key(&client).err()))
-            .or_else(|| l.account.as_ref().and_then(|r| r.check_key(&account).err()));
-        match refused {
-            None => Ok(()),
-            Some(not_until) => {
-                let wait = not_until.wait_time_from(l.clock.now());
-                Err(RpcError::TooManyRequests {
-                    retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
-                })
-            }
-        }
+        let client = client_key(client);
+        draw(&l.ip, &client)
+            .and_then(|()| {
+                let account = username.key();
+                draw(&l.pair, &(account.clone(), client)).and_then(|()| draw(&l.account, &account))
+            })
+            .map_err(|not_until| too_many(&l.clock, not_until))
     }
 
-    /// Drops entries whose budget has fully refilled, bounding memory.
+    /// Draws one `sign_up` attempt from `client`; `-32005` with the wait
+    /// when its budget is empty.
+    pub fn check_sign_up(&self, client: Option<IpAddr>) -> Result<(), RpcError> {
+        let l = &self.inner;
+        draw(&l.sign_up_ip, &client_key(client)).map_err(|not_until| too_many(&l.clock, not_until))
+    }
+
+    /// Drops keys whose budget has fully refilled, bounding memory.
     pub fn retain_recent(&self) {
         let l = &self.inner;
-        if let Some(r) = &l.pair {
-            r.retain_recent();
-            r.shrink_to_fit();
+        if let Some(b) = &l.ip {
+            b.sweep();
         }
-        if let Some(r) = &l.ip {
-            r.retain_recent();
-            r.shrink_to_fit();
+        if let Some(b) = &l.pair {
+            b.sweep();
         }
-        if let Some(r) = &l.account {
-            r.retain_recent();
-            r.shrink_to_fit();
+        if let Some(b) = &l.account {
+            b.sweep();
+        }
+        if let Some(b) = &l.sign_up_ip {
+            b.sweep();
         }
     }
 
     /// The number of keys currently tracked (all budgets together).
     pub fn tracked(&self) -> usize {
         let l = &self.inner;
-        l.pair.as_ref().map_or(0, |r| r.len())
-            + l.ip.as_ref().map_or(0, |r| r.len())
-            + l.account.as_ref().map_or(0, |r| r.len())
+        l.ip.as_ref().map_or(0, Budget::len)
+            + l.pair.as_ref().map_or(0, Budget::len)
+            + l.account.as_ref().map_or(0, Budget::len)
+            + l.sign_up_ip.as_ref().map_or(0, Budget::len)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ip(octets: [u8; 4]) -> Option<IpAddr> {
+        Some(IpAddr::from(octets))
+    }
+
+    fn name(n: impl std::fmt::Display) -> Username {
+        Username::parse(format!("user{n}")).expect("valid")
+    }
 
     #[test]
     fn sixth_attempt_is_throttled() {
@@ -174,27 +347,144 @@ mod tests {
             per_account: 0,
         });
         for i in 0..1000 {
-            let name = Username::parse(format!("user{i}")).expect("valid");
-            throttle.check(&name, None).expect("within budget");
+            throttle.check(&name(i), None).expect("within budget");
         }
         assert_eq!(throttle.tracked(), 1000);
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
         throttle.retain_recent();
         assert_eq!(throttle.tracked(), 0);
     }
 
     #[test]
-    fn refused_attempts_do_not_drain_wider_budgets() {
+    fn refused_attempts_do_not_drain_the_account_budget() {
         let throttle = SignInThrottle::new(ThrottleConfig::default());
         let name = Username::parse("victim").expect("valid");
-        let attacker = Some(IpAddr::from([10, 0, 0, 1]));
+        let attacker = ip([10, 0, 0, 1]);
         for _ in 0..100 {
             let _ = throttle.check(&name, attacker);
         }
         // Only 5 reached the account-wide budget of 30.
         throttle
-            .check(&name, Some(IpAddr::from([10, 0, 0, 2])))
+            .check(&name, ip([10, 0, 0, 2]))
             .expect("the real user");
+    }
+
+    #[test]
+    fn the_address_budget_is_checked_first() {
+        // Fresh usernames from one address: once its 30 are spent, nothing
+        // else is drawn and no (account, IP) or account key is created.
+        let throttle = SignInThrottle::new(ThrottleConfig::default());
+        let attacker = ip([10, 0, 0, 1]);
+        let refused = (0..10_000)
+            .filter(|i| throttle.check(&name(i), attacker).is_err())
+            .count();
+        assert_eq!(refused, 10_000 - 30);
+        // 1 address key + 30 pair keys + 30 account keys.
+        assert_eq!(throttle.tracked(), 61);
+    }
+
+    #[test]
+    fn keys_are_capped_and_new_ones_share_an_overflow_budget() {
+        let throttle = SignInThrottle::with_limits(
+            ThrottleConfig {
+                per_account_and_ip: 0,
+                per_ip: 0,
+                per_account: 5,
+            },
+            0,
+            100,
+        );
+        for i in 0..100 {
+            throttle.check(&name(i), None).expect("own budget");
+        }
+        assert_eq!(throttle.tracked(), 100);
+        // Full, and nothing has refilled: new accounts share one budget of
+        // 5, and the cap holds.
+        let passed = (100..1100)
+            .filter(|i| throttle.check(&name(i), None).is_ok())
+            .count();
+        assert_eq!(passed, 5, "the overflow budget");
+        assert_eq!(throttle.tracked(), 100);
+        // Accounts already tracked keep their own budget.
+        throttle.check(&name(0), None).expect("tracked key");
+    }
+
+    #[test]
+    fn a_full_limiter_is_swept_early() {
+        let mut throttle = SignInThrottle::with_limits(
+            ThrottleConfig {
+                per_account_and_ip: 0,
+                per_ip: 0,
+                per_account: 60_000, // refills in 1 ms
+            },
+            0,
+            100,
+        );
+        if let Some(b) = Arc::get_mut(&mut throttle.inner).and_then(|l| l.account.as_mut()) {
+            b.early_sweep_every = Duration::ZERO;
+        }
+        for i in 0..100 {
+            throttle.check(&name(i), None).expect("own budget");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // The next new key finds the limiter full and sweeps it: the 100
+        // refilled keys go, the new one gets its own.
+        throttle
+            .check(&name(100), None)
+            .expect("room after the sweep");
+        assert_eq!(throttle.tracked(), 1);
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64_prefix_and_mapped_ipv4_as_ipv4() {
+        let v6 = |s: &str| Some(s.parse::<IpAddr>().expect("address"));
+        assert_eq!(
+            client_key(v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            v6("2001:db8:1:2::")
+        );
+        assert_eq!(client_key(v6("::ffff:192.0.2.7")), ip([192, 0, 2, 7]));
+        assert_eq!(client_key(ip([192, 0, 2, 7])), ip([192, 0, 2, 7]));
+        assert_eq!(client_key(None), None);
+
+        let throttle = SignInThrottle::new(ThrottleConfig::default());
+        let victim = Username::parse("victim").expect("valid");
+        // Five addresses of one /64 share one (account, IP) budget of 5 ...
+        for host in 1..=5 {
+            throttle
+                .check(&victim, v6(&format!("2001:db8:1:2::{host}")))
+                .expect("within the /64's budget");
+        }
+        let err = throttle.check(&victim, v6("2001:db8:1:2:ffff::1"));
+        assert!(err.is_err(), "same /64");
+        // ... another /64 has its own.
+        throttle
+            .check(&victim, v6("2001:db8:1:3::1"))
+            .expect("another /64");
+        // A mapped address shares its IPv4 address's budget.
+        for _ in 0..5 {
+            throttle
+                .check(&victim, ip([192, 0, 2, 7]))
+                .expect("within budget");
+        }
+        assert!(throttle.check(&victim, v6("::ffff:192.0.2.7")).is_err());
+    }
+
+    #[test]
+    fn sign_up_has_its_own_budget_per_address() {
+        let throttle = SignInThrottle::with_limits(ThrottleConfig::default(), 10, 100);
+        let attacker = ip([10, 0, 0, 1]);
+        for _ in 0..10 {
+            throttle.check_sign_up(attacker).expect("within budget");
+        }
+        let err = throttle.check_sign_up(attacker).unwrap_err();
+        assert!(matches!(err, RpcError::TooManyRequests { retry_after_s } if retry_after_s >= 1));
+        throttle
+            .check_sign_up(ip([10, 0, 0, 2]))
+            .expect("another address");
+        // The sign_in budgets of the flooding address are untouched.
+        throttle
+            .check(&name(1), attacker)
+            .expect("sign_in from the address");
     }
 
     #[test]
@@ -207,6 +497,7 @@ mod tests {
         let name = Username::parse("alice").expect("valid");
         for _ in 0..100 {
             throttle.check(&name, None).expect("no budget");
+            throttle.check_sign_up(None).expect("no budget");
         }
         assert_eq!(throttle.tracked(), 0);
     }

@@ -46,7 +46,7 @@ impl Drop for ServerProcess {
 }
 
 /// Starts `rpcguard serve` on a free loopback port, on a fresh temporary
-/// SQLite data dir, with sign-in throttling disabled, quiet logging.
+/// SQLite data dir, with sign-in and sign-up throttling disabled, quiet logging.
 pub fn start_rpcguard(
     bin: &Path,
     bcrypt_cost: u32,
@@ -65,6 +65,8 @@ pub fn start_rpcguard(
             "--signin-per-ip",
             "0",
             "--signin-per-account",
+            "0",
+            "--signup-per-ip",
             "0",
         ])
         // Every load connection comes from 127.0.0.1.

@@ -1,16 +1,42 @@
 //! The four reference methods: `sign_up`, `sign_in`, `get_caller`,
 //! `require_scopes`.
+//!
+//! The sign-in path, in the order each call takes it (nothing later runs
+//! for a call refused earlier):
+//!
+//! `sign_up`: params checked (`-32602`) → a place in the bcrypt *hash*
+//! queue reserved (full: `-32005`, no budget drawn) → the client address's
+//! sign-up budget (empty: `-32005`, the place given back) → bcrypt hash →
+//! insert (`-32003` for a taken name).
+//!
+//! `sign_in`: params checked → a place in the bcrypt *verification* queue
+//! reserved (full: `-32005`, no budget drawn; sign-up work never fills it)
+//! → the budgets of [`crate::throttle`], the caller's own address first
+//! (empty: `-32005`, the place given back) → user read → bcrypt verify
+//! (against the dummy hash for an unknown user) → `-32002`, or a token. A
+//! correct password whose stored hash has another cost than the configured
+//! one is then re-hashed at the configured cost in the background (hash
+//! queue; skipped when it is full, and tried again at the next sign-in).
+//!
+//! Timing: the dummy hash follows the cost most stored hashes have
+//! ([`refresh_dummy_cost`], at start and every minute), so that right after
+//! a change of `--bcrypt-cost` an unknown user still takes as long as most
+//! existing ones. What is left: until every account has signed in once
+//! after a change of cost, the accounts whose hash is *not* at the
+//! prevailing cost (the minority: those re-hashed already, or those not
+//! yet, whichever are fewer) answer a wrong password faster or slower than
+//! an unknown user; and for up to a minute after the prevailing cost flips.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::api::{Api, ApiError, CallContext, Example, Method, NoParams};
-use crate::auth::password::PasswordHasher;
+use crate::auth::password::{prevailing_cost, PasswordHasher};
 use crate::auth::token::{unix_now, TokenKeys};
 use crate::error::{self, AuthFailure, RpcError};
 use crate::security::MethodSecurity;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
 use crate::user::{Password, Token, User, Username};
 
@@ -27,7 +53,7 @@ pub struct Accounts {
     pub hasher: PasswordHasher,
     /// JWT signing and verification.
     pub keys: TokenKeys,
-    /// Brute-force protection for `sign_in`.
+    /// Brute-force protection for `sign_in`, and the `sign_up` budget.
     pub throttle: SignInThrottle,
 }
 
@@ -105,9 +131,27 @@ pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Sets the hasher's dummy cost to the cost most stored hashes have (the
+/// configured cost when there are none).
+pub async fn refresh_dummy_cost(accounts: &Accounts) -> Result<u32, StoreError> {
+    let costs = accounts.store.password_hash_costs().await?;
+    let cost = prevailing_cost(&costs, accounts.hasher.cost());
+    if cost != accounts.hasher.dummy_cost() {
+        tracing::info!(
+            cost,
+            "unknown users are now verified at the prevailing stored cost"
+        );
+    }
+    accounts.hasher.set_dummy_cost(cost);
+    Ok(cost)
+}
+
 async fn sign_up(params: AccountParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {
     let accounts = &ctx.state;
-    let hash = accounts.hasher.hash(&params.password).await?;
+    let client = ctx.remote_addr().map(|a| a.ip());
+    let place = accounts.hasher.reserve_hash()?;
+    accounts.throttle.check_sign_up(client)?;
+    let hash = place.hash(&params.password).await?;
     let now = unix_now().ok_or_else(|| RpcError::internal("clock before 1970"))?;
     let created_at = i64::try_from(now).map_err(RpcError::internal)?;
     let user = accounts
@@ -121,14 +165,23 @@ async fn sign_up(params: AccountParams, ctx: CallContext<Accounts>) -> Result<Us
 async fn sign_in(params: AccountParams, ctx: CallContext<Accounts>) -> Result<Token, RpcError> {
     let accounts = &ctx.state;
     let client = ctx.remote_addr().map(|a| a.ip());
+    let place = accounts.hasher.reserve_verify()?;
     accounts.throttle.check(&params.username, client)?;
     let user = accounts.store.find_user(params.username.as_str()).await?;
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
-    let valid = accounts.hasher.verify(&params.password, hash).await?;
+    let valid = place.verify(&params.password, hash).await?;
     let user = match user {
         Some(user) if valid => user,
         _ => return Err(RpcError::AuthenticationFailed),
     };
+    if accounts.hasher.needs_rehash(&user.password_hash) {
+        rehash_in_background(
+            accounts,
+            &user.username,
+            &user.password_hash,
+            params.password,
+        );
+    }
     let (access_token, _claims) = accounts
         .keys
         .issue(&user.username, &user.account_id)
@@ -138,6 +191,33 @@ async fn sign_in(params: AccountParams, ctx: CallContext<Accounts>) -> Result<To
         token_type: "bearer".to_owned(),
         expires_in: accounts.keys.ttl().as_secs(),
     })
+}
+
+/// Re-hashes a correct password at the configured cost and stores it, unless
+/// the hash changed meanwhile. Best effort: a full hash queue or a store
+/// error leaves the old hash, which the next sign-in tries again.
+fn rehash_in_background(accounts: &Accounts, username: &str, old_hash: &str, password: Password) {
+    let (hasher, store) = (accounts.hasher.clone(), accounts.store.clone());
+    let (username, old_hash) = (username.to_owned(), old_hash.to_owned());
+    tokio::spawn(async move {
+        let new_hash = match hasher.hash(&password).await {
+            Ok(hash) => hash,
+            Err(err) => {
+                tracing::debug!(%username, error = %err, "re-hash postponed");
+                return;
+            }
+        };
+        match store
+            .replace_password_hash(&username, &old_hash, &new_hash)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(%username, cost = hasher.cost(), "password re-hashed at the configured cost")
+            }
+            Ok(false) => tracing::debug!(%username, "hash changed meanwhile; re-hash dropped"),
+            Err(err) => tracing::warn!(%username, error = %err, "re-hash not stored"),
+        }
+    });
 }
 
 async fn get_caller(_: NoParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {

@@ -162,6 +162,19 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// The number of users.
     async fn count_users(&self) -> Result<u64, StoreError>;
+
+    /// Replaces `username`'s password hash by `new_hash` if it is still
+    /// `old_hash` (re-hashing at another bcrypt cost must never undo a
+    /// concurrent change of password); `false` when nothing was replaced.
+    async fn replace_password_hash(
+        &self,
+        username: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// How many stored hashes have each bcrypt cost, as (cost, count).
+    async fn password_hash_costs(&self) -> Result<Vec<(u32, u64)>, StoreError>;
 }
 
 /// A shared handle to any store.

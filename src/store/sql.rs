@@ -30,6 +30,13 @@ pub(crate) const REVOKE_SCOPE: &str = "DELETE FROM user_scopes \
      WHERE scope = $2 AND user_id = (SELECT id FROM users WHERE username_key = $1)";
 pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE username_key = $1";
 pub(crate) const COUNT_USERS: &str = "SELECT COUNT(*) FROM users";
+/// Replaces a hash only if it is still the one that was read (`$2`), so a
+/// concurrent change of password is never overwritten.
+pub(crate) const REPLACE_HASH: &str =
+    "UPDATE users SET password_hash = $3 WHERE username_key = $1 AND password_hash = $2";
+/// Stored hashes by bcrypt cost (`$2b$CC$…`: characters 5 and 6).
+pub(crate) const HASH_COSTS: &str =
+    "SELECT substr(password_hash, 5, 2) AS cost, COUNT(*) AS n FROM users GROUP BY substr(password_hash, 5, 2)";
 
 /// Implements [`UserStore`](crate::store::UserStore) for a struct with a
 /// `pool` field, given its row type and the backend's "find one" and "list all" queries.
@@ -164,6 +171,41 @@ macro_rules! impl_user_store {
                     .fetch_one(&self.pool)
                     .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn replace_password_hash(
+                &self,
+                username: &str,
+                old_hash: &str,
+                new_hash: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::REPLACE_HASH)
+                    .bind(username.to_ascii_lowercase())
+                    .bind(old_hash)
+                    .bind(new_hash)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn password_hash_costs(
+                &self,
+            ) -> Result<Vec<(u32, u64)>, $crate::store::StoreError> {
+                use sqlx::Row;
+                let rows = sqlx::query($crate::store::sql::HASH_COSTS)
+                    .fetch_all(&self.pool)
+                    .await?;
+                let mut costs = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let cost: Option<String> = row.try_get("cost")?;
+                    let n: i64 = row.try_get("n")?;
+                    if let (Some(cost), Ok(n)) =
+                        (cost.and_then(|c| c.parse().ok()), u64::try_from(n))
+                    {
+                        costs.push((cost, n));
+                    }
+                }
+                Ok(costs)
             }
         }
     };

@@ -22,16 +22,20 @@ use crate::helpers::*;
 const SECRET: &str = "attack-suite-signing-key-0123456789abcdef";
 
 /// A server process under attack, remembering every answer it gave.
-struct Target {
-    process: ServerProcess,
+pub(crate) struct Target {
+    pub(crate) process: ServerProcess,
     http: reqwest::Client,
     answers: Mutex<Vec<String>>,
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
 }
 
 impl Target {
-    fn start(extra: &[&str]) -> Target {
-        let dir = tempfile::tempdir().expect("dir");
+    pub(crate) fn start(extra: &[&str]) -> Target {
+        Self::start_in(tempfile::tempdir().expect("dir"), extra)
+    }
+
+    /// Starts a server on an existing data dir (for a restart with other flags).
+    pub(crate) fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Target {
         let data_dir = dir.path().display().to_string();
         let mut args = vec!["--data-dir", data_dir.as_str()];
         args.extend_from_slice(extra);
@@ -42,6 +46,12 @@ impl Target {
             answers: Mutex::new(Vec::new()),
             _dir: dir,
         }
+    }
+
+    /// Stops the server and hands back its data dir.
+    pub(crate) fn into_dir(self) -> tempfile::TempDir {
+        drop(self.process);
+        self._dir
     }
 
     /// POSTs `body` with `headers`; returns status and body text.
@@ -62,7 +72,7 @@ impl Target {
     }
 
     /// Calls `method` with `params`; returns the parsed answer.
-    async fn rpc(&self, method: &str, params: Value, headers: HeaderMap) -> Value {
+    pub(crate) async fn rpc(&self, method: &str, params: Value, headers: HeaderMap) -> Value {
         let body =
             json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string();
         let (status, text) = self.post(body, headers).await;
@@ -70,12 +80,12 @@ impl Target {
         serde_json::from_str(&text).expect("JSON answer")
     }
 
-    async fn sign_up(&self, name: &str, password: &str) -> Value {
+    pub(crate) async fn sign_up(&self, name: &str, password: &str) -> Value {
         self.rpc("sign_up", json!([name, password]), HeaderMap::new())
             .await
     }
 
-    async fn token(&self, name: &str, password: &str) -> String {
+    pub(crate) async fn token(&self, name: &str, password: &str) -> String {
         let answer = self
             .rpc("sign_in", json!([name, password]), HeaderMap::new())
             .await;
@@ -91,7 +101,7 @@ impl Target {
         self.rpc("get_caller", json!([]), headers).await
     }
 
-    async fn health(&self) {
+    pub(crate) async fn health(&self) {
         let status = self
             .http
             .get(format!("{}health", self.process.url))
@@ -104,7 +114,7 @@ impl Target {
 
     /// Nothing secret in the log or in any answer; nothing logged at error
     /// level; no panic.
-    fn assert_no_leaks(&self, secrets: &[&str]) {
+    pub(crate) fn assert_no_leaks(&self, secrets: &[&str]) {
         let log = self.process.log();
         assert!(!log.contains(" ERROR "), "error-level log:\n{log}");
         let answers = self.answers.lock().expect("lock").join("\n");
@@ -474,9 +484,66 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// What [`paired_sign_in_timing`] measured.
+pub(crate) struct PairedTiming {
+    /// Median over pairs of (unknown user's time ÷ existing user's time).
+    pub(crate) ratio: f64,
+    /// Median time of the unknown user's attempts.
+    pub(crate) unknown: Duration,
+    /// Median time of the existing user's (wrong password) attempts.
+    pub(crate) existing: Duration,
+    /// Every error object answered, in order.
+    pub(crate) answers: Vec<Value>,
+}
+
+/// Times `pairs` wrong-password `sign_in`s of `existing` against as many of
+/// the unknown user `unknown`. Tries are made in pairs, back to back,
+/// alternating which goes first, and compared pair by pair: load from the
+/// rest of the suite (the server's bcrypt threads run at the lowest
+/// priority) then slows both members of a pair alike instead of skewing one
+/// median. One more pair first warms up and is not counted.
+pub(crate) async fn paired_sign_in_timing(
+    target: &Target,
+    existing: &str,
+    unknown: &str,
+    pairs: usize,
+) -> PairedTiming {
+    let (mut unknown_took, mut existing_took, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut answers = Vec::new();
+    for i in 0..=pairs {
+        let order = if i % 2 == 0 {
+            [unknown, existing]
+        } else {
+            [existing, unknown]
+        };
+        let mut took = [Duration::ZERO; 2];
+        for name in order {
+            let started = Instant::now();
+            let answer = target
+                .rpc("sign_in", json!([name, "wrong password"]), HeaderMap::new())
+                .await;
+            took[usize::from(name == existing)] = started.elapsed();
+            answers.push(answer["error"].clone());
+        }
+        if i > 0 {
+            // the first pair warms up
+            unknown_took.push(took[0]);
+            existing_took.push(took[1]);
+            ratios.push(took[0].as_secs_f64() / took[1].as_secs_f64());
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    PairedTiming {
+        ratio: ratios[ratios.len() / 2],
+        unknown: median(unknown_took),
+        existing: median(existing_took),
+        answers,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_does_not_reveal_which_usernames_exist() {
-    // Throttling off so that 2 x 20 attempts are measured, at a cost (11, ~120 ms)
+    // Throttling off so that 2 x 30 attempts are measured, at a cost (11, ~120 ms)
     // where bcrypt dominates the noise of a busy machine.
     let target = Target::start(&[
         "--bcrypt-cost",
@@ -489,41 +556,13 @@ async fn sign_in_does_not_reveal_which_usernames_exist() {
         "0",
     ]);
     target.sign_up("alice", PASSWORD).await;
-    // Tries are made in pairs, back to back, alternating which goes first,
-    // and compared pair by pair: load from the rest of the suite (the
-    // server's bcrypt threads run at the lowest priority) then slows both
-    // members of a pair alike instead of skewing one median.
-    let (mut unknown, mut wrong, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    let mut answers = Vec::new();
-    for i in 0..31 {
-        let order = if i % 2 == 0 {
-            ["nobody", "alice"]
-        } else {
-            ["alice", "nobody"]
-        };
-        let mut took = [Duration::ZERO; 2];
-        for name in order {
-            let started = Instant::now();
-            let answer = target
-                .rpc("sign_in", json!([name, "wrong password"]), HeaderMap::new())
-                .await;
-            took[usize::from(name == "alice")] = started.elapsed();
-            answers.push(answer["error"].clone());
-        }
-        if i > 0 {
-            // the first pair warms up
-            unknown.push(took[0]);
-            wrong.push(took[1]);
-            ratios.push(took[0].as_secs_f64() / took[1].as_secs_f64());
-        }
-    }
+    let timing = paired_sign_in_timing(&target, "alice", "nobody", 30).await;
+    let answers = &timing.answers;
     assert!(
         answers.windows(2).all(|w| w[0] == w[1]),
         "identical error objects: {answers:?}"
     );
-    ratios.sort_by(f64::total_cmp);
-    let ratio = ratios[ratios.len() / 2];
-    let (u, w) = (median(unknown), median(wrong));
+    let (ratio, u, w) = (timing.ratio, timing.unknown, timing.existing);
     assert!(
         (ratio - 1.0).abs() < 0.10,
         "unknown user vs wrong password: median pair ratio {ratio:.3} (medians {u:?} vs {w:?})"

@@ -58,10 +58,13 @@ pub struct TestApp {
 /// The password every helper uses unless told otherwise.
 pub const PASSWORD: &str = "correct horse battery";
 
-/// Config for tests: cheap bcrypt, a temp data dir.
+/// Config for tests: cheap bcrypt, a temp data dir, no `sign_up` budget
+/// (tests sign many accounts up from 127.0.0.1; the budget has its own
+/// tests in `signin_path.rs`).
 pub fn test_config(data_dir: &std::path::Path) -> Config {
     let mut config = Config::new(data_dir);
     config.bcrypt_cost = 4;
+    config.sign_up_per_ip = 0;
     config
 }
 
@@ -383,7 +386,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts `rpcguard serve --addr 127.0.0.1:0 ARGS` with `env`, and waits
-    /// for its "listening" line.
+    /// for its "listening" line. Unless ARGS say otherwise: `--bcrypt-cost 4`
+    /// and `--signup-per-ip 0`.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
         use std::io::BufRead;
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"));
@@ -398,6 +402,11 @@ impl ServerProcess {
             .stderr(std::process::Stdio::piped());
         if !args.contains(&"--bcrypt-cost") {
             command.args(["--bcrypt-cost", "4"]);
+        }
+        // Tests sign many accounts up from one address: no sign-up budget
+        // unless the test sets one.
+        if !args.contains(&"--signup-per-ip") {
+            command.args(["--signup-per-ip", "0"]);
         }
         for (key, value) in env {
             command.env(key, value);

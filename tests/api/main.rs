@@ -16,4 +16,5 @@ mod hardening;
 mod instances;
 mod openrpc;
 mod params;
+mod signin_path;
 mod websocket;
