@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use crate::api::{Api, ApiError};
 use crate::auth::password::{HasherConfig, PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
-use crate::config::{load_secret, prepare_data_dir, Config, ConfigError};
+use crate::config::{load_secret, prepare_data_dir, Config, ConfigError, SecretSource};
 use crate::methods::accounts::{self, Accounts};
 use crate::security::{BearerSecurity, SharedSecurity};
 use crate::server::{self, RunningServer, ServerError};
@@ -37,6 +37,9 @@ pub enum AppError {
     /// The server could not start.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// An admin command found no database where it looked.
+    #[error("no rpcguard database at {0}: run `rpcguard serve` once there, or pass the right --data-dir or --database-url")]
+    NoStore(String),
 }
 
 /// The reference server's parts, before serving.
@@ -58,10 +61,28 @@ pub async fn open_store(config: &Config) -> Result<SharedStore, AppError> {
     Ok(store::open(&config.database(), config.db_pool_size).await?)
 }
 
+/// Opens the configured store only if it exists (admin commands never
+/// create one: run from the wrong directory they would otherwise make an
+/// empty database and report "no such user").
+pub async fn open_existing_store(config: &Config) -> Result<SharedStore, AppError> {
+    if config.database_url.is_none() && !std::path::Path::new(&config.database()).is_file() {
+        return Err(AppError::NoStore(config.database()));
+    }
+    Ok(store::open(&config.database(), config.db_pool_size).await?)
+}
+
 /// Builds the reference server's parts from `config`.
 pub async fn reference(config: &Config) -> Result<Reference, AppError> {
+    // A given key is checked before anything is created.
+    let given = match &config.secret {
+        SecretSource::DataDir => None,
+        source => Some(load_secret(source, &config.data_dir)?),
+    };
     prepare_data_dir(&config.data_dir)?;
-    let secret = load_secret(&config.secret, &config.data_dir)?;
+    let secret = match given {
+        Some(secret) => secret,
+        None => load_secret(&config.secret, &config.data_dir)?,
+    };
     let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
     let store = open_store(config).await?;
     let hasher = PasswordHasher::start(HasherConfig {
@@ -98,11 +119,21 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
 /// task that, every minute, keeps the throttle's memory bounded and points
 /// the dummy hash at the cost most stored hashes have.
 pub async fn start(config: &Config, listener: TcpListener) -> Result<RunningServer, AppError> {
+    serve(reference(config).await?, config, listener)
+}
+
+/// Starts serving parts built by [`reference`] on `listener` (so that a
+/// binary can check its whole configuration before it binds the port).
+pub fn serve(
+    parts: Reference,
+    config: &Config,
+    listener: TcpListener,
+) -> Result<RunningServer, AppError> {
     let Reference {
         api,
         state,
         security,
-    } = reference(config).await?;
+    } = parts;
     let accounts = state.clone();
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));

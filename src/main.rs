@@ -4,7 +4,7 @@
 //! (e.g. `--data-dir` ↔ `RPCGUARD_DATA_DIR`). The signing key may be given
 //! as `RPCGUARD_SECRET` (never as a flag, so it stays out of `ps`).
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -243,10 +243,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(err) = rpcguard::server::raise_open_file_limit() {
         tracing::warn!(error = %err, "cannot raise the open-file limit");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
-    let server = app::start(&config, listener).await?;
+    // Everything is checked (key, data dir, store) before the port is
+    // bound, so a busy port never hides a configuration error; a first
+    // start that fails leaves no data dir behind.
+    let fresh_data_dir = config.database_url.is_none() && !config.data_dir.exists();
+    let started = async {
+        let parts = app::reference(&config).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        anyhow::Ok(app::serve(parts, &config, listener)?)
+    };
+    let server = match started.await {
+        Ok(server) => server,
+        Err(err) => {
+            if fresh_data_dir {
+                let _ = std::fs::remove_dir_all(&config.data_dir);
+            }
+            return Err(err);
+        }
+    };
     let bound = server.local_addr();
     tracing::info!(addr = %bound, store = %if config.database_url.is_some() { "postgres" } else { "sqlite" }, "rpcguard listening");
     // Tests and scripts read this line to learn the port when --addr ends in :0.
@@ -273,15 +289,33 @@ fn parse_scopes(raw: Vec<String>) -> anyhow::Result<Vec<Scope>> {
         .collect()
 }
 
+/// Where an admin command looked for users (never a password in a URL).
+fn where_users_live(config: &Config) -> String {
+    match &config.database_url {
+        Some(url) => match url.rsplit_once('@') {
+            Some((_, host_and_db)) => format!("the PostgreSQL database {host_and_db}"),
+            None => "the PostgreSQL database".to_owned(),
+        },
+        None => config.database(),
+    }
+}
+
 /// `user grant` (`grant = true`) or `user revoke`.
 async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
     let username = Username::parse(args.name).map_err(anyhow::Error::msg)?;
     let scopes = parse_scopes(args.scopes)?;
-    let store = app::open_store(&store_config(args.store)).await?;
-    let user = if grant {
-        store.grant(&username, &scopes).await?
+    let config = store_config(args.store);
+    let store = app::open_existing_store(&config).await?;
+    let changed = if grant {
+        store.grant(&username, &scopes).await
     } else {
-        store.revoke(&username, &scopes).await?
+        store.revoke(&username, &scopes).await
+    };
+    let user = match changed {
+        Err(rpcguard::store::StoreError::NotFound) => {
+            bail!("no user {username} in {}", where_users_live(&config))
+        }
+        other => other?,
     };
     println!("{}: {}", user.username, user.scopes.join(" "));
     Ok(())
@@ -297,9 +331,12 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let username = Username::parse(name).map_err(anyhow::Error::msg)?;
             let mut line = String::new();
             std::io::stdin().lock().read_line(&mut line)?;
-            let password =
-                Password::parse(line.trim_end_matches(['\r', '\n'])).map_err(anyhow::Error::msg)?;
-            let store = app::open_store(&store_config(store)).await?;
+            let line = line.trim_end_matches(['\r', '\n']);
+            if line.is_empty() {
+                bail!("no password on standard input: echo 'a password' | rpcguard user add {username}");
+            }
+            let password = Password::parse(line).map_err(anyhow::Error::msg)?;
+            let store = app::open_existing_store(&store_config(store)).await?;
             let bcrypt_cost = match bcrypt_cost {
                 Some(cost) => cost,
                 None => rpcguard::auth::password::prevailing_cost(
@@ -325,14 +362,15 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
         UserCommand::Revoke(args) => change_scopes(args, false).await?,
         UserCommand::Delete { name, store } => {
             let username = Username::parse(name).map_err(anyhow::Error::msg)?;
-            let store = app::open_store(&store_config(store)).await?;
+            let config = store_config(store);
+            let store = app::open_existing_store(&config).await?;
             if !store.delete_user(&username).await? {
-                bail!("no user {username}");
+                bail!("no user {username} in {}", where_users_live(&config));
             }
             println!("deleted {username}");
         }
         UserCommand::List { store } => {
-            let store = app::open_store(&store_config(store)).await?;
+            let store = app::open_existing_store(&store_config(store)).await?;
             for user in store.list_users().await? {
                 let public = user.public();
                 println!(
@@ -353,6 +391,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, never in a file or pipe.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -66,3 +66,131 @@ both_stores! {
         assert_unauthenticated(app.call(Some(&token), "get_caller", json!({})).await, "invalid_token");
     }
 }
+
+/// Runs `rpcguard ARGS` in `dir` with `stdin`; (success, stdout, stderr).
+fn rpcguard_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RPCGUARD_SECRET")
+        .env_remove("RPCGUARD_DATA_DIR")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run rpcguard");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn admin_commands_never_create_a_store_and_say_where_they_looked() {
+    let dir = tempfile::tempdir().expect("dir");
+    for args in [
+        &["user", "grant", "nosuchuser", "scope1"][..],
+        &["user", "revoke", "nosuchuser", "scope1"],
+        &["user", "delete", "nosuchuser"],
+        &["user", "list"],
+        &["user", "add", "newuser"],
+    ] {
+        let (ok, _, stderr) = rpcguard_in(dir.path(), args, "a fine password\n");
+        assert!(!ok, "{args:?} succeeded");
+        assert!(
+            stderr.contains("no rpcguard database at ./rpcguard-data/rpcguard.db"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !dir.path().join("rpcguard-data").exists(),
+            "{args:?} created a store"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_errors_name_the_user_and_the_database() {
+    let app = TestApp::spawn().await;
+    let data_dir = app.data_dir.path().display().to_string();
+    for args in [
+        &[
+            "user",
+            "grant",
+            "nosuchuser",
+            "scope1",
+            "--data-dir",
+            &data_dir,
+        ][..],
+        &["user", "delete", "nosuchuser", "--data-dir", &data_dir],
+    ] {
+        let (ok, _, stderr) = rpcguard_in(app.data_dir.path(), args, "");
+        assert!(!ok);
+        assert!(
+            stderr.contains(&format!("no user nosuchuser in {data_dir}/rpcguard.db")),
+            "{stderr}"
+        );
+    }
+    let (ok, _, stderr) = rpcguard_in(
+        app.data_dir.path(),
+        &["user", "add", "carol", "--data-dir", &data_dir],
+        "",
+    );
+    assert!(!ok);
+    assert!(stderr.contains("no password on standard input"), "{stderr}");
+}
+
+#[test]
+fn a_bad_key_is_reported_before_the_port_and_leaves_no_data_dir() {
+    let dir = tempfile::tempdir().expect("dir");
+    // Hold the port: a busy port must not hide the real error.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args(["serve", "--addr", &addr])
+        .current_dir(dir.path())
+        .env("RPCGUARD_SECRET", "too short")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let status = child.wait().expect("wait");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read");
+    assert!(!status.success());
+    assert!(stderr.contains("at least 32 bytes"), "{stderr}");
+    assert!(!stderr.contains("cannot listen"), "{stderr}");
+    assert!(
+        !dir.path().join("rpcguard-data").exists(),
+        "left a data dir"
+    );
+}
+
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = tempfile::tempdir().expect("dir");
+    // A first start that logs (a key is generated) and then fails: the
+    // port is taken.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let (ok, _, stderr) = rpcguard_in(dir.path(), &["serve", "--addr", &addr], "");
+    assert!(!ok);
+    assert!(stderr.contains("generated a new signing key"), "{stderr}");
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI escape in {stderr:?}");
+    assert!(
+        !dir.path().join("rpcguard-data").exists(),
+        "left a data dir"
+    );
+}
