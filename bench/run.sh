@@ -6,6 +6,6 @@
 # --sessions above ~19,000, run `ulimit -n 65536` (as root) first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bins --examples
+cargo build --release --workspace --bins
 export BENCH_COMMAND="bench/run.sh${*:+ $*}"
-exec target/release/examples/bench "$@"
+exec target/release/bench "$@"

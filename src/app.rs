@@ -6,15 +6,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::api::{Api, ApiError};
 use crate::auth::password::{HasherConfig, PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
+use crate::bearer::BearerSecurity;
 use crate::config::{load_secret, prepare_data_dir, Config, ConfigError, SecretSource};
 use crate::methods::accounts::{self, Accounts};
-use crate::security::{BearerSecurity, SharedSecurity};
-use crate::server::{self, RunningServer, ServerError};
 use crate::store::{self, SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
+use rpcguard::api::{Api, ApiError};
+use rpcguard::security::SharedSecurity;
+use rpcguard::server::{self, RunningServer, ServerError};
 
 /// Errors of starting the reference server.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<RunningServ
     serve(reference(config).await?, config, listener)
 }
 
-/// Starts serving parts built by [`reference`] on `listener` (so that a
+/// Starts serving parts built by [`reference()`] on `listener` (so that a
 /// binary can check its whole configuration before it binds the port).
 pub fn serve(
     parts: Reference,

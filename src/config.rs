@@ -23,8 +23,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::token::MIN_KEY_BYTES;
-use crate::server::ServerConfig;
 use crate::throttle::ThrottleConfig;
+use rpcguard::openrpc::DocInfo;
+use rpcguard::server::ServerConfig;
 
 /// Name of the generated key file in the data dir.
 pub const SECRET_FILE_NAME: &str = "secret.key";
@@ -110,7 +111,10 @@ impl Config {
             throttle: ThrottleConfig::default(),
             sign_up_per_ip: crate::throttle::DEFAULT_SIGN_UP_PER_IP,
             throttle_max_keys: crate::throttle::DEFAULT_MAX_KEYS,
-            server: ServerConfig::default(),
+            server: ServerConfig {
+                doc: reference_doc("http://127.0.0.1:8080/"),
+                ..ServerConfig::default()
+            },
         }
     }
 
@@ -126,6 +130,16 @@ impl Config {
             None => self.data_dir.join(DATABASE_FILE_NAME).display().to_string(),
         }
     }
+}
+
+/// What the reference server's OpenRPC document says about itself.
+pub fn reference_doc(server_url: &str) -> DocInfo {
+    DocInfo::new("rpcguard", env!("CARGO_PKG_VERSION"))
+        .description(
+            "A JSON-RPC 2.0 server framework with real authentication (bcrypt + JWT scopes) \
+             and a generated OpenRPC document",
+        )
+        .server_url(server_url)
 }
 
 /// Errors of loading configuration.

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use rpcguard::app;
-use rpcguard::config::{Config, SecretSource};
 use rpcguard::openrpc::DocInfo;
-use rpcguard::throttle::ThrottleConfig;
-use rpcguard::user::{Password, Scope, Username};
+use rpcguard_accounts::app;
+use rpcguard_accounts::config::{Config, SecretSource};
+use rpcguard_accounts::throttle::ThrottleConfig;
+use rpcguard_accounts::user::{Password, Scope, Username};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
@@ -121,10 +121,10 @@ struct ServeArgs {
     #[arg(long, env = "RPCGUARD_SIGNIN_PER_ACCOUNT", default_value_t = 30)]
     signin_per_account: u32,
     /// sign_up attempts per minute per client IP (IPv6: per /64); 0 disables.
-    #[arg(long, env = "RPCGUARD_SIGNUP_PER_IP", default_value_t = rpcguard::throttle::DEFAULT_SIGN_UP_PER_IP)]
+    #[arg(long, env = "RPCGUARD_SIGNUP_PER_IP", default_value_t = rpcguard_accounts::throttle::DEFAULT_SIGN_UP_PER_IP)]
     signup_per_ip: u32,
     /// Most keys each throttle limiter keeps (memory bound); when full, new keys share one budget.
-    #[arg(long, env = "RPCGUARD_THROTTLE_MAX_KEYS", default_value_t = rpcguard::throttle::DEFAULT_MAX_KEYS)]
+    #[arg(long, env = "RPCGUARD_THROTTLE_MAX_KEYS", default_value_t = rpcguard_accounts::throttle::DEFAULT_MAX_KEYS)]
     throttle_max_keys: usize,
     /// URL the OpenRPC document gives in `servers` (default: http://ADDR/).
     #[arg(long, env = "RPCGUARD_PUBLIC_URL")]
@@ -188,10 +188,7 @@ enum UserCommand {
 }
 
 fn doc_info(public_url: String) -> DocInfo {
-    DocInfo {
-        server_url: public_url,
-        ..rpcguard::ServerConfig::default().doc
-    }
+    rpcguard_accounts::config::reference_doc(&public_url)
 }
 
 fn store_config(store: StoreArgs) -> Config {
@@ -273,8 +270,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
     let mut api = rpcguard::Api::new();
-    rpcguard::methods::accounts::declare(&mut api)?;
-    let schemes = [rpcguard::BearerSecurity::scheme_doc()];
+    rpcguard_accounts::methods::accounts::declare(&mut api)?;
+    let schemes = [rpcguard_accounts::BearerSecurity::scheme_doc()];
     let document =
         rpcguard::openrpc::document(api.declarations(), &schemes, &doc_info(args.public_url));
     let mut out = std::io::stdout().lock();
@@ -312,7 +309,7 @@ async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
         store.revoke(&username, &scopes).await
     };
     let user = match changed {
-        Err(rpcguard::store::StoreError::NotFound) => {
+        Err(rpcguard_accounts::store::StoreError::NotFound) => {
             bail!("no user {username} in {}", where_users_live(&config))
         }
         other => other?,
@@ -339,20 +336,21 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let store = app::open_existing_store(&store_config(store)).await?;
             let bcrypt_cost = match bcrypt_cost {
                 Some(cost) => cost,
-                None => rpcguard::auth::password::prevailing_cost(
+                None => rpcguard_accounts::auth::password::prevailing_cost(
                     &store.password_hash_costs().await?,
                     Config::new(".").bcrypt_cost,
                 ),
             };
-            let hasher = rpcguard::auth::password::PasswordHasher::new(bcrypt_cost, 1, 1).await?;
+            let hasher =
+                rpcguard_accounts::auth::password::PasswordHasher::new(bcrypt_cost, 1, 1).await?;
             let hash = hasher.hash(&password).await?;
-            let now = rpcguard::auth::token::unix_now().context("clock before 1970")?;
+            let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
             match store
                 .create_user(&username, &hash, i64::try_from(now)?)
                 .await
             {
                 Ok(user) => println!("created {}", user.username),
-                Err(rpcguard::store::StoreError::UsernameTaken) => {
+                Err(rpcguard_accounts::store::StoreError::UsernameTaken) => {
                     bail!("username {username} is taken")
                 }
                 Err(other) => return Err(other.into()),

@@ -59,8 +59,8 @@ use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{NotUntil, Quota, RateLimiter};
 
-use crate::error::RpcError;
 use crate::user::Username;
+use rpcguard::error::RpcError;
 
 /// Default most keys per limiter.
 pub const DEFAULT_MAX_KEYS: usize = 100_000;

@@ -13,7 +13,7 @@ use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// Name of the built-in Bearer (JWT) security scheme.
-pub const BEARER: &str = "Bearer";
+pub use rpcguard::security::BEARER;
 
 /// A username: 3 to 64 ASCII letters, digits, `_`, `.` or `-`.
 ///

@@ -24,12 +24,12 @@ fn server() -> &'static Loopback {
     SERVER.get_or_init(|| {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         let dir = tempfile::tempdir().expect("dir");
-        let mut config = rpcguard::config::Config::new(dir.path());
+        let mut config = rpcguard_accounts::config::Config::new(dir.path());
         config.bcrypt_cost = 4;
-        config.throttle = rpcguard::throttle::ThrottleConfig { per_account_and_ip: 0, per_ip: 0, per_account: 0 };
+        config.throttle = rpcguard_accounts::throttle::ThrottleConfig { per_account_and_ip: 0, per_ip: 0, per_account: 0 };
         let server = runtime.block_on(async {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            rpcguard::app::start(&config, listener).await.expect("start")
+            rpcguard_accounts::app::start(&config, listener).await.expect("start")
         });
         let stream = TcpStream::connect(server.local_addr()).expect("connect");
         stream.set_nodelay(true).expect("nodelay");

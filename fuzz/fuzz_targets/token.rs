@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use libfuzzer_sys::fuzz_target;
-use rpcguard::auth::token::TokenKeys;
+use rpcguard_accounts::auth::token::TokenKeys;
 use rpcguard::Credentials;
 
 fn keys() -> &'static TokenKeys {

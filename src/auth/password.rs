@@ -36,8 +36,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
-use crate::error::RpcError;
 use crate::user::Password;
+use rpcguard::error::RpcError;
 
 /// Errors of the password hasher.
 #[derive(Debug, thiserror::Error)]

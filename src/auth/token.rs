@@ -29,7 +29,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::error::AuthFailure;
+use rpcguard::error::AuthFailure;
 
 /// The smallest accepted signing key: 256 bits (RFC 7518 §3.2 for HS256).
 pub const MIN_KEY_BYTES: usize = 32;

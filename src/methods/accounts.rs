@@ -31,14 +31,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use crate::auth::password::{prevailing_cost, PasswordHasher};
 use crate::auth::token::{unix_now, TokenKeys};
-use crate::error::{self, AuthFailure, RpcError};
-use crate::security::MethodSecurity;
 use crate::store::{SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
 use crate::user::{Password, Token, User, Username};
+use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
+use rpcguard::error::{self, AuthFailure, RpcError};
+use rpcguard::security::MethodSecurity;
 
 /// The scope `require_scopes` demands.
 pub const DEMO_SCOPE: &str = "scope1";
@@ -222,7 +222,7 @@ fn rehash_in_background(accounts: &Accounts, username: &str, old_hash: &str, pas
 
 async fn get_caller(_: NoParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {
     let caller = ctx.caller()?;
-    if let Some(user) = &caller.user {
+    if let Some(user) = caller.detail::<User>() {
         return Ok(user.clone());
     }
     // A custom security function may not attach the user: look it up.

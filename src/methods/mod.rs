@@ -1,4 +1,4 @@
 //! The reference server's methods. (`rpc.discover` is added by the server
-//! to every API; see [`crate::server`].)
+//! to every API; see [`rpcguard::server`].)
 
 pub mod accounts;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::error::RpcError;
 use crate::user::{Scope, User, Username, BEARER};
+use rpcguard::error::RpcError;
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

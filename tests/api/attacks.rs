@@ -205,7 +205,7 @@ async fn forged_and_malformed_tokens_are_refused() {
     target.sign_up("victim", PASSWORD).await;
     let real = target.token("victim", PASSWORD).await;
     let uid = token_claims(&real)["uid"].clone();
-    let now = rpcguard::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
     let (head, rest) = real.split_once('.').expect("jwt");
     let (payload, signature) = rest.split_once('.').expect("jwt");
 

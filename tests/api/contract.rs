@@ -73,7 +73,7 @@ both_stores! {
 
     async fn token_of_deleted_user(app) {
         let token = app.signed_in("alice").await;
-        let name = rpcguard::Username::parse("alice").expect("valid");
+        let name = rpcguard_accounts::Username::parse("alice").expect("valid");
         assert!(app.store.delete_user(&name).await.expect("delete"));
         assert_unauthenticated(app.call(Some(&token), "get_caller", json!({})).await, "invalid_token");
         // A new account of the same name does not revive the old token.

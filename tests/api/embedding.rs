@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use rpcguard::security::{AnySecurity, ApiKeySecurity, BearerSecurity};
+use rpcguard::security::{AnySecurity, ApiKeySecurity};
 use rpcguard::{Api, CallContext, Method, MethodSecurity, NoParams, RpcError, SharedSecurity};
+use rpcguard_accounts::BearerSecurity;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -43,7 +44,7 @@ async fn greet(_: NoParams, ctx: CallContext<()>) -> Result<String, RpcError> {
 /// An embedder's server: Bearer (from the reference app's store and key)
 /// OR an API key.
 async fn embedded_server(app: &TestApp) -> (rpcguard::RunningServer, String) {
-    let reference = rpcguard::app::reference(&app.config)
+    let reference = rpcguard_accounts::app::reference(&app.config)
         .await
         .expect("reference parts");
     let bearer: SharedSecurity = reference.security.clone();
@@ -107,9 +108,12 @@ async fn embedder_methods_are_secured_and_documented() {
         .await
         .expect_err("denied");
     assert_eq!(err.code(), -32099);
-    let name = rpcguard::Username::parse("alice").expect("valid");
+    let name = rpcguard_accounts::Username::parse("alice").expect("valid");
     app.store
-        .grant(&name, &[rpcguard::Scope::parse("reports").expect("scope")])
+        .grant(
+            &name,
+            &[rpcguard_accounts::Scope::parse("reports").expect("scope")],
+        )
         .await
         .expect("grant");
     assert_eq!(

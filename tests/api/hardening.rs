@@ -31,7 +31,7 @@ both_stores! {
     async fn a_recreated_account_refuses_the_old_accounts_tokens(app) {
         for attempt in 0..5 {
             let name = format!("alice{attempt}");
-            let username = rpcguard::Username::parse(name.as_str()).expect("valid");
+            let username = rpcguard_accounts::Username::parse(name.as_str()).expect("valid");
             next_second().await;
             let old = app.signed_in(&name).await;
             let session = app.ws(Some(&old)).await;
@@ -39,7 +39,7 @@ both_stores! {
             assert!(app.store.delete_user(&username).await.expect("delete"));
             let again = app.sign_up(&name, PASSWORD).await.expect("re-create");
             let iat = token_claims(&old)["iat"].as_i64().expect("iat");
-            if again["created_at"] != rpcguard::store::format_rfc3339(iat) {
+            if again["created_at"] != rpcguard_accounts::store::format_rfc3339(iat) {
                 continue; // straddled a second: try again
             }
             // The old account's token, on HTTP and on the session it opened.

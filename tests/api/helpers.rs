@@ -23,9 +23,9 @@ use jsonrpsee::http_client::{HttpClient, HttpClientBuilder};
 use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
-use rpcguard::config::Config;
-use rpcguard::store::SharedStore;
 use rpcguard::RunningServer;
+use rpcguard_accounts::config::Config;
+use rpcguard_accounts::store::SharedStore;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,11 +119,13 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let server = rpcguard::app::start(&config, listener)
+        let server = rpcguard_accounts::app::start(&config, listener)
             .await
             .expect("server starts");
         let addr = server.local_addr();
-        let store = rpcguard::app::open_store(&config).await.expect("store");
+        let store = rpcguard_accounts::app::open_store(&config)
+            .await
+            .expect("store");
         TestApp {
             addr,
             url: format!("http://{addr}/"),
@@ -292,7 +294,7 @@ pub async fn call_positional(
 /// Valid token claims for `sub` (issued now, 10 minutes to live, our
 /// issuer and audience), changed by `edit`: the base of every forged token.
 pub fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
-    let now = rpcguard::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
     let mut map = json!({
         "sub": sub, "iat": now, "exp": now + 600,
         "iss": "rpcguard", "aud": "rpcguard", "jti": "forged"
@@ -346,7 +348,7 @@ macro_rules! both_stores {
                 use super::*;
 
                 #[allow(unused_variables)]
-                fn tweak(config: &mut rpcguard::config::Config) {
+                fn tweak(config: &mut rpcguard_accounts::config::Config) {
                     $( let $cfg = config; $tweak )?
                 }
 

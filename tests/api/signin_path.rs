@@ -309,8 +309,8 @@ async fn fresh_usernames_from_one_address_keep_memory_flat() {
 /// The bcrypt cost of `username`'s stored hash, read from the data dir's
 /// SQLite file (beside the running server).
 async fn stored_cost(data_dir: &std::path::Path, username: &str) -> u32 {
-    let db = data_dir.join(rpcguard::config::DATABASE_FILE_NAME);
-    let store = rpcguard::store::open(&db.display().to_string(), 1)
+    let db = data_dir.join(rpcguard_accounts::config::DATABASE_FILE_NAME);
+    let store = rpcguard_accounts::store::open(&db.display().to_string(), 1)
         .await
         .expect("store");
     let user = store

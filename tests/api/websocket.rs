@@ -102,8 +102,8 @@ async fn scope_granted_mid_session_applies_at_once() {
             .code(),
         -32099
     );
-    let name = rpcguard::Username::parse("alice").expect("valid");
-    let scope = rpcguard::Scope::parse("scope1").expect("valid");
+    let name = rpcguard_accounts::Username::parse("alice").expect("valid");
+    let scope = rpcguard_accounts::Scope::parse("scope1").expect("valid");
     app.store
         .grant(&name, std::slice::from_ref(&scope))
         .await
@@ -132,8 +132,8 @@ async fn with_a_user_cache_revocation_applies_within_its_ttl() {
     .await
     .expect("app");
     let token = app.signed_in("alice").await;
-    let name = rpcguard::Username::parse("alice").expect("valid");
-    let scope = rpcguard::Scope::parse("scope1").expect("valid");
+    let name = rpcguard_accounts::Username::parse("alice").expect("valid");
+    let scope = rpcguard_accounts::Scope::parse("scope1").expect("valid");
     app.store
         .grant(&name, std::slice::from_ref(&scope))
         .await

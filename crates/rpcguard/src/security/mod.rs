@@ -9,12 +9,11 @@
 //!   front.
 //! - [`SecurityFunction`]: the pluggable function that turns credentials
 //!   into a [`Caller`] and the scopes it holds per scheme. The default is
-//!   [`BearerSecurity`] (JWT + user store).
+//!   `BearerSecurity` of `rpcguard-accounts` (JWT + user store).
 //! - the RPC layer ([`rpc`]) runs the security function for secured methods
 //!   only, checks the declared scopes, and hands the caller to the handler.
 
 mod api_key;
-mod bearer;
 pub mod rpc;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,10 +24,12 @@ use async_trait::async_trait;
 use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};
 
 use crate::error::{AuthFailure, MissingScopes, RpcError};
-use crate::user::{User, BEARER};
 
 pub use api_key::{AnySecurity, ApiKeySecurity};
-pub use bearer::BearerSecurity;
+
+/// The name of the bearer-token scheme (`Authorization: Bearer <token>`),
+/// as methods declare it and the document's `x-securitySchemes` lists it.
+pub const BEARER: &str = "Bearer";
 
 /// The security requirement a method declares.
 ///
@@ -124,14 +125,17 @@ impl MethodSecurity {
 
 /// The authenticated caller of a method, as the security function resolved
 /// it. Handlers receive it like FastAPI's `Depends(get_user)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Besides its subject and scopes, a security function may attach typed
+/// details ([`Caller::with_detail`]), e.g. the user record it loaded, so
+/// that handlers need not load it again ([`Caller::detail`]).
+#[derive(Debug, Clone)]
 pub struct Caller {
     /// Who is calling (for Bearer: the username).
     pub subject: String,
     /// The scopes held, per scheme the caller authenticated in.
     pub scopes: BTreeMap<String, BTreeSet<String>>,
-    /// The stored user, when the scheme knows one (Bearer does).
-    pub user: Option<User>,
+    details: jsonrpsee::Extensions,
 }
 
 impl Caller {
@@ -149,14 +153,26 @@ impl Caller {
         Caller {
             subject: subject.into(),
             scopes: map,
-            user: None,
+            details: jsonrpsee::Extensions::new(),
         }
     }
 
-    /// Attaches the stored user.
-    pub fn with_user(mut self, user: User) -> Self {
-        self.user = Some(user);
+    /// Attaches a detail of type `T` (one per type; a second replaces it).
+    pub fn with_detail<T: Clone + Send + Sync + 'static>(mut self, detail: T) -> Self {
+        self.details.insert(detail);
         self
+    }
+
+    /// The attached detail of type `T`, if any.
+    pub fn detail<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.details.get::<T>()
+    }
+
+    /// Takes the details of `other` that this caller lacks.
+    pub(crate) fn absorb_details(&mut self, other: Caller) {
+        let mut details = other.details;
+        details.extend(std::mem::take(&mut self.details));
+        self.details = details;
     }
 }
 

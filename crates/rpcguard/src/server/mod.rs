@@ -8,11 +8,11 @@
 //!
 //! | resource | bound | setting |
 //! |---|---|---|
-//! | connections | in all, per address (IPv6 by /64), plus a reserve for new addresses ([`slots`]) | `max_connections`, `max_connections_per_ip`, `connection_reserve` |
+//! | connections | in all, per address (IPv6 by /64), plus a reserve for new addresses (`slots.rs`) | `max_connections`, `max_connections_per_ip`, `connection_reserve` |
 //! | open files | the soft limit raised to the hard limit ([`raise_open_file_limit`]); connections capped below it | — |
 //! | a connection before its request head | HTTP/1.1 header deadline from accept, also between keep-alive requests | `header_timeout` |
-//! | a request body | size, and a deadline from the end of the head ([`gateway`]) | `max_body_bytes`, `body_timeout` |
-//! | a WebSocket session | calls in flight, message size, ping and idle timeout ([`ws`]) | `ws_max_in_flight`, `ws_ping_interval`, `ws_idle_timeout` |
+//! | a request body | size, and a deadline from the end of the head (`gateway.rs`) | `max_body_bytes`, `body_timeout` |
+//! | a WebSocket session | calls in flight, message size, ping and idle timeout (`ws.rs`) | `ws_max_in_flight`, `ws_ping_interval`, `ws_idle_timeout` |
 //!
 //! HTTP/2 is off: JSON-RPC clients speak HTTP/1.1 (and WebSocket over it),
 //! and every HTTP/2 connection would need the same deadlines and stream
@@ -90,7 +90,9 @@ pub struct ServerConfig {
     pub ws_idle_timeout: Duration,
     /// Time in-flight requests get to finish on shutdown (default 10 s).
     pub shutdown_grace: Duration,
-    /// What the OpenRPC document says about this server.
+    /// What the OpenRPC document says about this server: set your own title
+    /// and version (the default is "JSON-RPC API" 0.0.0); an empty
+    /// `server_url` (the default) becomes `http://<bound address>/`.
     pub doc: DocInfo,
 }
 
@@ -109,12 +111,7 @@ impl Default for ServerConfig {
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(10),
-            doc: DocInfo {
-                title: "rpcguard".to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                description: env!("CARGO_PKG_DESCRIPTION").to_owned(),
-                server_url: "http://127.0.0.1:8080/".to_owned(),
-            },
+            doc: DocInfo::new("JSON-RPC API", "0.0.0"),
         }
     }
 }
@@ -267,7 +264,11 @@ pub fn spawn<S: Send + Sync + 'static>(
     config: ServerConfig,
 ) -> Result<RunningServer, ServerError> {
     let addr = listener.local_addr()?;
-    let doc = OpenRpcDocument::new(&document(&api, &security, &config.doc))?;
+    let mut info = config.doc.clone();
+    if info.server_url.is_empty() {
+        info.server_url = format!("http://{addr}/");
+    }
+    let doc = OpenRpcDocument::new(&document(&api, &security, &info))?;
     let (mut module, registry) = api.into_parts(state)?;
     module
         .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))

@@ -28,11 +28,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Caller, Credentials, SchemeDoc, SecurityFunction};
+use rpcguard::error::{AuthFailure, RpcError};
+use rpcguard::security::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
+
 use crate::auth::token::TokenKeys;
-use crate::error::{AuthFailure, RpcError};
 use crate::store::{SharedStore, StoredUser};
-use crate::user::BEARER;
 
 /// Verifies `Authorization: Bearer <jwt>` and loads the user it names.
 #[derive(Clone)]
@@ -159,7 +159,7 @@ impl SecurityFunction for BearerSecurity {
         }
         let public = user.public();
         Ok(Some(
-            Caller::new(public.username.clone(), BEARER, user.scopes).with_user(public),
+            Caller::new(public.username.clone(), BEARER, user.scopes).with_detail(public),
         ))
     }
 

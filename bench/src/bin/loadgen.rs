@@ -11,7 +11,7 @@
 //!
 //! `bench/run.sh` runs every scenario of issue 6 with this same code.
 
-#[path = "bench/load.rs"]
+#[path = "../load.rs"]
 mod load;
 
 use std::net::SocketAddr;

@@ -171,16 +171,13 @@ pub fn raise_nofile() -> u64 {
 }
 
 /// The binaries next to this one: `target/<profile>/rpcguard` and
-/// `target/<profile>/examples/baseline`.
+/// `target/<profile>/baseline`.
 pub fn default_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
     let exe = std::env::current_exe()?;
-    let examples = exe
+    let profile = exe
         .parent()
         .ok_or_else(|| anyhow!("no parent of {exe:?}"))?;
-    let profile = examples
-        .parent()
-        .ok_or_else(|| anyhow!("no parent of {examples:?}"))?;
-    Ok((profile.join("rpcguard"), examples.join("baseline")))
+    Ok((profile.join("rpcguard"), profile.join("baseline")))
 }
 
 /// Machine description for the report.
@@ -240,7 +237,8 @@ pub fn git_commit() -> String {
             "HEAD",
             "--",
             "src",
-            "examples",
+            "crates",
+            "bench/src",
             "Cargo.toml",
             "Cargo.lock",
         ])

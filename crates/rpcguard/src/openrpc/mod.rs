@@ -67,8 +67,36 @@ pub struct DocInfo {
     pub version: String,
     /// `info.description`.
     pub description: String,
-    /// `servers[0].url`, e.g. `http://127.0.0.1:8080/`.
+    /// `servers[0].url`, e.g. `http://127.0.0.1:8080/`; empty: the server
+    /// fills in `http://<its bound address>/`.
     pub server_url: String,
+}
+
+impl DocInfo {
+    /// A document titled `title` at `version`, with no description, whose
+    /// server URL the server fills in from its listener.
+    pub fn new(title: impl Into<String>, version: impl Into<String>) -> Self {
+        DocInfo {
+            title: title.into(),
+            version: version.into(),
+            description: String::new(),
+            server_url: String::new(),
+        }
+    }
+
+    /// Sets `info.description`.
+    #[must_use]
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Sets `servers[0].url`.
+    #[must_use]
+    pub fn server_url(mut self, url: impl Into<String>) -> Self {
+        self.server_url = url.into();
+        self
+    }
 }
 
 /// The result of `rpc.discover`: a whole OpenRPC document, pre-serialized.

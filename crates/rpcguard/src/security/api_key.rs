@@ -116,13 +116,11 @@ impl SecurityFunction for AnySecurity {
         let mut first_error = None;
         for function in &self.0 {
             match function.authenticate(credentials).await {
-                Ok(Some(caller)) => match &mut merged {
+                Ok(Some(mut caller)) => match &mut merged {
                     None => merged = Some(caller),
                     Some(into) => {
-                        into.scopes.extend(caller.scopes);
-                        if into.user.is_none() {
-                            into.user = caller.user;
-                        }
+                        into.scopes.extend(std::mem::take(&mut caller.scopes));
+                        into.absorb_details(caller);
                     }
                 },
                 Ok(None) => {}

@@ -7,8 +7,8 @@
 //! mode, then runs it):
 //!
 //! ```sh
-//! bench/run.sh                     # = cargo build --release --bins --examples
-//!                                  #   && target/release/examples/bench --out bench/results.md
+//! bench/run.sh                     # = cargo build --release --workspace --bins
+//!                                  #   && target/release/bench --out bench/results.md
 //! bench/run.sh --duration 4        # shorter runs; see --help for every knob
 //! ```
 //!
@@ -85,7 +85,7 @@ pub struct Args {
     /// The rpcguard binary (default: target/release/rpcguard next to this one).
     #[arg(long)]
     pub rpcguard_bin: Option<PathBuf>,
-    /// The baseline binary (default: target/release/examples/baseline).
+    /// The baseline binary (default: target/release/baseline).
     #[arg(long)]
     pub baseline_bin: Option<PathBuf>,
 }
