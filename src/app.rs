@@ -11,7 +11,7 @@ use crate::auth::token::{TokenError, TokenKeys};
 use crate::bearer::BearerSecurity;
 use crate::config::{load_secret, prepare_data_dir, Config, ConfigError, SecretSource};
 use crate::methods::accounts::{self, Accounts};
-use crate::store::{self, SharedStore, StoreError};
+use crate::store::{self, CachedStore, SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
 use rpcguard::api::{Api, ApiError};
 use rpcguard::security::SharedSecurity;
@@ -45,6 +45,8 @@ pub enum AppError {
 
 /// The reference server's parts, before serving.
 pub struct Reference {
+    /// The store every part uses, with its exact in-memory auth state.
+    pub users: Arc<CachedStore>,
     /// The declared methods.
     pub api: Api<Accounts>,
     /// Their state.
@@ -85,7 +87,16 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
         None => load_secret(&config.secret, &config.data_dir)?,
     };
     let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
-    let store = open_store(config).await?;
+    if config.database_url.is_none() {
+        prepare_data_dir(&config.data_dir)?;
+    }
+    let users = store::open_cached(
+        &config.database(),
+        config.db_pool_size,
+        config.auth_cache_users,
+    )
+    .await?;
+    let store: SharedStore = users.clone();
     let hasher = PasswordHasher::start(HasherConfig {
         cost: config.bcrypt_cost,
         workers: config.bcrypt_workers,
@@ -107,9 +118,9 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
     accounts::refresh_dummy_cost(&state).await?;
     let mut api = Api::new();
     accounts::declare(&mut api)?;
-    let security: SharedSecurity =
-        Arc::new(BearerSecurity::new(keys, store).with_user_cache(config.user_cache_ttl));
+    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys, store));
     Ok(Reference {
+        users,
         api,
         state,
         security,
@@ -131,6 +142,7 @@ pub fn serve(
     listener: TcpListener,
 ) -> Result<RunningServer, AppError> {
     let Reference {
+        users: _,
         api,
         state,
         security,

@@ -12,19 +12,12 @@
 //! same second revived the old token). Tokens without `uid` (issued by
 //! versions before it) are refused by [`TokenKeys::verify`].
 //!
-//! Loading the user on each call (one indexed read) is what makes a revoked
-//! scope or a deleted user stop working at once. The token itself is
-//! verified on every call, which is what makes a WebSocket session stop
-//! authorizing calls at its token's `exp`.
-//!
-//! An optional user cache ([`BearerSecurity::with_user_cache`], flag
-//! `--user-cache-ms`) trades that "at once" for speed: a user read is then
-//! reused for at most the cache's TTL, so a revoked scope or a deleted user
-//! keeps working for at most that long. It is off by default.
-
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+//! The user is looked up on every call, which is what makes a revoked scope
+//! or a deleted user stop working at once; with the server's store (a
+//! [`CachedStore`](crate::store::CachedStore)) that lookup is answered
+//! from an exact in-memory copy, without a database round trip. The token
+//! itself is verified on every call, which is what makes a WebSocket
+//! session stop authorizing calls at its token's `exp`.
 
 use async_trait::async_trait;
 
@@ -32,40 +25,13 @@ use rpcguard::error::{AuthFailure, RpcError};
 use rpcguard::security::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
 
 use crate::auth::token::TokenKeys;
-use crate::store::{SharedStore, StoredUser};
+use crate::store::SharedStore;
 
 /// Verifies `Authorization: Bearer <jwt>` and loads the user it names.
 #[derive(Clone)]
 pub struct BearerSecurity {
     keys: TokenKeys,
     store: SharedStore,
-    cache: Option<Arc<UserCache>>,
-}
-
-/// Users read recently, by lower-cased name, each with the time it was read.
-struct UserCache {
-    ttl: Duration,
-    entries: Mutex<HashMap<String, (Instant, StoredUser)>>,
-}
-
-impl UserCache {
-    /// At most this many users are cached; past it the cache starts over.
-    const MAX_ENTRIES: usize = 100_000;
-
-    fn get(&self, key: &str) -> Option<StoredUser> {
-        let entries = self.entries.lock().ok()?;
-        let (read_at, user) = entries.get(key)?;
-        (read_at.elapsed() < self.ttl).then(|| user.clone())
-    }
-
-    fn put(&self, key: String, user: StoredUser) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= Self::MAX_ENTRIES {
-                entries.clear();
-            }
-            entries.insert(key, (Instant::now(), user));
-        }
-    }
 }
 
 impl std::fmt::Debug for BearerSecurity {
@@ -79,47 +45,7 @@ impl std::fmt::Debug for BearerSecurity {
 impl BearerSecurity {
     /// A bearer security function over these keys and this store.
     pub fn new(keys: TokenKeys, store: SharedStore) -> Self {
-        BearerSecurity {
-            keys,
-            store,
-            cache: None,
-        }
-    }
-
-    /// Reuses each user read for up to `ttl` (zero turns the cache off).
-    /// Revocations and deletions then take effect within `ttl`, not at once.
-    pub fn with_user_cache(mut self, ttl: Duration) -> Self {
-        self.cache = (!ttl.is_zero()).then(|| {
-            Arc::new(UserCache {
-                ttl,
-                entries: Mutex::new(HashMap::new()),
-            })
-        });
-        self
-    }
-
-    /// The user a token names, from the cache when one is configured. A
-    /// cached user of another account id than `account_id` is read again,
-    /// so a new account of a re-used name is seen at once.
-    async fn load_user(
-        &self,
-        subject: &str,
-        account_id: &str,
-    ) -> Result<Option<StoredUser>, RpcError> {
-        let Some(cache) = &self.cache else {
-            return Ok(self.store.find_user(subject).await?);
-        };
-        let key = subject.to_ascii_lowercase();
-        if let Some(user) = cache.get(&key) {
-            if user.account_id == account_id {
-                return Ok(Some(user));
-            }
-        }
-        let user = self.store.find_user(subject).await?;
-        if let Some(user) = &user {
-            cache.put(key, user.clone());
-        }
-        Ok(user)
+        BearerSecurity { keys, store }
     }
 
     /// The Bearer scheme's description.
@@ -149,7 +75,8 @@ impl SecurityFunction for BearerSecurity {
         };
         let claims = self.keys.verify(token).map_err(RpcError::Unauthenticated)?;
         let user = self
-            .load_user(&claims.sub, &claims.uid)
+            .store
+            .find_user(&claims.sub)
             .await?
             .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
         // Another account id: the token's account was deleted and this is a

@@ -70,9 +70,9 @@ pub struct Config {
     pub issuer: String,
     /// Lifetime of issued tokens.
     pub token_ttl: Duration,
-    /// How long a user read may be reused by the Bearer check (zero, the
-    /// default: never; each call reads the store).
-    pub user_cache_ttl: Duration,
+    /// Users the exact in-memory auth state keeps at most (least recently
+    /// used go first; see [`CachedStore`](crate::store::CachedStore)).
+    pub auth_cache_users: usize,
     /// bcrypt cost (4 to 31; default 12).
     pub bcrypt_cost: u32,
     /// bcrypt jobs running at once (default: the number of cores).
@@ -103,7 +103,7 @@ impl Config {
             secret: SecretSource::DataDir,
             issuer: crate::auth::token::TokenKeys::DEFAULT_ISSUER.to_owned(),
             token_ttl: Duration::from_secs(3600),
-            user_cache_ttl: Duration::ZERO,
+            auth_cache_users: crate::store::DEFAULT_CAPACITY,
             bcrypt_cost: 12,
             bcrypt_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             bcrypt_queue: 256,

@@ -68,10 +68,12 @@ struct ServeArgs {
     /// Token lifetime in seconds.
     #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
     token_ttl: u64,
-    /// Milliseconds a user read may be reused by the Bearer check; 0 = read on every call,
-    /// so revocations apply at once. With N > 0 they apply within N ms.
-    #[arg(long, env = "RPCGUARD_USER_CACHE_MS", default_value_t = 0)]
+    /// Deprecated, ignored: the auth state is now exact and in memory by default.
+    #[arg(long, env = "RPCGUARD_USER_CACHE_MS", default_value_t = 0, hide = true)]
     user_cache_ms: u64,
+    /// Users the in-memory auth state keeps at most (least recently used go first).
+    #[arg(long, env = "RPCGUARD_AUTH_CACHE_USERS", default_value_t = rpcguard_accounts::store::DEFAULT_CAPACITY, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    auth_cache_users: usize,
     /// bcrypt cost (4..=31).
     #[arg(long, env = "RPCGUARD_BCRYPT_COST", default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
     bcrypt_cost: u32,
@@ -207,7 +209,10 @@ fn serve_config(args: ServeArgs) -> Config {
         (None, None) => SecretSource::DataDir,
     };
     config.token_ttl = Duration::from_secs(args.token_ttl);
-    config.user_cache_ttl = Duration::from_millis(args.user_cache_ms);
+    if args.user_cache_ms != 0 {
+        tracing::warn!("--user-cache-ms is deprecated and ignored: users are kept in memory, exactly, by default");
+    }
+    config.auth_cache_users = args.auth_cache_users;
     config.bcrypt_cost = args.bcrypt_cost;
     if let Some(workers) = args.bcrypt_workers {
         config.bcrypt_workers = workers;

@@ -10,6 +10,7 @@
 //!   reused, even for a later account of the same name;
 //! - the schema is created or migrated when the store is opened.
 
+mod cached;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
 
+pub use cached::{CachedStore, CHANGES_CHANNEL, DEFAULT_CAPACITY};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -37,6 +39,9 @@ pub enum StoreError {
     /// The database failed; the detail is for the log only.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The SQLite `data_version` connection could not be opened or read.
+    #[error("data_version probe: {0}")]
+    Probe(String),
     /// Migrating the schema failed.
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -184,7 +189,30 @@ pub type SharedStore = Arc<dyn UserStore>;
 /// PostgreSQL with a pool of `pool_size` connections, anything else is taken
 /// as the path of a SQLite file.
 pub async fn open(url_or_path: &str, pool_size: u32) -> Result<SharedStore, StoreError> {
-    if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+    open_uncached(url_or_path, pool_size).await
+}
+
+/// Opens the store a URL names (see [`open`]) wrapped in a [`CachedStore`]
+/// of `capacity` users: what the server uses.
+pub async fn open_cached(
+    url_or_path: &str,
+    pool_size: u32,
+    capacity: usize,
+) -> Result<Arc<CachedStore>, StoreError> {
+    let inner = open_uncached(url_or_path, pool_size).await?;
+    if is_postgres(url_or_path) {
+        Ok(CachedStore::postgres(inner, url_or_path, capacity))
+    } else {
+        CachedStore::sqlite(inner, std::path::Path::new(url_or_path), capacity)
+    }
+}
+
+fn is_postgres(url_or_path: &str) -> bool {
+    url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://")
+}
+
+async fn open_uncached(url_or_path: &str, pool_size: u32) -> Result<SharedStore, StoreError> {
+    if is_postgres(url_or_path) {
         Ok(Arc::new(
             PostgresStore::connect(url_or_path, pool_size).await?,
         ))

@@ -49,7 +49,10 @@ pub struct TestApp {
     pub url: String,
     pub ws_url: String,
     pub config: Config,
+    /// The server's store (writes through it are in-process writes).
     pub store: SharedStore,
+    /// The same store, with its in-memory auth state.
+    pub users: std::sync::Arc<rpcguard_accounts::store::CachedStore>,
     pub data_dir: TempDir,
     server: Option<RunningServer>,
     pub http: reqwest::Client,
@@ -119,19 +122,23 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
-        let server = rpcguard_accounts::app::start(&config, listener)
+        let parts = rpcguard_accounts::app::reference(&config)
             .await
-            .expect("server starts");
+            .expect("server parts");
+        // The server's own store: writes through it are writes of the
+        // server process and reach its auth state at once.
+        let users = parts.users.clone();
+        let store: SharedStore = users.clone();
+        let server =
+            rpcguard_accounts::app::serve(parts, &config, listener).expect("server starts");
         let addr = server.local_addr();
-        let store = rpcguard_accounts::app::open_store(&config)
-            .await
-            .expect("store");
         TestApp {
             addr,
             url: format!("http://{addr}/"),
             ws_url: format!("ws://{addr}/"),
             config,
             store,
+            users,
             data_dir,
             server: Some(server),
             http: reqwest::Client::new(),

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod attacks;
+mod auth_state;
 mod availability;
 mod batch;
 mod cli;
