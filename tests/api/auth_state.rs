@@ -198,7 +198,7 @@ async fn a_lost_change_feed_falls_back_to_the_store_and_comes_back() {
     let database = url.rsplit('/').next().expect("db name").to_owned();
     for round in 0..5 {
         // Warm the map, then cut the LISTEN connection.
-        assert!(!call(&http, "require_scopes", json!({})).await.is_ok());
+        assert!(call(&http, "require_scopes", json!({})).await.is_err());
         let terminated: i64 = {
             use sqlx::Connection;
             let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
