@@ -74,8 +74,22 @@ pub async fn open_existing_store(config: &Config) -> Result<SharedStore, AppErro
     Ok(store::open(&config.database(), config.db_pool_size).await?)
 }
 
-/// Builds the reference server's parts from `config`.
-pub async fn reference(config: &Config) -> Result<Reference, AppError> {
+/// Accounts for a service of your own: the state the account methods
+/// need, and the Bearer security function over the same store and keys.
+pub struct AccountsKit {
+    /// The store, with its exact in-memory auth state.
+    pub users: Arc<CachedStore>,
+    /// What [`accounts::declare`]'s methods need (put it in your state and
+    /// `impl AsRef<Accounts>`).
+    pub accounts: Arc<Accounts>,
+    /// The Bearer security function (`Authorization: Bearer <jwt>`).
+    pub security: SharedSecurity,
+}
+
+/// Opens the store, loads the key and starts the bcrypt pool as `config`
+/// says: everything the account methods and the Bearer check need, for an
+/// embedder's own [`Api`] (see `examples/embedding.rs`).
+pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     // A given key is checked before anything is created.
     let given = match &config.secret {
         SecretSource::DataDir => None,
@@ -116,14 +130,25 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
+    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys, store));
+    Ok(AccountsKit {
+        users,
+        accounts: state,
+        security,
+    })
+}
+
+/// Builds the reference server's parts from `config`: [`accounts()`] and the
+/// four reference methods.
+pub async fn reference(config: &Config) -> Result<Reference, AppError> {
+    let kit = accounts(config).await?;
     let mut api = Api::new();
     accounts::declare(&mut api)?;
-    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys, store));
     Ok(Reference {
-        users,
+        users: kit.users,
         api,
-        state,
-        security,
+        state: kit.accounts,
+        security: kit.security,
     })
 }
 
@@ -147,18 +172,7 @@ pub fn serve(
         state,
         security,
     } = parts;
-    let accounts = state.clone();
-    tokio::spawn(async move {
-        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-        every_minute.tick().await; // the first tick is now; the census just ran
-        loop {
-            every_minute.tick().await;
-            accounts.throttle.retain_recent();
-            if let Err(err) = accounts::refresh_dummy_cost(&accounts).await {
-                tracing::warn!(error = %err, "cannot count stored hash costs");
-            }
-        }
-    });
+    spawn_upkeep(Arc::downgrade(&state));
     Ok(server::spawn(
         listener,
         api,
@@ -166,4 +180,24 @@ pub fn serve(
         security,
         config.server.clone(),
     )?)
+}
+
+/// Every minute: keeps the throttle's memory bounded and points the dummy
+/// hash at the cost most stored hashes have. Ends once the server that owns
+/// the accounts is gone.
+fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        every_minute.tick().await; // the first tick is now; the census just ran
+        loop {
+            every_minute.tick().await;
+            let Some(accounts) = accounts.upgrade() else {
+                return;
+            };
+            accounts.throttle.retain_recent();
+            if let Err(err) = accounts::refresh_dummy_cost(&accounts).await {
+                tracing::warn!(error = %err, "cannot count stored hash costs");
+            }
+        }
+    });
 }

@@ -67,8 +67,21 @@ pub struct AccountParams {
     pub password: Password,
 }
 
+impl AsRef<Accounts> for Accounts {
+    fn as_ref(&self) -> &Accounts {
+        self
+    }
+}
+
 /// Declares the four reference methods on `api`.
-pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
+///
+/// The state is yours: any type that holds the [`Accounts`]
+/// (`impl AsRef<Accounts>`), so a service can offer these methods beside
+/// its own, on one state (see `examples/embedding.rs`).
+pub fn declare<S>(api: &mut Api<S>) -> Result<(), ApiError>
+where
+    S: AsRef<Accounts> + Send + Sync + 'static,
+{
     let user_example = json!({
         "username": "alice",
         "scopes": { "Bearer": [] },
@@ -88,7 +101,7 @@ pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
                 credentials_example.clone(),
                 user_example.clone(),
             )),
-        sign_up,
+        sign_up::<S>,
     )?
     .method(
         Method::new("sign_in")
@@ -108,7 +121,7 @@ pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
                     "expires_in": 3600
                 }),
             )),
-        sign_in,
+        sign_in::<S>,
     )?
     .method(
         Method::new("get_caller")
@@ -118,7 +131,7 @@ pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
             )
             .security(MethodSecurity::bearer([] as [&str; 0]))
             .example(Example::new("who am I", json!({}), user_example)),
-        get_caller,
+        get_caller::<S>,
     )?
     .method(
         Method::new("require_scopes")
@@ -126,7 +139,7 @@ pub fn declare(api: &mut Api<Accounts>) -> Result<(), ApiError> {
             .description("Demonstrates a scoped method: needs the Bearer scope `scope1`.")
             .security(MethodSecurity::bearer([DEMO_SCOPE]))
             .example(Example::new("allowed", json!({}), json!(true))),
-        require_scopes,
+        require_scopes::<S>,
     )?;
     Ok(())
 }
@@ -146,8 +159,8 @@ pub async fn refresh_dummy_cost(accounts: &Accounts) -> Result<u32, StoreError> 
     Ok(cost)
 }
 
-async fn sign_up(params: AccountParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {
-    let accounts = &ctx.state;
+async fn sign_up<S: AsRef<Accounts>>(params: AccountParams, ctx: CallContext<S>) -> Result<User, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_hash()?;
     accounts.throttle.check_sign_up(client)?;
@@ -162,8 +175,8 @@ async fn sign_up(params: AccountParams, ctx: CallContext<Accounts>) -> Result<Us
     Ok(user.public())
 }
 
-async fn sign_in(params: AccountParams, ctx: CallContext<Accounts>) -> Result<Token, RpcError> {
-    let accounts = &ctx.state;
+async fn sign_in<S: AsRef<Accounts>>(params: AccountParams, ctx: CallContext<S>) -> Result<Token, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_verify()?;
     accounts.throttle.check(&params.username, client)?;
@@ -220,13 +233,14 @@ fn rehash_in_background(accounts: &Accounts, username: &str, old_hash: &str, pas
     });
 }
 
-async fn get_caller(_: NoParams, ctx: CallContext<Accounts>) -> Result<User, RpcError> {
+async fn get_caller<S: AsRef<Accounts>>(_: NoParams, ctx: CallContext<S>) -> Result<User, RpcError> {
     let caller = ctx.caller()?;
     if let Some(user) = caller.detail::<User>() {
         return Ok(user.clone());
     }
     // A custom security function may not attach the user: look it up.
-    ctx.state
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    accounts
         .store
         .find_user(&caller.subject)
         .await?
@@ -234,7 +248,7 @@ async fn get_caller(_: NoParams, ctx: CallContext<Accounts>) -> Result<User, Rpc
         .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))
 }
 
-async fn require_scopes(_: NoParams, ctx: CallContext<Accounts>) -> Result<bool, RpcError> {
+async fn require_scopes<S: AsRef<Accounts>>(_: NoParams, ctx: CallContext<S>) -> Result<bool, RpcError> {
     ctx.caller()?;
     Ok(true)
 }
