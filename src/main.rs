@@ -274,7 +274,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
-    let mut api: rpcguard::Api<rpcguard_accounts::methods::accounts::Accounts> = rpcguard::Api::new();
+    let mut api: rpcguard::Api<rpcguard_accounts::methods::accounts::Accounts> =
+        rpcguard::Api::new();
     rpcguard_accounts::methods::accounts::declare(&mut api)?;
     let schemes = [rpcguard_accounts::BearerSecurity::scheme_doc()];
     let document =

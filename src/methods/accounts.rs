@@ -159,7 +159,10 @@ pub async fn refresh_dummy_cost(accounts: &Accounts) -> Result<u32, StoreError> 
     Ok(cost)
 }
 
-async fn sign_up<S: AsRef<Accounts>>(params: AccountParams, ctx: CallContext<S>) -> Result<User, RpcError> {
+async fn sign_up<S: AsRef<Accounts>>(
+    params: AccountParams,
+    ctx: CallContext<S>,
+) -> Result<User, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_hash()?;
@@ -175,7 +178,10 @@ async fn sign_up<S: AsRef<Accounts>>(params: AccountParams, ctx: CallContext<S>)
     Ok(user.public())
 }
 
-async fn sign_in<S: AsRef<Accounts>>(params: AccountParams, ctx: CallContext<S>) -> Result<Token, RpcError> {
+async fn sign_in<S: AsRef<Accounts>>(
+    params: AccountParams,
+    ctx: CallContext<S>,
+) -> Result<Token, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_verify()?;
@@ -233,7 +239,10 @@ fn rehash_in_background(accounts: &Accounts, username: &str, old_hash: &str, pas
     });
 }
 
-async fn get_caller<S: AsRef<Accounts>>(_: NoParams, ctx: CallContext<S>) -> Result<User, RpcError> {
+async fn get_caller<S: AsRef<Accounts>>(
+    _: NoParams,
+    ctx: CallContext<S>,
+) -> Result<User, RpcError> {
     let caller = ctx.caller()?;
     if let Some(user) = caller.detail::<User>() {
         return Ok(user.clone());
@@ -248,7 +257,10 @@ async fn get_caller<S: AsRef<Accounts>>(_: NoParams, ctx: CallContext<S>) -> Res
         .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))
 }
 
-async fn require_scopes<S: AsRef<Accounts>>(_: NoParams, ctx: CallContext<S>) -> Result<bool, RpcError> {
+async fn require_scopes<S: AsRef<Accounts>>(
+    _: NoParams,
+    ctx: CallContext<S>,
+) -> Result<bool, RpcError> {
     ctx.caller()?;
     Ok(true)
 }

@@ -186,3 +186,112 @@ fn bearer_scheme_doc_is_complete() {
         ("bearer", "Authorization")
     );
 }
+
+/// The README's embedding program is `examples/embedding.rs`, verbatim, so
+/// that what a newcomer copies is what CI compiles and runs.
+#[test]
+fn readme_embedding_program_is_the_compiled_example() {
+    let readme = include_str!("../../README.md");
+    let example = include_str!("../../examples/embedding.rs");
+    assert!(
+        readme.contains(example.trim_end()),
+        "README's \"Embedding\" section must hold examples/embedding.rs verbatim: paste the file there"
+    );
+}
+
+/// The example, as built by `cargo test` (examples are built with the tests).
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>");
+    profile.join("examples").join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedding_example_runs_its_three_kinds_of_method() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().join("data");
+    let mut child = std::process::Command::new(example_binary("embedding"))
+        .arg(&data_dir)
+        .env("ROBOT_KEY", "robot-secret")
+        .env("BCRYPT_COST", "4")
+        .env("ADDR", "127.0.0.1:0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run examples/embedding (built by cargo test)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening on …")
+        .to_owned();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _child = Kill(child);
+
+    let anonymous = client(&url, None);
+    assert!(call(&anonymous, "motd", json!({}))
+        .await
+        .expect("public")
+        .is_string());
+    call(
+        &anonymous,
+        "sign_up",
+        json!({"username": "alice", "password": PASSWORD}),
+    )
+    .await
+    .expect("sign_up");
+    let token = call(
+        &anonymous,
+        "sign_in",
+        json!({"username": "alice", "password": PASSWORD}),
+    )
+    .await
+    .expect("sign_in")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let bearer = format!("Bearer {token}");
+    let alice = client(&url, Some(("authorization", &bearer)));
+    let report = json!({"month": "2026-11"});
+    assert_eq!(
+        call(&alice, "monthly_report", report.clone())
+            .await
+            .expect_err("no scope")
+            .code(),
+        -32099
+    );
+    let granted = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args(["user", "grant", "alice", "reports", "--data-dir"])
+        .arg(&data_dir)
+        .output()
+        .expect("rpcguard user grant");
+    assert!(granted.status.success(), "{granted:?}");
+    let answer = call(&alice, "monthly_report", report)
+        .await
+        .expect("granted");
+    assert_eq!(answer["requested_by"], "alice");
+    let robot = client(&url, Some(("x-robot-key", "robot-secret")));
+    assert_eq!(
+        call(&robot, "ingest", json!({"readings": [1.5, 2.5]}))
+            .await
+            .expect("robot"),
+        json!(2)
+    );
+    assert_unauthenticated(
+        call(&alice, "ingest", json!({"readings": []})).await,
+        "missing_token",
+    );
+}
