@@ -79,10 +79,13 @@ pub struct LoadResult {
     pub io_errors: u64,
     /// `requests` per second of measured time.
     pub rps: f64,
-    /// Latency percentiles and maximum, microseconds.
+    /// Median latency, microseconds.
     pub p50_us: u64,
+    /// 90th percentile latency, microseconds.
     pub p90_us: u64,
+    /// 99th percentile latency, microseconds.
     pub p99_us: u64,
+    /// Highest latency, microseconds.
     pub max_us: u64,
 }
 

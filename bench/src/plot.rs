@@ -6,30 +6,25 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::{summary, ROWS};
-use crate::{Measured, F_FLOOD_ALONE, F_FLOOD_DURING};
+use crate::record::Measured;
+use crate::report::{Bar, Row};
+use crate::stats::summary;
 
 const BASELINE: RGBColor = RGBColor(150, 150, 150);
 const RPCGUARD: RGBColor = RGBColor(45, 110, 190);
 const FLOOD: RGBColor = RGBColor(200, 80, 60);
 
-/// Writes the plot.
-pub fn svg(m: &Measured, path: &Path) -> anyhow::Result<()> {
-    // sign_in runs at a few per second with second-long latencies: they are
-    // in the table, not on these linear axes.
-    let rows: Vec<(&str, f64, f64, RGBColor)> = ROWS
+/// Writes the plot of `rows` (those with a [`Bar`] colour and runs).
+pub fn svg(m: &Measured, rows: &[&Row], path: &Path) -> anyhow::Result<()> {
+    let rows: Vec<(&str, f64, f64, RGBColor)> = rows
         .iter()
-        .filter(|r| r.id != F_FLOOD_ALONE && r.id != F_FLOOD_DURING)
         .filter_map(|r| {
-            let runs = m.runs.get(r.id)?;
+            let color = colour(r.bar)?;
+            let runs = m.runs.of(r.id);
+            if runs.is_empty() {
+                return None;
+            }
             let s = summary(runs);
-            let color = if r.server == "baseline" {
-                BASELINE
-            } else if r.id.contains("flood") {
-                FLOOD
-            } else {
-                RPCGUARD
-            };
             Some((r.label, s.rps, s.p99_us / 1000.0, color))
         })
         .collect();
@@ -88,6 +83,17 @@ pub fn svg(m: &Measured, path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The colour of a row's bars, or `None` when it is not plotted.
+fn colour(bar: Bar) -> Option<RGBColor> {
+    match bar {
+        Bar::Baseline => Some(BASELINE),
+        Bar::Rpcguard => Some(RPCGUARD),
+        Bar::DuringFlood => Some(FLOOD),
+        Bar::NotPlotted => None,
+    }
+}
+
+/// One chart: a horizontal bar per row of `value(row)`, labelled with `fmt`.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     rows: &[(&str, f64, f64, RGBColor)],

@@ -1,309 +1,97 @@
 //! `bench/results.md`: the targets of issue 6 with PASS/FAIL, every figure,
 //! the machine, the date, the commit and the command.
+//!
+//! The skeleton is fixed (header, targets, throughput and latency, memory,
+//! the scenarios' own sections, method); each part is filled by the
+//! scenarios in their order (see [`crate::scenarios::Scenario`]).
 
 use std::fmt::Write;
 use std::path::Path;
 
-use crate::load::LoadResult;
-use crate::{median_f64, Measured};
-use crate::{
-    A_HTTP, BASE_HTTP, BASE_WS, B_WS, C_DENIED, D_INVALID, E_DISCOVER, F_A_ALONE, F_A_FLOOD,
-    F_FLOOD_ALONE, F_FLOOD_DURING,
-};
+use crate::record::Measured;
+use crate::scenarios::Scenario;
+use crate::stats::{cpu_summary, summary};
 
-/// Medians over the runs of one scenario.
-#[derive(Clone, Debug, Default)]
-pub struct Summary {
-    pub rps: f64,
-    pub p50_us: f64,
-    pub p90_us: f64,
-    pub p99_us: f64,
-    pub max_us: f64,
-    pub requests: u64,
-    pub unexpected: u64,
-    pub io_errors: u64,
-    pub rounds_rps: Vec<f64>,
-}
-
-/// What a scenario row shows.
+/// One row of the "Throughput and latency" table (and bar of the plot):
+/// the runs of one scenario id.
 pub struct Row {
+    /// The scenario id whose runs it shows.
     pub id: &'static str,
+    /// The scenario column (and the plot's label).
     pub label: &'static str,
+    /// The server column.
     pub server: &'static str,
+    /// The transport column.
     pub transport: &'static str,
+    /// The call column.
     pub method: &'static str,
+    /// Whether the CPU columns show this id's own reading; when not, they
+    /// point to the row above, whose measured window it shared.
+    pub own_cpu: bool,
+    /// How the plot shows it.
+    pub bar: Bar,
 }
 
-/// Every load scenario, in report (and plot) order.
-pub const ROWS: &[Row] = &[
-    Row {
-        id: BASE_HTTP,
-        label: "baseline ping, HTTP",
-        server: "baseline",
-        transport: "HTTP keep-alive",
-        method: "`ping`",
-    },
-    Row {
-        id: A_HTTP,
-        label: "(a) get_caller, HTTP",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "`get_caller`, valid token",
-    },
-    Row {
-        id: BASE_WS,
-        label: "baseline ping, WS",
-        server: "baseline",
-        transport: "WebSocket",
-        method: "`ping`",
-    },
-    Row {
-        id: B_WS,
-        label: "(b) get_caller, WS",
-        server: "rpcguard",
-        transport: "WebSocket",
-        method: "`get_caller`, token at upgrade",
-    },
-    Row {
-        id: C_DENIED,
-        label: "(c) require_scopes -32099",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "`require_scopes` denied (-32099)",
-    },
-    Row {
-        id: D_INVALID,
-        label: "(d) invalid token -32001",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "`get_caller`, bad signature (-32001)",
-    },
-    Row {
-        id: E_DISCOVER,
-        label: "(e) rpc.discover",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "`rpc.discover`",
-    },
-    Row {
-        id: F_A_ALONE,
-        label: "(f) get_caller, no flood",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "(a) next to the flood runs",
-    },
-    Row {
-        id: F_A_FLOOD,
-        label: "(f) get_caller, during flood",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "(a) while sign_in floods",
-    },
-    Row {
-        id: F_FLOOD_ALONE,
-        label: "(f) sign_in flood alone",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "`sign_in` (bcrypt verify)",
-    },
-    Row {
-        id: F_FLOOD_DURING,
-        label: "(f) sign_in during (a)",
-        server: "rpcguard",
-        transport: "HTTP keep-alive",
-        method: "`sign_in` while (a) runs",
-    },
-];
-
-/// Medians of a scenario's runs.
-pub fn summary(runs: &[LoadResult]) -> Summary {
-    let med = |f: &dyn Fn(&LoadResult) -> f64| median_f64(&runs.iter().map(f).collect::<Vec<_>>());
-    Summary {
-        rps: med(&|r| r.rps),
-        p50_us: med(&|r| r.p50_us as f64),
-        p90_us: med(&|r| r.p90_us as f64),
-        p99_us: med(&|r| r.p99_us as f64),
-        max_us: med(&|r| r.max_us as f64),
-        requests: runs.iter().map(|r| r.requests).sum(),
-        unexpected: runs.iter().map(|r| r.unexpected).sum(),
-        io_errors: runs.iter().map(|r| r.io_errors).sum(),
-        rounds_rps: runs.iter().map(|r| r.rps).collect(),
-    }
+/// The colour of a row's bars in the plot, or none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bar {
+    /// The bare jsonrpsee baseline.
+    Baseline,
+    /// rpcguard.
+    Rpcguard,
+    /// rpcguard while a `sign_in` flood keeps bcrypt busy.
+    DuringFlood,
+    /// In the table only (its scale does not fit the plot's axes).
+    NotPlotted,
 }
 
-/// Median of per-round ratios `f(num) / f(den)` (the runs of one round are
-/// adjacent, so each ratio sees the same machine state).
-pub fn paired_ratio(
-    m: &Measured,
-    num: &str,
-    den: &str,
-    f: fn(&LoadResult) -> f64,
-) -> (f64, Vec<f64>) {
-    let empty = Vec::new();
-    let a = m.runs.get(num).unwrap_or(&empty);
-    let b = m.runs.get(den).unwrap_or(&empty);
-    let ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| f(x) / f(y)).collect();
-    (median_f64(&ratios), ratios)
-}
-
-/// Medians of the CPU readings of a scenario.
-#[derive(Default)]
-pub struct CpuSummary {
-    pub server: f64,
-    pub client: f64,
-    pub other: f64,
-    pub server_us_per_req: f64,
-}
-
-/// CPU medians of a scenario's runs.
-pub fn cpu_summary(m: &Measured, id: &str) -> CpuSummary {
-    let c: &[crate::server::CpuUse] = m.cpu.get(id).map(Vec::as_slice).unwrap_or(&[]);
-    let r: &[LoadResult] = m.runs.get(id).map(Vec::as_slice).unwrap_or(&[]);
-    let med = |f: &dyn Fn(&crate::server::CpuUse) -> f64| {
-        median_f64(&c.iter().map(f).collect::<Vec<_>>())
-    };
-    let per_req: Vec<f64> = c
-        .iter()
-        .zip(r.iter())
-        .map(|(c, r)| {
-            if r.rps > 0.0 {
-                c.server / r.rps * 1e6
-            } else {
-                f64::NAN
-            }
-        })
-        .collect();
-    CpuSummary {
-        server: med(&|c| c.server),
-        client: med(&|c| c.client),
-        other: med(&|c| c.other),
-        server_us_per_req: median_f64(&per_req),
-    }
-}
-
-/// One target's verdict.
+/// One row of the "Targets" table.
 pub struct Verdict {
+    /// What is measured.
     pub name: String,
+    /// The figure, with its details.
     pub measured: String,
+    /// The bar it must reach.
     pub bar: String,
+    /// Whether it does.
     pub pass: bool,
 }
 
-/// The targets of issue 6, measured.
-pub fn verdicts(m: &Measured) -> Vec<Verdict> {
-    let mut v = Vec::new();
-    let list = |r: &[f64]| {
-        r.iter()
-            .map(|x| format!("{x:.3}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let s = |id: &str| summary(m.runs.get(id).map(Vec::as_slice).unwrap_or(&[]));
-
-    let (ra, rounds) = paired_ratio(m, A_HTTP, BASE_HTTP, |r| r.rps);
-    v.push(Verdict {
-        name: "(a) get_caller req/s ÷ bare jsonrpsee ping req/s (HTTP)".into(),
-        measured: format!(
-            "**{ra:.3}** ({:.0} vs {:.0} req/s; rounds: {})",
-            s(A_HTTP).rps,
-            s(BASE_HTTP).rps,
-            list(&rounds)
-        ),
-        bar: "≥ 0.85".into(),
-        pass: ra >= 0.85,
-    });
-    let (re, rounds) = paired_ratio(m, E_DISCOVER, A_HTTP, |r| r.rps);
-    v.push(Verdict {
-        name: "(e) rpc.discover req/s ÷ (a) req/s".into(),
-        measured: format!(
-            "**{re:.3}** ({:.0} vs {:.0} req/s; rounds: {})",
-            s(E_DISCOVER).rps,
-            s(A_HTTP).rps,
-            list(&rounds)
-        ),
-        bar: "≥ 0.8".into(),
-        pass: re >= 0.8,
-    });
-    let (rf, rounds) = paired_ratio(m, F_A_FLOOD, F_A_ALONE, |r| r.p99_us as f64);
-    v.push(Verdict {
-        name: "(f) p99 of get_caller during the sign_in flood ÷ without".into(),
-        measured: format!(
-            "**{rf:.2}** ({:.2} ms vs {:.2} ms; rounds: {})",
-            s(F_A_FLOOD).p99_us / 1000.0,
-            s(F_A_ALONE).p99_us / 1000.0,
-            list(&rounds)
-        ),
-        bar: "≤ 3".into(),
-        pass: rf <= 3.0,
-    });
-    let ideal = m.machine.cores as f64 / m.bcrypt_verify_s;
-    let alone = s(F_FLOOD_ALONE).rps;
-    let during = s(F_FLOOD_DURING).rps;
-    v.push(Verdict {
-        name: format!(
-            "(f) sign_in req/s ÷ (cores ÷ one bcrypt verify) = ÷ ({} ÷ {:.1} ms = {ideal:.2}/s), flood alone",
-            m.machine.cores,
-            m.bcrypt_verify_s * 1000.0
-        ),
-        measured: format!("**{:.3}** ({alone:.2} sign_in/s)", alone / ideal),
-        bar: "≥ 0.9".into(),
-        pass: alone / ideal >= 0.9,
-    });
-    v.push(Verdict {
-        name:
-            "(f) the same, flood while (a) runs (the CPU is shared with (a) and the load generator)"
-                .into(),
-        measured: format!("**{:.3}** ({during:.2} sign_in/s)", during / ideal),
-        bar: "≥ 0.9".into(),
-        pass: during / ideal >= 0.9,
-    });
-    if let Some(g) = m.sessions.iter().find(|g| g.server == "rpcguard") {
-        let per = g.kib_per_session();
-        let held = g.opened == g.wanted && g.calls_ok == g.wanted;
-        v.push(Verdict {
-            name: format!(
-                "(g) {} authenticated idle WebSocket sessions held, RSS per session",
-                g.wanted
-            ),
-            measured: format!(
-                "**{per:.1} KiB**/session; {} open, {} answered a call afterwards",
-                g.opened, g.calls_ok
-            ),
-            bar: "all held, ≤ 64 KiB".into(),
-            pass: held && per <= 64.0 && g.wanted >= 10_000,
-        });
-    }
-    if let Some(r) = m.rss.get("rpcguard") {
-        v.push(Verdict {
-            name: "(h) rpcguard idle RSS (started, nothing served yet)".into(),
-            measured: format!(
-                "**{:.1} MiB** (after the account setup {:.1} MiB; after all the load {:.1} MiB)",
-                mib(r.fresh),
-                mib(r.idle_after_setup),
-                mib(r.idle_after_load)
-            ),
-            bar: "≤ 30 MiB".into(),
-            pass: mib(r.fresh) <= 30.0,
-        });
-    }
-    let bad: u64 = m.runs.values().flatten().map(|r| r.unexpected).sum();
-    let io: u64 = m.runs.values().flatten().map(|r| r.io_errors).sum();
-    v.push(Verdict {
-        name: "every answer of every run was the expected result / error code".into(),
-        measured: format!("{bad} unexpected, {io} I/O errors"),
-        bar: "0".into(),
-        pass: bad == 0 && io == 0,
-    });
-    v
-}
-
-fn mib(kib: u64) -> f64 {
+/// KiB as MiB.
+pub fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// The whole report.
-pub fn markdown(m: &Measured, svg: &Path) -> String {
+/// Per-round figures as `0.123, 0.456`.
+pub fn round_list(values: &[f64]) -> String {
+    values
+        .iter()
+        .map(|x| format!("{x:.3}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every scenario's rows, in report order.
+pub fn rows(scenarios: &[Box<dyn Scenario>]) -> Vec<&'static Row> {
+    scenarios.iter().flat_map(|s| s.rows()).collect()
+}
+
+/// The whole report; `svg` is the plot it links to.
+pub fn markdown(m: &Measured, scenarios: &[Box<dyn Scenario>], svg: &Path) -> String {
     let mut out = String::new();
+    write_header(m, &mut out);
+    write_targets(m, scenarios, &mut out);
+    write_throughput(m, scenarios, svg, &mut out);
+    m.memory.write_section(&mut out);
+    for scenario in scenarios {
+        scenario.write_sections(m, &mut out);
+    }
+    write_method(m, scenarios, &mut out);
+    out
+}
+
+/// The title, how to reproduce it, and the run's context.
+fn write_header(m: &Measured, out: &mut String) {
     let a = &m.args;
     let _ = writeln!(out, "# rpcguard benchmark results\n");
     let _ = writeln!(
@@ -335,13 +123,20 @@ pub fn markdown(m: &Measured, svg: &Path) -> String {
         "| total run time | {:.0} s |\n",
         m.total_time.as_secs_f64()
     );
+}
 
+/// Every scenario's verdicts, then whether every answer was the expected one.
+fn write_targets(m: &Measured, scenarios: &[Box<dyn Scenario>], out: &mut String) {
     let _ = writeln!(out, "## Targets (issue 6)\n");
     let _ = writeln!(
         out,
         "| target | measured | bar | result |\n|---|---|---|---|"
     );
-    for v in verdicts(m) {
+    let verdicts = scenarios
+        .iter()
+        .flat_map(|s| s.verdicts(m))
+        .chain([every_answer_expected(m)]);
+    for v in verdicts {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} |",
@@ -351,7 +146,21 @@ pub fn markdown(m: &Measured, svg: &Path) -> String {
             if v.pass { "PASS" } else { "**FAIL**" }
         );
     }
+}
 
+fn every_answer_expected(m: &Measured) -> Verdict {
+    let bad: u64 = m.runs.all().map(|r| r.load.unexpected).sum();
+    let io: u64 = m.runs.all().map(|r| r.load.io_errors).sum();
+    Verdict {
+        name: "every answer of every run was the expected result / error code".into(),
+        measured: format!("{bad} unexpected, {io} I/O errors"),
+        bar: "0".into(),
+        pass: bad == 0 && io == 0,
+    }
+}
+
+/// The table of every scenario's rows, then the scenarios' notes.
+fn write_throughput(m: &Measured, scenarios: &[Box<dyn Scenario>], svg: &Path, out: &mut String) {
     let _ = writeln!(out, "\n## Throughput and latency\n");
     let _ = writeln!(
         out,
@@ -365,77 +174,70 @@ pub fn markdown(m: &Measured, svg: &Path) -> String {
         out,
         "| scenario | server | transport | call | conns | req/s | p50 ms | p90 ms | p99 ms | max ms | answers | unexpected | I/O errors | req/s per round | server CPU (cores) | server CPU µs/req | load gen. CPU (cores) | other processes' CPU (cores) |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
     );
-    for row in ROWS {
-        let Some(runs) = m.runs.get(row.id) else {
-            continue;
-        };
-        let s = summary(runs);
-        let conns = if row.id == F_FLOOD_ALONE || row.id == F_FLOOD_DURING {
-            m.flood_connections
-        } else {
-            a.connections
-        };
-        let rounds = s
-            .rounds_rps
-            .iter()
-            .map(|r| {
-                if *r < 100.0 {
-                    format!("{r:.2}")
-                } else {
-                    format!("{r:.0}")
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rps = if s.rps < 100.0 {
-            format!("{:.2}", s.rps)
-        } else {
-            format!("{:.0}", s.rps)
-        };
-        let c = cpu_summary(m, row.id);
-        let cpu_cells = if row.id == F_FLOOD_DURING {
-            "(see the row above: one server) | | | ".to_owned()
-        } else {
-            format!(
-                "{:.2} | {:.0} | {:.2} | {:.2} ",
-                c.server, c.server_us_per_req, c.client, c.other
-            )
-        };
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {}|",
-            row.label,
-            row.server,
-            row.transport,
-            row.method,
-            conns,
-            rps,
-            s.p50_us / 1000.0,
-            s.p90_us / 1000.0,
-            s.p99_us / 1000.0,
-            s.max_us / 1000.0,
-            s.requests,
-            s.unexpected,
-            s.io_errors,
-            rounds,
-            cpu_cells
-        );
+    for row in rows(scenarios) {
+        write_throughput_row(m, row, out);
     }
-    let cpu_a = cpu_summary(m, A_HTTP).server_us_per_req;
-    let cpu_base = cpu_summary(m, BASE_HTTP).server_us_per_req;
+    for scenario in scenarios {
+        scenario.write_notes(m, out);
+    }
+}
+
+/// One row of the throughput table, when its id ran.
+fn write_throughput_row(m: &Measured, row: &Row, out: &mut String) {
+    let runs = m.runs.of(row.id);
+    let Some(first) = runs.first() else {
+        return;
+    };
+    let s = summary(runs);
+    let rounds = s
+        .rounds_rps
+        .iter()
+        .map(|r| rate(*r))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let cpu_cells = if row.own_cpu {
+        let c = cpu_summary(runs);
+        format!(
+            "{:.2} | {:.0} | {:.2} | {:.2} ",
+            c.server, c.server_us_per_req, c.client, c.other
+        )
+    } else {
+        "(see the row above: one server) | | | ".to_owned()
+    };
     let _ = writeln!(
         out,
-        "\nServer CPU per request: (a) get_caller {cpu_a:.0} µs vs baseline ping {cpu_base:.0} µs, so on CPU alone \
-         rpcguard would reach **{:.3}** × the baseline's throughput (this view does not depend on how the shared \
-         cores were split between the server and the load generator).",
-        cpu_base / cpu_a
+        "| {} | {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {}|",
+        row.label,
+        row.server,
+        row.transport,
+        row.method,
+        first.connections,
+        rate(s.rps),
+        s.p50_us / 1000.0,
+        s.p90_us / 1000.0,
+        s.p99_us / 1000.0,
+        s.max_us / 1000.0,
+        s.requests,
+        s.unexpected,
+        s.io_errors,
+        rounds,
+        cpu_cells
     );
-    let noisy = m
-        .cpu
-        .values()
-        .flatten()
-        .map(|c| c.other)
-        .fold(0.0f64, f64::max);
+}
+
+/// Requests per second: two decimals below 100/s, none above.
+fn rate(rps: f64) -> String {
+    if rps < 100.0 {
+        format!("{rps:.2}")
+    } else {
+        format!("{rps:.0}")
+    }
+}
+
+/// The noise remark: shown when other processes used more than 0.1 cores
+/// during any run (the alternation spreads such noise over both servers).
+pub fn write_noise_warning(m: &Measured, out: &mut String) {
+    let noisy = m.runs.all().map(|r| r.cpu.other).fold(0.0f64, f64::max);
     if noisy > 0.1 {
         let _ = writeln!(
             out,
@@ -443,129 +245,34 @@ pub fn markdown(m: &Measured, svg: &Path) -> String {
              the alternation spreads it over both servers, but figures of those rounds are less reliable."
         );
     }
-    let (rb, rounds) = paired_ratio(m, B_WS, BASE_WS, |r| r.rps);
-    let (rc, _) = paired_ratio(m, C_DENIED, A_HTTP, |r| r.rps);
-    let (rd, _) = paired_ratio(m, D_INVALID, A_HTTP, |r| r.rps);
-    let _ = writeln!(
-        out,
-        "\nOther ratios (no target in issue 6): (b) WS get_caller ÷ baseline WS ping = **{rb:.3}** (rounds: {}); \
-         (c) ÷ (a) = {rc:.3}; (d) ÷ (a) = {rd:.3}.",
-        rounds.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")
-    );
-    let _ = writeln!(
-        out,
-        "\nbcrypt: one verify at cost {} takes {:.1} ms in the harness process (the fastest of: {}; measured on a quiet machine just before the (f) runs), so {} cores can do at most {:.2} sign_in/s.",
-        a.bcrypt_cost,
-        m.bcrypt_verify_s * 1000.0,
-        m.bcrypt_verify_samples.iter().map(|x| format!("{:.1} ms", x * 1000.0)).collect::<Vec<_>>().join(", "),
-        m.machine.cores,
-        m.machine.cores as f64 / m.bcrypt_verify_s
-    );
-    let alone = m.runs.get(F_FLOOD_ALONE).map(Vec::as_slice).unwrap_or(&[]);
-    let alone_cpu = m.cpu.get(F_FLOOD_ALONE).map(Vec::as_slice).unwrap_or(&[]);
-    let adjusted: Vec<f64> = alone
-        .iter()
-        .zip(alone_cpu)
-        .map(|(r, c)| r.rps / ((m.machine.cores as f64 - c.other).max(0.1) / m.bcrypt_verify_s))
-        .collect();
-    let _ = writeln!(
-        out,
-        "Flood alone, per round: the server used {} cores while other processes used {} cores; sign_in/s ÷ ((cores − other processes' cores) ÷ one verify) = {} (median **{:.3}**), i.e. how much of the CPU left to it bcrypt used.",
-        alone_cpu.iter().map(|c| format!("{:.2}", c.server)).collect::<Vec<_>>().join(", "),
-        alone_cpu.iter().map(|c| format!("{:.2}", c.other)).collect::<Vec<_>>().join(", "),
-        adjusted.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", "),
-        median_f64(&adjusted)
-    );
+}
 
-    let _ = writeln!(out, "\n## Memory (VmRSS of the server process)\n");
-    let _ = writeln!(out, "| server | idle, fresh | idle after account setup | peak under (a) / ping, per round | idle after all the load |\n|---|---:|---:|---|---:|");
-    for (name, r) in &m.rss {
-        let _ = writeln!(
-            out,
-            "| {name} | {:.1} MiB | {:.1} MiB | {} | {:.1} MiB |",
-            mib(r.fresh),
-            mib(r.idle_after_setup),
-            r.under_load_max
-                .iter()
-                .map(|k| format!("{:.1} MiB", mib(*k)))
-                .collect::<Vec<_>>()
-                .join(", "),
-            mib(r.idle_after_load)
-        );
-    }
-    if !m.sessions.is_empty() {
-        let _ = writeln!(out, "\n## Idle WebSocket sessions (g)\n");
-        let _ = writeln!(
-            out,
-            "| server | sessions wanted | open | open failures | time to open | answered a call afterwards | RSS before | RSS, sessions idle | RSS after a call on each | KiB per session | RSS 3 s after closing them | server fds before / open / after closing | first error |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
-        );
-        for g in &m.sessions {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {:.1} s | {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} | {:.1} MiB | {} / {} / {} | {} |",
-                g.server,
-                g.wanted,
-                g.opened,
-                g.open_failures,
-                g.open_seconds,
-                g.calls_ok,
-                mib(g.rss_before),
-                mib(g.rss_open),
-                mib(g.rss_after_calls),
-                g.kib_per_session(),
-                mib(g.rss_after_close),
-                g.fds.0,
-                g.fds.1,
-                g.fds.2,
-                g.first_error.as_deref().unwrap_or("—")
-            );
-        }
-        let released = m.sessions.iter().all(|g| g.fds.2 <= g.fds.0 + 8);
-        let retained = m.sessions.iter().any(|g| {
-            g.rss_after_close > g.rss_before + (g.rss_open - g.rss_before.min(g.rss_open)) / 2
-        });
-        if released && retained {
-            let _ = writeln!(
-                out,
-                "\nAfter the sessions closed, each server's open descriptors went back to their earlier count while its \
-                 RSS stayed high: memory freed but kept by the allocator (glibc malloc), not sessions still held."
-            );
-        } else if !released {
-            let _ = writeln!(
-                out,
-                "\n**After the sessions closed, a server kept more open descriptors than before** (see the table): \
-                 sessions may not be released."
-            );
-        }
-        let _ = writeln!(
-            out,
-            "\nrpcguard's sessions carry the token in the upgrade's `Authorization` header and call `get_caller`; \
-             the baseline's call `ping` (no auth). KiB per session = (the larger of the two RSS readings − RSS before) ÷ sessions open."
-        );
-    }
-
+/// How the figures were obtained: the common bullets, then each scenario's.
+fn write_method(m: &Measured, scenarios: &[Box<dyn Scenario>], out: &mut String) {
     let _ = writeln!(out, "\n## Method\n");
-    let _ = writeln!(
-        out,
-        "- Both servers run as separate processes on 127.0.0.1, started by the harness: `rpcguard serve` on a fresh \
+    let common = [
+        "Both servers run as separate processes on 127.0.0.1, started by the harness: `rpcguard serve` on a fresh \
          temporary SQLite data dir with sign-in throttling disabled and `RUST_LOG=warn`; the baseline is \
          `examples/baseline.rs`, a bare jsonrpsee 0.26 server (no middleware, no auth) whose `ping` answers an object \
-         shaped like `get_caller`'s. Both use tokio's default multi-threaded runtime (one worker per core).\n\
-         - The load generator runs in the harness process, on the same machine ({} cores shared by the servers and \
-         the load generator), so only ratios within one run are meaningful: each round runs the baseline and rpcguard \
-         scenarios back to back, the order flips every round, and the targets use the median of the per-round ratios.\n\
-         - Each connection is a closed loop (one request in flight) over a raw HTTP/1.1 keep-alive socket or a raw \
+         shaped like `get_caller`'s. Both use tokio's default multi-threaded runtime (one worker per core)."
+            .to_owned(),
+        format!(
+            "The load generator runs in the harness process, on the same machine ({} cores shared by the servers and \
+             the load generator), so only ratios within one run are meaningful: each round runs the baseline and rpcguard \
+             scenarios back to back, the order flips every round, and the targets use the median of the per-round ratios.",
+            m.machine.cores
+        ),
+        "Each connection is a closed loop (one request in flight) over a raw HTTP/1.1 keep-alive socket or a raw \
          WebSocket session; requests are byte-identical between the baseline and rpcguard apart from the method name \
          (the baseline also receives the `Authorization` header). A request counts when its answer arrives in the \
          measured window; latency is from the first byte written to the last byte read. Every answer is checked \
-         (HTTP 200, and the expected `result` or error `code`).\n\
-         - (f): `sign_in` with valid credentials from {} concurrent connections keeps every bcrypt worker busy; \
-         it runs alone, then (a) runs alone, then both together, each round. The ideal sign_in rate is cores ÷ the \
-         time of one `bcrypt::verify` at the same cost measured in the harness process while the servers are idle (the fastest of 5).\n\
-         - (g): sessions are opened 128 at a time, held idle 3 s (RSS read), then each makes one call (RSS read again).\n\
-         - (h): RSS is `VmRSS` from `/proc/PID/status`; under load it is sampled every 100 ms of the measured part of \
-         each (a) run.",
-        m.machine.cores, m.flood_connections
-    );
-    out
+         (HTTP 200, and the expected `result` or error `code`)."
+            .to_owned(),
+    ];
+    let bullets = common
+        .into_iter()
+        .chain(scenarios.iter().flat_map(|s| s.method(m)));
+    for bullet in bullets {
+        let _ = writeln!(out, "- {bullet}");
+    }
 }

@@ -101,7 +101,11 @@ fn start(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("cannot start {name} ({cmd:?})"))?;
-    let stderr = child.stderr.take().expect("piped stderr");
+    let Some(stderr) = child.stderr.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{name}: no standard error to read its address from");
+    };
     let (tx, rx) = mpsc::channel();
     // Reads the ready line, then keeps draining (and showing) the log.
     std::thread::spawn(move || {
@@ -182,13 +186,18 @@ pub fn default_binaries() -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// Machine description for the report.
 pub struct Machine {
+    /// Cores this process may use (`nproc`).
     pub cores: usize,
+    /// The CPU's model name, or "unknown".
     pub model: String,
+    /// Total memory, e.g. "23.5 GiB", or "unknown".
     pub mem_total: String,
+    /// The kernel release (empty when unreadable).
     pub kernel: String,
 }
 
 impl Machine {
+    /// Reads the machine from `/proc`; what cannot be read is "unknown".
     pub fn read() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let model = cpuinfo

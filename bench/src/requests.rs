@@ -1,0 +1,91 @@
+//! The JSON-RPC requests the scenarios send, and the answers they expect.
+//!
+//! The baseline gets the same `Authorization` header as rpcguard (and
+//! ignores it), so both servers parse the same bytes.
+
+use crate::account::{PASSWORD, USER};
+use crate::load::{Expect, Target, Transport};
+use crate::server::ServerProcess;
+
+/// `{"jsonrpc":"2.0","id":1,"method":METHOD}`, with no params.
+fn call(method: &str) -> String {
+    format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}"}}"#)
+}
+
+/// The answer of `get_caller` (and of the baseline's look-alike `ping`).
+fn the_user() -> Expect {
+    Expect::Result(format!(r#""username":"{USER}""#))
+}
+
+fn target(
+    server: &ServerProcess,
+    transport: Transport,
+    method: &str,
+    bearer: Option<&str>,
+    expect: Expect,
+) -> Target {
+    Target {
+        addr: server.addr,
+        transport,
+        body: call(method),
+        bearer: bearer.map(str::to_owned),
+        expect,
+    }
+}
+
+/// The baseline's `ping`, with `token` in the header it ignores.
+pub fn baseline_ping(baseline: &ServerProcess, transport: Transport, token: &str) -> Target {
+    target(baseline, transport, "ping", Some(token), the_user())
+}
+
+/// rpcguard's `get_caller` with a valid token (over WebSocket the token is
+/// sent at the upgrade).
+pub fn get_caller(rpcguard: &ServerProcess, transport: Transport, token: &str) -> Target {
+    target(rpcguard, transport, "get_caller", Some(token), the_user())
+}
+
+/// `require_scopes` with a token lacking the scopes: denied with -32099.
+pub fn require_scopes_denied(rpcguard: &ServerProcess, token: &str) -> Target {
+    target(
+        rpcguard,
+        Transport::Http,
+        "require_scopes",
+        Some(token),
+        Expect::Error(-32099),
+    )
+}
+
+/// `get_caller` with a token whose signature is wrong: refused with -32001.
+pub fn get_caller_invalid_token(rpcguard: &ServerProcess, invalid_token: &str) -> Target {
+    target(
+        rpcguard,
+        Transport::Http,
+        "get_caller",
+        Some(invalid_token),
+        Expect::Error(-32001),
+    )
+}
+
+/// `rpc.discover`, anonymous: the OpenRPC document.
+pub fn discover(rpcguard: &ServerProcess) -> Target {
+    target(
+        rpcguard,
+        Transport::Http,
+        "rpc.discover",
+        None,
+        Expect::Result(r#""openrpc":"1.3.2""#.to_owned()),
+    )
+}
+
+/// `sign_in` with the account's valid credentials (a bcrypt verify).
+pub fn sign_in(rpcguard: &ServerProcess) -> Target {
+    Target {
+        addr: rpcguard.addr,
+        transport: Transport::Http,
+        body: format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"sign_in","params":["{USER}","{PASSWORD}"]}}"#
+        ),
+        bearer: None,
+        expect: Expect::Result(r#""access_token":"#.to_owned()),
+    }
+}

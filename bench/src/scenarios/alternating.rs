@@ -1,0 +1,260 @@
+//! (a)–(e): rpcguard's calls against the bare baseline, alternating.
+//!
+//! (a) `get_caller` with a valid token over HTTP keep-alive vs the
+//! baseline's `ping`; (b) the same over WebSocket sessions; (c)
+//! `require_scopes` denied (-32099); (d) `get_caller` with an invalid token
+//! (-32001); (e) `rpc.discover`. Each round runs every one back to back and
+//! the order flips every round, so that machine noise hits both servers; the
+//! (a) and `ping` HTTP runs also sample the server's RSS for (h).
+
+use std::fmt::Write;
+
+use futures::future::LocalBoxFuture;
+
+use super::Scenario;
+use crate::harness::Bench;
+use crate::load::{LoadResult, Target, Transport};
+use crate::record::Measured;
+use crate::report::{round_list, Bar, Row, Verdict};
+use crate::requests;
+use crate::stats::{cpu_summary, paired_ratio, summary};
+
+/// The baseline's `ping` over HTTP keep-alive.
+pub const BASE_HTTP: &str = "base-http";
+/// (a) `get_caller` over HTTP keep-alive.
+pub const A_HTTP: &str = "a-http";
+/// The baseline's `ping` over WebSocket.
+pub const BASE_WS: &str = "base-ws";
+/// (b) `get_caller` over WebSocket.
+pub const B_WS: &str = "b-ws";
+/// (c) `require_scopes`, denied.
+pub const C_DENIED: &str = "c-denied";
+/// (d) `get_caller` with an invalid token.
+pub const D_INVALID: &str = "d-invalid";
+/// (e) `rpc.discover`.
+pub const E_DISCOVER: &str = "e-discover";
+
+/// (a)–(e) and their baselines.
+pub struct Alternating;
+
+/// One scenario id of a round: what it sends, and whether its runs sample
+/// the server's RSS.
+struct Leg {
+    id: &'static str,
+    target: Target,
+    sample_rss: bool,
+}
+
+/// The legs in the order of even rounds.
+fn legs(bench: &Bench) -> Vec<Leg> {
+    let (rpcguard, baseline) = (&bench.rpcguard, &bench.baseline);
+    let token = bench.account.token.as_str();
+    let leg = |id, target, sample_rss| Leg {
+        id,
+        target,
+        sample_rss,
+    };
+    vec![
+        leg(
+            BASE_HTTP,
+            requests::baseline_ping(baseline, Transport::Http, token),
+            true,
+        ),
+        leg(
+            A_HTTP,
+            requests::get_caller(rpcguard, Transport::Http, token),
+            true,
+        ),
+        leg(
+            BASE_WS,
+            requests::baseline_ping(baseline, Transport::Ws, token),
+            false,
+        ),
+        leg(
+            B_WS,
+            requests::get_caller(rpcguard, Transport::Ws, token),
+            false,
+        ),
+        leg(
+            C_DENIED,
+            requests::require_scopes_denied(rpcguard, token),
+            false,
+        ),
+        leg(
+            D_INVALID,
+            requests::get_caller_invalid_token(rpcguard, &bench.account.invalid_token),
+            false,
+        ),
+        leg(E_DISCOVER, requests::discover(rpcguard), false),
+    ]
+}
+
+/// Odd rounds run each rpcguard/baseline pair the other way round and
+/// (c)–(e) backwards.
+fn order_for_round(mut legs: Vec<Leg>, round: usize) -> Vec<Leg> {
+    if round % 2 == 1 {
+        legs.swap(0, 1);
+        legs.swap(2, 3);
+        legs[4..].reverse();
+    }
+    legs
+}
+
+impl Scenario for Alternating {
+    fn requests(&self, bench: &Bench) -> Vec<(&'static str, Target)> {
+        legs(bench)
+            .into_iter()
+            .map(|leg| (leg.id, leg.target))
+            .collect()
+    }
+
+    fn run<'a>(&'a mut self, bench: &'a mut Bench) -> LocalBoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let config = bench.load;
+            for round in 0..bench.args.rounds {
+                for leg in order_for_round(legs(bench), round) {
+                    bench
+                        .measure_and_record(round, leg.id, &leg.target, config, leg.sample_rss)
+                        .await;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn verdicts(&self, m: &Measured) -> Vec<Verdict> {
+        vec![
+            throughput_verdict(
+                m,
+                A_HTTP,
+                BASE_HTTP,
+                "(a) get_caller req/s ÷ bare jsonrpsee ping req/s (HTTP)",
+                0.85,
+            ),
+            throughput_verdict(
+                m,
+                E_DISCOVER,
+                A_HTTP,
+                "(e) rpc.discover req/s ÷ (a) req/s",
+                0.8,
+            ),
+        ]
+    }
+
+    fn rows(&self) -> &'static [Row] {
+        ROWS
+    }
+
+    fn write_notes(&self, m: &Measured, out: &mut String) {
+        write_cpu_per_request(m, out);
+        crate::report::write_noise_warning(m, out);
+        write_other_ratios(m, out);
+    }
+}
+
+/// The median per-round ratio of `num`'s req/s to `den`'s, against `bar`.
+fn throughput_verdict(m: &Measured, num: &str, den: &str, name: &str, bar: f64) -> Verdict {
+    let (ratio, rounds) = paired_ratio(&m.runs, num, den, |r| r.rps);
+    Verdict {
+        name: name.into(),
+        measured: format!(
+            "**{ratio:.3}** ({:.0} vs {:.0} req/s; rounds: {})",
+            summary(m.runs.of(num)).rps,
+            summary(m.runs.of(den)).rps,
+            round_list(&rounds)
+        ),
+        bar: format!("≥ {bar}"),
+        pass: ratio >= bar,
+    }
+}
+
+fn write_cpu_per_request(m: &Measured, out: &mut String) {
+    let cpu_a = cpu_summary(m.runs.of(A_HTTP)).server_us_per_req;
+    let cpu_base = cpu_summary(m.runs.of(BASE_HTTP)).server_us_per_req;
+    let _ = writeln!(
+        out,
+        "\nServer CPU per request: (a) get_caller {cpu_a:.0} µs vs baseline ping {cpu_base:.0} µs, so on CPU alone \
+         rpcguard would reach **{:.3}** × the baseline's throughput (this view does not depend on how the shared \
+         cores were split between the server and the load generator).",
+        cpu_base / cpu_a
+    );
+}
+
+fn write_other_ratios(m: &Measured, out: &mut String) {
+    let rps = |r: &LoadResult| r.rps;
+    let (rb, rounds) = paired_ratio(&m.runs, B_WS, BASE_WS, rps);
+    let (rc, _) = paired_ratio(&m.runs, C_DENIED, A_HTTP, rps);
+    let (rd, _) = paired_ratio(&m.runs, D_INVALID, A_HTTP, rps);
+    let _ = writeln!(
+        out,
+        "\nOther ratios (no target in issue 6): (b) WS get_caller ÷ baseline WS ping = **{rb:.3}** (rounds: {}); \
+         (c) ÷ (a) = {rc:.3}; (d) ÷ (a) = {rd:.3}.",
+        round_list(&rounds)
+    );
+}
+
+const ROWS: &[Row] = &[
+    Row {
+        id: BASE_HTTP,
+        label: "baseline ping, HTTP",
+        server: "baseline",
+        transport: "HTTP keep-alive",
+        method: "`ping`",
+        own_cpu: true,
+        bar: Bar::Baseline,
+    },
+    Row {
+        id: A_HTTP,
+        label: "(a) get_caller, HTTP",
+        server: "rpcguard",
+        transport: "HTTP keep-alive",
+        method: "`get_caller`, valid token",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: BASE_WS,
+        label: "baseline ping, WS",
+        server: "baseline",
+        transport: "WebSocket",
+        method: "`ping`",
+        own_cpu: true,
+        bar: Bar::Baseline,
+    },
+    Row {
+        id: B_WS,
+        label: "(b) get_caller, WS",
+        server: "rpcguard",
+        transport: "WebSocket",
+        method: "`get_caller`, token at upgrade",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: C_DENIED,
+        label: "(c) require_scopes -32099",
+        server: "rpcguard",
+        transport: "HTTP keep-alive",
+        method: "`require_scopes` denied (-32099)",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: D_INVALID,
+        label: "(d) invalid token -32001",
+        server: "rpcguard",
+        transport: "HTTP keep-alive",
+        method: "`get_caller`, bad signature (-32001)",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: E_DISCOVER,
+        label: "(e) rpc.discover",
+        server: "rpcguard",
+        transport: "HTTP keep-alive",
+        method: "`rpc.discover`",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+];

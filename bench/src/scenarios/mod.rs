@@ -1,0 +1,68 @@
+//! The scenarios of issue 6, one file each, behind one shape: what a
+//! scenario sends (checked before any load), what it runs and measures, and
+//! what it adds to each part of `results.md` and the plot.
+//!
+//! [`all`] is the wiring: scenarios run in this order, and their rows,
+//! targets, notes, sections and method bullets appear in the report in this
+//! order.
+
+pub mod alternating;
+pub mod flood;
+pub mod memory;
+pub mod sessions;
+
+use futures::future::LocalBoxFuture;
+
+use crate::harness::Bench;
+use crate::load::Target;
+use crate::record::Measured;
+use crate::report::{Row, Verdict};
+
+/// Every scenario, in run and report order.
+pub fn all() -> Vec<Box<dyn Scenario>> {
+    vec![
+        Box::new(alternating::Alternating),
+        Box::new(flood::Flood::default()),
+        Box::new(sessions::IdleSessions::default()),
+        Box::new(memory::Memory),
+    ]
+}
+
+/// One scenario: what it starts and measures, and how it is reported.
+///
+/// Load runs go to [`Bench::runs`] (so that any scenario's report can
+/// compare with them); anything else a scenario measures it keeps in its
+/// own fields, filled by [`Scenario::run`] and read by the report methods.
+/// Every report method has an empty default.
+pub trait Scenario {
+    /// The requests it sends, each named; the harness sends each once and
+    /// checks the answer before any load runs.
+    fn requests(&self, _bench: &Bench) -> Vec<(&'static str, Target)> {
+        Vec::new()
+    }
+
+    /// Runs its measurements against the servers of `bench`.
+    fn run<'a>(&'a mut self, bench: &'a mut Bench) -> LocalBoxFuture<'a, anyhow::Result<()>>;
+
+    /// Its rows of the "Targets" table (a target, the figure, the bar).
+    fn verdicts(&self, _m: &Measured) -> Vec<Verdict> {
+        Vec::new()
+    }
+
+    /// Its rows of the "Throughput and latency" table and the plot, one per
+    /// scenario id it records runs under.
+    fn rows(&self) -> &'static [Row] {
+        &[]
+    }
+
+    /// Paragraphs under the "Throughput and latency" table.
+    fn write_notes(&self, _m: &Measured, _out: &mut String) {}
+
+    /// Its own `##` sections, after the memory section.
+    fn write_sections(&self, _m: &Measured, _out: &mut String) {}
+
+    /// Its bullets of the "Method" section, without the leading `- `.
+    fn method(&self, _m: &Measured) -> Vec<String> {
+        Vec::new()
+    }
+}
