@@ -187,7 +187,7 @@ impl RpcError {
 }
 
 /// The contract's message for one of its codes (`""` for a foreign code).
-pub fn message_for(code: i32) -> &'static str {
+pub(crate) fn message_for(code: i32) -> &'static str {
     match code {
         UNAUTHENTICATED => "Unauthenticated",
         PERMISSION_ERROR => "Permission error",

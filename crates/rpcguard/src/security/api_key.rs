@@ -80,14 +80,11 @@ impl SecurityFunction for ApiKeySecurity {
     }
 
     fn schemes(&self) -> Vec<SchemeDoc> {
-        vec![SchemeDoc {
-            name: self.scheme.clone(),
-            kind: "apiKey".to_owned(),
-            location: "header".to_owned(),
-            header: self.header.as_str().to_owned(),
-            bearer_format: None,
-            description: format!("A static API key sent in the `{}` header.", self.header),
-        }]
+        vec![SchemeDoc::api_key(
+            &self.scheme,
+            self.header.as_str(),
+            &format!("A static API key sent in the `{}` header.", self.header),
+        )]
     }
 }
 

@@ -494,6 +494,33 @@ pub struct SchemeDoc {
     pub description: String,
 }
 
+impl SchemeDoc {
+    /// An API-key scheme named `name`, read from the header `header`.
+    pub fn api_key(name: &str, header: &str, description: &str) -> Self {
+        SchemeDoc {
+            name: name.to_owned(),
+            kind: "apiKey".to_owned(),
+            location: "header".to_owned(),
+            header: header.to_owned(),
+            bearer_format: None,
+            description: description.to_owned(),
+        }
+    }
+
+    /// A bearer scheme named `name` (`Authorization: Bearer <token>`),
+    /// whose tokens have the format `bearer_format` (e.g. `"JWT"`).
+    pub fn bearer(name: &str, bearer_format: &str, description: &str) -> Self {
+        SchemeDoc {
+            name: name.to_owned(),
+            kind: "bearer".to_owned(),
+            location: "header".to_owned(),
+            header: "Authorization".to_owned(),
+            bearer_format: Some(bearer_format.to_owned()),
+            description: description.to_owned(),
+        }
+    }
+}
+
 /// The pluggable security function: credentials in, caller out.
 ///
 /// It runs only for secured methods (and for public methods that ask for an
@@ -545,14 +572,7 @@ pub struct SchemeDoc {
 ///     }
 ///
 ///     fn schemes(&self) -> Vec<SchemeDoc> {
-///         vec![SchemeDoc {
-///             name: "Partner".to_owned(),
-///             kind: "apiKey".to_owned(),
-///             location: "header".to_owned(),
-///             header: "X-Partner-Key".to_owned(),
-///             bearer_format: None,
-///             description: "The key our partners were given.".to_owned(),
-///         }]
+///         vec![SchemeDoc::api_key("Partner", "x-partner-key", "The key our partners were given.")]
 ///     }
 /// }
 ///

@@ -145,8 +145,10 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// A server running in the background.
+/// A server running in the background. Dropping it stops the server: keep
+/// it, and end with [`run_until`] or [`RunningServer::stop`].
 #[derive(Debug)]
+#[must_use = "dropping the server stops it; keep it until `run_until` or `stop`"]
 pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
