@@ -277,8 +277,10 @@ pub struct CallContext<S> {
 }
 
 impl<S> CallContext<S> {
-    /// The authenticated caller. Always present for secured methods (the
-    /// middleware ran before the handler); `-32001` otherwise.
+    /// The authenticated caller: the one identity that met the method's
+    /// requirement (see [`MethodSecurity::check`]). Always present for
+    /// secured methods (the middleware ran before the handler); `-32001`
+    /// otherwise.
     pub fn caller(&self) -> Result<&Caller, RpcError> {
         self.caller
             .as_ref()
