@@ -278,8 +278,7 @@ fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
         rpcguard::Api::new();
     rpcguard_accounts::methods::accounts::declare(&mut api)?;
     let schemes = [rpcguard_accounts::BearerSecurity::scheme_doc()];
-    let document =
-        rpcguard::openrpc::document(api.declarations(), &schemes, &doc_info(args.public_url));
+    let document = rpcguard::openrpc::document(&api, &schemes, &doc_info(args.public_url));
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &document)?;
     writeln!(out)?;

@@ -129,7 +129,7 @@ where
             .description(
                 "The user the bearer token belongs to, with its scopes. Never the password hash.",
             )
-            .security(MethodSecurity::bearer([] as [&str; 0]))
+            .security(MethodSecurity::signed_in())
             .example(Example::new("who am I", json!({}), user_example)),
         get_caller::<S>,
     )?

@@ -11,6 +11,7 @@
 //! Unknown, missing or ill-typed params give `-32602` saying what is wrong,
 //! never echoing the value.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,8 +23,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{AuthFailure, RpcError};
-use crate::security::{Caller, MethodSecurity, RemoteAddr};
+use crate::error::{self, AuthFailure, RpcError};
+use crate::security::{Caller, MethodSecurity, RemoteAddr, SchemeDoc};
 
 /// The name of the OpenRPC service-discovery method every server has.
 pub const DISCOVER: &str = "rpc.discover";
@@ -66,25 +67,44 @@ impl Example {
 /// use rpcguard::{Method, MethodSecurity};
 /// let m = Method::new("get_caller")
 ///     .summary("Who am I")
-///     .security(MethodSecurity::bearer([] as [&str; 0]));
+///     .security(MethodSecurity::signed_in());
 /// assert_eq!(m.name(), "get_caller");
+///
+/// // Names may be built at run time.
+/// let tenant = "acme";
+/// let m = Method::new(format!("{tenant}.report")).error(4001, "Quota exceeded");
+/// assert_eq!(m.name(), "acme.report");
 /// ```
 #[derive(Debug, Clone)]
+#[must_use = "a method declaration does nothing until given to `Api::method`"]
 pub struct Method {
-    name: &'static str,
+    name: Cow<'static, str>,
     summary: String,
     description: String,
     security: MethodSecurity,
     optional_caller: bool,
-    errors: Vec<i32>,
+    errors: Vec<DeclaredError>,
     examples: Vec<Example>,
+}
+
+/// An error as [`Method::errors`] or [`Method::error`] declared it; checked
+/// by [`Api::method`].
+#[derive(Debug, Clone)]
+struct DeclaredError {
+    code: i32,
+    /// `None`: one of the contract's codes, described by its own message.
+    message: Option<String>,
 }
 
 impl Method {
     /// A public method named `name` with no docs yet.
-    pub fn new(name: &'static str) -> Self {
+    ///
+    /// The name may be a `&'static str` or built at run time (`String`).
+    /// jsonrpsee keeps method names for the life of the process, so a name
+    /// built at run time is leaked once, when the server registers it.
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
         Method {
-            name,
+            name: name.into(),
             summary: String::new(),
             description: String::new(),
             security: MethodSecurity::public(),
@@ -95,8 +115,8 @@ impl Method {
     }
 
     /// The method's name.
-    pub fn name(&self) -> &'static str {
-        self.name
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// One-line summary.
@@ -124,10 +144,51 @@ impl Method {
         self
     }
 
-    /// Application error codes this method can return beyond the ones its
-    /// security and params imply (e.g. `-32002` for `sign_in`).
+    /// Codes of the wire contract ([`crate::error`]'s constants) this
+    /// method can return beyond the ones its security and params imply,
+    /// e.g. [`error::AUTHENTICATION_FAILED`] for `sign_in`. The document
+    /// gives each the contract's message. A code the contract does not
+    /// define is refused by [`Api::method`]: declare your own errors with
+    /// [`Method::error`].
     pub fn errors(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
-        self.errors.extend(codes);
+        for code in codes {
+            self.errors.push(DeclaredError {
+                code,
+                message: None,
+            });
+        }
+        self
+    }
+
+    /// An application error this method can return
+    /// ([`RpcError::custom`]`(code, message, data)`), listed in the
+    /// document with its message. `code` must be outside the range
+    /// JSON-RPC reserves (`-32768..=-32000`) and `message` not empty, or
+    /// [`Api::method`] refuses the declaration. Declaring a code again
+    /// replaces its message.
+    ///
+    /// ```
+    /// use rpcguard::{Api, Method, NoParams, RpcError};
+    /// const QUOTA_EXCEEDED: i32 = 4001;
+    /// let mut api: Api<()> = Api::new();
+    /// api.method(
+    ///     Method::new("export").error(QUOTA_EXCEEDED, "Quota exceeded"),
+    ///     |_: NoParams, _ctx| async {
+    ///         Err::<bool, _>(RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", None))
+    ///     },
+    /// )
+    /// .unwrap();
+    /// // A reserved code is refused when declared.
+    /// assert!(api.method(Method::new("bad").error(-32001, "Mine"), |_: NoParams, _ctx| async {
+    ///     Ok::<_, RpcError>(true)
+    /// }).is_err());
+    /// ```
+    pub fn error(mut self, code: i32, message: impl Into<String>) -> Self {
+        self.errors.retain(|e| e.code != code);
+        self.errors.push(DeclaredError {
+            code,
+            message: Some(message.into()),
+        });
         self
     }
 
@@ -140,9 +201,9 @@ impl Method {
 
 /// A declared method as the middleware and the OpenRPC generator read it.
 #[derive(Debug, Clone)]
-pub struct MethodDecl {
+pub(crate) struct MethodDecl {
     /// Name.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// One-line summary.
     pub summary: String,
     /// Description.
@@ -151,8 +212,8 @@ pub struct MethodDecl {
     pub security: MethodSecurity,
     /// Whether a public method wants its caller resolved.
     pub optional_caller: bool,
-    /// Extra error codes.
-    pub errors: Vec<i32>,
+    /// Extra errors, each with its message (checked by [`Api::method`]).
+    pub errors: Vec<(i32, String)>,
     /// Examples.
     pub examples: Vec<Example>,
     /// Param names in positional order.
@@ -167,26 +228,39 @@ pub struct MethodDecl {
 
 /// Read-only lookup of declarations by name, shared with the middleware.
 #[derive(Debug, Default)]
-pub struct Registry {
-    by_name: HashMap<&'static str, Arc<MethodDecl>>,
+pub(crate) struct Registry {
+    by_name: HashMap<String, Arc<MethodDecl>>,
 }
 
 impl Registry {
     /// The declaration of `name`, if declared.
-    pub fn get(&self, name: &str) -> Option<&MethodDecl> {
+    pub(crate) fn get(&self, name: &str) -> Option<&MethodDecl> {
         self.by_name.get(name).map(|d| d.as_ref())
     }
 }
 
 /// Errors of declaring methods.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ApiError {
     /// Two declarations of one name.
     #[error("method `{0}` is declared twice")]
-    Duplicate(&'static str),
+    Duplicate(String),
     /// The name is reserved (`rpc.` prefix, JSON-RPC 2.0 §4.1).
     #[error("method `{0}` uses the reserved `rpc.` prefix")]
-    Reserved(&'static str),
+    Reserved(String),
+    /// A declared error the document could not describe truthfully: a
+    /// reserved code given as an application error, a code of no one given
+    /// to [`Method::errors`], or an empty message.
+    #[error("method `{method}` declares error {code}: {why}")]
+    DeclaredError {
+        /// The method.
+        method: String,
+        /// The code declared.
+        code: i32,
+        /// What is wrong with it.
+        why: &'static str,
+    },
     /// jsonrpsee refused the registration.
     #[error("registering a method failed: {0}")]
     Register(#[from] jsonrpsee::core::RegisterMethodError),
@@ -203,8 +277,10 @@ pub struct CallContext<S> {
 }
 
 impl<S> CallContext<S> {
-    /// The authenticated caller. Always present for secured methods (the
-    /// middleware ran before the handler); `-32001` otherwise.
+    /// The authenticated caller: the one identity that met the method's
+    /// requirement (see [`MethodSecurity::check`]). Always present for
+    /// secured methods (the middleware ran before the handler); `-32001`
+    /// otherwise.
     pub fn caller(&self) -> Result<&Caller, RpcError> {
         self.caller
             .as_ref()
@@ -240,8 +316,15 @@ pub struct Api<S> {
 
 impl<S> std::fmt::Debug for Api<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.decls.iter().map(|d| d.name).collect();
+        let names: Vec<_> = self.names().collect();
         f.debug_struct("Api").field("methods", &names).finish()
+    }
+}
+
+impl<S> Api<S> {
+    /// The names of the declared methods, `rpc.discover` first.
+    pub fn names(&self) -> impl Iterator<Item = &str> + '_ {
+        self.decls.iter().map(|d| d.name.as_ref())
     }
 }
 
@@ -270,7 +353,8 @@ impl<S: Send + Sync + 'static> Api<S> {
                     "methods": []
                 }),
             ));
-        let decl = declaration::<NoParams, crate::openrpc::OpenRpcDocument>(discover);
+        let decl = declaration::<NoParams, crate::openrpc::OpenRpcDocument>(discover)
+            .expect("rpc.discover declares no errors");
         Api {
             decls: vec![Arc::new(decl)],
             registrations: Vec::new(),
@@ -288,7 +372,7 @@ impl<S: Send + Sync + 'static> Api<S> {
     ///     |_: NoParams, _ctx| async { Ok::<_, RpcError>("pong".to_owned()) },
     /// )
     /// .unwrap();
-    /// assert_eq!(api.declarations().len(), 2); // rpc.discover + ping
+    /// assert_eq!(api.names().collect::<Vec<_>>(), ["rpc.discover", "ping"]);
     /// ```
     pub fn method<P, R, F, Fut>(
         &mut self,
@@ -301,18 +385,24 @@ impl<S: Send + Sync + 'static> Api<S> {
         F: Fn(P, CallContext<S>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<R, RpcError>> + Send + 'static,
     {
-        let name = method.name;
-        if name.starts_with("rpc.") {
-            return Err(ApiError::Reserved(name));
+        if method.name.starts_with("rpc.") {
+            return Err(ApiError::Reserved(method.name.into_owned()));
         }
-        if self.decls.iter().any(|d| d.name == name) {
-            return Err(ApiError::Duplicate(name));
+        if self.decls.iter().any(|d| d.name == method.name) {
+            return Err(ApiError::Duplicate(method.name.into_owned()));
         }
-        let decl = declaration::<P, R>(method);
+        let decl = declaration::<P, R>(method)?;
+        let name = decl.name.clone();
         let names = Arc::new(decl.param_names.clone());
         self.decls.push(Arc::new(decl));
         self.registrations
             .push(Box::new(move |module: &mut RpcModule<S>| {
+                // jsonrpsee keeps names for the life of the process; a name
+                // built at run time is leaked here, once per method.
+                let name: &'static str = match name {
+                    Cow::Borrowed(name) => name,
+                    Cow::Owned(name) => Box::leak(name.into_boxed_str()),
+                };
                 module.register_async_method(name, move |params, state, extensions| {
                     let handler = handler.clone();
                     let names = names.clone();
@@ -333,8 +423,19 @@ impl<S: Send + Sync + 'static> Api<S> {
     }
 
     /// Every declaration, `rpc.discover` first.
-    pub fn declarations(&self) -> &[Arc<MethodDecl>] {
+    pub(crate) fn declarations(&self) -> &[Arc<MethodDecl>] {
         &self.decls
+    }
+
+    /// The first method (in declaration order) that names a scheme not in
+    /// `known`, with that scheme.
+    pub(crate) fn unknown_scheme<'a>(&'a self, known: &[SchemeDoc]) -> Option<(&'a str, &'a str)> {
+        self.decls.iter().find_map(|decl| {
+            decl.security
+                .schemes()
+                .find(|scheme| !known.iter().any(|k| k.name == *scheme))
+                .map(|scheme| (decl.name.as_ref(), scheme))
+        })
     }
 
     /// Registers every handler into a jsonrpsee module over `state`, and
@@ -345,25 +446,62 @@ impl<S: Send + Sync + 'static> Api<S> {
         for register in self.registrations {
             register(&mut module)?;
         }
-        let by_name = self.decls.iter().map(|d| (d.name, d.clone())).collect();
+        let by_name = self
+            .decls
+            .iter()
+            .map(|d| (d.name.clone().into_owned(), d.clone()))
+            .collect();
         Ok((module, Registry { by_name }))
     }
 }
 
-fn declaration<P: JsonSchema, R: JsonSchema>(method: Method) -> MethodDecl {
-    MethodDecl {
+fn declaration<P: JsonSchema, R: JsonSchema>(method: Method) -> Result<MethodDecl, ApiError> {
+    let errors = documented_errors(&method)?;
+    Ok(MethodDecl {
         name: method.name,
         summary: method.summary,
         description: method.description,
         security: method.security,
         optional_caller: method.optional_caller,
-        errors: method.errors,
+        errors,
         examples: method.examples,
         param_names: param_names::<P>(),
         params_schema: |generator| P::json_schema(generator),
         result_schema: |generator| generator.subschema_for::<R>(),
         result_name: R::schema_name().into_owned(),
-    }
+    })
+}
+
+/// The declared errors with the message each shows in the document: the
+/// contract's for [`Method::errors`], the application's own for
+/// [`Method::error`]. Refuses what would be documented falsely.
+fn documented_errors(method: &Method) -> Result<Vec<(i32, String)>, ApiError> {
+    let refuse = |code, why| ApiError::DeclaredError {
+        method: method.name.clone().into_owned(),
+        code,
+        why,
+    };
+    method
+        .errors
+        .iter()
+        .map(|declared| match &declared.message {
+            None => match error::message_for(declared.code) {
+                "" => Err(refuse(
+                    declared.code,
+                    "not a code of the contract; declare your own with `Method::error(code, message)`",
+                )),
+                message => Ok((declared.code, message.to_owned())),
+            },
+            Some(_) if error::is_reserved(declared.code) => Err(refuse(
+                declared.code,
+                "the code is reserved by JSON-RPC (-32768..=-32000); pick one outside that range",
+            )),
+            Some(message) if message.trim().is_empty() => {
+                Err(refuse(declared.code, "the message is empty"))
+            }
+            Some(message) => Ok((declared.code, message.clone())),
+        })
+        .collect()
 }
 
 /// The params struct's field names in declaration order.

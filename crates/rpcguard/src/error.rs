@@ -4,12 +4,19 @@
 //! [`RpcError`] is turned into a JSON-RPC error object by exactly one
 //! conversion (`impl From<RpcError> for ErrorObjectOwned`). Details of
 //! internal failures go to the log, never to the caller.
+//!
+//! Handlers return their own application errors with [`RpcError::custom`],
+//! and declare them (code and message) with
+//! [`Method::error`](crate::Method::error) so that the OpenRPC document
+//! lists them. Application codes live outside the range JSON-RPC 2.0
+//! reserves (`-32768..=-32000`, see [`is_reserved`]), which holds every code
+//! of the contract above.
 
 use std::collections::BTreeMap;
 
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// `-32001 Unauthenticated`.
 pub const UNAUTHENTICATED: i32 = -32001;
@@ -26,9 +33,22 @@ pub const INVALID_PARAMS: i32 = -32602;
 /// `-32603 Internal error`.
 pub const INTERNAL_ERROR: i32 = -32603;
 
-/// Why a secured call was refused with `-32001`.
+/// The codes JSON-RPC 2.0 reserves for itself and for server errors (§5.1):
+/// every code of the wire contract is in here, no application error may be.
+pub const RESERVED_CODES: std::ops::RangeInclusive<i32> = -32768..=-32000;
+
+/// True when `code` is reserved by JSON-RPC 2.0 (and so by the contract),
+/// i.e. not available to [`RpcError::custom`] and
+/// [`Method::error`](crate::Method::error).
+pub fn is_reserved(code: i32) -> bool {
+    RESERVED_CODES.contains(&code)
+}
+
+/// Why a secured call was refused with `-32001`; its
+/// [`as_str`](AuthFailure::as_str) is the `reason` of the error's `data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AuthFailure {
     /// No credentials were presented.
     MissingToken,
@@ -37,6 +57,11 @@ pub enum AuthFailure {
     InvalidToken,
     /// The token's `exp` has passed.
     ExpiredToken,
+    /// The caller is authenticated, but only in schemes the method does
+    /// not accept (e.g. an API key on a Bearer-only method): it should
+    /// present a credential of one of the method's schemes (its
+    /// `x-security` in the document). `{"reason":"wrong_scheme"}`.
+    WrongScheme,
 }
 
 impl AuthFailure {
@@ -46,6 +71,7 @@ impl AuthFailure {
             AuthFailure::MissingToken => "missing_token",
             AuthFailure::InvalidToken => "invalid_token",
             AuthFailure::ExpiredToken => "expired_token",
+            AuthFailure::WrongScheme => "wrong_scheme",
         }
     }
 }
@@ -55,7 +81,21 @@ pub type MissingScopes = BTreeMap<String, Vec<String>>;
 
 /// Every error a caller can see. Converting it into a JSON-RPC error object
 /// is the only place where codes, messages and `data` are chosen.
+///
+/// A handler's own errors are [`RpcError::Custom`], made with
+/// [`RpcError::custom`]:
+///
+/// ```
+/// use rpcguard::RpcError;
+/// use serde_json::json;
+///
+/// const QUOTA_EXCEEDED: i32 = 4001;
+/// let err = RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", Some(json!({"limit": 10})));
+/// assert_eq!(err.code(), 4001);
+/// assert_eq!(err.message(), "Quota exceeded");
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum RpcError {
     /// `-32001`: credentials missing or not acceptable.
     #[error("unauthenticated: {}", .0.as_str())]
@@ -81,6 +121,24 @@ pub enum RpcError {
     /// `-32603`: anything unexpected. The string is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// An application error of the handler's own, sent as it is: `code`,
+    /// `message` and (when present) `data`. Declare it on the method with
+    /// [`Method::error`](crate::Method::error) so the document lists it.
+    ///
+    /// The code must be outside JSON-RPC's reserved range
+    /// (`-32768..=-32000`, [`is_reserved`]): a reserved code would let a
+    /// handler impersonate the framework (a fake `-32001`), so such an
+    /// error is logged and answered as `-32603 Internal error` instead.
+    /// `data` is sent to the caller: never put secrets or internals in it.
+    #[error("application error {code}: {message}")]
+    Custom {
+        /// The application's code (outside `-32768..=-32000`).
+        code: i32,
+        /// The message sent with it.
+        message: String,
+        /// Extra JSON sent as the error's `data`.
+        data: Option<Value>,
+    },
 }
 
 impl RpcError {
@@ -92,7 +150,18 @@ impl RpcError {
         RpcError::Internal(detail)
     }
 
-    /// The JSON-RPC error code of this error.
+    /// An application error with the handler's own `code`, `message` and
+    /// optional `data` (see [`RpcError::Custom`]; reserved codes are
+    /// answered as `-32603`).
+    pub fn custom(code: i32, message: impl Into<String>, data: Option<Value>) -> Self {
+        RpcError::Custom {
+            code,
+            message: message.into(),
+            data,
+        }
+    }
+
+    /// The JSON-RPC error code the caller receives.
     pub fn code(&self) -> i32 {
         match self {
             RpcError::Unauthenticated(_) => UNAUTHENTICATED,
@@ -102,17 +171,23 @@ impl RpcError {
             RpcError::TooManyRequests { .. } => TOO_MANY_REQUESTS,
             RpcError::InvalidParams(_) => INVALID_PARAMS,
             RpcError::Internal(_) => INTERNAL_ERROR,
+            RpcError::Custom { code, .. } if is_reserved(*code) => INTERNAL_ERROR,
+            RpcError::Custom { code, .. } => *code,
         }
     }
 
-    /// The contract's message for this error's code.
-    pub fn message(&self) -> &'static str {
-        message_for(self.code())
+    /// The message the caller receives: the contract's for its codes, the
+    /// application's own for [`RpcError::Custom`].
+    pub fn message(&self) -> &str {
+        match self {
+            RpcError::Custom { code, message, .. } if !is_reserved(*code) => message,
+            _ => message_for(self.code()),
+        }
     }
 }
 
 /// The contract's message for one of its codes (`""` for a foreign code).
-pub fn message_for(code: i32) -> &'static str {
+pub(crate) fn message_for(code: i32) -> &'static str {
     match code {
         UNAUTHENTICATED => "Unauthenticated",
         PERMISSION_ERROR => "Permission error",
@@ -128,8 +203,26 @@ pub fn message_for(code: i32) -> &'static str {
 impl From<RpcError> for ErrorObjectOwned {
     fn from(err: RpcError) -> Self {
         let code = err.code();
-        let message = message_for(code);
         let data = match err {
+            RpcError::Custom {
+                code: reserved,
+                message,
+                ..
+            } if is_reserved(reserved) => {
+                tracing::error!(
+                    code = reserved,
+                    message = %message,
+                    "a handler returned an application error with a code reserved by JSON-RPC; answering -32603"
+                );
+                None
+            }
+            RpcError::Custom {
+                code,
+                message,
+                data,
+            } => {
+                return ErrorObject::owned(code, message, data);
+            }
             RpcError::Unauthenticated(reason) => Some(json!({ "reason": reason.as_str() })),
             RpcError::PermissionDenied(missing) => Some(json!({ "missing_scopes": missing })),
             RpcError::TooManyRequests { retry_after_s } => {
@@ -140,6 +233,47 @@ impl From<RpcError> for ErrorObjectOwned {
                 None
             }
         };
-        ErrorObject::owned(code, message, data)
+        ErrorObject::owned(code, message_for(code), data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_errors_keep_their_code_message_and_data() {
+        let err = RpcError::custom(4001, "Quota exceeded", Some(json!({"limit": 10})));
+        let object = ErrorObjectOwned::from(err);
+        assert_eq!(object.code(), 4001);
+        assert_eq!(object.message(), "Quota exceeded");
+        assert_eq!(object.data().map(|d| d.get()), Some(r#"{"limit":10}"#));
+        let bare = ErrorObjectOwned::from(RpcError::custom(-1, "Nope", None));
+        assert_eq!((bare.code(), bare.data().is_none()), (-1, true));
+    }
+
+    #[test]
+    fn reserved_codes_cannot_impersonate_the_framework() {
+        for code in [-32001, -32099, -32602, -32768, -32000] {
+            let err = RpcError::custom(code, "Unauthenticated", Some(json!({"reason": "x"})));
+            assert_eq!(
+                (err.code(), err.message()),
+                (INTERNAL_ERROR, "Internal error")
+            );
+            let object = ErrorObjectOwned::from(err);
+            assert_eq!(object.code(), INTERNAL_ERROR);
+            assert_eq!(object.message(), "Internal error");
+            assert!(object.data().is_none());
+        }
+        assert!(!is_reserved(-31999) && !is_reserved(-32769));
+    }
+
+    #[test]
+    fn wrong_scheme_has_its_own_reason() {
+        let object = ErrorObjectOwned::from(RpcError::Unauthenticated(AuthFailure::WrongScheme));
+        assert_eq!(
+            object.data().map(|d| d.get()),
+            Some(r#"{"reason":"wrong_scheme"}"#)
+        );
     }
 }

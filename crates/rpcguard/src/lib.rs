@@ -47,11 +47,12 @@ pub mod openrpc;
 pub mod security;
 pub mod server;
 
-pub use api::{Api, CallContext, Example, Method, NoParams};
+pub use api::{Api, ApiError, CallContext, Example, Method, NoParams};
 pub use async_trait::async_trait;
 pub use error::{AuthFailure, RpcError};
 pub use security::{
-    AnySecurity, ApiKeySecurity, Caller, Credentials, MethodSecurity, SchemeDoc, SecurityFunction,
-    SharedSecurity, BEARER,
+    AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, MethodSecurity, SchemeDoc,
+    SecurityFunction, SharedSecurity, BEARER,
 };
+pub use server::ServerError;
 pub use server::{RunningServer, ServerConfig};

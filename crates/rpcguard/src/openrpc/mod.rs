@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
-use crate::api::MethodDecl;
+use crate::api::{Api, MethodDecl};
 use crate::error::{self, message_for};
 use crate::security::SchemeDoc;
 
@@ -28,7 +28,7 @@ pub const OPENRPC_VERSION: &str = "1.3.2";
 
 /// Schema generation settings: draft-07, definitions under
 /// `#/components/schemas`, no `$schema`, no non-standard formats.
-pub fn schema_settings() -> SchemaSettings {
+pub(crate) fn schema_settings() -> SchemaSettings {
     SchemaSettings::draft07().with(|s| {
         s.definitions_path = "/components/schemas".into();
         s.meta_schema = None;
@@ -101,17 +101,12 @@ impl DocInfo {
 
 /// The result of `rpc.discover`: a whole OpenRPC document, pre-serialized.
 #[derive(Debug, Clone)]
-pub struct OpenRpcDocument(Box<RawValue>);
+pub(crate) struct OpenRpcDocument(Box<RawValue>);
 
 impl OpenRpcDocument {
     /// Wraps a document value.
-    pub fn new(value: &Value) -> Result<Self, serde_json::Error> {
+    pub(crate) fn new(value: &Value) -> Result<Self, serde_json::Error> {
         serde_json::value::to_raw_value(value).map(OpenRpcDocument)
-    }
-
-    /// The JSON text.
-    pub fn as_str(&self) -> &str {
-        self.0.get()
     }
 }
 
@@ -142,12 +137,15 @@ impl JsonSchema for OpenRpcDocument {
     }
 }
 
-/// Builds the document for these declarations and schemes.
-pub fn document(
-    decls: &[std::sync::Arc<MethodDecl>],
+/// Builds the document of `api`'s methods, describing `schemes` (those of
+/// the server's [`SecurityFunction`](crate::SecurityFunction)) and the
+/// server as `info` says.
+pub fn document<S: Send + Sync + 'static>(
+    api: &Api<S>,
     schemes: &[SchemeDoc],
     info: &DocInfo,
 ) -> Value {
+    let decls = api.declarations();
     let mut generator = schema_settings().into_generator();
     let methods: Vec<Value> = decls
         .iter()
@@ -248,20 +246,25 @@ fn errors_of(decl: &MethodDecl) -> Vec<Value> {
             codes.push(error::PERMISSION_ERROR);
         }
     }
-    codes.extend(decl.errors.iter().copied());
+    let mut errors: Vec<(i32, &str)> = codes.into_iter().map(|c| (c, message_for(c))).collect();
+    errors.extend(
+        decl.errors
+            .iter()
+            .map(|(code, message)| (*code, message.as_str())),
+    );
     if !decl.param_names.is_empty() {
-        codes.push(error::INVALID_PARAMS);
+        errors.push((error::INVALID_PARAMS, message_for(error::INVALID_PARAMS)));
     }
-    codes.push(error::INTERNAL_ERROR);
+    errors.push((error::INTERNAL_ERROR, message_for(error::INTERNAL_ERROR)));
     let mut seen = Vec::new();
-    codes
+    errors
         .into_iter()
-        .filter(|c| {
-            let fresh = !seen.contains(c);
-            seen.push(*c);
+        .filter(|(code, _)| {
+            let fresh = !seen.contains(code);
+            seen.push(*code);
             fresh
         })
-        .map(|code| json!({ "code": code, "message": message_for(code) }))
+        .map(|(code, message)| json!({ "code": code, "message": message }))
         .collect()
 }
 
@@ -297,7 +300,7 @@ fn security_schemes(decls: &[std::sync::Arc<MethodDecl>], schemes: &[SchemeDoc])
         for decl in decls {
             if let Some(required) = decl.security.requirements().get(&scheme.name) {
                 for scope in required {
-                    scopes.entry(scope.clone()).or_default().push(decl.name);
+                    scopes.entry(scope.clone()).or_default().push(&decl.name);
                 }
             }
         }

@@ -8,13 +8,26 @@
 //!   query parameter), put in the request extensions by the server's HTTP
 //!   front.
 //! - [`SecurityFunction`]: the pluggable function that turns credentials
-//!   into a [`Caller`] and the scopes it holds per scheme. The default is
-//!   `BearerSecurity` of `rpcguard-accounts` (JWT + user store).
-//! - the RPC layer ([`rpc`]) runs the security function for secured methods
-//!   only, checks the declared scopes, and hands the caller to the handler.
+//!   into a [`Caller`] per scheme ([`Identities`]). The default is
+//!   `BearerSecurity` of `rpcguard-accounts` (JWT + user store);
+//!   [`ApiKeySecurity`] and [`AnySecurity`] are here.
+//! - the RPC layer runs the security function for secured methods only,
+//!   picks the one identity that meets the declared requirement
+//!   ([`MethodSecurity::check`]), and hands that caller to the handler.
+//!
+//! # One identity per call
+//!
+//! A caller may present credentials of several schemes at once (a Bearer
+//! token and an API key). Each scheme yields its own identity, and the
+//! handler sees exactly one: the identity of the first alternative, in the
+//! order the method declares them, whose scheme authenticated the caller
+//! with every scope it requires. Identities are never merged: a user's
+//! token sent along with a service's API key runs a method as the user if
+//! the user's identity meets the requirement, as the service if the
+//! service's does, and never as the user with the service's scopes.
 
 mod api_key;
-pub mod rpc;
+pub(crate) mod rpc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -35,15 +48,26 @@ pub const BEARER: &str = "Bearer";
 ///
 /// ```
 /// use rpcguard::MethodSecurity;
-/// let any_signed_in = MethodSecurity::bearer([] as [&str; 0]);
+/// let any_signed_in = MethodSecurity::signed_in();
 /// let admins = MethodSecurity::bearer(["admin"]).or("ApiKey", ["admin"]);
+/// let any_bot = MethodSecurity::authenticated("ApiKey");
 /// assert!(MethodSecurity::public().is_public());
 /// assert!(!any_signed_in.is_public());
 /// assert_eq!(admins.requirements().len(), 2);
+/// assert_eq!(admins.schemes().collect::<Vec<_>>(), ["Bearer", "ApiKey"]);
+/// assert_eq!(any_bot.requirements()["ApiKey"], Vec::<String>::new());
 /// ```
+///
+/// Every scheme a method names must be one the server's
+/// [`SecurityFunction::schemes`] lists: [`crate::server::spawn`] refuses to
+/// start otherwise, so a misspelt scheme cannot lock a method for good.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
 pub struct MethodSecurity {
+    /// Scheme to the scopes all needed in it (the document's `x-security`).
     requirements: BTreeMap<String, Vec<String>>,
+    /// The schemes in the order declared: the order alternatives are tried.
+    order: Vec<String>,
 }
 
 impl MethodSecurity {
@@ -52,8 +76,20 @@ impl MethodSecurity {
         Self::default()
     }
 
-    /// Requires the Bearer scheme with all of `scopes` (none = any signed-in
-    /// caller).
+    /// Any caller signed in with the Bearer scheme, whatever its scopes
+    /// (`{"Bearer": []}`).
+    pub fn signed_in() -> Self {
+        Self::authenticated(BEARER)
+    }
+
+    /// Any caller authenticated in `scheme`, whatever its scopes
+    /// (`{scheme: []}`).
+    pub fn authenticated(scheme: &str) -> Self {
+        Self::public().or_authenticated(scheme)
+    }
+
+    /// Requires the Bearer scheme with all of `scopes` (for none, use
+    /// [`MethodSecurity::signed_in`]).
     pub fn bearer<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -62,7 +98,8 @@ impl MethodSecurity {
         Self::public().or(BEARER, scopes)
     }
 
-    /// Requires `scheme` with all of `scopes`.
+    /// Requires `scheme` with all of `scopes` (for none, use
+    /// [`MethodSecurity::authenticated`]).
     pub fn scheme<I, S>(scheme: &str, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -72,6 +109,8 @@ impl MethodSecurity {
     }
 
     /// Adds an alternative: `scheme` with all of `scopes` also suffices.
+    /// Alternatives are tried in the order they are added; naming a scheme
+    /// again replaces its scopes and keeps its place.
     pub fn or<I, S>(mut self, scheme: &str, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -80,8 +119,20 @@ impl MethodSecurity {
         let mut scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
         scopes.sort();
         scopes.dedup();
-        self.requirements.insert(scheme.to_owned(), scopes);
+        if self
+            .requirements
+            .insert(scheme.to_owned(), scopes)
+            .is_none()
+        {
+            self.order.push(scheme.to_owned());
+        }
         self
+    }
+
+    /// Adds an alternative: any caller authenticated in `scheme` also
+    /// suffices.
+    pub fn or_authenticated(self, scheme: &str) -> Self {
+        self.or(scheme, Vec::<String>::new())
     }
 
     /// True when the method needs no credentials.
@@ -95,36 +146,66 @@ impl MethodSecurity {
         &self.requirements
     }
 
-    /// Checks a resolved caller against this requirement: `Ok` if one
-    /// alternative is fully met; `-32099` with the missing scopes of the
-    /// schemes the caller is authenticated in; `-32001 missing_token` when it
-    /// is authenticated in none of them.
-    pub fn check(&self, caller: &Caller) -> Result<(), RpcError> {
+    /// The schemes of the alternatives, in the order they are tried.
+    pub fn schemes(&self) -> impl Iterator<Item = &str> + '_ {
+        self.order.iter().map(String::as_str)
+    }
+
+    /// The one caller this requirement lets in, from the identities a
+    /// security function found.
+    ///
+    /// For a secured method: the identity of the first alternative (in
+    /// declared order) whose scheme authenticated the caller with all its
+    /// scopes. Otherwise, in this order: `-32099` with the scopes missing
+    /// in each required scheme the caller is authenticated in; `-32001`
+    /// with the reason a required scheme's credential was refused; `-32001
+    /// wrong_scheme` when the caller is authenticated only in schemes the
+    /// method does not accept; `-32001 missing_token`.
+    ///
+    /// For a public method: `Ok` with the first identity found, if any
+    /// (what a handler declared with
+    /// [`Method::optional_caller`](crate::Method::optional_caller) gets).
+    pub fn check<'i>(&self, identities: &'i Identities) -> Result<Option<&'i Caller>, RpcError> {
+        if self.is_public() {
+            return Ok(identities.callers().next());
+        }
         let mut missing = MissingScopes::new();
-        for (scheme, required) in &self.requirements {
-            let Some(held) = caller.scopes.get(scheme) else {
-                continue;
-            };
-            let lacking: Vec<String> = required
-                .iter()
-                .filter(|scope| !held.contains(*scope))
-                .cloned()
-                .collect();
-            if lacking.is_empty() {
-                return Ok(());
+        let mut refused = None;
+        for scheme in &self.order {
+            let required = self.requirements.get(scheme).map_or(&[][..], Vec::as_slice);
+            match identities.get(scheme) {
+                Some(Ok(caller)) => {
+                    let lacking: Vec<String> = required
+                        .iter()
+                        .filter(|scope| !caller.scopes.contains(*scope))
+                        .cloned()
+                        .collect();
+                    if lacking.is_empty() {
+                        return Ok(Some(caller));
+                    }
+                    missing.insert(scheme.clone(), lacking);
+                }
+                Some(Err(reason)) => {
+                    refused.get_or_insert(reason);
+                }
+                None => {}
             }
-            missing.insert(scheme.clone(), lacking);
         }
-        if missing.is_empty() {
-            Err(RpcError::Unauthenticated(AuthFailure::MissingToken))
+        let failure = if !missing.is_empty() {
+            return Err(RpcError::PermissionDenied(missing));
+        } else if let Some(reason) = refused {
+            reason
+        } else if identities.callers().next().is_some() {
+            AuthFailure::WrongScheme
         } else {
-            Err(RpcError::PermissionDenied(missing))
-        }
+            AuthFailure::MissingToken
+        };
+        Err(RpcError::Unauthenticated(failure))
     }
 }
 
 /// The authenticated caller of a method, as the security function resolved
-/// it. Handlers receive it like FastAPI's `Depends(get_user)`.
+/// it in one scheme. Handlers receive it like FastAPI's `Depends(get_user)`.
 ///
 /// Besides its subject and scopes, a security function may attach typed
 /// details ([`Caller::with_detail`]), e.g. the user record it loaded, so
@@ -133,31 +214,30 @@ impl MethodSecurity {
 pub struct Caller {
     /// Who is calling (for Bearer: the username).
     pub subject: String,
-    /// The scopes held, per scheme the caller authenticated in.
-    pub scopes: BTreeMap<String, BTreeSet<String>>,
+    /// The scheme the caller authenticated in.
+    pub scheme: String,
+    /// The scopes it holds in that scheme.
+    pub scopes: BTreeSet<String>,
     details: jsonrpsee::Extensions,
 }
 
 impl Caller {
-    /// A caller authenticated in one scheme with the given scopes.
+    /// A caller authenticated in `scheme` with the given scopes.
     pub fn new<I, S>(subject: impl Into<String>, scheme: &str, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut map = BTreeMap::new();
-        map.insert(
-            scheme.to_owned(),
-            scopes.into_iter().map(Into::into).collect(),
-        );
         Caller {
             subject: subject.into(),
-            scopes: map,
+            scheme: scheme.to_owned(),
+            scopes: scopes.into_iter().map(Into::into).collect(),
             details: jsonrpsee::Extensions::new(),
         }
     }
 
     /// Attaches a detail of type `T` (one per type; a second replaces it).
+    #[must_use]
     pub fn with_detail<T: Clone + Send + Sync + 'static>(mut self, detail: T) -> Self {
         self.details.insert(detail);
         self
@@ -168,17 +248,116 @@ impl Caller {
         self.details.get::<T>()
     }
 
-    /// Takes the details of `other` that this caller lacks.
-    pub(crate) fn absorb_details(&mut self, other: Caller) {
-        let mut details = other.details;
-        details.extend(std::mem::take(&mut self.details));
-        self.details = details;
+    /// True when the caller holds `scope` (in its scheme).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.contains(scope)
+    }
+}
+
+/// What a security function found in one request: per scheme, the
+/// identity its credential proved, or why that credential was refused.
+/// Schemes the caller presented nothing for are absent.
+///
+/// One scheme holds one outcome. Adding a second for a scheme (two
+/// functions of one scheme, combined with [`AnySecurity`]) keeps an
+/// identity over a refusal, and the first of two identities or two
+/// refusals.
+///
+/// ```
+/// use rpcguard::{AuthFailure, Caller, Identities};
+/// let found = Identities::new()
+///     .found(Caller::new("bot", "ApiKey", ["reports"]))
+///     .refused("Bearer", AuthFailure::ExpiredToken);
+/// assert_eq!(found.get("ApiKey").and_then(Result::ok).map(|c| c.subject.as_str()), Some("bot"));
+/// assert_eq!(found.get("Bearer").and_then(Result::err), Some(AuthFailure::ExpiredToken));
+/// assert!(found.get("Other").is_none());
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct Identities {
+    /// In the order found (for [`AnySecurity`]: the order of its functions).
+    by_scheme: Vec<(String, Result<Caller, AuthFailure>)>,
+}
+
+impl Identities {
+    /// Nothing presented.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the identity `caller` proved in its scheme.
+    pub fn found(mut self, caller: Caller) -> Self {
+        let scheme = caller.scheme.clone();
+        self.add(scheme, Ok(caller));
+        self
+    }
+
+    /// Adds a refused credential of `scheme`.
+    pub fn refused(mut self, scheme: &str, reason: AuthFailure) -> Self {
+        self.add(scheme.to_owned(), Err(reason));
+        self
+    }
+
+    /// Adds everything `other` found, scheme by scheme.
+    pub fn merge(mut self, other: Identities) -> Self {
+        for (scheme, outcome) in other.by_scheme {
+            self.add(scheme, outcome);
+        }
+        self
+    }
+
+    fn add(&mut self, scheme: String, outcome: Result<Caller, AuthFailure>) {
+        match self.by_scheme.iter_mut().find(|(s, _)| *s == scheme) {
+            None => self.by_scheme.push((scheme, outcome)),
+            Some((_, held @ Err(_))) if outcome.is_ok() => *held = outcome,
+            Some(_) => {}
+        }
+    }
+
+    /// The outcome in `scheme`: its identity, why its credential was
+    /// refused, or `None` when nothing of that scheme was presented.
+    pub fn get(&self, scheme: &str) -> Option<Result<&Caller, AuthFailure>> {
+        self.by_scheme
+            .iter()
+            .find(|(s, _)| s == scheme)
+            .map(|(_, outcome)| outcome.as_ref().map_err(|reason| *reason))
+    }
+
+    /// Every identity found, in the order found.
+    pub fn callers(&self) -> impl Iterator<Item = &Caller> + '_ {
+        self.by_scheme
+            .iter()
+            .filter_map(|(_, outcome)| outcome.as_ref().ok())
+    }
+
+    /// Every refusal, in the order found.
+    pub fn refusals(&self) -> impl Iterator<Item = (&str, AuthFailure)> + '_ {
+        self.by_scheme
+            .iter()
+            .filter_map(|(scheme, outcome)| outcome.as_ref().err().map(|r| (scheme.as_str(), *r)))
+    }
+
+    /// True when nothing was presented in any scheme.
+    pub fn is_empty(&self) -> bool {
+        self.by_scheme.is_empty()
+    }
+}
+
+impl From<Caller> for Identities {
+    fn from(caller: Caller) -> Self {
+        Identities::new().found(caller)
+    }
+}
+
+impl From<Option<Caller>> for Identities {
+    fn from(caller: Option<Caller>) -> Self {
+        caller.map(Identities::from).unwrap_or_default()
     }
 }
 
 /// The TCP peer of a connection, in the request extensions of every call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RemoteAddr(pub SocketAddr);
+pub(crate) struct RemoteAddr(pub SocketAddr);
 
 /// What the caller presented: the request headers its security schemes
 /// read (for WebSocket, those of the upgrade request) and, on a WebSocket
@@ -225,7 +404,7 @@ impl Credentials {
 
     /// Credentials keeping only the headers named in `keep` (every value of
     /// each, so that a repeated header is still seen as repeated).
-    pub fn from_headers(
+    pub(crate) fn from_headers(
         headers: &HeaderMap,
         keep: &[HeaderName],
         query_token: Option<String>,
@@ -315,21 +494,246 @@ pub struct SchemeDoc {
     pub description: String,
 }
 
+impl SchemeDoc {
+    /// An API-key scheme named `name`, read from the header `header`.
+    pub fn api_key(name: &str, header: &str, description: &str) -> Self {
+        SchemeDoc {
+            name: name.to_owned(),
+            kind: "apiKey".to_owned(),
+            location: "header".to_owned(),
+            header: header.to_owned(),
+            bearer_format: None,
+            description: description.to_owned(),
+        }
+    }
+
+    /// A bearer scheme named `name` (`Authorization: Bearer <token>`),
+    /// whose tokens have the format `bearer_format` (e.g. `"JWT"`).
+    pub fn bearer(name: &str, bearer_format: &str, description: &str) -> Self {
+        SchemeDoc {
+            name: name.to_owned(),
+            kind: "bearer".to_owned(),
+            location: "header".to_owned(),
+            header: "Authorization".to_owned(),
+            bearer_format: Some(bearer_format.to_owned()),
+            description: description.to_owned(),
+        }
+    }
+}
+
 /// The pluggable security function: credentials in, caller out.
 ///
 /// It runs only for secured methods (and for public methods that ask for an
-/// optional caller). Return `Ok(None)` when the request carries no
-/// credentials this function understands, `Ok(Some(caller))` with the scopes
-/// held per scheme, or an error (`RpcError::Unauthenticated(..)` for bad
-/// credentials, anything else becomes `-32603`).
+/// optional caller). Implement two methods:
+///
+/// - [`authenticate`](SecurityFunction::authenticate): `Ok(None)` when the
+///   request carries no credential this function understands,
+///   `Ok(Some(caller))` with the scheme and scopes it proved, or
+///   `Err(RpcError::Unauthenticated(..))` for a credential it refuses
+///   (any other error becomes `-32603`);
+/// - [`schemes`](SecurityFunction::schemes): the schemes it authenticates,
+///   for the OpenRPC document, for [`crate::server::spawn`]'s check that
+///   every scheme a method declares exists, and for the headers the server
+///   keeps as [`Credentials`].
+///
+/// A function that proves several identities at once (one per scheme, like
+/// [`AnySecurity`]) overrides
+/// [`identities`](SecurityFunction::identities) as well; the middleware
+/// calls only that one, and picks one identity per call from it
+/// ([`MethodSecurity::check`]).
+///
+/// The trait is an [`async_trait`](crate::async_trait): rustdoc shows its
+/// methods as returning `Pin<Box<dyn Future ...>>`, but you write `async
+/// fn` under `#[rpcguard::async_trait]` (re-exported, so no dependency of
+/// your own is needed). Without the attribute the compiler reports E0195
+/// "lifetime parameters or bounds on method do not match".
+///
+/// A security function written from scratch, accepting a shared secret in
+/// an `X-Partner-Key` header:
+///
+/// ```
+/// use rpcguard::{AuthFailure, Caller, Credentials, RpcError, SchemeDoc, SecurityFunction};
+///
+/// struct PartnerKey {
+///     secret: String,
+/// }
+///
+/// #[rpcguard::async_trait]
+/// impl SecurityFunction for PartnerKey {
+///     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
+///         let Some(value) = credentials.headers().get("x-partner-key") else {
+///             return Ok(None); // nothing of ours: another scheme may apply
+///         };
+///         // (compare digests in constant time in real code, see ApiKeySecurity)
+///         if value.as_bytes() != self.secret.as_bytes() {
+///             return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+///         }
+///         Ok(Some(Caller::new("partner", "Partner", ["orders:read"])))
+///     }
+///
+///     fn schemes(&self) -> Vec<SchemeDoc> {
+///         vec![SchemeDoc::api_key("Partner", "x-partner-key", "The key our partners were given.")]
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let partner = PartnerKey { secret: "s3cret".to_owned() };
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("x-partner-key", http::HeaderValue::from_static("s3cret"));
+/// let caller = partner
+///     .authenticate(&Credentials::new(headers, None, None))
+///     .await
+///     .expect("accepted")
+///     .expect("a caller");
+/// assert_eq!((caller.subject.as_str(), caller.scheme.as_str()), ("partner", "Partner"));
+/// // Serve it with `rpcguard::server::spawn(listener, api, state, Arc::new(partner), config)`,
+/// // methods declaring `MethodSecurity::scheme("Partner", ["orders:read"])`.
+/// # }
+/// ```
 #[async_trait]
 pub trait SecurityFunction: Send + Sync + 'static {
-    /// Resolves the caller from what it presented.
+    /// Resolves the caller from what it presented, in one of this
+    /// function's schemes.
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError>;
 
-    /// The schemes this function authenticates, for the OpenRPC document.
+    /// The schemes this function authenticates.
     fn schemes(&self) -> Vec<SchemeDoc>;
+
+    /// Every identity the credentials prove, one per scheme. The middleware
+    /// calls this, never [`authenticate`](SecurityFunction::authenticate)
+    /// directly.
+    ///
+    /// The default runs `authenticate`: its caller is the identity in the
+    /// caller's scheme, and an `Unauthenticated` refusal counts against
+    /// every scheme of [`schemes`](SecurityFunction::schemes).
+    async fn identities(&self, credentials: &Credentials) -> Result<Identities, RpcError> {
+        match self.authenticate(credentials).await {
+            Ok(caller) => Ok(caller.into()),
+            Err(RpcError::Unauthenticated(reason)) => {
+                let schemes = self.schemes();
+                if schemes.is_empty() {
+                    return Err(RpcError::Unauthenticated(reason));
+                }
+                Ok(schemes.iter().fold(Identities::new(), |found, scheme| {
+                    found.refused(&scheme.name, reason)
+                }))
+            }
+            Err(other) => Err(other),
+        }
+    }
 }
 
 /// A shared security function.
 pub type SharedSecurity = Arc<dyn SecurityFunction>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bob() -> Caller {
+        Caller::new("bob", BEARER, ["profile"])
+    }
+
+    fn ops_bot() -> Caller {
+        Caller::new("ops-bot", "Ops", ["deploy"])
+    }
+
+    fn reason(result: Result<Option<&Caller>, RpcError>) -> &'static str {
+        match result {
+            Err(RpcError::Unauthenticated(failure)) => failure.as_str(),
+            other => panic!("expected -32001, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_alternative_that_is_met_gives_the_caller_never_a_merge() {
+        let both = Identities::new().found(bob()).found(ops_bot());
+        let ops_only = MethodSecurity::scheme("Ops", ["deploy"]);
+        let caller = ops_only.check(&both).expect("ops key").expect("caller");
+        assert_eq!(
+            (caller.subject.as_str(), caller.scheme.as_str()),
+            ("ops-bot", "Ops")
+        );
+        assert!(!caller.has_scope("profile"));
+        // Bob's token cannot borrow the key's scope for a Bearer requirement.
+        let bearer_deploy = MethodSecurity::bearer(["deploy"]);
+        assert!(matches!(
+            bearer_deploy.check(&both),
+            Err(RpcError::PermissionDenied(missing)) if missing[BEARER] == ["deploy"]
+        ));
+    }
+
+    #[test]
+    fn alternatives_are_tried_in_declared_order() {
+        let both = Identities::new()
+            .found(Caller::new("bob", BEARER, ["deploy"]))
+            .found(ops_bot());
+        let bearer_first = MethodSecurity::bearer(["deploy"]).or("Ops", ["deploy"]);
+        let ops_first = MethodSecurity::scheme("Ops", ["deploy"]).or(BEARER, ["deploy"]);
+        let subject = |s: &MethodSecurity| s.check(&both).ok().flatten().map(|c| c.subject.clone());
+        assert_eq!(subject(&bearer_first).as_deref(), Some("bob"));
+        assert_eq!(subject(&ops_first).as_deref(), Some("ops-bot"));
+        // Only one met: that one, whatever the order.
+        let lacking = Identities::new().found(bob()).found(ops_bot());
+        assert_eq!(
+            bearer_first
+                .check(&lacking)
+                .ok()
+                .flatten()
+                .map(|c| c.subject.as_str()),
+            Some("ops-bot")
+        );
+    }
+
+    #[test]
+    fn refusals_say_why() {
+        let signed_in = MethodSecurity::signed_in();
+        assert_eq!(reason(signed_in.check(&Identities::new())), "missing_token");
+        let key_only = Identities::new().found(ops_bot());
+        assert_eq!(reason(signed_in.check(&key_only)), "wrong_scheme");
+        let expired = key_only.clone().refused(BEARER, AuthFailure::ExpiredToken);
+        assert_eq!(reason(signed_in.check(&expired)), "expired_token");
+        // A refused credential of a scheme the method does not accept is
+        // not the method's business.
+        let bad_key = Identities::new().refused("Ops", AuthFailure::InvalidToken);
+        assert_eq!(reason(signed_in.check(&bad_key)), "missing_token");
+        let bad_key_good_token = bad_key.found(bob());
+        assert!(signed_in.check(&bad_key_good_token).is_ok());
+    }
+
+    #[test]
+    fn public_methods_get_the_first_identity() {
+        let found = Identities::new().found(ops_bot()).found(bob());
+        let caller = MethodSecurity::public().check(&found).expect("public");
+        assert_eq!(caller.map(|c| c.subject.as_str()), Some("ops-bot"));
+        assert!(MethodSecurity::public()
+            .check(&Identities::new())
+            .expect("public")
+            .is_none());
+    }
+
+    #[test]
+    fn one_outcome_per_scheme_identity_first() {
+        let found = Identities::new()
+            .refused(BEARER, AuthFailure::InvalidToken)
+            .found(bob())
+            .found(Caller::new("eve", BEARER, ["admin"]))
+            .refused(BEARER, AuthFailure::ExpiredToken);
+        let caller = found.get(BEARER).and_then(Result::ok).expect("bob");
+        assert_eq!(caller.subject, "bob");
+        assert_eq!(found.callers().count(), 1);
+    }
+
+    #[test]
+    fn signed_in_is_bearer_with_no_scopes() {
+        assert_eq!(
+            MethodSecurity::signed_in(),
+            MethodSecurity::bearer(Vec::<String>::new())
+        );
+        assert_eq!(
+            MethodSecurity::authenticated("Ops").requirements()["Ops"],
+            Vec::<String>::new()
+        );
+    }
+}

@@ -2,10 +2,11 @@
 //!
 //! For every call — alone, inside a batch, or as a notification — it looks
 //! up the method's declaration, runs the security function only when the
-//! method is secured (or asks for an optional caller), checks the declared
-//! scopes, and answers `-32001`/`-32099` with the request's `id` before the
-//! handler runs. The resolved [`Caller`] goes into the call's extensions,
-//! where the handler finds it.
+//! method is secured (or asks for an optional caller), picks the one
+//! identity that meets the declared requirement
+//! ([`MethodSecurity::check`](super::MethodSecurity::check)), and answers
+//! `-32001`/`-32099` with the request's `id` before the handler runs. That
+//! [`Caller`] goes into the call's extensions, where the handler finds it.
 //!
 //! jsonrpsee's own `batch` calls the inner service directly, bypassing any
 //! `call` logic above it, so this layer implements `batch` itself by running
@@ -30,7 +31,7 @@ use crate::error::{AuthFailure, RpcError};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
-pub struct SecurityLayer {
+pub(crate) struct SecurityLayer {
     shared: Arc<Shared>,
 }
 
@@ -43,7 +44,7 @@ struct Shared {
 impl SecurityLayer {
     /// Enforces the declarations of `registry` with `security`; batch
     /// answers are capped at `max_response_bytes`.
-    pub fn new(
+    pub(crate) fn new(
         registry: Arc<Registry>,
         security: SharedSecurity,
         max_response_bytes: usize,
@@ -71,7 +72,7 @@ impl<S> Layer<S> for SecurityLayer {
 
 /// The RPC service of [`SecurityLayer`].
 #[derive(Clone)]
-pub struct SecurityService<S> {
+pub(crate) struct SecurityService<S> {
     inner: S,
     shared: Arc<Shared>,
 }
@@ -96,27 +97,22 @@ impl<S> SecurityService<S> {
             let Some(credentials) = credentials else {
                 return Ok(None);
             };
-            // A bad token on a public method is the same as no token.
-            return Ok(self
-                .shared
-                .security
-                .authenticate(credentials)
-                .await
-                .unwrap_or(None));
+            // A bad credential on a public method is the same as none.
+            let found = match self.shared.security.identities(credentials).await {
+                Ok(found) => found,
+                Err(_) => return Ok(None),
+            };
+            return Ok(decl.security.check(&found).ok().flatten().cloned());
         }
-        let missing = RpcError::Unauthenticated(AuthFailure::MissingToken);
-        let credentials = credentials.ok_or(missing.clone())?;
-        let caller = self
-            .shared
-            .security
-            .authenticate(credentials)
-            .await?
-            .ok_or(missing)?;
-        match decl.security.check(&caller) {
-            Ok(()) => Ok(Some(caller)),
+        let credentials =
+            credentials.ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
+        let found = self.shared.security.identities(credentials).await?;
+        match decl.security.check(&found) {
+            Ok(Some(caller)) => Ok(Some(caller.clone())),
+            Ok(None) => Err(RpcError::internal("a secured method let in no caller").into()),
             Err(error) => Err(Denied {
                 error,
-                subject: Some(caller.subject),
+                subject: found.callers().next().map(|c| c.subject.clone()),
             }),
         }
     }
@@ -239,7 +235,7 @@ impl From<RpcError> for Denied {
 /// Marks a response that answers notifications only; the HTTP layer turns
 /// it into `204 No Content` (jsonrpsee would send a `null` body).
 #[derive(Debug, Clone, Copy)]
-pub struct NotificationOnly;
+pub(crate) struct NotificationOnly;
 
 fn notification_marker() -> Extensions {
     let mut extensions = Extensions::new();

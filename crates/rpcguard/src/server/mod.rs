@@ -50,6 +50,7 @@ use crate::api::{Api, ApiError, DISCOVER};
 use crate::error::RpcError;
 use crate::openrpc::{self, DocInfo, OpenRpcDocument};
 use crate::security::rpc::SecurityLayer;
+use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
 use gateway::{Connection, RpcService, Shared};
 use slots::{ConnectionSlots, Refused, SlotLimits};
@@ -118,10 +119,24 @@ impl Default for ServerConfig {
 
 /// Errors of building a server.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
     /// A method could not be registered.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// A method requires a scheme the security function does not provide
+    /// (a misspelt name would otherwise refuse every call with `-32001`).
+    #[error(
+        "method `{method}` requires security scheme `{scheme}`, which the security function does not provide (it provides: {known})"
+    )]
+    UnknownScheme {
+        /// The method.
+        method: String,
+        /// The scheme it names.
+        scheme: String,
+        /// The schemes the security function provides, comma-separated.
+        known: String,
+    },
     /// The OpenRPC document could not be serialized.
     #[error("building the OpenRPC document failed: {0}")]
     Document(#[from] serde_json::Error),
@@ -130,8 +145,10 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
-/// A server running in the background.
+/// A server running in the background. Dropping it stops the server: keep
+/// it, and end with [`run_until`] or [`RunningServer::stop`].
 #[derive(Debug)]
+#[must_use = "dropping the server stops it; keep it until `run_until` or `stop`"]
 pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
@@ -158,7 +175,7 @@ pub fn document<S: Send + Sync + 'static>(
     security: &SharedSecurity,
     doc: &DocInfo,
 ) -> serde_json::Value {
-    openrpc::document(api.declarations(), &security.schemes(), doc)
+    openrpc::document(api, &security.schemes(), doc)
 }
 
 /// Open files kept free for everything that is not a connection (the
@@ -252,8 +269,30 @@ fn credential_headers(security: &SharedSecurity) -> Vec<HeaderName> {
     names
 }
 
+/// Refuses a method that names a scheme `schemes` does not list.
+fn check_schemes<S: Send + Sync + 'static>(
+    api: &Api<S>,
+    schemes: &[SchemeDoc],
+) -> Result<(), ServerError> {
+    match api.unknown_scheme(schemes) {
+        None => Ok(()),
+        Some((method, scheme)) => Err(ServerError::UnknownScheme {
+            method: method.to_owned(),
+            scheme: scheme.to_owned(),
+            known: schemes
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
 /// Starts serving `api` on `listener` in the background.
 ///
+/// Every scheme a method's [`MethodSecurity`](crate::MethodSecurity) names
+/// must be one of `security`'s [`schemes`](crate::SecurityFunction::schemes),
+/// else [`ServerError::UnknownScheme`] names the method and the scheme.
 /// The OpenRPC document is built here, once, and `rpc.discover` serves it
 /// from memory.
 pub fn spawn<S: Send + Sync + 'static>(
@@ -263,6 +302,7 @@ pub fn spawn<S: Send + Sync + 'static>(
     security: SharedSecurity,
     config: ServerConfig,
 ) -> Result<RunningServer, ServerError> {
+    check_schemes(&api, &security.schemes())?;
     let addr = listener.local_addr()?;
     let mut info = config.doc.clone();
     if info.server_url.is_empty() {
