@@ -220,33 +220,10 @@ pub fn prepare_data_dir(dir: &Path) -> Result<(), ConfigError> {
     builder
         .create(dir)
         .map_err(io_error("cannot create the data dir", dir))?;
-    tighten_mode(dir, 0o700, "data dir").map_err(io_error(
+    crate::files::tighten_mode(dir, 0o700, "data dir").map_err(io_error(
         "cannot make the data dir private (chmod 700)",
         dir,
     ))
-}
-
-/// Sets `path`'s permission bits to `private` when group or others have
-/// any, and logs it; a no-op off Unix. The server must own the file (or be
-/// root) for this to succeed.
-pub(crate) fn tighten_mode(path: &Path, private: u32, what: &str) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(private))?;
-            tracing::warn!(
-                path = %path.display(),
-                was = %format!("{mode:03o}"),
-                now = %format!("{private:03o}"),
-                "{what} was open to group or others; tightened"
-            );
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = (path, private, what);
-    Ok(())
 }
 
 /// Loads (or, for [`SecretSource::DataDir`], creates) the signing key and

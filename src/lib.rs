@@ -13,6 +13,7 @@ pub mod app;
 pub mod auth;
 pub mod bearer;
 pub mod config;
+mod files;
 pub mod methods;
 pub mod store;
 pub mod throttle;

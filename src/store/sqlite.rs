@@ -70,7 +70,7 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
         let mut name = path.as_os_str().to_owned();
         name.push(suffix);
         let file = Path::new(&name);
-        match crate::config::tighten_mode(file, 0o600, "database file") {
+        match crate::files::tighten_mode(file, 0o600, "database file") {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             other => other.map_err(failed(file))?,
         }

@@ -348,12 +348,12 @@ impl<S: Send + Sync + 'static> Api<S> {
                 "the document",
                 Value::Object(Map::new()),
                 serde_json::json!({
-                    "openrpc": crate::openrpc::OPENRPC_VERSION,
+                    "openrpc": crate::schema::OPENRPC_VERSION,
                     "info": { "title": "rpcguard", "version": "0.1.0" },
                     "methods": []
                 }),
             ));
-        let decl = declaration::<NoParams, crate::openrpc::OpenRpcDocument>(discover)
+        let decl = declaration::<NoParams, crate::schema::OpenRpcDocument>(discover)
             .expect("rpc.discover declares no errors");
         Api {
             decls: vec![Arc::new(decl)],
@@ -506,7 +506,7 @@ fn documented_errors(method: &Method) -> Result<Vec<(i32, String)>, ApiError> {
 
 /// The params struct's field names in declaration order.
 fn param_names<P: JsonSchema>() -> Vec<String> {
-    let mut generator = crate::openrpc::schema_settings().into_generator();
+    let mut generator = crate::schema::schema_settings().into_generator();
     let schema = P::json_schema(&mut generator);
     schema
         .get("properties")

@@ -44,6 +44,7 @@
 pub mod api;
 pub mod error;
 pub mod openrpc;
+mod schema;
 pub mod security;
 pub mod server;
 

@@ -11,7 +11,8 @@
 //!   into a [`Caller`] per scheme ([`Identities`]). The default is
 //!   `BearerSecurity` of `rpcguard-accounts` (JWT + user store);
 //!   [`ApiKeySecurity`] and [`AnySecurity`] are here.
-//! - the RPC layer runs the security function for secured methods only,
+//! - the RPC layer (`server/guard.rs`, the server's wiring of this module
+//!   and the method registry) runs the security function for secured methods only,
 //!   picks the one identity that meets the declared requirement
 //!   ([`MethodSecurity::check`]), and hands that caller to the handler.
 //!
@@ -27,7 +28,6 @@
 //! service's does, and never as the user with the service's scopes.
 
 mod api_key;
-pub(crate) mod rpc;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

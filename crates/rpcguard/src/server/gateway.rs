@@ -35,10 +35,10 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 use tower::{Service, ServiceExt};
 
+use super::guard::NotificationOnly;
 use super::ids::{self, Normalized};
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
-use crate::security::rpc::NotificationOnly;
 use crate::security::{Credentials, RemoteAddr};
 
 /// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a

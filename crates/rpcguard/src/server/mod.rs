@@ -24,6 +24,7 @@
 //! stragglers after a grace period.
 
 mod gateway;
+mod guard;
 mod ids;
 mod slots;
 mod ws;
@@ -48,11 +49,12 @@ pub use gateway::{HEALTH_PATH, RPC_PATHS};
 
 use crate::api::{Api, ApiError, DISCOVER};
 use crate::error::RpcError;
-use crate::openrpc::{self, DocInfo, OpenRpcDocument};
-use crate::security::rpc::SecurityLayer;
+use crate::openrpc::{self, DocInfo};
+use crate::schema::OpenRpcDocument;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
 use gateway::{Connection, RpcService, Shared};
+use guard::SecurityLayer;
 use slots::{ConnectionSlots, Refused, SlotLimits};
 use ws::WsSettings;
 

@@ -48,8 +48,8 @@ use tokio_tungstenite::WebSocketStream;
 use tower::ServiceExt;
 
 use super::gateway::{plain, Connection, RpcService};
+use super::guard::NotificationOnly;
 use super::ids::{self, Normalized};
-use crate::security::rpc::NotificationOnly;
 
 /// Limits of a WebSocket session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

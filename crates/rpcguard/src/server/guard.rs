@@ -4,7 +4,7 @@
 //! up the method's declaration, runs the security function only when the
 //! method is secured (or asks for an optional caller), picks the one
 //! identity that meets the declared requirement
-//! ([`MethodSecurity::check`](super::MethodSecurity::check)), and answers
+//! ([`MethodSecurity::check`](crate::MethodSecurity::check)), and answers
 //! `-32001`/`-32099` with the request's `id` before the handler runs. That
 //! [`Caller`] goes into the call's extensions, where the handler finds it.
 //!
@@ -25,9 +25,9 @@ use jsonrpsee::types::{ErrorObjectOwned, Request};
 use jsonrpsee::Extensions;
 use tower::Layer;
 
-use super::{Caller, Credentials, SharedSecurity};
 use crate::api::Registry;
 use crate::error::{AuthFailure, RpcError};
+use crate::security::{Caller, Credentials, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
