@@ -241,7 +241,10 @@ async fn read_body(
     }
     let deadline = tokio::time::Instant::now() + shared.body_timeout;
     let capacity = announced.map_or(0, |n| (n as usize).min(limit));
-    let mut buf = BytesMut::with_capacity(capacity);
+    // The common body is one frame: kept as it is, copied only when a
+    // second frame comes.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
     let mut seen: usize = 0;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -266,15 +269,23 @@ async fn read_body(
             return Err(BodyRefusal::TooLarge);
         }
         if seen > limit {
-            buf = BytesMut::new(); // draining: keep nothing
+            // Draining: keep nothing.
+            first = None;
+            buf = BytesMut::new();
+        } else if first.is_none() && buf.is_empty() {
+            first = Some(data);
         } else {
+            if let Some(head) = first.take() {
+                buf.reserve(capacity.max(head.len() + data.len()));
+                buf.extend_from_slice(&head);
+            }
             buf.extend_from_slice(&data);
         }
     }
     if seen > limit {
         return Err(BodyRefusal::TooLarge);
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// The `access_token` parameter of a query string.

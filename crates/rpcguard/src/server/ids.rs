@@ -121,16 +121,46 @@ fn offset_in(whole: &[u8], part: &str) -> usize {
     part.as_ptr() as usize - whole.as_ptr() as usize
 }
 
+/// A single request, already probed: `None` when it goes to jsonrpsee as is.
+fn normalize_single(body: &Bytes, probe: &Probe) -> Option<Normalized> {
+    let Some(id) = probe.id else {
+        // jsonrpsee answers a single ill-formed request without an id
+        // with a parse error (-32700); JSON-RPC says -32600.
+        return (!probe.is_well_formed()).then_some(Normalized::Invalid(INVALID_REQUEST));
+    };
+    match kind(id.get()) {
+        IdKind::Supported => None,
+        IdKind::Invalid => Some(Normalized::Invalid(INVALID_REQUEST)),
+        IdKind::OtherNumber => {
+            let nonce: u64 = rand::random();
+            let placeholder = format!("\"rpcguard-id-{nonce:016x}-0\"");
+            let at = offset_in(body, id.get());
+            let mut out = Vec::with_capacity(body.len() + placeholder.len());
+            out.extend_from_slice(&body[..at]);
+            out.extend_from_slice(placeholder.as_bytes());
+            out.extend_from_slice(&body[at + id.get().len()..]);
+            let restore = Restore {
+                swaps: vec![(placeholder, id.get().to_owned())],
+            };
+            Some(Normalized::Rewritten(Bytes::from(out), restore))
+        }
+    }
+}
+
 /// Prepares a message (a request object or a batch) for jsonrpsee.
 pub(crate) fn normalize(body: Bytes) -> Normalized {
     let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Normalized::AsIs(body);
     };
     let entries: Vec<&RawValue> = match first {
-        b'{' => match serde_json::from_slice::<&RawValue>(&body) {
-            Ok(entry) => vec![entry],
-            Err(_) => return Normalized::AsIs(body),
-        },
+        // One request: one borrowing parse, the common case.
+        b'{' => {
+            return match serde_json::from_slice::<Probe>(&body) {
+                Ok(probe) => normalize_single(&body, &probe)
+                    .unwrap_or_else(|| Normalized::AsIs(body.clone())),
+                Err(_) => Normalized::AsIs(body),
+            }
+        }
         b'[' => match serde_json::from_slice::<Vec<&RawValue>>(&body) {
             Ok(entries) => entries,
             Err(_) => return Normalized::AsIs(body),
@@ -142,7 +172,8 @@ pub(crate) fn normalize(body: Bytes) -> Normalized {
         }
         _ => return Normalized::AsIs(body),
     };
-    let single = *first == b'{';
+    // A batch: each entry on its own (jsonrpsee answers ill-formed entries
+    // itself; an id of an invalid type makes the entry invalid).
     let nonce: u64 = rand::random();
     let mut edits = Vec::new();
     let mut restore = Restore::default();
@@ -151,16 +182,10 @@ pub(crate) fn normalize(body: Bytes) -> Normalized {
             continue;
         };
         let Some(id) = probe.id else {
-            // jsonrpsee answers a single ill-formed request without an id
-            // with a parse error (-32700); JSON-RPC says -32600.
-            if single && !probe.is_well_formed() {
-                return Normalized::Invalid(INVALID_REQUEST);
-            }
             continue;
         };
         match kind(id.get()) {
             IdKind::Supported => {}
-            IdKind::Invalid if single => return Normalized::Invalid(INVALID_REQUEST),
             IdKind::Invalid => edits.push(Edit {
                 at: offset_in(&body, entry.get()),
                 len: entry.get().len(),
