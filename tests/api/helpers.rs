@@ -145,6 +145,13 @@ impl TestApp {
         }
     }
 
+    /// Stops the server gracefully (calls in flight are answered first).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
     /// Stops the server and starts a new one on the same config and data
     /// dir (a restart).
     pub async fn restart(mut self) -> TestApp {

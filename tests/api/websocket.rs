@@ -123,3 +123,29 @@ async fn scope_granted_mid_session_applies_at_once() {
         -32099
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_answers_websocket_calls_in_flight_first() {
+    // bcrypt at cost 10 keeps the sign_up in flight while the server stops.
+    let mut app = TestApp::spawn_with(StoreKind::Sqlite, |c| c.bcrypt_cost = 10)
+        .await
+        .expect("app");
+    let ws = app.ws(None).await;
+    let in_flight = tokio::spawn(async move {
+        call(
+            &ws,
+            "sign_up",
+            json!({"username": "inflight", "password": PASSWORD}),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.stop().await;
+    // stop() returned: the answer was written before it did (the hash
+    // takes far longer than this wait).
+    let answer = tokio::time::timeout(Duration::from_millis(200), in_flight)
+        .await
+        .expect("stop() waited for the call in flight")
+        .expect("join");
+    assert_eq!(answer.expect("answered")["username"], "inflight");
+}
