@@ -14,8 +14,8 @@
 //!   again;
 //! - **SQLite, other processes** (`rpcguard user …` while the server runs):
 //!   before each lookup, `PRAGMA data_version` is read on a dedicated
-//!   connection opened directly (rusqlite, in the caller's thread, about a
-//!   microsecond). It changes whenever any other connection has committed,
+//!   connection opened directly (rusqlite, in the caller's thread, one
+//!   connection per core so that calls do not queue for it). It changes whenever any other connection has committed,
 //!   so the map is emptied and the first call that starts after the CLI
 //!   command returned reads the store;
 //! - **PostgreSQL, other instances and the CLI**: triggers announce every
@@ -60,8 +60,11 @@ pub struct CachedStore {
 
 /// How the map learns of writes made outside this process.
 enum Freshness {
-    /// `PRAGMA data_version` on a dedicated SQLite connection.
-    Sqlite(Mutex<DataVersion>),
+    /// `PRAGMA data_version` on dedicated SQLite connections, one per core
+    /// so that the async workers do not queue for one. Each connection
+    /// sees every commit made since its own last look, so whichever a call
+    /// uses, a commit before the call is noticed.
+    Sqlite(Vec<Mutex<DataVersion>>),
     /// A LISTEN task; the map is used only while it is connected.
     Postgres(PgFeed),
 }
@@ -101,13 +104,19 @@ impl CachedStore {
     ) -> Result<Arc<Self>, StoreError> {
         use rusqlite::OpenFlags;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = rusqlite::Connection::open_with_flags(path, flags)
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let probes = (0..cores.clamp(1, 16))
+            .map(|_| {
+                let conn = rusqlite::Connection::open_with_flags(path, flags)?;
+                let last = read_data_version(&conn)?;
+                Ok(Mutex::new(DataVersion { conn, last }))
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| StoreError::Probe(e.to_string()))?;
-        let last = read_data_version(&conn).map_err(|e| StoreError::Probe(e.to_string()))?;
         Ok(Arc::new(Self::new(
             inner,
             capacity,
-            Freshness::Sqlite(Mutex::new(DataVersion { conn, last })),
+            Freshness::Sqlite(probes),
         )))
     }
 
@@ -166,8 +175,8 @@ impl CachedStore {
     /// another connection has committed since the last look.
     fn usable(&self) -> bool {
         match &self.freshness {
-            Freshness::Sqlite(probe) => {
-                let Ok(mut probe) = probe.lock() else {
+            Freshness::Sqlite(probes) => {
+                let Some(mut probe) = any_probe(probes) else {
                     return false;
                 };
                 match read_data_version(&probe.conn) {
@@ -186,6 +195,14 @@ impl CachedStore {
             Freshness::Postgres(feed) => feed.live.load(Ordering::Acquire),
         }
     }
+}
+
+/// A free probe connection, or (all busy) the first one once it is free.
+fn any_probe(probes: &[Mutex<DataVersion>]) -> Option<std::sync::MutexGuard<'_, DataVersion>> {
+    probes
+        .iter()
+        .find_map(|probe| probe.try_lock().ok())
+        .or_else(|| probes.first()?.lock().ok())
 }
 
 fn read_data_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
