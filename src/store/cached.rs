@@ -13,11 +13,11 @@
 //!   user's entry before the write returns, so the very next call reads it
 //!   again;
 //! - **SQLite, other processes** (`rpcguard user …` while the server runs):
-//!   before each lookup, `PRAGMA data_version` is read on a dedicated
-//!   connection opened directly (rusqlite, in the caller's thread, one
-//!   connection per core so that calls do not queue for it). It changes whenever any other connection has committed,
-//!   so the map is emptied and the first call that starts after the CLI
-//!   command returned reads the store;
+//!   before each lookup, `PRAGMA data_version` is read on a connection
+//!   opened directly (rusqlite, in the caller's thread; one connection per
+//!   core, so calls do not queue for it). It changes whenever another
+//!   connection has committed, so the map is emptied and the first call
+//!   that starts after the CLI command returned reads the store;
 //! - **PostgreSQL, other instances and the CLI**: triggers announce every
 //!   change of an account or its scopes on the channel `rpcguard_users`
 //!   (migration 0003) and a background task LISTENs and drops that user.
