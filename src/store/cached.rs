@@ -163,6 +163,14 @@ impl CachedStore {
         }
     }
 
+    /// Drops every user held in memory, so the next lookup of each reads the
+    /// store. Row changes reach the copy by themselves; this is for changes
+    /// that are not row changes, such as a database restored behind the
+    /// server's back on PostgreSQL (no trigger fires for that).
+    pub fn clear(&self) {
+        self.forget_all();
+    }
+
     /// Drops every entry.
     fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);

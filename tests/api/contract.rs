@@ -142,6 +142,9 @@ both_stores! {
     async fn internal_error_leaks_nothing(app) {
         let token = app.signed_in("alice").await;
         break_store(&app).await;
+        // Dropping tables is no row change: on PostgreSQL no trigger tells
+        // the in-memory copy, which would answer alice from memory.
+        app.users.clear();
         for result in [
             app.call(Some(&token), "get_caller", json!({})).await,
             app.sign_in("alice", PASSWORD).await,
