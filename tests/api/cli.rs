@@ -47,9 +47,11 @@ both_stores! {
         let token = app.signed_in("alice").await;
         assert_eq!(app.call(Some(&token), "require_scopes", json!({})).await.expect_err("denied").code(), -32099);
         rpcguard_user(&app, &["grant", "alice", "scope1"], "");
-        assert_eq!(app.call(Some(&token), "require_scopes", json!({})).await.expect("granted"), json!(true));
+        let granted = app.after_external_write(&token, "require_scopes", |a| a.is_ok()).await;
+        assert_eq!(granted.expect("granted"), json!(true));
         rpcguard_user(&app, &["revoke", "alice", "scope1"], "");
-        assert_eq!(app.call(Some(&token), "require_scopes", json!({})).await.expect_err("revoked").code(), -32099);
+        let revoked = app.after_external_write(&token, "require_scopes", |a| a.is_err()).await;
+        assert_eq!(revoked.expect_err("revoked").code(), -32099);
     }
 
     async fn add_list_and_delete(app) {
@@ -63,7 +65,8 @@ both_stores! {
         assert!(listing.contains("carol") && listing.contains("admin scope1"), "{listing}");
         assert!(!listing.contains("$2"), "no hash in the listing: {listing}");
         rpcguard_user(&app, &["delete", "carol"], "");
-        assert_unauthenticated(app.call(Some(&token), "get_caller", json!({})).await, "invalid_token");
+        let gone = app.after_external_write(&token, "get_caller", |a| a.is_err()).await;
+        assert_unauthenticated(gone, "invalid_token");
     }
 }
 

@@ -613,3 +613,28 @@ pub async fn ws_exchange(ws: &mut TcpStream, text: &str) -> String {
         }
     }
 }
+
+impl TestApp {
+    /// The answer to `method` after a write made by another process (the
+    /// CLI): on SQLite the very next call must see it, so it is called
+    /// once; on PostgreSQL the write arrives through the change feed
+    /// within a bound, so it is called until `seen` holds (1 s at most).
+    pub async fn after_external_write(
+        &self,
+        token: &str,
+        method: &str,
+        seen: impl Fn(&Result<Value, ErrorObjectOwned>) -> bool,
+    ) -> Result<Value, ErrorObjectOwned> {
+        let started = std::time::Instant::now();
+        loop {
+            let answer = self.call(Some(token), method, json!({})).await;
+            if self.config.database_url.is_none()
+                || seen(&answer)
+                || started.elapsed() > Duration::from_secs(1)
+            {
+                return answer;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
