@@ -55,15 +55,6 @@ pub struct Reference {
     pub security: SharedSecurity,
 }
 
-/// Opens the configured store (creating the data dir for SQLite, mode 0700,
-/// or tightening an existing one; see [`prepare_data_dir`]).
-pub async fn open_store(config: &Config) -> Result<SharedStore, AppError> {
-    if config.database_url.is_none() {
-        prepare_data_dir(&config.data_dir)?;
-    }
-    Ok(store::open(&config.database(), config.db_pool_size).await?)
-}
-
 /// Opens the configured store only if it exists (admin commands never
 /// create one: run from the wrong directory they would otherwise make an
 /// empty database and report "no such user").
@@ -101,9 +92,6 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
         None => load_secret(&config.secret, &config.data_dir)?,
     };
     let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
-    if config.database_url.is_none() {
-        prepare_data_dir(&config.data_dir)?;
-    }
     let users = store::open_cached(
         &config.database(),
         config.db_pool_size,
