@@ -146,41 +146,72 @@ pub(crate) async fn handle<S: RpcService>(
     } else {
         Bytes::new() // jsonrpsee answers 405
     };
-    let (body, restore) = match ids::normalize(body) {
-        Normalized::AsIs(body) => (body, None),
-        Normalized::Rewritten(body, restore) => (body, Some(restore)),
-        Normalized::Invalid(answer) => return plain(StatusCode::OK, answer),
+    let mut response = match execute(rpc, parts, body, extensions).await {
+        Outcome::Answer(response) => response,
+        Outcome::Refused(answer) => return plain(StatusCode::OK, answer),
+        Outcome::Nothing => return plain(StatusCode::NO_CONTENT, ""),
+        Outcome::Failed => return plain(StatusCode::INTERNAL_SERVER_ERROR, ""),
     };
-    let mut req = Request::from_parts(parts, HttpBody::new(Full::new(body)));
-    *req.extensions_mut() = extensions;
-    let mut response = match rpc.oneshot(req).await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::error!(error = %err, "the JSON-RPC service failed");
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "");
-        }
-    };
-    if response.extensions().get::<NotificationOnly>().is_some() {
-        return plain(StatusCode::NO_CONTENT, "");
-    }
     // jsonrpsee answers a body that is not a JSON object or array with a
     // JSON-RPC parse error (-32700) under HTTP 400; the contract sends
     // every JSON-RPC answer with 200.
     if response.status() == StatusCode::BAD_REQUEST {
         *response.status_mut() = StatusCode::OK;
     }
-    match restore {
-        None => response,
-        Some(restore) => {
-            let (parts, body) = response.into_parts();
-            let answer = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            HttpResponse::from_parts(parts, HttpBody::new(Full::new(restore.apply(answer))))
+    response
+}
+
+/// What one JSON-RPC message (a request or a batch) came to.
+pub(crate) enum Outcome {
+    /// jsonrpsee's answer, with the ids it cannot carry put back.
+    Answer(HttpResponse),
+    /// Answered here, nothing executed (an id of an invalid type, …).
+    Refused(&'static str),
+    /// Notifications only: nothing to send back.
+    Nothing,
+    /// The service itself failed (logged).
+    Failed,
+}
+
+/// Runs one message through the JSON-RPC service, for HTTP and WebSocket
+/// alike: ids normalised first ([`super::ids`]), the request made of
+/// `parts`, `body` and the caller's `extensions`.
+pub(crate) async fn execute<S: RpcService>(
+    rpc: S,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+    extensions: Extensions,
+) -> Outcome {
+    let (body, restore) = match ids::normalize(body) {
+        Normalized::AsIs(body) => (body, None),
+        Normalized::Rewritten(body, restore) => (body, Some(restore)),
+        Normalized::Invalid(answer) => return Outcome::Refused(answer),
+    };
+    let mut req = Request::from_parts(parts, HttpBody::new(Full::new(body)));
+    *req.extensions_mut() = extensions;
+    let response = match rpc.oneshot(req).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "the JSON-RPC service failed");
+            return Outcome::Failed;
         }
+    };
+    if response.extensions().get::<NotificationOnly>().is_some() {
+        return Outcome::Nothing;
     }
+    let Some(restore) = restore else {
+        return Outcome::Answer(response);
+    };
+    let (parts, body) = response.into_parts();
+    let answer = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Outcome::Answer(HttpResponse::from_parts(
+        parts,
+        HttpBody::new(Full::new(restore.apply(answer))),
+    ))
 }
 
 fn is_rpc_path(path: &str) -> bool {

@@ -37,7 +37,7 @@ use hyper::header::{
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
-use jsonrpsee::server::{HttpBody, HttpResponse};
+use jsonrpsee::server::HttpResponse;
 use jsonrpsee::Extensions;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -45,11 +45,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
-use tower::ServiceExt;
 
-use super::gateway::{plain, Connection, RpcService};
-use super::guard::NotificationOnly;
-use super::ids::{self, Normalized};
+use super::gateway::{execute, plain, Connection, Outcome, RpcService};
 
 /// Limits of a WebSocket session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,35 +233,22 @@ async fn write_answers(
 /// Executes one message through the JSON-RPC service; the answer, or
 /// `None` for notifications.
 async fn call<S: RpcService>(rpc: S, extensions: Extensions, body: Bytes) -> Option<Utf8Bytes> {
-    let (body, restore) = match ids::normalize(body) {
-        Normalized::AsIs(body) => (body, None),
-        Normalized::Rewritten(body, restore) => (body, Some(restore)),
-        Normalized::Invalid(answer) => return Some(Utf8Bytes::from_static(answer)),
-    };
-    let mut req = Request::new(HttpBody::new(http_body_util::Full::new(body)));
-    *req.method_mut() = Method::POST;
-    req.headers_mut()
+    let mut head = Request::new(());
+    *head.method_mut() = Method::POST;
+    head.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    *req.extensions_mut() = extensions;
-    let response = match rpc.oneshot(req).await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::error!(error = %err, "the JSON-RPC service failed");
-            return None;
+    let (parts, ()) = head.into_parts();
+    match execute(rpc, parts, body, extensions).await {
+        Outcome::Answer(response) => {
+            let body = response.into_body().collect().await.ok()?.to_bytes();
+            if body.is_empty() {
+                return None;
+            }
+            Utf8Bytes::try_from(body).ok()
         }
-    };
-    if response.extensions().get::<NotificationOnly>().is_some() {
-        return None;
+        Outcome::Refused(answer) => Some(Utf8Bytes::from_static(answer)),
+        Outcome::Nothing | Outcome::Failed => None,
     }
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    if body.is_empty() {
-        return None;
-    }
-    let body = match restore {
-        Some(restore) => restore.apply(body),
-        None => body,
-    };
-    Utf8Bytes::try_from(body).ok()
 }
 
 fn close_frame(code: CloseCode, reason: &'static str) -> CloseFrame {
