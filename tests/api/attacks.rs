@@ -21,6 +21,41 @@ use crate::helpers::*;
 
 const SECRET: &str = "attack-suite-signing-key-0123456789abcdef";
 
+/// A JSON-RPC client over HTTP whose connections leave from `ip`.
+pub(crate) struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    pub(crate) fn from_ip(target: &Target, ip: [u8; 4]) -> Client {
+        Client {
+            http: reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from(ip))
+                .build()
+                .expect("client"),
+            url: target.process.url.clone(),
+        }
+    }
+
+    /// Calls `method` with positional `params`; the answer and how long it took.
+    pub(crate) async fn rpc(&self, method: &str, params: Value) -> (Value, Duration) {
+        let started = Instant::now();
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let answer: Value = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .expect("post")
+            .json()
+            .await
+            .expect("json");
+        (answer, started.elapsed())
+    }
+}
+
 /// A server process under attack, remembering every answer it gave.
 pub(crate) struct Target {
     pub(crate) process: ServerProcess,
@@ -576,16 +611,7 @@ pub(crate) async fn assert_similar_timing(
 async fn sign_in_does_not_reveal_which_usernames_exist() {
     // Throttling off so that 2 x 30 attempts are measured, at a cost (11, ~120 ms)
     // where bcrypt dominates the noise of a busy machine.
-    let target = Target::start(&[
-        "--bcrypt-cost",
-        "11",
-        "--signin-per-account-ip",
-        "0",
-        "--signin-per-ip",
-        "0",
-        "--signin-per-account",
-        "0",
-    ]);
+    let target = Target::start(&[&["--bcrypt-cost", "11"][..], &NO_SIGNIN_THROTTLE].concat());
     target.sign_up("alice", PASSWORD).await;
     assert_similar_timing(&target, "alice", "nobody", 30, 0.10).await;
 }
@@ -641,21 +667,9 @@ async fn brute_force_is_throttled_across_batches_sessions_and_transports() {
     );
 
     // The real user, from another address, is not locked out.
-    let other = reqwest::Client::builder()
-        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .expect("client");
-    let body =
-        json!({"jsonrpc": "2.0", "id": 1, "method": "sign_in", "params": ["victim", PASSWORD]});
-    let answer: Value = other
-        .post(&target.process.url)
-        .json(&body)
-        .send()
-        .await
-        .expect("post")
-        .json()
-        .await
-        .expect("json");
+    let (answer, _) = Client::from_ip(&target, [127, 0, 0, 2])
+        .rpc("sign_in", json!(["victim", PASSWORD]))
+        .await;
     assert!(answer["result"]["access_token"].is_string(), "{answer}");
     target.assert_no_leaks(&[PASSWORD]);
 }
@@ -790,16 +804,7 @@ async fn resource_exhaustion_leaves_the_server_up() {
 async fn acknowledged_sign_ups_survive_kill_9() {
     let dir = tempfile::tempdir().expect("dir");
     let data_dir = dir.path().display().to_string();
-    let args = [
-        "--data-dir",
-        data_dir.as_str(),
-        "--signin-per-account-ip",
-        "0",
-        "--signin-per-ip",
-        "0",
-        "--signin-per-account",
-        "0",
-    ];
+    let args = [&["--data-dir", data_dir.as_str()][..], &NO_SIGNIN_THROTTLE].concat();
     let server = ServerProcess::start(&args, &[("RPCGUARD_SECRET", SECRET)]);
     let url = server.url.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

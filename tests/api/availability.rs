@@ -229,14 +229,11 @@ async fn websocket_sessions_keep_their_credentials_not_every_header() {
         .map(|i| format!("x-junk-{i}: {}\r\n", "j".repeat(4096)))
         .collect();
     let mut warm = ws_connect(server.addr, &junk).await;
-    warm.write_all(&client_frame(
-        0x1,
-        true,
-        br#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#,
-    ))
-    .await
-    .expect("call");
-    assert_eq!(server_frame(&mut warm).await.0, 0x1);
+    ws_exchange(
+        &mut warm,
+        r#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#,
+    )
+    .await;
     let before = rss_kib(pid);
     let mut sessions = Vec::new();
     for _ in 0..300 {
@@ -250,16 +247,8 @@ async fn websocket_sessions_keep_their_credentials_not_every_header() {
     assert!(per_session < 32, "{per_session} KiB per session");
     // The sessions still work.
     let last = sessions.last_mut().expect("a session");
-    last.write_all(&client_frame(
-        0x1,
-        true,
-        br#"{"jsonrpc":"2.0","id":2,"method":"get_caller"}"#,
-    ))
-    .await
-    .expect("call");
-    let (opcode, payload) = server_frame(last).await;
-    assert_eq!(opcode, 0x1);
-    let answer: Value = serde_json::from_slice(&payload).expect("json");
+    let answer = ws_exchange(last, r#"{"jsonrpc":"2.0","id":2,"method":"get_caller"}"#).await;
+    let answer: Value = serde_json::from_str(&answer).expect("json");
     assert_eq!(answer["error"]["data"]["reason"], "missing_token");
 }
 
@@ -281,14 +270,11 @@ async fn an_oversized_fragmented_message_closes_the_session_with_1009() {
     assert!(closed_within(&mut ws, Duration::from_secs(2)).await);
     // A new session works.
     let mut ws = ws_connect(server.addr, "").await;
-    ws.write_all(&client_frame(
-        0x1,
-        true,
-        br#"{"jsonrpc":"2.0","id":3,"method":"rpc.discover"}"#,
-    ))
-    .await
-    .expect("call");
-    assert_eq!(server_frame(&mut ws).await.0, 0x1);
+    ws_exchange(
+        &mut ws,
+        r#"{"jsonrpc":"2.0","id":3,"method":"rpc.discover"}"#,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,5 @@
 //! The `rpcguard user …` commands against a live server's store.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde_json::json;
@@ -16,24 +15,14 @@ pub fn rpcguard_user(app: &TestApp, args: &[&str], stdin: &str) -> String {
         .args(args)
         .arg("--data-dir")
         .arg(app.data_dir.path())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("RUST_LOG", "warn");
     if let Some(url) = &app.config.database_url {
         command.arg("--database-url").arg(url);
     }
     if args.first() == Some(&"add") {
         command.args(["--bcrypt-cost", "4"]);
     }
-    let mut child = command.spawn().expect("run rpcguard");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
+    let out = output_with_stdin(command, stdin);
     assert!(
         out.status.success(),
         "rpcguard user {args:?} failed: {}",
@@ -72,25 +61,15 @@ both_stores! {
 
 /// Runs `rpcguard ARGS` in `dir` with `stdin`; (success, stdout, stderr).
 fn rpcguard_in(dir: &std::path::Path, args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rpcguard"));
+    command
         .args(args)
         .current_dir(dir)
         .env_remove("RPCGUARD_SECRET")
         .env_remove("RPCGUARD_DATA_DIR")
         .env_remove("NO_COLOR")
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run rpcguard");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
+        .env("RUST_LOG", "info");
+    let out = output_with_stdin(command, stdin);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -193,14 +193,7 @@ async fn embedder_methods_are_secured_and_documented() {
         .await
         .expect_err("denied");
     assert_eq!(err.code(), -32099);
-    let name = rpcguard_accounts::Username::parse("alice").expect("valid");
-    app.store
-        .grant(
-            &name,
-            &[rpcguard_accounts::Scope::parse("reports").expect("scope")],
-        )
-        .await
-        .expect("grant");
+    app.grant("alice", "reports").await;
     assert_eq!(
         call_positional(&alice, "report", vec![json!(2)])
             .await
@@ -421,14 +414,7 @@ async fn two_credentials_give_the_one_identity_the_method_accepts() {
         serde_json::from_str(err.data().expect("data").get()).expect("json");
     assert_eq!(data, json!({"missing_scopes": {"Bearer": ["reports"]}}));
     assert_eq!(report["requested_by"], "bot");
-    let name = rpcguard_accounts::Username::parse("bob").expect("valid");
-    app.store
-        .grant(
-            &name,
-            &[rpcguard_accounts::Scope::parse("reports").expect("scope")],
-        )
-        .await
-        .expect("grant");
+    app.grant("bob", "reports").await;
     let report = call(&bob_and_bot, "report", json!({"rows": 1}))
         .await
         .expect("both meet it");

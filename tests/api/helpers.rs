@@ -58,6 +58,17 @@ pub struct TestApp {
     pub http: reqwest::Client,
 }
 
+/// `rpcguard serve` flags that turn every sign-in budget off, for tests
+/// that sign in many times from one address.
+pub const NO_SIGNIN_THROTTLE: [&str; 6] = [
+    "--signin-per-account-ip",
+    "0",
+    "--signin-per-ip",
+    "0",
+    "--signin-per-account",
+    "0",
+];
+
 /// The password every helper uses unless told otherwise.
 pub const PASSWORD: &str = "correct horse battery";
 
@@ -615,6 +626,19 @@ pub async fn ws_exchange(ws: &mut TcpStream, text: &str) -> String {
 }
 
 impl TestApp {
+    /// Grants `scope` to `user` through the server's own store (an
+    /// in-process write).
+    pub async fn grant(&self, user: &str, scope: &str) {
+        let (user, scope) = user_and_scope(user, scope);
+        self.store.grant(&user, &[scope]).await.expect("grant");
+    }
+
+    /// Revokes `scope` from `user` through the server's own store.
+    pub async fn revoke(&self, user: &str, scope: &str) {
+        let (user, scope) = user_and_scope(user, scope);
+        self.store.revoke(&user, &[scope]).await.expect("revoke");
+    }
+
     /// The answer to `method` after a write made by another process (the
     /// CLI): on SQLite the very next call must see it, so it is called
     /// once; on PostgreSQL the write arrives through the change feed
@@ -637,4 +661,61 @@ impl TestApp {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
+}
+
+/// Calls `require_scopes` on `client` until it is allowed (or denied, as
+/// `allowed` says), within `within`; returns how long that took. Every
+/// other answer on the way must be the other outcome: `true`, or -32099.
+pub async fn require_scopes_becomes(
+    client: &impl ClientT,
+    allowed: bool,
+    within: Duration,
+) -> Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = call(client, "require_scopes", json!({})).await;
+        match &answer {
+            Ok(value) => assert_eq!(value, &json!(true)),
+            Err(denied) => assert_eq!(denied.code(), -32099, "{denied:?}"),
+        }
+        if answer.is_ok() == allowed {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "not {} within {within:?}",
+            if allowed { "allowed" } else { "denied" }
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// Runs `command` with `stdin` written to its standard input and its
+/// output captured.
+pub fn output_with_stdin(mut command: std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the command");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn user_and_scope(
+    user: &str,
+    scope: &str,
+) -> (rpcguard_accounts::Username, rpcguard_accounts::Scope) {
+    (
+        rpcguard_accounts::Username::parse(user).expect("valid username"),
+        rpcguard_accounts::Scope::parse(scope).expect("valid scope"),
+    )
 }

@@ -75,20 +75,7 @@ async fn two_instances_share_one_database() {
     );
     for server in [&a, &b] {
         let client = server.client(Some(&token));
-        let started = std::time::Instant::now();
-        loop {
-            match call(&client, "require_scopes", json!({})).await {
-                Ok(allowed) => {
-                    assert_eq!(allowed, json!(true));
-                    break;
-                }
-                Err(denied) if started.elapsed() < std::time::Duration::from_secs(1) => {
-                    assert_eq!(denied.code(), -32099);
-                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-                }
-                Err(denied) => panic!("grant not seen within 1 s: {denied:?}"),
-            }
-        }
+        require_scopes_becomes(&client, true, std::time::Duration::from_secs(1)).await;
     }
 
     // 50 concurrent sign_ups of one name, spread over A and B: one account.

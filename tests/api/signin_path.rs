@@ -10,7 +10,6 @@
 //!   still take the same time, the existing hash is re-hashed at the next
 //!   successful `sign_in`, and `user add` writes at the stored cost.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,46 +19,11 @@ use jsonrpsee::ws_client::WsClientBuilder;
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-use crate::attacks::{assert_similar_timing, Target};
+use crate::attacks::{assert_similar_timing, Client, Target};
 use crate::helpers::*;
 
 /// The victim's address; every flood in this file comes from 127.0.0.1.
 const VICTIM_IP: [u8; 4] = [127, 0, 0, 2];
-
-/// A JSON-RPC client over HTTP whose connections leave from `ip`.
-struct Client {
-    http: reqwest::Client,
-    url: String,
-}
-
-impl Client {
-    fn from_ip(target: &Target, ip: [u8; 4]) -> Client {
-        Client {
-            http: reqwest::Client::builder()
-                .local_address(IpAddr::from(ip))
-                .build()
-                .expect("client"),
-            url: target.process.url.clone(),
-        }
-    }
-
-    /// Calls `method` with positional `params`; the answer and how long it took.
-    async fn rpc(&self, method: &str, params: Value) -> (Value, Duration) {
-        let started = Instant::now();
-        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let answer: Value = self
-            .http
-            .post(&self.url)
-            .json(&body)
-            .send()
-            .await
-            .expect("post")
-            .json()
-            .await
-            .expect("json");
-        (answer, started.elapsed())
-    }
-}
 
 /// What a [`sign_up_flood`] got back.
 #[derive(Default)]
@@ -327,17 +291,9 @@ async fn stored_cost(data_dir: &std::path::Path, username: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_of_cost_is_no_timing_oracle_and_old_hashes_are_rehashed() {
-    const NO_THROTTLE: [&str; 6] = [
-        "--signin-per-account-ip",
-        "0",
-        "--signin-per-ip",
-        "0",
-        "--signin-per-account",
-        "0",
-    ];
     // alice signs up on a server at cost 9 ...
     let mut flags = vec!["--bcrypt-cost", "9"];
-    flags.extend(NO_THROTTLE);
+    flags.extend(NO_SIGNIN_THROTTLE);
     let first = Target::start(&flags);
     first.sign_up("alice", PASSWORD).await;
     let dir = first.into_dir();
@@ -346,7 +302,7 @@ async fn a_change_of_cost_is_no_timing_oracle_and_old_hashes_are_rehashed() {
     // ... which restarts at cost 7: an unknown user must take as long as
     // alice with a wrong password (alice's hash is still at 9).
     let mut flags = vec!["--bcrypt-cost", "7"];
-    flags.extend(NO_THROTTLE);
+    flags.extend(NO_SIGNIN_THROTTLE);
     let target = Target::start_in(dir, &flags);
     assert_similar_timing(&target, "alice", "nobody", 20, 0.15).await;
 
@@ -380,25 +336,14 @@ async fn a_change_of_cost_is_no_timing_oracle_and_old_hashes_are_rehashed() {
 /// Runs `rpcguard user add NAME --data-dir DIR EXTRA` with the password on
 /// stdin and no `RPCGUARD_BCRYPT_COST` in the environment.
 fn user_add(data_dir: &std::path::Path, name: &str, extra: &[&str]) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"));
+    command
         .args(["user", "add", name, "--data-dir"])
         .arg(data_dir)
         .args(extra)
         .env_remove("RPCGUARD_BCRYPT_COST")
-        .env("RUST_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run rpcguard user add");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .expect("stdin");
-    let out = child.wait_with_output().expect("wait");
+        .env("RUST_LOG", "warn");
+    let out = output_with_stdin(command, &format!("{PASSWORD}\n"));
     assert!(
         out.status.success(),
         "user add: {}",

@@ -102,19 +102,14 @@ async fn scope_granted_mid_session_applies_at_once() {
             .code(),
         -32099
     );
-    let name = rpcguard_accounts::Username::parse("alice").expect("valid");
-    let scope = rpcguard_accounts::Scope::parse("scope1").expect("valid");
-    app.store
-        .grant(&name, std::slice::from_ref(&scope))
-        .await
-        .expect("grant");
+    app.grant("alice", "scope1").await;
     assert_eq!(
         call(&ws, "require_scopes", json!({}))
             .await
             .expect("allowed"),
         json!(true)
     );
-    app.store.revoke(&name, &[scope]).await.expect("revoke");
+    app.revoke("alice", "scope1").await;
     assert_eq!(
         call(&ws, "require_scopes", json!({}))
             .await
