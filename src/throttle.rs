@@ -48,7 +48,7 @@
 //! clients do.
 
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -58,6 +58,7 @@ use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{NotUntil, Quota, RateLimiter};
+use rpcguard::server::client_key;
 
 use crate::user::Username;
 use rpcguard::error::RpcError;
@@ -87,20 +88,6 @@ impl Default for ThrottleConfig {
             per_ip: 30,
             per_account: 30,
         }
-    }
-}
-
-/// The key of a client address: IPv4 as is, IPv4-mapped IPv6 as IPv4, other
-/// IPv6 by its /64 prefix (the low 64 bits zeroed); `None` stays `None`.
-pub fn client_key(ip: Option<IpAddr>) -> Option<IpAddr> {
-    match ip? {
-        IpAddr::V4(v4) => Some(IpAddr::V4(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Some(IpAddr::V4(v4)),
-            None => Some(IpAddr::V6(Ipv6Addr::from(
-                u128::from(v6) & !u128::from(u64::MAX),
-            ))),
-        },
     }
 }
 
@@ -268,7 +255,7 @@ impl SignInThrottle {
     /// empty.
     pub fn check(&self, username: &Username, client: Option<IpAddr>) -> Result<(), RpcError> {
         let l = &self.inner;
-        let client = client_key(client);
+        let client = client.map(client_key);
         draw(&l.ip, &client)
             .and_then(|()| {
                 let account = username.key();
@@ -281,7 +268,8 @@ impl SignInThrottle {
     /// when its budget is empty.
     pub fn check_sign_up(&self, client: Option<IpAddr>) -> Result<(), RpcError> {
         let l = &self.inner;
-        draw(&l.sign_up_ip, &client_key(client)).map_err(|not_until| too_many(&l.clock, not_until))
+        draw(&l.sign_up_ip, &client.map(client_key))
+            .map_err(|not_until| too_many(&l.clock, not_until))
     }
 
     /// Drops keys whose budget has fully refilled, bounding memory.
@@ -439,12 +427,11 @@ mod tests {
     fn ipv6_is_keyed_by_its_64_prefix_and_mapped_ipv4_as_ipv4() {
         let v6 = |s: &str| Some(s.parse::<IpAddr>().expect("address"));
         assert_eq!(
-            client_key(v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            v6("2001:db8:1:2:aaaa:bbbb:cccc:dddd").map(client_key),
             v6("2001:db8:1:2::")
         );
-        assert_eq!(client_key(v6("::ffff:192.0.2.7")), ip([192, 0, 2, 7]));
-        assert_eq!(client_key(ip([192, 0, 2, 7])), ip([192, 0, 2, 7]));
-        assert_eq!(client_key(None), None);
+        assert_eq!(v6("::ffff:192.0.2.7").map(client_key), ip([192, 0, 2, 7]));
+        assert_eq!(ip([192, 0, 2, 7]).map(client_key), ip([192, 0, 2, 7]));
 
         let throttle = SignInThrottle::new(ThrottleConfig::default());
         let victim = Username::parse("victim").expect("valid");

@@ -46,6 +46,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
+pub use slots::client_key;
 
 use crate::api::{Api, ApiError, DISCOVER};
 use crate::error::RpcError;

@@ -22,9 +22,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-/// The key of a client address: IPv4 as is (IPv4-mapped IPv6 as IPv4),
-/// IPv6 by its /64 prefix.
-pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+/// The key of a client address for per-client limits: IPv4 as is
+/// (IPv4-mapped IPv6 as IPv4), other IPv6 by its /64 prefix, the block one
+/// subscriber usually gets, so that one host cannot count as 2^64 clients.
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
