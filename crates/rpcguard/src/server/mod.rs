@@ -238,14 +238,15 @@ fn open_file_limit() -> u64 {
 /// The connection slots `config` asks for, capped so that connections
 /// (reserve included) never use the files the rest of the server needs.
 fn slot_limits(config: &ServerConfig) -> SlotLimits {
-    let files = open_file_limit().saturating_sub(FILES_RESERVED);
+    let limit = open_file_limit();
+    let files = limit.saturating_sub(FILES_RESERVED);
     let reserve = u64::from(config.connection_reserve).min(files / 2);
     let max = u64::from(config.max_connections).min(files - reserve);
     if max < u64::from(config.max_connections) {
         tracing::info!(
             asked = config.max_connections,
             allowed = max,
-            open_file_limit = open_file_limit(),
+            open_file_limit = limit,
             "connections capped below the open-file limit"
         );
     }
