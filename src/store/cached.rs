@@ -2,7 +2,8 @@
 //! `find_user` from memory for the users active callers use, and is never
 //! stale.
 //!
-//! Every secured call needs its caller's user (scopes, account id). Reading
+//! Every secured call needs its caller's account (scopes, account id; an
+//! [`Account`], never the password hash). Reading
 //! it from the store on each call is what made revocation immediate, and it
 //! cost most of a call's time (sqlx hands every SQLite query to another
 //! thread and back). Here the users recently asked for are kept in a
@@ -12,12 +13,18 @@
 //!   grant/revoke/delete through any code path of this process) drop the
 //!   user's entry before the write returns, so the very next call reads it
 //!   again;
-//! - **SQLite, other processes** (`rpcguard user …` while the server runs):
-//!   before each lookup, `PRAGMA data_version` is read on a connection
-//!   opened directly (rusqlite, in the caller's thread; one connection per
-//!   core, so calls do not queue for it). It changes whenever another
-//!   connection has committed, so the map is emptied and the first call
-//!   that starts after the CLI command returned reads the store;
+//! - **SQLite, other processes** (`rpcguard user …` while the server runs,
+//!   or another server on the same file): before each lookup, the
+//!   WAL-index header is compared with the last one seen — a few memory
+//!   reads, no system call, no lock (`store/wal_index.rs`). It changes
+//!   with every commit of any process, and then (once per commit, not per
+//!   call) the change log is read: triggers (migration 0003) append the
+//!   name of every account whose row or scopes changed, and just those
+//!   users are dropped. So the first call that starts after the CLI
+//!   command returned reads that user from the store, and the other users
+//!   stay in memory. If entries were purged before this process read them,
+//!   the whole map is dropped instead. Entries older than
+//!   [`CHANGE_LOG_RETENTION`] are purged every minute;
 //! - **PostgreSQL, other instances and the CLI**: triggers announce every
 //!   change of an account or its scopes on the channel `rpcguard_users`
 //!   (migration 0003) and a background task LISTENs and drops that user.
@@ -34,14 +41,16 @@
 //! few hundred bytes; unknown names are never kept. A restart starts empty
 //! and costs one store read per active user.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hashlink::LruCache;
 
-use super::{SharedStore, StoreError, StoredUser, UserStore};
+use super::wal_index::{SeenStamp, WalIndex};
+use super::{Account, SharedStore, StoreError, StoredUser, UserStore};
 use crate::user::{Scope, Username};
 
 /// The PostgreSQL channel the triggers of migration 0003 notify.
@@ -50,28 +59,44 @@ pub const CHANGES_CHANNEL: &str = "rpcguard_users";
 /// Users kept in memory by default.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
+/// How long SQLite change-log entries are kept: far longer than any
+/// server goes without looking (it looks before every call); one that has
+/// been idle longer drops its whole map instead.
+pub const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(600);
+
 /// A [`UserStore`] with an exact in-memory copy of recently used users.
 pub struct CachedStore {
     inner: SharedStore,
-    users: Mutex<LruCache<String, StoredUser>>,
+    users: Mutex<LruCache<String, Arc<Account>>>,
     generation: AtomicU64,
     freshness: Freshness,
 }
 
 /// How the map learns of writes made outside this process.
 enum Freshness {
-    /// `PRAGMA data_version` on dedicated SQLite connections, one per core
-    /// so that the async workers do not queue for one. Each connection
-    /// sees every commit made since its own last look, so whichever a call
-    /// uses, a commit before the call is noticed.
-    Sqlite(Vec<Mutex<DataVersion>>),
+    /// The WAL-index header and the change log.
+    Sqlite(SqliteFeed),
     /// A LISTEN task; the map is used only while it is connected.
     Postgres(PgFeed),
 }
 
-struct DataVersion {
-    conn: rusqlite::Connection,
-    last: i64,
+struct SqliteFeed {
+    wal: WalIndex,
+    /// The header the map has caught up with.
+    seen: SeenStamp,
+    /// The last change-log entry read (changed only while holding the
+    /// WAL connection).
+    last_seq: AtomicI64,
+    /// Purges the change log (stopped when the store is dropped).
+    purge: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for SqliteFeed {
+    fn drop(&mut self) {
+        if let Some(task) = &self.purge {
+            task.abort();
+        }
+    }
 }
 
 struct PgFeed {
@@ -95,28 +120,37 @@ impl std::fmt::Debug for CachedStore {
 }
 
 impl CachedStore {
-    /// Wraps the SQLite store at `path`, reading its `data_version` on a
-    /// connection of its own.
+    /// Wraps the SQLite store at `path` (already opened and migrated by
+    /// `inner`), watching its WAL-index on a connection of its own. Within
+    /// a Tokio runtime, a task purges old change-log entries every minute.
     pub fn sqlite(
         inner: SharedStore,
-        path: &std::path::Path,
+        path: &Path,
         capacity: usize,
     ) -> Result<Arc<Self>, StoreError> {
-        use rusqlite::OpenFlags;
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let probes = (0..cores.clamp(1, 16))
-            .map(|_| {
-                let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-                let last = read_data_version(&conn)?;
-                Ok(Mutex::new(DataVersion { conn, last }))
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| StoreError::Probe(e.to_string()))?;
+        let wal = WalIndex::open(path).map_err(StoreError::Probe)?;
+        let seen = SeenStamp::default();
+        let last_seq = {
+            let conn = wal
+                .connection()
+                .ok_or_else(|| StoreError::Probe("connection poisoned".to_owned()))?;
+            seen.store(wal.stamp());
+            last_change(&conn).map_err(|e| StoreError::Probe(e.to_string()))?
+        };
+        purge_change_log(path);
+        let purge = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(purge_every_minute(path.to_owned())));
+        let feed = SqliteFeed {
+            wal,
+            seen,
+            last_seq: AtomicI64::new(last_seq),
+            purge,
+        };
         Ok(Arc::new(Self::new(
             inner,
             capacity,
-            Freshness::Sqlite(probes),
+            Freshness::Sqlite(feed),
         )))
     }
 
@@ -179,43 +213,117 @@ impl CachedStore {
         }
     }
 
-    /// Whether the map may answer now; on SQLite it is emptied first when
-    /// another connection has committed since the last look.
+    /// Whether the map may answer now; on SQLite, the users changed by
+    /// commits since the last look are dropped first.
     fn usable(&self) -> bool {
         match &self.freshness {
-            Freshness::Sqlite(probes) => {
-                let Some(mut probe) = any_probe(probes) else {
-                    return false;
-                };
-                match read_data_version(&probe.conn) {
-                    Ok(version) if version == probe.last => true,
-                    Ok(version) => {
-                        probe.last = version;
-                        self.forget_all();
-                        true
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot read data_version; reading the store");
-                        false
+            Freshness::Sqlite(feed) => feed.seen.matches(feed.wal.stamp()) || self.catch_up(feed),
+            Freshness::Postgres(feed) => feed.live.load(Ordering::Acquire),
+        }
+    }
+
+    /// Reads the change log after a commit and drops the users it names;
+    /// `false` (read the store) if it cannot be read.
+    fn catch_up(&self, feed: &SqliteFeed) -> bool {
+        let Some(conn) = feed.wal.connection() else {
+            return false;
+        };
+        // Read before the log: a commit after this read changes the header
+        // again, so the next call comes back here.
+        let stamp = feed.wal.stamp();
+        if feed.seen.matches(stamp) {
+            return true; // another call caught up meanwhile
+        }
+        match read_changes(&conn, feed.last_seq.load(Ordering::Acquire)) {
+            Ok(changes) => {
+                if changes.lost {
+                    self.forget_all();
+                } else {
+                    for key in &changes.keys {
+                        self.forget(key);
                     }
                 }
+                feed.last_seq.store(changes.last, Ordering::Release);
+                feed.seen.store(stamp);
+                true
             }
-            Freshness::Postgres(feed) => feed.live.load(Ordering::Acquire),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the change log; reading the store");
+                false
+            }
         }
     }
 }
 
-/// A free probe connection, or (all busy) the first one once it is free.
-fn any_probe(probes: &[Mutex<DataVersion>]) -> Option<std::sync::MutexGuard<'_, DataVersion>> {
-    probes
-        .iter()
-        .find_map(|probe| probe.try_lock().ok())
-        .or_else(|| probes.first()?.lock().ok())
+/// What the change log says since an entry.
+#[derive(Debug, PartialEq, Eq)]
+struct Changes {
+    /// The changed users (lower-cased names), oldest first.
+    keys: Vec<String>,
+    /// The last entry ever written.
+    last: i64,
+    /// Entries after the asked-for one were purged unread.
+    lost: bool,
 }
 
-fn read_data_version(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("PRAGMA data_version")?
+/// The number of the last change-log entry ever written (0 for none).
+fn last_change(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")?
         .query_row([], |row| row.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// The entries after `after`, read in one transaction. Entry numbers are
+/// consecutive (AUTOINCREMENT, and a rolled-back insert gives its number
+/// back), so fewer entries than numbers means some were purged unread.
+fn read_changes(conn: &rusqlite::Connection, after: i64) -> rusqlite::Result<Changes> {
+    let tx = conn.unchecked_transaction()?;
+    let last = last_change(&tx)?;
+    let keys = tx
+        .prepare_cached("SELECT key FROM changes WHERE seq > ?1 ORDER BY seq")?
+        .query_map([after], |row| row.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    tx.finish()?;
+    let expected = last.saturating_sub(after).max(0);
+    let lost = i64::try_from(keys.len()).map_or(true, |n| n < expected);
+    Ok(Changes { keys, last, lost })
+}
+
+/// Deletes change-log entries older than [`CHANGE_LOG_RETENTION`], on a
+/// connection of its own (a write may wait for another writer).
+fn purge_change_log(path: &Path) {
+    let purge = || -> rusqlite::Result<usize> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let now = crate::auth::token::unix_now().unwrap_or(0);
+        let horizon = now.saturating_sub(CHANGE_LOG_RETENTION.as_secs());
+        conn.execute(
+            "DELETE FROM changes WHERE at < ?1",
+            [i64::try_from(horizon).unwrap_or(i64::MAX)],
+        )
+    };
+    match purge() {
+        Ok(0) => {}
+        Ok(purged) => tracing::debug!(purged, "purged old change-log entries"),
+        Err(err) => tracing::warn!(error = %err, "cannot purge the change log"),
+    }
+}
+
+/// Purges the change log every minute, off the async workers.
+async fn purge_every_minute(path: PathBuf) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    every.tick().await; // the first tick is now, and opening just purged
+    loop {
+        every.tick().await;
+        let path = path.clone();
+        let _ = tokio::task::spawn_blocking(move || purge_change_log(&path)).await;
+    }
 }
 
 /// Listens for changes until the store is dropped, reconnecting with a
@@ -277,26 +385,36 @@ impl UserStore for CachedStore {
         created
     }
 
+    /// Always reads the store: `sign_in` needs the password hash, which is
+    /// never kept in memory.
     async fn find_user(&self, username: &str) -> Result<Option<StoredUser>, StoreError> {
+        self.inner.find_user(username).await
+    }
+
+    async fn find_account(&self, username: &str) -> Result<Option<Arc<Account>>, StoreError> {
         if !self.usable() {
-            return self.inner.find_user(username).await;
+            return self.inner.find_account(username).await;
         }
-        let key = username.to_ascii_lowercase();
+        let key = if username.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(username.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(username)
+        };
         if let Ok(mut users) = self.users.lock() {
-            if let Some(user) = users.get(&key) {
-                return Ok(Some(user.clone()));
+            if let Some(account) = users.get(key.as_ref()) {
+                return Ok(Some(account.clone()));
             }
         }
         let generation = self.generation.load(Ordering::Acquire);
-        let user = self.inner.find_user(username).await?;
-        if let Some(user) = &user {
+        let account = self.inner.find_account(username).await?;
+        if let Some(account) = &account {
             if let Ok(mut users) = self.users.lock() {
                 if self.generation.load(Ordering::Acquire) == generation {
-                    users.insert(key, user.clone());
+                    users.insert(key.into_owned(), account.clone());
                 }
             }
         }
-        Ok(user)
+        Ok(account)
     }
 
     async fn grant(&self, username: &Username, scopes: &[Scope]) -> Result<StoredUser, StoreError> {

@@ -14,6 +14,7 @@ mod cached;
 mod postgres;
 mod sql;
 mod sqlite;
+mod wal_index;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use async_trait::async_trait;
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
 
-pub use cached::{CachedStore, CHANGES_CHANNEL, DEFAULT_CAPACITY};
+pub use cached::{CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -39,8 +40,8 @@ pub enum StoreError {
     /// The database failed; the detail is for the log only.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// The SQLite `data_version` connection could not be opened or read.
-    #[error("data_version probe: {0}")]
+    /// The SQLite change watch (WAL-index and change log) could not be set up.
+    #[error("cannot watch the SQLite database for changes: {0}")]
     Probe(String),
     /// Migrating the schema failed.
     #[error("migration failed: {0}")]
@@ -108,6 +109,30 @@ impl StoredUser {
     }
 }
 
+/// What authenticating a call needs of an account, shared and free of the
+/// password hash: the account id (checked against the token's `uid`), the
+/// granted Bearer scopes, and the caller-facing view. The in-memory auth
+/// state ([`CachedStore`]) keeps these, never a [`StoredUser`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// See [`StoredUser::account_id`].
+    pub account_id: String,
+    /// Granted Bearer scopes, sorted.
+    pub scopes: Vec<String>,
+    /// The view `get_caller` answers.
+    pub user: Arc<User>,
+}
+
+impl From<&StoredUser> for Account {
+    fn from(stored: &StoredUser) -> Self {
+        Account {
+            account_id: stored.account_id.clone(),
+            scopes: stored.scopes.clone(),
+            user: Arc::new(stored.public()),
+        }
+    }
+}
+
 /// Formats Unix seconds as RFC 3339 UTC (`2026-11-27T14:46:18Z`).
 pub fn format_rfc3339(unix: i64) -> String {
     let format =
@@ -151,6 +176,15 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Finds a user by name, case-insensitively.
     async fn find_user(&self, username: &str) -> Result<Option<StoredUser>, StoreError>;
+
+    /// The [`Account`] of a user, found like [`Self::find_user`]: what every
+    /// secured call asks for. [`CachedStore`] answers it from memory.
+    async fn find_account(&self, username: &str) -> Result<Option<Arc<Account>>, StoreError> {
+        Ok(self
+            .find_user(username)
+            .await?
+            .map(|user| Arc::new(Account::from(&user))))
+    }
 
     /// Grants Bearer scopes (already held ones are kept once).
     async fn grant(&self, username: &Username, scopes: &[Scope]) -> Result<StoredUser, StoreError>;

@@ -249,3 +249,87 @@ async fn a_lost_change_feed_falls_back_to_the_store_and_comes_back() {
         }
     }
 }
+
+/// On SQLite, a commit by another process (here: `rpcguard user grant`)
+/// drops from memory only the users it changed; the others are still
+/// answered without a store read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_elsewhere_drop_only_the_users_they_change() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, unthrottled)
+        .await
+        .expect("sqlite");
+    let mut tokens = Vec::new();
+    for n in 0..10 {
+        tokens.push(app.signed_in(&format!("user{n}")).await);
+    }
+    for token in &tokens {
+        app.call(Some(token), "get_caller", json!({}))
+            .await
+            .expect("get_caller");
+    }
+    assert_eq!(app.users.cached_users(), 10);
+    rpcguard_user(&app, &["grant", "user3", "scope1"], "");
+    app.call(Some(&tokens[0]), "get_caller", json!({}))
+        .await
+        .expect("get_caller");
+    assert_eq!(app.users.cached_users(), 9, "only user3 dropped");
+    let user3 = app.call(Some(&tokens[3]), "get_caller", json!({})).await;
+    assert_eq!(
+        user3.expect("get_caller")["scopes"]["Bearer"],
+        json!(["scope1"])
+    );
+    assert_eq!(app.users.cached_users(), 10);
+}
+
+/// If change-log entries disappear before the server has read them, it
+/// cannot tell which users changed, so it drops every user from memory
+/// rather than answer from a stale copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_entries_purged_unread_drop_every_user() {
+    use sqlx::Connection;
+    let app = TestApp::spawn_with(StoreKind::Sqlite, unthrottled)
+        .await
+        .expect("sqlite");
+    let alice = app.signed_in("alice").await;
+    let bob = app.signed_in("bob").await;
+    for token in [&alice, &bob] {
+        assert!(app
+            .call(Some(token), "require_scopes", json!({}))
+            .await
+            .is_err());
+    }
+    assert_eq!(app.users.cached_users(), 2);
+    let path = app
+        .data_dir
+        .path()
+        .join(rpcguard_accounts::config::DATABASE_FILE_NAME);
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options)
+        .await
+        .expect("open");
+    let mut tx = sqlx::Connection::begin(&mut conn).await.expect("begin");
+    sqlx::query(
+        "INSERT INTO user_scopes (user_id, scope) \
+         SELECT id, 'scope1' FROM users WHERE username_key = 'bob'",
+    )
+    .execute(&mut *tx)
+    .await
+    .expect("grant by hand");
+    sqlx::query("DELETE FROM changes")
+        .execute(&mut *tx)
+        .await
+        .expect("purge");
+    tx.commit().await.expect("commit");
+    // alice's call notices the commit, finds its entry gone, drops all.
+    assert!(app
+        .call(Some(&alice), "require_scopes", json!({}))
+        .await
+        .is_err());
+    assert_eq!(app.users.cached_users(), 1);
+    assert_eq!(
+        app.call(Some(&bob), "require_scopes", json!({}))
+            .await
+            .expect("bob"),
+        json!(true)
+    );
+}
