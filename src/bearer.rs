@@ -74,19 +74,23 @@ impl SecurityFunction for BearerSecurity {
             return Ok(None);
         };
         let claims = self.keys.verify(token).map_err(RpcError::Unauthenticated)?;
-        let user = self
+        let account = self
             .store
-            .find_user(&claims.sub)
+            .find_account(&claims.sub)
             .await?
             .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
         // Another account id: the token's account was deleted and this is a
         // later account of the same name.
-        if user.account_id != claims.uid {
+        if account.account_id != claims.uid {
             return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
         }
-        let public = user.public();
         Ok(Some(
-            Caller::new(public.username.clone(), BEARER, user.scopes).with_detail(public),
+            Caller::new(
+                account.user.username.as_str(),
+                BEARER,
+                account.scopes.iter().map(String::as_str),
+            )
+            .with_detail(account.user.clone()),
         ))
     }
 

@@ -21,7 +21,7 @@
 //! JSON and HMAC work; only its `exp` is checked again. The same text always
 //! verifies the same way, so this changes no answer.
 
-use std::collections::HashMap;
+use hashlink::LruCache;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -75,7 +75,7 @@ pub struct Claims {
 /// Signs and verifies access tokens. Keys are decoded once, here.
 #[derive(Clone)]
 pub struct TokenKeys {
-    verified: Arc<Mutex<HashMap<String, Claims>>>,
+    verified: Arc<Mutex<LruCache<String, Arc<Claims>>>>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -96,7 +96,7 @@ impl std::fmt::Debug for TokenKeys {
 }
 
 impl TokenKeys {
-    /// Most verified tokens remembered; past it the map starts over.
+    /// Most verified tokens remembered (least recently used go first).
     const MAX_REMEMBERED: usize = 50_000;
 
     /// Default issuer and audience.
@@ -121,7 +121,7 @@ impl TokenKeys {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         Ok(TokenKeys {
-            verified: Arc::new(Mutex::new(HashMap::new())),
+            verified: Arc::new(Mutex::new(LruCache::new(Self::MAX_REMEMBERED))),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
@@ -154,7 +154,7 @@ impl TokenKeys {
     }
 
     /// Verifies a token and returns its claims, or why it is not acceptable.
-    pub fn verify(&self, token: &str) -> Result<Claims, AuthFailure> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthFailure> {
         if token.is_empty() {
             return Err(AuthFailure::MissingToken);
         }
@@ -179,16 +179,14 @@ impl TokenKeys {
         if data.claims.iat > now || data.claims.uid.is_empty() {
             return Err(AuthFailure::InvalidToken);
         }
+        let claims = Arc::new(data.claims);
         if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= Self::MAX_REMEMBERED {
-                verified.clear();
-            }
-            verified.insert(token.to_owned(), data.claims.clone());
+            verified.insert(token.to_owned(), claims.clone());
         }
-        Ok(data.claims)
+        Ok(claims)
     }
 
-    fn remembered(&self, token: &str) -> Option<Claims> {
+    fn remembered(&self, token: &str) -> Option<Arc<Claims>> {
         self.verified.lock().ok()?.get(token).cloned()
     }
 }
@@ -215,7 +213,7 @@ mod tests {
     fn issued_token_verifies() {
         let keys = keys();
         let (token, claims) = keys.issue("alice", UID).expect("issue");
-        assert_eq!(keys.verify(&token), Ok(claims));
+        assert_eq!(keys.verify(&token), Ok(Arc::new(claims)));
     }
 
     #[test]

@@ -27,6 +27,8 @@
 //! yet, whichever are fewer) answer a wrong password faster or slower than
 //! an unknown user; and for up to a minute after the prevailing cost flips.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -242,18 +244,18 @@ fn rehash_in_background(accounts: &Accounts, username: &str, old_hash: &str, pas
 async fn get_caller<S: AsRef<Accounts>>(
     _: NoParams,
     ctx: CallContext<S>,
-) -> Result<User, RpcError> {
+) -> Result<Arc<User>, RpcError> {
     let caller = ctx.caller()?;
-    if let Some(user) = caller.detail::<User>() {
+    if let Some(user) = caller.detail::<Arc<User>>() {
         return Ok(user.clone());
     }
     // A custom security function may not attach the user: look it up.
     let accounts: &Accounts = (*ctx.state).as_ref();
     accounts
         .store
-        .find_user(&caller.subject)
+        .find_account(&caller.subject)
         .await?
-        .map(|u| u.public())
+        .map(|account| account.user.clone())
         .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))
 }
 

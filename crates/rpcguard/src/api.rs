@@ -272,7 +272,7 @@ pub enum ApiError {
 pub struct CallContext<S> {
     /// The state given to the server (store, keys, … of the application).
     pub state: Arc<S>,
-    caller: Option<Caller>,
+    caller: Option<Arc<Caller>>,
     extensions: Extensions,
 }
 
@@ -283,14 +283,14 @@ impl<S> CallContext<S> {
     /// otherwise.
     pub fn caller(&self) -> Result<&Caller, RpcError> {
         self.caller
-            .as_ref()
+            .as_deref()
             .ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))
     }
 
     /// The caller if one was resolved (public methods declared with
     /// [`Method::optional_caller`]).
     pub fn optional_caller(&self) -> Option<&Caller> {
-        self.caller.as_ref()
+        self.caller.as_deref()
     }
 
     /// The TCP peer's address, when known.
@@ -403,12 +403,15 @@ impl<S: Send + Sync + 'static> Api<S> {
                     Cow::Borrowed(name) => name,
                     Cow::Owned(name) => Box::leak(name.into_boxed_str()),
                 };
-                module.register_async_method(name, move |params, state, extensions| {
+                module.register_async_method(name, move |params, state, mut extensions| {
                     let handler = handler.clone();
                     let names = names.clone();
                     async move {
                         let params = parse_params::<P>(params.as_str(), &names)?;
-                        let caller = extensions.get::<Caller>().cloned();
+                        // The guard put it there (shared: jsonrpsee clones
+                        // the extensions for the handler); the handler
+                        // gets it through the context.
+                        let caller = extensions.remove::<Arc<Caller>>();
                         let ctx = CallContext {
                             state,
                             caller,

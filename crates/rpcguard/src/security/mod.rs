@@ -323,6 +323,14 @@ impl Identities {
             .map(|(_, outcome)| outcome.as_ref().map_err(|reason| *reason))
     }
 
+    /// The identity found in `scheme`, owned.
+    pub fn into_caller(self, scheme: &str) -> Option<Caller> {
+        self.by_scheme
+            .into_iter()
+            .find(|(s, _)| s == scheme)
+            .and_then(|(_, outcome)| outcome.ok())
+    }
+
     /// Every identity found, in the order found.
     pub fn callers(&self) -> impl Iterator<Item = &Caller> + '_ {
         self.by_scheme
@@ -368,8 +376,14 @@ pub(crate) struct RemoteAddr(pub SocketAddr);
 /// (and `Authorization`) are kept, so that a WebSocket session holds a few
 /// hundred bytes of its upgrade, not every header it came with. Its `Debug`
 /// output never shows a value.
+///
+/// Cheap to clone (shared): jsonrpsee clones a call's extensions for its
+/// handler.
 #[derive(Clone, Default)]
-pub struct Credentials {
+pub struct Credentials(Arc<Presented>);
+
+#[derive(Default)]
+struct Presented {
     headers: HeaderMap,
     query_token: Option<String>,
     remote_addr: Option<SocketAddr>,
@@ -378,12 +392,12 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("headers", &self.0.headers.keys().collect::<Vec<_>>())
             .field(
                 "query_token",
-                &self.query_token.as_ref().map(|_| "<redacted>"),
+                &self.0.query_token.as_ref().map(|_| "<redacted>"),
             )
-            .field("remote_addr", &self.remote_addr)
+            .field("remote_addr", &self.0.remote_addr)
             .finish()
     }
 }
@@ -395,11 +409,11 @@ impl Credentials {
         query_token: Option<String>,
         remote_addr: Option<SocketAddr>,
     ) -> Self {
-        Credentials {
+        Credentials(Arc::new(Presented {
             headers,
             query_token,
             remote_addr,
-        }
+        }))
     }
 
     /// Credentials keeping only the headers named in `keep` (every value of
@@ -423,17 +437,17 @@ impl Credentials {
 
     /// The request headers the security schemes read.
     pub fn headers(&self) -> &HeaderMap {
-        &self.headers
+        &self.0.headers
     }
 
     /// The `access_token` query parameter of a WebSocket upgrade, if any.
     pub fn query_token(&self) -> Option<&str> {
-        self.query_token.as_deref()
+        self.0.query_token.as_deref()
     }
 
     /// The TCP peer's address, when known.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.remote_addr
+        self.0.remote_addr
     }
 
     /// The bearer token presented, if any, per RFC 6750: `Authorization:
@@ -443,7 +457,7 @@ impl Credentials {
     /// (`Basic …`), a token without the `Bearer ` prefix, an empty token, or
     /// a token sent both ways at once.
     pub fn bearer_token(&self) -> Result<Option<&str>, AuthFailure> {
-        let mut values = self.headers.get_all(AUTHORIZATION).iter();
+        let mut values = self.0.headers.get_all(AUTHORIZATION).iter();
         let header = values.next();
         if values.next().is_some() {
             return Err(AuthFailure::InvalidToken);
@@ -462,6 +476,19 @@ impl Credentials {
     }
 }
 
+/// The bytes of RFC 6750's `b64token`: letters, digits, `-._~+/=`.
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
+        b += 1;
+    }
+    table
+};
+
 /// Parses `Bearer <token>`; the token is RFC 6750's `b64token`.
 fn parse_bearer(value: &[u8]) -> Result<&str, AuthFailure> {
     let text = std::str::from_utf8(value).map_err(|_| AuthFailure::InvalidToken)?;
@@ -469,8 +496,7 @@ fn parse_bearer(value: &[u8]) -> Result<&str, AuthFailure> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthFailure::InvalidToken);
     }
-    let b64token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
-    if token.is_empty() || !token.bytes().all(b64token) {
+    if token.is_empty() || !token.bytes().all(|b| B64TOKEN[usize::from(b)]) {
         return Err(AuthFailure::InvalidToken);
     }
     Ok(token)

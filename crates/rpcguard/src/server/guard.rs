@@ -108,7 +108,10 @@ impl<S> SecurityService<S> {
             credentials.ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
         let found = self.shared.security.identities(credentials).await?;
         match decl.security.check(&found) {
-            Ok(Some(caller)) => Ok(Some(caller.clone())),
+            Ok(Some(caller)) => {
+                let scheme = caller.scheme.clone();
+                Ok(found.into_caller(&scheme))
+            }
             Ok(None) => Err(RpcError::internal("a secured method let in no caller").into()),
             Err(error) => Err(Denied {
                 error,
@@ -153,7 +156,7 @@ where
                 Ok(caller) => {
                     let subject = caller.as_ref().map(|c| c.subject.clone());
                     if let Some(caller) = caller {
-                        req.extensions_mut().insert(caller);
+                        req.extensions_mut().insert(Arc::new(caller));
                     }
                     (this.inner.call(req).await, subject)
                 }
