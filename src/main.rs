@@ -388,15 +388,25 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+/// Logs to standard error in batches ([`rpcguard_accounts::logging`]), so
+/// that the per-call log line costs no system call on the request path.
+/// The returned guard writes what is left when dropped, at the end of
+/// `main`.
+fn start_logging() -> rpcguard_accounts::logging::FlushGuard {
+    let (writer, guard) = rpcguard_accounts::logging::BatchedStderr::start();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colours only for a person at a terminal, never in a file or pipe.
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
+    guard
+}
+
+fn main() -> ExitCode {
+    let _flush_log_at_exit = start_logging();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
