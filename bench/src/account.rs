@@ -36,6 +36,12 @@ impl Account {
     }
 }
 
+/// Signs [`USER`] up on another rpcguard server and returns a token.
+pub async fn token_on(rpcguard: &ServerProcess) -> anyhow::Result<String> {
+    sign_up(rpcguard).await?;
+    sign_in(rpcguard).await
+}
+
 async fn sign_up(rpcguard: &ServerProcess) -> anyhow::Result<()> {
     let sign_up = format!(
         r#"{{"jsonrpc":"2.0","id":1,"method":"sign_up","params":{{"username":"{USER}","password":"{PASSWORD}"}}}}"#

@@ -29,6 +29,11 @@ pub struct Bench {
     pub rpcguard: ServerProcess,
     /// The bare jsonrpsee baseline.
     pub baseline: ServerProcess,
+    /// A second `rpcguard serve` at the default log level (one line per
+    /// call, to a file), for the cost of the log line.
+    pub rpcguard_logging: ServerProcess,
+    /// [`crate::account::USER`]'s token on [`Bench::rpcguard_logging`].
+    pub logging_token: String,
     /// The benchmark account on rpcguard.
     pub account: Account,
     /// Connections, warm-up and measured time of the load scenarios.
@@ -119,6 +124,8 @@ impl Bench {
     fn server_and_other(&self, target: &Target) -> (&ServerProcess, &ServerProcess) {
         if target.addr == self.rpcguard.addr {
             (&self.rpcguard, &self.baseline)
+        } else if target.addr == self.rpcguard_logging.addr {
+            (&self.rpcguard_logging, &self.baseline)
         } else {
             (&self.baseline, &self.rpcguard)
         }
@@ -204,6 +211,13 @@ impl Bench {
         memory.read_fresh(&baseline)?;
 
         let account = Account::set_up(&rpcguard, &baseline).await?;
+        let rpcguard_logging = server::start_rpcguard(
+            &rpcguard_bin,
+            args.bcrypt_cost,
+            &args.rpcguard_args,
+            server::Logging::DefaultToFile,
+        )?;
+        let logging_token = crate::account::token_on(&rpcguard_logging).await?;
         let quiet = Quiet::new(
             args.quiet_below,
             args.quiet_wait,
@@ -216,6 +230,8 @@ impl Bench {
             machine,
             rpcguard,
             baseline,
+            rpcguard_logging,
+            logging_token,
             account,
             flood_connections,
             runs: Runs::default(),
@@ -228,6 +244,7 @@ impl Bench {
     fn finish(self, command: String, nofile: u64, started: Instant) -> Measured {
         self.rpcguard.stop();
         self.baseline.stop();
+        self.rpcguard_logging.stop();
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
@@ -271,7 +288,12 @@ fn start_servers(
     rpcguard_bin: &Path,
     baseline_bin: &Path,
 ) -> anyhow::Result<(ServerProcess, ServerProcess)> {
-    let rpcguard = server::start_rpcguard(rpcguard_bin, args.bcrypt_cost, &args.rpcguard_args)?;
+    let rpcguard = server::start_rpcguard(
+        rpcguard_bin,
+        args.bcrypt_cost,
+        &args.rpcguard_args,
+        server::Logging::Quiet,
+    )?;
     let baseline = server::start_baseline(baseline_bin)?;
     println!(
         "rpcguard pid {} on {}; baseline pid {} on {}",

@@ -45,12 +45,23 @@ impl Drop for ServerProcess {
     }
 }
 
+/// How a server logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logging {
+    /// `RUST_LOG=warn`, to a pipe the harness drains and shows.
+    Quiet,
+    /// The default level (`info`: one line per call), to a file in the
+    /// server's data dir, as an operator would run it (`2> rpcguard.log`).
+    DefaultToFile,
+}
+
 /// Starts `rpcguard serve` on a free loopback port, on a fresh temporary
-/// SQLite data dir, with sign-in and sign-up throttling disabled, quiet logging.
+/// SQLite data dir, with sign-in and sign-up throttling disabled.
 pub fn start_rpcguard(
     bin: &Path,
     bcrypt_cost: u32,
     extra: &[String],
+    logging: Logging,
 ) -> anyhow::Result<ServerProcess> {
     let dir = tempfile::Builder::new()
         .prefix("rpcguard-bench-")
@@ -78,7 +89,49 @@ pub fn start_rpcguard(
         ])
         .args(["--token-ttl", "3600"])
         .args(extra);
-    start("rpcguard", cmd, "rpcguard listening on http://", Some(dir))
+    match logging {
+        Logging::Quiet => start("rpcguard", cmd, "rpcguard listening on http://", Some(dir)),
+        Logging::DefaultToFile => start_logging_to_file(cmd, dir),
+    }
+}
+
+/// Starts rpcguard at the default log level with its standard error going
+/// to `serve.log` in its data dir; its address is read from that file.
+fn start_logging_to_file(
+    mut cmd: Command,
+    dir: tempfile::TempDir,
+) -> anyhow::Result<ServerProcess> {
+    const READY: &str = "rpcguard listening on http://";
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path)?;
+    cmd.env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start rpcguard ({cmd:?})"))?;
+    let started = std::time::Instant::now();
+    let addr = loop {
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if let Some(rest) = text.lines().find_map(|l| l.strip_prefix(READY)) {
+            break rest.trim_end_matches('/').to_owned();
+        }
+        if started.elapsed() > Duration::from_secs(60) || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("rpcguard (logging to a file) did not print its address: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(ServerProcess {
+        name: "rpcguard",
+        addr: addr
+            .parse()
+            .with_context(|| format!("rpcguard printed a bad address {addr:?}"))?,
+        child,
+        _data_dir: Some(dir),
+    })
 }
 
 /// Starts the bare jsonrpsee baseline on a free loopback port.

@@ -3,7 +3,9 @@
 //! (a) `get_caller` with a valid token over HTTP keep-alive vs the
 //! baseline's `ping`; (b) the same over WebSocket sessions; (c)
 //! `require_scopes` denied (-32099); (d) `get_caller` with an invalid token
-//! (-32001); (e) `rpc.discover`. Each round runs every one back to back and
+//! (-32001); (e) `rpc.discover`; (a) again on a second server logging at
+//! the default level, and (a) and `ping` at one connection (p50 latency).
+//! Targets: issue 10's for (a)–(c) and the latency, issue 6's for (e). Each round runs every one back to back and
 //! the order flips every round, so that machine noise hits both servers; the
 //! (a) and `ping` HTTP runs also sample the server's RSS for (h).
 
@@ -33,6 +35,12 @@ pub const C_DENIED: &str = "c-denied";
 pub const D_INVALID: &str = "d-invalid";
 /// (e) `rpc.discover`.
 pub const E_DISCOVER: &str = "e-discover";
+/// (a) at the default log level (one line per call, to a file).
+pub const A_HTTP_LOG: &str = "a-http-log";
+/// The baseline's `ping` over HTTP, one connection.
+pub const BASE_HTTP_1: &str = "base-http-1";
+/// (a) `get_caller` over HTTP, one connection.
+pub const A_HTTP_1: &str = "a-http-1";
 
 /// (a)–(e) and their baselines.
 pub struct Alternating;
@@ -43,6 +51,8 @@ struct Leg {
     id: &'static str,
     target: Target,
     sample_rss: bool,
+    /// One connection instead of the configured number.
+    single: bool,
 }
 
 /// The legs in the order of even rounds.
@@ -53,6 +63,13 @@ fn legs(bench: &Bench) -> Vec<Leg> {
         id,
         target,
         sample_rss,
+        single: false,
+    };
+    let single = |id, target| Leg {
+        id,
+        target,
+        sample_rss: false,
+        single: true,
     };
     vec![
         leg(
@@ -86,16 +103,34 @@ fn legs(bench: &Bench) -> Vec<Leg> {
             false,
         ),
         leg(E_DISCOVER, requests::discover(rpcguard), false),
+        leg(
+            A_HTTP_LOG,
+            requests::get_caller(
+                &bench.rpcguard_logging,
+                Transport::Http,
+                &bench.logging_token,
+            ),
+            false,
+        ),
+        single(
+            BASE_HTTP_1,
+            requests::baseline_ping(baseline, Transport::Http, token),
+        ),
+        single(
+            A_HTTP_1,
+            requests::get_caller(rpcguard, Transport::Http, token),
+        ),
     ]
 }
 
 /// Odd rounds run each rpcguard/baseline pair the other way round and
-/// (c)–(e) backwards.
+/// (c)–(e) and the logging leg backwards.
 fn order_for_round(mut legs: Vec<Leg>, round: usize) -> Vec<Leg> {
     if round % 2 == 1 {
         legs.swap(0, 1);
         legs.swap(2, 3);
-        legs[4..].reverse();
+        legs[4..8].reverse();
+        legs.swap(8, 9);
     }
     legs
 }
@@ -110,9 +145,12 @@ impl Scenario for Alternating {
 
     fn run<'a>(&'a mut self, bench: &'a mut Bench) -> LocalBoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            let config = bench.load;
             for round in 0..bench.args.rounds {
                 for leg in order_for_round(legs(bench), round) {
+                    let mut config = bench.load;
+                    if leg.single {
+                        config.connections = 1;
+                    }
                     bench
                         .measure_and_record(round, leg.id, &leg.target, config, leg.sample_rss)
                         .await;
@@ -129,8 +167,23 @@ impl Scenario for Alternating {
                 A_HTTP,
                 BASE_HTTP,
                 "(a) get_caller req/s ÷ bare jsonrpsee ping req/s (HTTP)",
-                0.85,
+                0.90,
             ),
+            throughput_verdict(
+                m,
+                B_WS,
+                BASE_WS,
+                "(b) get_caller req/s ÷ bare jsonrpsee ping req/s (WebSocket)",
+                0.90,
+            ),
+            throughput_verdict(
+                m,
+                C_DENIED,
+                BASE_HTTP,
+                "(c) require_scopes denied (-32099) req/s ÷ bare jsonrpsee ping req/s (HTTP)",
+                0.90,
+            ),
+            p50_verdict(m),
             throughput_verdict(
                 m,
                 E_DISCOVER,
@@ -147,6 +200,7 @@ impl Scenario for Alternating {
 
     fn write_notes(&self, m: &Measured, out: &mut String) {
         write_cpu_per_request(m, out);
+        write_log_line_share(m, out);
         crate::report::write_noise_warning(m, out);
         write_other_ratios(m, out);
     }
@@ -168,6 +222,42 @@ fn throughput_verdict(m: &Measured, num: &str, den: &str, name: &str, bar: f64) 
     }
 }
 
+/// p50 latency at one connection, rpcguard's (a) ÷ the baseline's.
+fn p50_verdict(m: &Measured) -> Verdict {
+    let (ratio, rounds) = paired_ratio(&m.runs, A_HTTP_1, BASE_HTTP_1, |r| r.p50_us as f64);
+    let p50 = |id| summary(m.runs.of(id)).p50_us / 1000.0;
+    Verdict {
+        name: "p50 latency of get_caller at one connection ÷ the baseline's (HTTP)".into(),
+        measured: format!(
+            "**{ratio:.3}** ({:.3} ms vs {:.3} ms; rounds: {})",
+            p50(A_HTTP_1),
+            p50(BASE_HTTP_1),
+            round_list(&rounds)
+        ),
+        bar: "≤ 1.2".into(),
+        pass: ratio <= 1.2,
+    }
+}
+
+/// What the per-call log line costs: (a) at the default log level.
+fn write_log_line_share(m: &Measured, out: &mut String) {
+    let rps = |r: &LoadResult| r.rps;
+    let (with_log, rounds) = paired_ratio(&m.runs, A_HTTP_LOG, A_HTTP, rps);
+    let (vs_base, _) = paired_ratio(&m.runs, A_HTTP_LOG, BASE_HTTP, rps);
+    let cpu = |id| cpu_summary(m.runs.of(id)).server_us_per_req;
+    let _ = writeln!(
+        out,
+        "\nThe per-call log line: (a) on a second rpcguard at the default log level (`info`, one line per \
+         call, standard error to a file) reached **{with_log:.3}** × the req/s of (a) at `warn` (rounds: {}), \
+         i.e. {vs_base:.3} × the baseline; server CPU {:.0} µs vs {:.0} µs per call, so the line costs \
+         {:.0} % of a call's CPU. The targets are measured at `warn`, as every run of this harness has been.",
+        round_list(&rounds),
+        cpu(A_HTTP_LOG),
+        cpu(A_HTTP),
+        100.0 * (cpu(A_HTTP_LOG) - cpu(A_HTTP)) / cpu(A_HTTP_LOG),
+    );
+}
+
 fn write_cpu_per_request(m: &Measured, out: &mut String) {
     let cpu_a = cpu_summary(m.runs.of(A_HTTP)).server_us_per_req;
     let cpu_base = cpu_summary(m.runs.of(BASE_HTTP)).server_us_per_req;
@@ -182,13 +272,12 @@ fn write_cpu_per_request(m: &Measured, out: &mut String) {
 
 fn write_other_ratios(m: &Measured, out: &mut String) {
     let rps = |r: &LoadResult| r.rps;
-    let (rb, rounds) = paired_ratio(&m.runs, B_WS, BASE_WS, rps);
     let (rc, _) = paired_ratio(&m.runs, C_DENIED, A_HTTP, rps);
-    let (rd, _) = paired_ratio(&m.runs, D_INVALID, A_HTTP, rps);
+    let (rd, rounds) = paired_ratio(&m.runs, D_INVALID, BASE_HTTP, rps);
     let _ = writeln!(
         out,
-        "\nOther ratios (no target in issue 6): (b) WS get_caller ÷ baseline WS ping = **{rb:.3}** (rounds: {}); \
-         (c) ÷ (a) = {rc:.3}; (d) ÷ (a) = {rd:.3}.",
+        "\nOther ratios (no target): (c) ÷ (a) = {rc:.3}; (d) invalid token ÷ baseline ping = {rd:.3} \
+         (rounds: {}).",
         round_list(&rounds)
     );
 }
@@ -245,6 +334,33 @@ const ROWS: &[Row] = &[
         server: "rpcguard",
         transport: "HTTP keep-alive",
         method: "`get_caller`, bad signature (-32001)",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: A_HTTP_LOG,
+        label: "(a) at log level info",
+        server: "rpcguard",
+        transport: "HTTP keep-alive",
+        method: "`get_caller`, one log line per call",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: BASE_HTTP_1,
+        label: "baseline ping, HTTP, 1 conn",
+        server: "baseline",
+        transport: "HTTP keep-alive",
+        method: "`ping`",
+        own_cpu: true,
+        bar: Bar::Baseline,
+    },
+    Row {
+        id: A_HTTP_1,
+        label: "(a) get_caller, HTTP, 1 conn",
+        server: "rpcguard",
+        transport: "HTTP keep-alive",
+        method: "`get_caller`, valid token",
         own_cpu: true,
         bar: Bar::Rpcguard,
     },
