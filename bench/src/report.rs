@@ -127,7 +127,7 @@ fn write_header(m: &Measured, out: &mut String) {
 
 /// Every scenario's verdicts, then whether every answer was the expected one.
 fn write_targets(m: &Measured, scenarios: &[Box<dyn Scenario>], out: &mut String) {
-    let _ = writeln!(out, "## Targets (issue 6)\n");
+    let _ = writeln!(out, "## Targets (issues 6 and 10)\n");
     let _ = writeln!(
         out,
         "| target | measured | bar | result |\n|---|---|---|---|"
