@@ -86,6 +86,37 @@ fn formats(value: &Value, out: &mut Vec<String>) {
     }
 }
 
+/// The paths (JSON Pointers) of the schemas in `value` that say
+/// `"type": "array"` but have no `items`: valid JSON Schema, but code
+/// generators crash on them (`@open-rpc/generator` 1.22.3:
+/// `getDefaultTitleForSchema`).
+fn arrays_without_items(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            let is_array = match map.get("type") {
+                Some(Value::String(t)) => t == "array",
+                Some(Value::Array(types)) => types.iter().any(|t| t == "array"),
+                _ => false,
+            };
+            if is_array && !map.contains_key("items") {
+                out.push(path.to_owned());
+            }
+            for (key, inner) in map {
+                // Example values are data, not schemas.
+                if key != "examples" {
+                    arrays_without_items(inner, &format!("{path}/{key}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, inner) in items.iter().enumerate() {
+                arrays_without_items(inner, &format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[test]
 fn document_structure() {
     let doc = generated();
@@ -137,7 +168,46 @@ fn document_structure() {
         if method["name"] == "sign_in" {
             assert!(codes.contains(&-32002) && codes.contains(&-32005) && codes.contains(&-32602));
         }
+        for error in method["errors"].as_array().expect("errors") {
+            let data = match error["code"].as_i64() {
+                Some(-32001) => json!({ "$ref": "#/components/schemas/UnauthenticatedData" }),
+                Some(-32099) => json!({ "$ref": "#/components/schemas/PermissionErrorData" }),
+                Some(-32005) => json!({ "$ref": "#/components/schemas/TooManyRequestsData" }),
+                Some(-32602) => json!({ "$ref": "#/components/schemas/InvalidParamsData" }),
+                _ => Value::Null,
+            };
+            assert_eq!(error["data"], data, "{name}: {error}");
+        }
     }
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["UnauthenticatedData"]["required"],
+        json!(["reason"])
+    );
+    let reasons: Vec<&Value> = schemas["AuthFailure"]["oneOf"]
+        .as_array()
+        .expect("reasons")
+        .iter()
+        .map(|r| &r["const"])
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "missing_token",
+            "invalid_token",
+            "expired_token",
+            "wrong_scheme"
+        ]
+    );
+    assert_eq!(
+        schemas["PermissionErrorData"]["required"],
+        json!(["missing_scopes"])
+    );
+    assert_eq!(
+        schemas["TooManyRequestsData"]["properties"]["retry_after_s"]["type"],
+        "integer"
+    );
+    assert_eq!(schemas["InvalidParamsData"]["type"], "string");
     let mut all = Vec::new();
     refs(&doc, &mut all);
     assert!(!all.is_empty());
@@ -153,6 +223,20 @@ fn document_structure() {
     let mut found = Vec::new();
     formats(&doc, &mut found);
     assert!(found.is_empty(), "no non-standard formats: {found:?}");
+    let mut untyped = Vec::new();
+    arrays_without_items(&doc, "", &mut untyped);
+    assert!(
+        untyped.is_empty(),
+        "array schemas without items: {untyped:?}"
+    );
+    for (name, schema) in doc["components"]["schemas"].as_object().expect("schemas") {
+        assert_eq!(
+            schema["title"],
+            json!(name),
+            "components.schemas.{name} has its title"
+        );
+    }
+    assert_eq!(doc["x-error-data-schema"], true);
     let bearer = &doc["components"]["x-securitySchemes"]["Bearer"];
     assert_eq!(
         (
