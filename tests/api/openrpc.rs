@@ -1,5 +1,6 @@
-//! The OpenRPC document: fresh, identical to `rpc.discover`, complete,
-//! self-contained, and accepted by the official tooling.
+//! The OpenRPC document: fresh, identical to `rpc.discover` and to
+//! `GET /openrpc.json`, complete, self-contained, and accepted by the
+//! official tooling.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -253,6 +254,83 @@ fn document_structure() {
         )
     );
     assert!(bearer["scopes"]["scope1"].is_string());
+}
+
+#[tokio::test]
+async fn get_openrpc_json_answers_the_discover_document() {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+        c.server.doc.server_url = DEFAULT_URL.to_owned()
+    })
+    .await
+    .expect("app");
+    let url = format!("{}openrpc.json", app.url);
+    let response = app.http.get(&url).send().await.expect("GET");
+    assert_eq!(response.status(), 200);
+    let header = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        header(&response, "content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        header(&response, "cache-control").as_deref(),
+        Some("no-cache")
+    );
+    let etag = header(&response, "etag").expect("an ETag");
+    let body = response.text().await.expect("body");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("JSON"),
+        committed()
+    );
+
+    // The very bytes rpc.discover answers (one serialization at start-up).
+    let discover = app
+        .http
+        .post(&app.url)
+        .header("content-type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}"#)
+        .send()
+        .await
+        .expect("POST")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(
+        discover,
+        format!(r#"{{"jsonrpc":"2.0","id":1,"result":{body}}}"#)
+    );
+
+    // A client that has it asks again and gets 304, no body.
+    let again = app
+        .http
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("conditional GET");
+    assert_eq!(again.status(), 304);
+    assert_eq!(header(&again, "etag"), Some(etag.clone()));
+    assert!(again.text().await.expect("body").is_empty());
+
+    let head = app.http.head(&url).send().await.expect("HEAD");
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        header(&head, "content-length"),
+        Some(body.len().to_string())
+    );
+    assert!(head.text().await.expect("body").is_empty());
+
+    let post = app.http.post(&url).send().await.expect("POST");
+    assert_eq!(post.status(), 405);
+    assert_eq!(header(&post, "allow").as_deref(), Some("GET, HEAD"));
+    // The JSON-RPC path keeps refusing GET.
+    let root = app.http.get(&app.url).send().await.expect("GET /");
+    assert_eq!(root.status(), 405);
 }
 
 /// The npm project with the official OpenRPC tools, or `None` (after saying

@@ -58,6 +58,11 @@ impl OpenRpcDocument {
     pub(crate) fn new(value: &Value) -> Result<Self, serde_json::Error> {
         serde_json::value::to_raw_value(value).map(OpenRpcDocument)
     }
+
+    /// The serialized document, as `rpc.discover` answers it.
+    pub(crate) fn json(&self) -> &str {
+        self.0.get()
+    }
 }
 
 impl Serialize for OpenRpcDocument {
