@@ -1,10 +1,12 @@
 //! The OpenRPC document: fresh, identical to `rpc.discover` and to
-//! `GET /openrpc.json`, complete, self-contained, and accepted by the
-//! official tooling.
+//! `GET /openrpc.json`, complete, self-contained, accepted by the official
+//! tooling, and good enough for `@open-rpc/generator` to make a typed client
+//! that works.
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -390,4 +392,91 @@ async fn open_rpc_client_js_over_http_and_websocket() {
     let Some(dir) = node_tools() else { return };
     let app = TestApp::spawn().await;
     node(dir, "flow.mjs", vec![app.url.clone()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_node,
+    ignore = "Node.js: run `npm ci --prefix tests/clients/openrpc`"
+)]
+async fn generated_typescript_client_over_http_and_websocket() {
+    let Some(dir) = node_tools() else { return };
+    assert!(
+        dir.join("node_modules/@open-rpc/generator").is_dir(),
+        "@open-rpc/generator is missing from {}: run `npm ci --prefix tests/clients/openrpc` again",
+        dir.display()
+    );
+    let app = TestApp::spawn().await;
+    let work = tempfile::tempdir().expect("temp dir");
+    let transcript = generated_client_flow(dir, &app, work.path()).await;
+    assert!(
+        transcript
+            .lines()
+            .any(|l| l.starts_with("OK ") && l.contains("generated client")),
+        "{transcript}"
+    );
+}
+
+/// Runs `generated-client.mjs` (generate the TypeScript client from the
+/// live document, compile it, drive the flow) against `app`, granting the
+/// scope the flow asks for when it asks (`GRANT <user> <scope>` on its
+/// stdout, answered by a line on its stdin). Returns its stdout.
+async fn generated_client_flow(dir: &Path, app: &TestApp, work: &Path) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new("node")
+        .arg(dir.join("generated-client.mjs"))
+        .arg(&app.url)
+        .arg(work)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut transcript = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        match tokio::time::timeout_at(deadline, lines.recv()).await {
+            Ok(Some(line)) => {
+                if let Some(request) = line.strip_prefix("GRANT ") {
+                    let (user, scope) = request.split_once(' ').expect("GRANT <user> <scope>");
+                    app.grant(user, scope).await;
+                    writeln!(stdin, "granted").expect("answer the flow");
+                }
+                transcript.push_str(&line);
+                transcript.push('\n');
+            }
+            // stdout closed: the process is ending.
+            Ok(None) => break,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the generated client's flow did not end within 180 s:\n{transcript}");
+            }
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait for node");
+    let errors = errors.join().unwrap_or_default();
+    assert!(
+        status.success(),
+        "the generated client's flow failed ({status}):\n{transcript}\n{errors}"
+    );
+    transcript
 }
