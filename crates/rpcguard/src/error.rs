@@ -15,7 +15,8 @@
 use std::collections::BTreeMap;
 
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
-use serde::Serialize;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// `-32001 Unauthenticated`.
@@ -46,8 +47,9 @@ pub fn is_reserved(code: i32) -> bool {
 
 /// Why a secured call was refused with `-32001`; its
 /// [`as_str`](AuthFailure::as_str) is the `reason` of the error's `data`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
+#[schemars(description = "Why a secured call was refused with -32001 Unauthenticated.")]
 #[non_exhaustive]
 pub enum AuthFailure {
     /// No credentials were presented.
@@ -78,6 +80,48 @@ impl AuthFailure {
 
 /// Scopes missing per security scheme, as sent in `-32099`'s data.
 pub type MissingScopes = BTreeMap<String, Vec<String>>;
+
+// The `data` of the contract's errors. The error conversion below
+// serializes these types and the OpenRPC document describes each error's
+// `data` with their schemas (`data_schema_for`), so the wire and the
+// document cannot drift apart. Their `schemars(description)` is the text the
+// document shows; the doc comments are for Rust callers.
+
+/// The `data` of a `-32001 Unauthenticated` error, e.g.
+/// `{"reason":"missing_token"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "The data of a -32001 Unauthenticated error.")]
+pub struct UnauthenticatedData {
+    /// Why the call was not authenticated.
+    pub reason: AuthFailure,
+}
+
+/// The `data` of a `-32099 Permission error`, e.g.
+/// `{"missing_scopes":{"Bearer":["scope1"]}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "The data of a -32099 Permission error.")]
+pub struct PermissionErrorData {
+    /// The scopes the caller lacks, per security scheme.
+    pub missing_scopes: MissingScopes,
+}
+
+/// The `data` of a `-32005 Too many requests`, e.g. `{"retry_after_s":12}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "The data of a -32005 Too many requests error.")]
+pub struct TooManyRequestsData {
+    /// Seconds after which a retry may succeed.
+    pub retry_after_s: u64,
+}
+
+/// The `data` of a `-32602 Invalid params`: what is wrong with the params,
+/// never the input itself, e.g. `"too many positional params: this method
+/// takes at most 2"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+#[schemars(
+    description = "The data of a -32602 Invalid params error: what is wrong with the params (never the input itself)."
+)]
+pub struct InvalidParamsData(pub String);
 
 /// Every error a caller can see. Converting it into a JSON-RPC error object
 /// is the only place where codes, messages and `data` are chosen.
@@ -200,6 +244,19 @@ pub(crate) fn message_for(code: i32) -> &'static str {
     }
 }
 
+/// The schema of the `data` the contract sends with one of its codes (a
+/// `$ref` into the document's components), `None` for a code sent without
+/// `data` or a code that is not the contract's.
+pub(crate) fn data_schema_for(code: i32, generator: &mut SchemaGenerator) -> Option<Schema> {
+    match code {
+        UNAUTHENTICATED => Some(generator.subschema_for::<UnauthenticatedData>()),
+        PERMISSION_ERROR => Some(generator.subschema_for::<PermissionErrorData>()),
+        TOO_MANY_REQUESTS => Some(generator.subschema_for::<TooManyRequestsData>()),
+        INVALID_PARAMS => Some(generator.subschema_for::<InvalidParamsData>()),
+        _ => None,
+    }
+}
+
 impl From<RpcError> for ErrorObjectOwned {
     fn from(err: RpcError) -> Self {
         let code = err.code();
@@ -223,12 +280,14 @@ impl From<RpcError> for ErrorObjectOwned {
             } => {
                 return ErrorObject::owned(code, message, data);
             }
-            RpcError::Unauthenticated(reason) => Some(json!({ "reason": reason.as_str() })),
-            RpcError::PermissionDenied(missing) => Some(json!({ "missing_scopes": missing })),
-            RpcError::TooManyRequests { retry_after_s } => {
-                Some(json!({ "retry_after_s": retry_after_s }))
+            RpcError::Unauthenticated(reason) => Some(json!(UnauthenticatedData { reason })),
+            RpcError::PermissionDenied(missing_scopes) => {
+                Some(json!(PermissionErrorData { missing_scopes }))
             }
-            RpcError::InvalidParams(what) => Some(json!(what)),
+            RpcError::TooManyRequests { retry_after_s } => {
+                Some(json!(TooManyRequestsData { retry_after_s }))
+            }
+            RpcError::InvalidParams(what) => Some(json!(InvalidParamsData(what))),
             RpcError::AuthenticationFailed | RpcError::UsernameTaken | RpcError::Internal(_) => {
                 None
             }
@@ -266,6 +325,75 @@ mod tests {
             assert!(object.data().is_none());
         }
         assert!(!is_reserved(-31999) && !is_reserved(-32769));
+    }
+
+    #[test]
+    fn data_is_what_the_data_types_serialize() {
+        let data = |err: RpcError| {
+            let object = ErrorObjectOwned::from(err);
+            serde_json::from_str::<Value>(object.data().expect("data").get()).expect("JSON")
+        };
+        for reason in [
+            AuthFailure::MissingToken,
+            AuthFailure::InvalidToken,
+            AuthFailure::ExpiredToken,
+            AuthFailure::WrongScheme,
+        ] {
+            assert_eq!(
+                data(RpcError::Unauthenticated(reason)),
+                json!({ "reason": reason.as_str() })
+            );
+        }
+        let missing = MissingScopes::from([("Bearer".to_owned(), vec!["scope1".to_owned()])]);
+        assert_eq!(
+            data(RpcError::PermissionDenied(missing)),
+            json!({ "missing_scopes": { "Bearer": ["scope1"] } })
+        );
+        assert_eq!(
+            data(RpcError::TooManyRequests { retry_after_s: 7 }),
+            json!({ "retry_after_s": 7 })
+        );
+        assert_eq!(
+            data(RpcError::InvalidParams("unknown param".into())),
+            json!("unknown param")
+        );
+    }
+
+    #[test]
+    fn data_schemas_describe_the_contracts_codes_with_data() {
+        let mut generator = crate::schema::schema_settings().into_generator();
+        let with_data = [
+            (UNAUTHENTICATED, "UnauthenticatedData"),
+            (PERMISSION_ERROR, "PermissionErrorData"),
+            (TOO_MANY_REQUESTS, "TooManyRequestsData"),
+            (INVALID_PARAMS, "InvalidParamsData"),
+        ];
+        for (code, name) in with_data {
+            let schema = data_schema_for(code, &mut generator).expect("a data schema");
+            assert_eq!(
+                schema.get("$ref").and_then(Value::as_str),
+                Some(format!("#/components/schemas/{name}").as_str())
+            );
+        }
+        for code in [AUTHENTICATION_FAILED, USERNAME_TAKEN, INTERNAL_ERROR, 4001] {
+            assert!(data_schema_for(code, &mut generator).is_none(), "{code}");
+        }
+        let definitions = generator.take_definitions(true);
+        let reasons: Vec<&str> = definitions["AuthFailure"]["oneOf"]
+            .as_array()
+            .expect("one entry per reason")
+            .iter()
+            .filter_map(|variant| variant["const"].as_str())
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                "missing_token",
+                "invalid_token",
+                "expired_token",
+                "wrong_scheme"
+            ]
+        );
     }
 
     #[test]

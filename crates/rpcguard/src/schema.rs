@@ -58,6 +58,11 @@ impl OpenRpcDocument {
     pub(crate) fn new(value: &Value) -> Result<Self, serde_json::Error> {
         serde_json::value::to_raw_value(value).map(OpenRpcDocument)
     }
+
+    /// The serialized document, as `rpc.discover` answers it.
+    pub(crate) fn json(&self) -> &str {
+        self.0.get()
+    }
 }
 
 impl Serialize for OpenRpcDocument {
@@ -79,8 +84,8 @@ impl JsonSchema for OpenRpcDocument {
             "properties": {
                 "openrpc": { "type": "string" },
                 "info": { "type": "object" },
-                "servers": { "type": "array" },
-                "methods": { "type": "array" },
+                "servers": { "type": "array", "items": { "type": "object" } },
+                "methods": { "type": "array", "items": { "type": "object" } },
                 "components": { "type": "object" }
             }
         })

@@ -15,7 +15,9 @@
 //      (DESIGN.md); each example param value validates against that param's
 //      schema and each example result value against the result schema, with
 //      `#/components/schemas/...` resolved against the document's components;
-//      the document itself validates against `rpc.discover`'s result schema.
+//      the document itself validates against `rpc.discover`'s result schema;
+//      every error's `data` (a JSON Schema, the document's
+//      `x-error-data-schema`) compiles.
 // Prints one line per valid document; exits 1 after printing every problem.
 
 import { readFile } from "node:fs/promises";
@@ -198,6 +200,12 @@ function checkExamples(doc, problems) {
     const resultCd = deref(doc, method.result, ["methods", m, "result"], problems);
     if (method.result === undefined) problems.push(`${pointer(["methods", m])} (${where}): no result`);
     const validateResult = resultCd ? compile(resultCd.schema, ["methods", m, "result", "schema"]) : null;
+
+    (method.errors ?? []).forEach((e, i) => {
+      const path = ["methods", m, "errors", i];
+      const error = deref(doc, e, path, problems);
+      if (error?.data !== undefined) compile(error.data, [...path, "data"]);
+    });
 
     if (method.name === "rpc.discover" && validateResult) {
       if (!validateResult(doc)) {

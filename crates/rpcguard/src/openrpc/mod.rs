@@ -2,9 +2,15 @@
 //!
 //! Schemas come from schemars (JSON Schema draft-07). Named types go to
 //! `components.schemas` and are referenced as `#/components/schemas/Name`;
-//! non-standard `format` values (`uint32`, `int64`, `double`, …) are removed
-//! because strict validators refuse them. Each method lists its security as
-//! `x-security` and the errors its security, params and declaration imply;
+//! each has a `title`, its name (the Rust type's), which code generators use
+//! as the type's name; non-standard `format` values (`uint32`, `int64`,
+//! `double`, …) are removed because strict validators refuse them. Each
+//! method lists its security as `x-security` and the errors its security,
+//! params and declaration imply; an error the contract sends with `data`
+//! (`-32001`, `-32099`, `-32005`, `-32602`) carries the JSON Schema of that
+//! `data` in its `data` field, a `$ref` to a component such as
+//! `UnauthenticatedData` (the spec leaves `data` free; the document says so
+//! with the root flag [`ERROR_DATA_SCHEMA`]).
 //! `components["x-securitySchemes"]` describes each scheme. The server
 //! builds the document once at start-up and `rpc.discover` serves it from
 //! memory.
@@ -15,10 +21,17 @@ use schemars::{Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::api::{Api, MethodDecl};
-use crate::error::{self, message_for};
+use crate::error::{self, data_schema_for, message_for};
 use crate::schema::schema_settings;
 pub use crate::schema::OPENRPC_VERSION;
 use crate::security::SchemeDoc;
+
+/// The root extension that says every `errors[].data` of the document is a
+/// JSON Schema of the error's `data` (OpenRPC leaves `data` free: "a
+/// primitive or structured value"). The name is the one proposed in
+/// open-rpc/spec#392; the spec's maintainers suggested a schema there in
+/// open-rpc/spec#255.
+pub const ERROR_DATA_SCHEMA: &str = "x-error-data-schema";
 
 /// What the document says about the server itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +88,7 @@ pub fn document<S: Send + Sync + 'static>(
         .iter()
         .map(|d| method_entry(d, &mut generator))
         .collect();
-    let schemas = generator.take_definitions(true);
+    let schemas = titled(generator.take_definitions(true));
     json!({
         "openrpc": OPENRPC_VERSION,
         "info": {
@@ -88,8 +101,31 @@ pub fn document<S: Send + Sync + 'static>(
         "components": {
             "schemas": schemas,
             "x-securitySchemes": security_schemes(decls, schemes),
-        }
+        },
+        ERROR_DATA_SCHEMA: true,
     })
+}
+
+/// Gives every named schema a `title`, its name, first: without one, code
+/// generators name the type after a hash of its schema (`ObjectOfStringIG9Y…`
+/// for `User`). Names are unique in `components.schemas`, so titles are too;
+/// a title schemars took from a doc comment's heading is replaced.
+fn titled(definitions: Map<String, Value>) -> Map<String, Value> {
+    definitions
+        .into_iter()
+        .map(|(name, schema)| {
+            let schema = match schema {
+                Value::Object(fields) => {
+                    let mut with_title = Map::with_capacity(fields.len() + 1);
+                    with_title.insert("title".into(), json!(name));
+                    with_title.extend(fields.into_iter().filter(|(key, _)| key != "title"));
+                    Value::Object(with_title)
+                }
+                other => other,
+            };
+            (name, schema)
+        })
+        .collect()
 }
 
 /// Runs the generator's transforms over a schema made outside
@@ -142,7 +178,7 @@ fn method_entry(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Value {
         "result".into(),
         json!({ "name": decl.result_name, "schema": result_schema }),
     );
-    entry.insert("errors".into(), json!(errors_of(decl)));
+    entry.insert("errors".into(), json!(errors_of(decl, generator)));
     entry.insert("examples".into(), json!(examples_of(decl)));
     entry.insert("x-security".into(), json!(decl.security.requirements()));
     Value::Object(entry)
@@ -161,8 +197,9 @@ fn unwrap_single_all_of(schema: Value) -> Value {
 }
 
 /// The errors a method can return: those its security implies, `-32602`
-/// when it takes params, its declared ones, and `-32603`.
-fn errors_of(decl: &MethodDecl) -> Vec<Value> {
+/// when it takes params, its declared ones, and `-32603`; each with the
+/// schema of its `data` when the contract sends one.
+fn errors_of(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Vec<Value> {
     let mut codes = Vec::new();
     if !decl.security.is_public() {
         codes.push(error::UNAUTHENTICATED);
@@ -188,7 +225,13 @@ fn errors_of(decl: &MethodDecl) -> Vec<Value> {
             seen.push(*code);
             fresh
         })
-        .map(|(code, message)| json!({ "code": code, "message": message }))
+        .map(|(code, message)| {
+            let mut error = json!({ "code": code, "message": message });
+            if let Some(data) = data_schema_for(code, generator) {
+                error["data"] = finish_schema(generator, data);
+            }
+            error
+        })
         .collect()
 }
 

@@ -1,6 +1,7 @@
 //! The HTTP front of every request, before jsonrpsee sees it.
 //!
-//! - routes `GET /health` and refuses unknown paths with 404;
+//! - routes `GET /health`, `GET /openrpc.json` (the OpenRPC document,
+//!   [`super::document`]) and refuses unknown paths with 404;
 //! - reads a JSON-RPC request body itself, under the size limit and a
 //!   deadline (`body_timeout`), so a client that announces a body and never
 //!   sends it cannot hold a connection slot; a body over the limit (up to
@@ -35,6 +36,7 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 use tower::{Service, ServiceExt};
 
+use super::document::{DocumentResource, DOCUMENT_PATH};
 use super::guard::NotificationOnly;
 use super::ids::{self, Normalized};
 use super::slots::Slot;
@@ -58,6 +60,8 @@ pub(crate) struct Shared {
     pub body_timeout: Duration,
     /// WebSocket session limits.
     pub ws: WsSettings,
+    /// The OpenRPC document `GET /openrpc.json` answers.
+    pub document: DocumentResource,
 }
 
 /// One connection's context: its peer, its slot, and the shared settings.
@@ -112,6 +116,9 @@ pub(crate) async fn handle<S: RpcService>(
         } else {
             plain(StatusCode::METHOD_NOT_ALLOWED, "")
         };
+    }
+    if path == DOCUMENT_PATH {
+        return conn.shared.document.respond(req.method(), req.headers());
     }
     if !is_rpc_path(path) {
         return plain(StatusCode::NOT_FOUND, "");

@@ -1,5 +1,6 @@
 //! The server: one port for JSON-RPC over HTTP POST and over WebSocket,
-//! plus `GET /health`.
+//! plus `GET /health` and `GET /openrpc.json` (the document `rpc.discover`
+//! answers, for tools that fetch it by URL).
 //!
 //! The caller binds the listener (tests bind `127.0.0.1:0`) and the server
 //! runs its own accept loop, so that it knows each peer's address (for the
@@ -23,6 +24,7 @@
 //! requests in flight (WebSocket calls included) finish, and gives up on
 //! stragglers after a grace period.
 
+mod document;
 mod gateway;
 mod guard;
 mod ids;
@@ -45,6 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+pub use document::DOCUMENT_PATH;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use slots::client_key;
 
@@ -54,6 +57,8 @@ use crate::openrpc::{self, DocInfo};
 use crate::schema::OpenRpcDocument;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
+use bytes::Bytes;
+use document::DocumentResource;
 use gateway::{Connection, RpcService, Shared};
 use guard::SecurityLayer;
 use slots::{ConnectionSlots, Refused, SlotLimits};
@@ -297,8 +302,8 @@ fn check_schemes<S: Send + Sync + 'static>(
 /// Every scheme a method's [`MethodSecurity`](crate::MethodSecurity) names
 /// must be one of `security`'s [`schemes`](crate::SecurityFunction::schemes),
 /// else [`ServerError::UnknownScheme`] names the method and the scheme.
-/// The OpenRPC document is built here, once, and `rpc.discover` serves it
-/// from memory.
+/// The OpenRPC document is built here, once, and `rpc.discover` and
+/// `GET /openrpc.json` ([`DOCUMENT_PATH`]) serve it from memory.
 pub fn spawn<S: Send + Sync + 'static>(
     listener: TcpListener,
     api: Api<S>,
@@ -313,6 +318,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         info.server_url = format!("http://{addr}/");
     }
     let doc = OpenRpcDocument::new(&document(&api, &security, &info))?;
+    let document_resource = DocumentResource::new(Bytes::from(doc.json().to_owned()));
     let (mut module, registry) = api.into_parts(state)?;
     module
         .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))
@@ -328,6 +334,7 @@ pub fn spawn<S: Send + Sync + 'static>(
             ping_interval: config.ws_ping_interval,
             idle_timeout: config.ws_idle_timeout,
         },
+        document: document_resource,
     });
     let rpc_middleware = RpcServiceBuilder::new().layer(SecurityLayer::new(
         Arc::new(registry),
