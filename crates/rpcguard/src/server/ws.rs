@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::stream::{SplitSink, SplitStream};
+use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -39,7 +39,6 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use jsonrpsee::server::HttpResponse;
 use jsonrpsee::Extensions;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
@@ -59,14 +58,6 @@ pub(crate) struct WsSettings {
     pub ping_interval: Duration,
     /// Time without any frame from the client after which it is closed.
     pub idle_timeout: Duration,
-}
-
-type Socket = WebSocketStream<TokioIo<Upgraded>>;
-
-/// An answer ready to be written, with the in-flight permit of its call.
-struct Outgoing {
-    text: Utf8Bytes,
-    _permit: OwnedSemaphorePermit,
 }
 
 /// Answers a WebSocket upgrade request (RFC 6455 §4.2.2) and starts the
@@ -117,6 +108,13 @@ pub(crate) fn upgrade<S: RpcService>(
 
 /// Runs one session until the client leaves, the session idles out, a
 /// protocol error, or the server stops.
+///
+/// One task does everything: it reads messages, drives their calls
+/// (at most `max_in_flight`, polled here rather than spawned, so a call
+/// costs no task and no hand-over to a writer task) and writes each answer
+/// as soon as its call is done. While an answer is being written (the
+/// client may not be reading) nothing else moves, and while
+/// `max_in_flight` calls are unanswered the next message is not read.
 async fn run<S: RpcService>(upgraded: Upgraded, rpc: S, extensions: Extensions, conn: &Connection) {
     let settings = conn.shared.ws;
     let config = WebSocketConfig::default()
@@ -126,108 +124,79 @@ async fn run<S: RpcService>(upgraded: Upgraded, rpc: S, extensions: Extensions, 
         .max_frame_size(Some(settings.max_message_bytes));
     let socket =
         WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (sink, mut stream) = socket.split();
-    let (answers, to_write) = mpsc::unbounded_channel();
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer = tokio::spawn(write_answers(
-        sink,
-        to_write,
-        close_rx,
+    let (mut sink, mut stream) = socket.split();
+    let max_in_flight = settings.max_in_flight.max(1);
+    let mut calls = FuturesUnordered::new();
+    let mut pings = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.ping_interval,
         settings.ping_interval,
-    ));
-    let in_flight = Arc::new(Semaphore::new(settings.max_in_flight.max(1)));
-    let close = read_calls(&mut stream, &rpc, &extensions, &answers, &in_flight, conn).await;
-    // The writer ends once every call in flight has sent its answer (each
-    // holds a clone of `answers`), then sends the close frame.
-    drop(answers);
-    let _ = close_tx.send(close);
-    let _ = writer.await;
-}
-
-/// Reads messages and starts a call for each, at most `max_in_flight` at a
-/// time. Returns the close frame to send, if any.
-async fn read_calls<S: RpcService>(
-    stream: &mut SplitStream<Socket>,
-    rpc: &S,
-    extensions: &Extensions,
-    answers: &mpsc::UnboundedSender<Outgoing>,
-    in_flight: &Arc<Semaphore>,
-    conn: &Connection,
-) -> Option<CloseFrame> {
-    let settings = conn.shared.ws;
+    );
+    let idle = tokio::time::sleep(settings.idle_timeout);
+    tokio::pin!(idle);
     let stopped = conn.stop.clone().shutdown();
     tokio::pin!(stopped);
     let going_away = || close_frame(CloseCode::Away, "server shutting down");
+    // `Some(close)` once reading has ended: the close frame to send (if
+    // any) after the calls in flight are answered.
+    let mut ending: Option<Option<CloseFrame>> = None;
     loop {
-        let permit = tokio::select! {
-            permit = in_flight.clone().acquire_owned() => permit.ok()?,
-            _ = &mut stopped => return Some(going_away()),
-        };
-        let next = tokio::select! {
-            next = tokio::time::timeout(settings.idle_timeout, stream.next()) => next,
-            _ = &mut stopped => return Some(going_away()),
-        };
-        let data = match next {
-            Err(_) => return Some(close_frame(CloseCode::Away, "idle timeout")),
-            Ok(None) | Ok(Some(Ok(Message::Close(_)))) => return None,
-            Ok(Some(Ok(Message::Text(text)))) => Bytes::from(text),
-            Ok(Some(Ok(Message::Binary(data)))) => data,
-            // Pings are answered by tungstenite; pongs only prove liveness.
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(WsError::Capacity(err)))) => {
-                tracing::debug!(error = %err, "WebSocket message over the limit");
-                return Some(close_frame(CloseCode::Size, "message too big"));
-            }
-            Ok(Some(Err(err))) => {
-                tracing::debug!(error = %err, "WebSocket session ended by an error");
-                return None;
-            }
-        };
-        let rpc = rpc.clone();
-        let extensions = extensions.clone();
-        let answers = answers.clone();
-        tokio::spawn(async move {
-            if let Some(text) = call(rpc, extensions, data).await {
-                let _ = answers.send(Outgoing {
-                    text,
-                    _permit: permit,
-                });
-            }
-        });
-    }
-}
-
-/// Writes answers (releasing their permits once written) and pings; at the
-/// end, the close frame the reader chose.
-async fn write_answers(
-    mut sink: SplitSink<Socket, Message>,
-    mut to_write: mpsc::UnboundedReceiver<Outgoing>,
-    close: oneshot::Receiver<Option<CloseFrame>>,
-    ping_interval: Duration,
-) {
-    let start = tokio::time::Instant::now() + ping_interval;
-    let mut pings = tokio::time::interval_at(start, ping_interval);
-    loop {
+        let reading = ending.is_none();
         tokio::select! {
-            answer = to_write.recv() => match answer {
-                Some(answer) => {
-                    if sink.send(Message::Text(answer.text)).await.is_err() {
+            biased;
+            Some(answer) = calls.next(), if !calls.is_empty() => {
+                if let Some(text) = answer {
+                    if sink.send(Message::Text(text)).await.is_err() {
                         return;
                     }
                 }
-                None => break,
-            },
+                idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
+            }
             _ = pings.tick() => {
                 if sink.send(Message::Ping(Bytes::new())).await.is_err() {
                     return;
                 }
             }
+            _ = &mut stopped, if reading => ending = Some(Some(going_away())),
+            () = &mut idle, if reading && calls.len() < max_in_flight => {
+                ending = Some(Some(close_frame(CloseCode::Away, "idle timeout")));
+            }
+            next = stream.next(), if reading && calls.len() < max_in_flight => {
+                idle.as_mut().reset(tokio::time::Instant::now() + settings.idle_timeout);
+                let data = match next {
+                    None | Some(Ok(Message::Close(_))) => {
+                        ending = Some(None);
+                        None
+                    }
+                    Some(Ok(Message::Text(text))) => Some(Bytes::from(text)),
+                    Some(Ok(Message::Binary(data))) => Some(data),
+                    // Pings are answered by tungstenite; pongs only prove liveness.
+                    Some(Ok(_)) => None,
+                    Some(Err(WsError::Capacity(err))) => {
+                        tracing::debug!(error = %err, "WebSocket message over the limit");
+                        ending = Some(Some(close_frame(CloseCode::Size, "message too big")));
+                        None
+                    }
+                    Some(Err(err)) => {
+                        tracing::debug!(error = %err, "WebSocket session ended by an error");
+                        ending = Some(None);
+                        None
+                    }
+                };
+                if let Some(data) = data {
+                    calls.push(call(rpc.clone(), extensions.clone(), data));
+                }
+            }
+        }
+        if let Some(close) = &ending {
+            if calls.is_empty() {
+                if let Some(frame) = close.clone() {
+                    let _ = sink.send(Message::Close(Some(frame))).await;
+                }
+                let _ = sink.close().await;
+                return;
+            }
         }
     }
-    if let Ok(Some(frame)) = close.await {
-        let _ = sink.send(Message::Close(Some(frame))).await;
-    }
-    let _ = sink.close().await;
 }
 
 /// Executes one message through the JSON-RPC service; the answer, or
