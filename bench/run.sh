@@ -2,6 +2,8 @@
 # Runs every benchmark scenario of issue 6 and writes bench/results.md and
 # bench/results.svg. Extra arguments go to the harness (see --help), e.g.
 #   bench/run.sh --duration 4 --rounds 2
+# `bench/run.sh --soak 600` runs only the 10-minute soak of issue 10 and
+# writes bench/soak.md instead.
 # The harness raises its open-file soft limit to the hard limit itself; for
 # --sessions above ~19,000, run `ulimit -n 65536` (as root) first.
 set -euo pipefail

@@ -26,8 +26,8 @@ impl Account {
         rpcguard: &ServerProcess,
         baseline: &ServerProcess,
     ) -> anyhow::Result<Account> {
-        sign_up(rpcguard).await?;
-        let token = sign_in(rpcguard).await?;
+        sign_up(rpcguard, USER).await?;
+        let token = sign_in(rpcguard, USER).await?;
         check_baseline_ping(baseline).await?;
         Ok(Account {
             invalid_token: spoil_signature(&token),
@@ -38,24 +38,26 @@ impl Account {
 
 /// Signs [`USER`] up on another rpcguard server and returns a token.
 pub async fn token_on(rpcguard: &ServerProcess) -> anyhow::Result<String> {
-    sign_up(rpcguard).await?;
-    sign_in(rpcguard).await
+    sign_up(rpcguard, USER).await?;
+    sign_in(rpcguard, USER).await
 }
 
-async fn sign_up(rpcguard: &ServerProcess) -> anyhow::Result<()> {
+/// Signs `username` up on rpcguard with [`PASSWORD`].
+pub async fn sign_up(rpcguard: &ServerProcess, username: &str) -> anyhow::Result<()> {
     let sign_up = format!(
-        r#"{{"jsonrpc":"2.0","id":1,"method":"sign_up","params":{{"username":"{USER}","password":"{PASSWORD}"}}}}"#
+        r#"{{"jsonrpc":"2.0","id":1,"method":"sign_up","params":{{"username":"{username}","password":"{PASSWORD}"}}}}"#
     );
     let (status, body) = load::call_once(rpcguard.addr, &sign_up, None).await?;
     if status != 200 || !body.contains("\"result\"") {
-        bail!("sign_up failed: HTTP {status} {body}");
+        bail!("sign_up of {username} failed: HTTP {status} {body}");
     }
     Ok(())
 }
 
-async fn sign_in(rpcguard: &ServerProcess) -> anyhow::Result<String> {
+/// Signs `username` in with [`PASSWORD`]; returns its access token.
+pub async fn sign_in(rpcguard: &ServerProcess, username: &str) -> anyhow::Result<String> {
     let sign_in = format!(
-        r#"{{"jsonrpc":"2.0","id":2,"method":"sign_in","params":["{USER}","{PASSWORD}"]}}"#
+        r#"{{"jsonrpc":"2.0","id":2,"method":"sign_in","params":["{username}","{PASSWORD}"]}}"#
     );
     let (status, body) = load::call_once(rpcguard.addr, &sign_in, None).await?;
     let answer: serde_json::Value = serde_json::from_str(&body)

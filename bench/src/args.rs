@@ -1,5 +1,5 @@
-//! The harness's command line: run length, rounds, load shape, noise
-//! control, and the binaries under test.
+//! The harness's command line: run length, rounds, load shape, the soak,
+//! noise control, and the binaries under test.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,14 @@ pub struct Args {
     /// Idle authenticated WebSocket sessions of scenario (g); 0 skips it.
     #[arg(long, default_value_t = 10_000)]
     pub sessions: usize,
+    /// Runs only the soak of issue 10, for this many seconds (0 skips it):
+    /// get_caller over HTTP and WebSocket, sign_in, and CLI grants/revokes
+    /// at once; writes --soak-out instead of --out.
+    #[arg(long, default_value_t = 0)]
+    pub soak: u64,
+    /// Where a --soak run writes its report.
+    #[arg(long, default_value = "bench/soak.md")]
+    pub soak_out: PathBuf,
     /// bcrypt cost of the server (and of the in-process reference verify).
     #[arg(long, default_value_t = 12)]
     pub bcrypt_cost: u32,

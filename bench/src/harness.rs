@@ -314,9 +314,10 @@ fn load_config(args: &Args) -> LoadConfig {
     }
 }
 
-/// (g) needs a descriptor per session on each side, plus some.
+/// (g) needs a descriptor per session on each side, plus some (the soak
+/// runs without it).
 fn warn_if_too_few_files(args: &Args, nofile: u64) {
-    if args.sessions > 0 && (nofile as usize) < args.sessions + 512 {
+    if args.soak == 0 && args.sessions > 0 && (nofile as usize) < args.sessions + 512 {
         eprintln!(
             "warning: open-file limit {nofile} < sessions + 512; run with `ulimit -n 65536` (as root) for --sessions {}",
             args.sessions

@@ -141,23 +141,44 @@ pub async fn run(target: &Target, config: LoadConfig) -> LoadResult {
             stats
         }));
     }
-    let mut latencies = Vec::new();
-    let mut result = LoadResult::default();
+    let mut all = ConnStats::default();
     for task in tasks {
         if let Ok(stats) = task.await {
-            latencies.extend_from_slice(&stats.latencies_us);
-            result.unexpected += stats.unexpected;
-            result.io_errors += stats.io_errors;
+            all.latencies_us.extend_from_slice(&stats.latencies_us);
+            all.unexpected += stats.unexpected;
+            all.io_errors += stats.io_errors;
         }
     }
-    result.requests = latencies.len() as u64;
-    result.rps = latencies.len() as f64 / config.duration.as_secs_f64();
-    latencies.sort_unstable();
-    result.p50_us = percentile(&latencies, 0.50);
-    result.p90_us = percentile(&latencies, 0.90);
-    result.p99_us = percentile(&latencies, 0.99);
-    result.max_us = latencies.last().copied().unwrap_or(0) as u64;
-    result
+    LoadResult::from_answers(
+        all.latencies_us,
+        all.unexpected,
+        all.io_errors,
+        config.duration,
+    )
+}
+
+impl LoadResult {
+    /// The figures of answers with these latencies (microseconds, in any
+    /// order), `unexpected` of them not the expected one, and `io_errors`
+    /// failures, over `measured` time.
+    pub fn from_answers(
+        mut latencies_us: Vec<u32>,
+        unexpected: u64,
+        io_errors: u64,
+        measured: Duration,
+    ) -> LoadResult {
+        latencies_us.sort_unstable();
+        LoadResult {
+            requests: latencies_us.len() as u64,
+            unexpected,
+            io_errors,
+            rps: latencies_us.len() as f64 / measured.as_secs_f64(),
+            p50_us: percentile(&latencies_us, 0.50),
+            p90_us: percentile(&latencies_us, 0.90),
+            p99_us: percentile(&latencies_us, 0.99),
+            max_us: latencies_us.last().copied().unwrap_or(0) as u64,
+        }
+    }
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u64 {

@@ -10,6 +10,7 @@
 //! bench/run.sh                     # = cargo build --release --workspace --bins
 //!                                  #   && target/release/bench --out bench/results.md
 //! bench/run.sh --duration 4        # shorter runs; see --help for every knob
+//! bench/run.sh --soak 600          # only the soak of issue 10 -> bench/soak.md
 //! ```
 //!
 //! Scenarios (issue 6), one file each under `scenarios/`: (a) `get_caller`
@@ -19,7 +20,9 @@
 //! in `alternating.rs`; (f) a `sign_in` flood at full bcrypt load, alone and
 //! while (a) runs (`flood.rs`); (g) N concurrent authenticated idle
 //! WebSocket sessions and the server's RSS per session (`sessions.rs`); (h)
-//! server RSS idle and under (a) (`memory.rs`).
+//! server RSS idle and under (a) (`memory.rs`). `--soak SECONDS` runs only
+//! the soak of issue 10 instead (`soak.rs`): mixed load, CLI grants and
+//! revokes, and the server's RSS over minutes, reported in `bench/soak.md`.
 
 mod account;
 mod args;
@@ -52,9 +55,13 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.client_threads.max(1))
         .enable_all()
         .build()?;
-    let mut scenarios = scenarios::all();
+    let mut scenarios = scenarios::for_args(&args);
     let measured = runtime.block_on(harness::run(args, command, nofile, &mut scenarios))?;
-    write_outputs(&measured, &scenarios)
+    if measured.args.soak > 0 {
+        write_soak_report(&measured, &scenarios)
+    } else {
+        write_outputs(&measured, &scenarios)
+    }
 }
 
 /// Writes the report and, next to it, the plot; prints the report.
@@ -62,12 +69,27 @@ fn write_outputs(measured: &Measured, scenarios: &[Box<dyn Scenario>]) -> anyhow
     let out: &Path = &measured.args.out;
     let svg = out.with_extension("svg");
     let markdown = report::markdown(measured, scenarios, &svg);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(out, &markdown).with_context(|| format!("cannot write {}", out.display()))?;
+    write_report(out, &markdown)?;
     plot::svg(measured, &report::rows(scenarios), &svg)?;
     println!("\n{markdown}");
     println!("wrote {} and {}", out.display(), svg.display());
     Ok(())
+}
+
+/// Writes the soak's report (`--soak-out`, not `--out`); prints it.
+fn write_soak_report(measured: &Measured, scenarios: &[Box<dyn Scenario>]) -> anyhow::Result<()> {
+    let out: &Path = &measured.args.soak_out;
+    let markdown = report::soak_markdown(measured, scenarios);
+    write_report(out, &markdown)?;
+    println!("\n{markdown}");
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Writes `markdown` to `out`, creating its directory.
+fn write_report(out: &Path, markdown: &str) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, markdown).with_context(|| format!("cannot write {}", out.display()))
 }

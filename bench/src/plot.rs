@@ -45,7 +45,10 @@ pub fn svg(m: &Measured, rows: &[&Row], path: &Path) -> anyhow::Result<()> {
     let (charts, legend) = root.split_vertically(height - 70);
     let legend_style = TextStyle::from(("sans-serif", 13).into_font());
     for (i, (color, text)) in [
-        (BASELINE, "bare jsonrpsee baseline (examples/baseline.rs)"),
+        (
+            BASELINE,
+            "bare jsonrpsee baseline (bench/src/bin/baseline.rs)",
+        ),
         (
             RPCGUARD,
             "rpcguard (security layer, JWT, SQLite user lookup)",

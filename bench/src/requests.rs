@@ -46,13 +46,23 @@ pub fn get_caller(rpcguard: &ServerProcess, transport: Transport, token: &str) -
 
 /// `require_scopes` with a token lacking the scopes: denied with -32099.
 pub fn require_scopes_denied(rpcguard: &ServerProcess, token: &str) -> Target {
-    target(
-        rpcguard,
-        Transport::Http,
-        "require_scopes",
-        Some(token),
-        Expect::Error(-32099),
-    )
+    require_scopes(rpcguard, Transport::Http, token, false)
+}
+
+/// `require_scopes` with `token`: `true` when its user holds `scope1`
+/// (`granted`), else denied with -32099.
+pub fn require_scopes(
+    rpcguard: &ServerProcess,
+    transport: Transport,
+    token: &str,
+    granted: bool,
+) -> Target {
+    let expect = if granted {
+        Expect::Result(r#""result":true"#.to_owned())
+    } else {
+        Expect::Error(-32099)
+    };
+    target(rpcguard, transport, "require_scopes", Some(token), expect)
 }
 
 /// `get_caller` with a token whose signature is wrong: refused with -32001.
@@ -79,11 +89,16 @@ pub fn discover(rpcguard: &ServerProcess) -> Target {
 
 /// `sign_in` with the account's valid credentials (a bcrypt verify).
 pub fn sign_in(rpcguard: &ServerProcess) -> Target {
+    sign_in_as(rpcguard, USER)
+}
+
+/// `sign_in` of `username` with [`PASSWORD`] (a bcrypt verify).
+pub fn sign_in_as(rpcguard: &ServerProcess, username: &str) -> Target {
     Target {
         addr: rpcguard.addr,
         transport: Transport::Http,
         body: format!(
-            r#"{{"jsonrpc":"2.0","id":1,"method":"sign_in","params":["{USER}","{PASSWORD}"]}}"#
+            r#"{{"jsonrpc":"2.0","id":1,"method":"sign_in","params":["{username}","{PASSWORD}"]}}"#
         ),
         bearer: None,
         expect: Expect::Result(r#""access_token":"#.to_owned()),

@@ -16,14 +16,21 @@ pub struct ServerProcess {
     pub name: &'static str,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The binary it runs.
+    pub program: PathBuf,
     child: Child,
-    _data_dir: Option<tempfile::TempDir>,
+    data_dir: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Its data dir (rpcguard's temporary SQLite dir), if it has one.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.data_dir.as_ref().map(tempfile::TempDir::path)
     }
 
     /// The resident set size now, KiB.
@@ -129,8 +136,9 @@ fn start_logging_to_file(
         addr: addr
             .parse()
             .with_context(|| format!("rpcguard printed a bad address {addr:?}"))?,
+        program: PathBuf::from(cmd.get_program()),
         child,
-        _data_dir: Some(dir),
+        data_dir: Some(dir),
     })
 }
 
@@ -147,6 +155,7 @@ fn start(
     ready_prefix: &'static str,
     data_dir: Option<tempfile::TempDir>,
 ) -> anyhow::Result<ServerProcess> {
+    let program = PathBuf::from(cmd.get_program());
     cmd.env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -187,8 +196,9 @@ fn start(
     Ok(ServerProcess {
         name,
         addr,
+        program,
         child,
-        _data_dir: data_dir,
+        data_dir,
     })
 }
 

@@ -1,24 +1,37 @@
-//! The scenarios of issue 6, one file each, behind one shape: what a
-//! scenario sends (checked before any load), what it runs and measures, and
-//! what it adds to each part of `results.md` and the plot.
+//! The scenarios of issue 6 and the soak of issue 10, one file each, behind
+//! one shape: what a scenario sends (checked before any load), what it runs
+//! and measures, and what it adds to each part of the report and the plot.
 //!
-//! [`all`] is the wiring: scenarios run in this order, and their rows,
-//! targets, notes, sections and method bullets appear in the report in this
-//! order.
+//! [`all`] is the wiring of a full run: scenarios run in this order, and
+//! their rows, targets, notes, sections and method bullets appear in the
+//! report in this order. `--soak` runs [`soak`] alone (see [`for_args`]).
 
 pub mod alternating;
 pub mod flood;
 pub mod memory;
 pub mod sessions;
+pub mod soak;
 
 use futures::future::LocalBoxFuture;
 
+use crate::args::Args;
 use crate::harness::Bench;
 use crate::load::Target;
 use crate::record::Measured;
 use crate::report::{Row, Verdict};
 
-/// Every scenario, in run and report order.
+/// The scenarios a run with `args` runs: the soak alone with `--soak`,
+/// else [`all`].
+pub fn for_args(args: &Args) -> Vec<Box<dyn Scenario>> {
+    if args.soak > 0 {
+        vec![Box::new(soak::Soak::default())]
+    } else {
+        all()
+    }
+}
+
+/// Every scenario of a full run (`bench/results.md`), in run and report
+/// order; the soak runs alone (see [`for_args`]).
 pub fn all() -> Vec<Box<dyn Scenario>> {
     vec![
         Box::new(alternating::Alternating),
