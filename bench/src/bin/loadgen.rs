@@ -3,9 +3,9 @@
 //! p50/p90/p99/max and the answers that were not the expected one.
 //!
 //! ```sh
-//! cargo run --release --example loadgen -- --addr 127.0.0.1:8080 \
+//! cargo run --release -p rpcguard-bench --bin loadgen -- --addr 127.0.0.1:8080 \
 //!     --method get_caller --token "$TOKEN" --expect-result '"username"'
-//! cargo run --release --example loadgen -- --addr 127.0.0.1:8080 --ws \
+//! cargo run --release -p rpcguard-bench --bin loadgen -- --addr 127.0.0.1:8080 --ws \
 //!     --method require_scopes --token "$TOKEN" --expect-error -32099
 //! ```
 //!
