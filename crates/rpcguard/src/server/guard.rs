@@ -25,7 +25,7 @@ use jsonrpsee::types::{ErrorObjectOwned, Request};
 use jsonrpsee::Extensions;
 use tower::Layer;
 
-use crate::api::Registry;
+use crate::api::{MethodDecl, Registry};
 use crate::error::{AuthFailure, RpcError};
 use crate::security::{Caller, Credentials, SharedSecurity};
 
@@ -83,10 +83,10 @@ impl<S> SecurityService<S> {
     /// and got one), `Ok(None)` for a public call.
     async fn authorize(
         &self,
-        method: &str,
+        decl: Option<&MethodDecl>,
         extensions: &Extensions,
     ) -> Result<Option<Caller>, Denied> {
-        let Some(decl) = self.shared.registry.get(method) else {
+        let Some(decl) = decl else {
             return Ok(None); // unknown method: jsonrpsee answers -32601
         };
         let credentials = extensions.get::<Credentials>();
@@ -119,14 +119,6 @@ impl<S> SecurityService<S> {
             }),
         }
     }
-
-    fn log_name<'m>(&self, method: &'m str) -> &'m str {
-        if self.shared.registry.get(method).is_some() {
-            method
-        } else {
-            "<unknown>"
-        }
-    }
 }
 
 impl<S> RpcServiceT for SecurityService<S>
@@ -152,7 +144,8 @@ where
         async move {
             let started = Instant::now();
             let method = req.method.clone();
-            let (response, subject) = match this.authorize(&method, req.extensions()).await {
+            let decl = this.shared.registry.get(&method);
+            let (response, subject) = match this.authorize(decl, req.extensions()).await {
                 Ok(caller) => {
                     let subject = caller.as_ref().map(|c| c.subject.clone());
                     if let Some(caller) = caller {
@@ -166,7 +159,8 @@ where
                 }
             };
             log_call(
-                this.log_name(&method),
+                // Only declared names: a caller's made-up name is not logged.
+                if decl.is_some() { &method } else { "<unknown>" },
                 subject.as_deref(),
                 &response,
                 started,
@@ -211,7 +205,8 @@ where
     ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         let this = self.clone();
         async move {
-            match this.authorize(n.method_name(), n.extensions()).await {
+            let decl = this.shared.registry.get(n.method_name());
+            match this.authorize(decl, n.extensions()).await {
                 Ok(_) => this.inner.notification(n).await,
                 Err(_) => MethodResponse::notification(),
             }
