@@ -192,7 +192,7 @@ where
                 }
             }
             if answers.is_empty() && got_notification {
-                MethodResponse::notification().with_extensions(notification_marker())
+                MethodResponse::notification()
             } else {
                 MethodResponse::from_batch(answers.finish())
             }
@@ -210,7 +210,6 @@ where
                 Ok(_) => this.inner.notification(n).await,
                 Err(_) => MethodResponse::notification(),
             }
-            .with_extensions(notification_marker())
         }
     }
 }
@@ -228,17 +227,6 @@ impl From<RpcError> for Denied {
             subject: None,
         }
     }
-}
-
-/// Marks a response that answers notifications only; the HTTP layer turns
-/// it into `204 No Content` (jsonrpsee would send a `null` body).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NotificationOnly;
-
-fn notification_marker() -> Extensions {
-    let mut extensions = Extensions::new();
-    extensions.insert(NotificationOnly);
-    extensions
 }
 
 fn log_call(method: &str, caller: Option<&str>, response: &MethodResponse, started: Instant) {

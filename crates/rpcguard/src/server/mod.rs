@@ -24,6 +24,7 @@
 //! requests in flight (WebSocket calls included) finish, and gives up on
 //! stragglers after a grace period.
 
+mod dispatch;
 mod document;
 mod gateway;
 mod guard;
@@ -38,14 +39,12 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, AUTHORIZATION};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use jsonrpsee::core::middleware::RpcServiceBuilder;
-use jsonrpsee::server::{
-    stop_channel, BatchRequestConfig, ServerConfig as RpcConfig, ServerHandle,
-};
+use jsonrpsee::server::{stop_channel, ServerHandle};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
+use tower::Layer;
 
 pub use document::DOCUMENT_PATH;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
@@ -58,8 +57,9 @@ use crate::schema::OpenRpcDocument;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
 use bytes::Bytes;
+use dispatch::{Executor, Pipeline};
 use document::DocumentResource;
-use gateway::{Connection, RpcService, Shared};
+use gateway::{Connection, Shared};
 use guard::SecurityLayer;
 use slots::{ConnectionSlots, Refused, SlotLimits};
 use ws::WsSettings;
@@ -324,8 +324,16 @@ pub fn spawn<S: Send + Sync + 'static>(
         .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))
         .map_err(ApiError::from)?;
 
+    let credential_headers = credential_headers(&security);
+    let methods: jsonrpsee::Methods = module.into();
+    let security = SecurityLayer::new(
+        Arc::new(registry),
+        security,
+        config.max_response_bytes as usize,
+    )
+    .layer(Executor::new(methods, config.max_response_bytes as usize));
     let shared = Arc::new(Shared {
-        credential_headers: credential_headers(&security),
+        credential_headers,
         max_body_bytes: config.max_body_bytes as usize,
         body_timeout: config.body_timeout,
         ws: WsSettings {
@@ -335,30 +343,9 @@ pub fn spawn<S: Send + Sync + 'static>(
             idle_timeout: config.ws_idle_timeout,
         },
         document: document_resource,
+        pipeline: Pipeline::new(security, config.max_batch_len as usize),
     });
-    let rpc_middleware = RpcServiceBuilder::new().layer(SecurityLayer::new(
-        Arc::new(registry),
-        security,
-        config.max_response_bytes as usize,
-    ));
-    // jsonrpsee executes calls only: connections, bodies and WebSocket
-    // sessions are ours (see the module doc), so its own connection guard
-    // must never refuse a request.
-    let rpc_config = RpcConfig::builder()
-        .max_request_body_size(config.max_body_bytes)
-        .max_response_body_size(config.max_response_bytes)
-        .max_connections(u32::MAX)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
-        .http_only()
-        .build();
-    let builder = jsonrpsee::server::Server::builder()
-        .set_config(rpc_config)
-        .set_rpc_middleware(rpc_middleware)
-        .to_service_builder();
-
     let (stop, handle) = stop_channel();
-    let methods: jsonrpsee::Methods = module.into();
-    let rpc = builder.build(methods, stop.clone());
     let slots = ConnectionSlots::new(slot_limits(&config));
     let tasks = TaskTracker::new();
     let task = tokio::spawn(async move {
@@ -389,9 +376,8 @@ pub fn spawn<S: Send + Sync + 'static>(
                 tasks: tasks.clone(),
                 stop: stop.clone(),
             });
-            let rpc = rpc.clone();
             let settings = (config.header_timeout, config.shutdown_grace);
-            tasks.spawn(serve_connection(socket, conn, rpc, settings));
+            tasks.spawn(serve_connection(socket, conn, settings));
         }
         tracing::info!("server stopped accepting connections");
         tasks.close();
@@ -418,10 +404,9 @@ fn refuse(socket: TcpStream, peer: SocketAddr, why: Refused) {
 
 /// Serves one TCP connection (HTTP/1.1, possibly upgraded to a WebSocket
 /// session) until it closes or the server stops.
-async fn serve_connection<S: RpcService>(
+async fn serve_connection(
     socket: TcpStream,
     conn: Arc<Connection>,
-    rpc: S,
     (header_timeout, grace): (Duration, Duration),
 ) {
     let _ = socket.set_nodelay(true);
@@ -429,9 +414,8 @@ async fn serve_connection<S: RpcService>(
     let service = {
         let conn = conn.clone();
         hyper::service::service_fn(move |req| {
-            let rpc = rpc.clone();
             let conn = conn.clone();
-            async move { Ok::<_, std::convert::Infallible>(gateway::handle(req, rpc, conn).await) }
+            async move { Ok::<_, std::convert::Infallible>(gateway::handle(req, conn).await) }
         })
     };
     drop(conn);
