@@ -132,6 +132,16 @@ impl RpcServiceT for Executor {
     }
 }
 
+/// The first byte of a message that is not blank, if it comes within the
+/// first 128 bytes (as jsonrpsee reads it), and the message from there.
+pub(crate) fn start(body: &[u8]) -> Option<(u8, &[u8])> {
+    let at = body
+        .iter()
+        .take(128)
+        .position(|b| !b.is_ascii_whitespace())?;
+    Some((body[at], &body[at..]))
+}
+
 /// The security middleware over the handlers, and the batch limit.
 pub(crate) struct Pipeline {
     service: SecurityService<Executor>,
@@ -158,18 +168,27 @@ impl Pipeline {
     /// The answer to one message; every call in it carries `extensions`
     /// (the caller's credentials and address).
     pub(crate) async fn answer(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
-        let start = body.iter().take(128).position(|b| !b.is_ascii_whitespace());
-        match start.map(|at| (body[at], &body[at..])) {
+        match start(body) {
             Some((b'{', message)) => self.single(message, extensions).await,
             Some((b'[', message)) => self.batch(message, extensions).await,
             _ => MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError)),
         }
     }
 
+    /// The answer to one call already parsed from a message that
+    /// [`start`]s with `{`.
+    pub(crate) async fn call(
+        &self,
+        mut req: Request<'_>,
+        extensions: Extensions,
+    ) -> MethodResponse {
+        req.extensions = extensions;
+        self.service.call(req).await
+    }
+
     async fn single(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
-        if let Ok(mut req) = serde_json::from_slice::<Request>(body) {
-            req.extensions = extensions;
-            self.service.call(req).await
+        if let Ok(req) = serde_json::from_slice::<Request>(body) {
+            self.call(req, extensions).await
         } else if let Ok(mut notification) = serde_json::from_slice::<Notification>(body) {
             notification.extensions = extensions;
             self.service.notification(notification).await

@@ -27,17 +27,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use jsonrpsee::server::http::response;
+use jsonrpsee::server::MethodResponse;
 use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 
-use super::dispatch::Pipeline;
+use super::dispatch::{self, Pipeline};
 use super::document::{DocumentResource, DOCUMENT_PATH};
-use super::ids::{self, Normalized};
+use super::ids::{self, Normalized, Restore};
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
 use crate::security::{Credentials, RemoteAddr};
@@ -151,12 +153,23 @@ pub(crate) enum Outcome {
 /// ids normalised first ([`super::ids`]), every call carrying the caller's
 /// `extensions`.
 pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extensions) -> Outcome {
+    // The common message, one call whose id jsonrpsee can carry, is parsed
+    // once: `ids::normalize` would leave it as it is.
+    if let Some((b'{', message)) = dispatch::start(&body) {
+        if let Ok(req) = serde_json::from_slice::<jsonrpsee::types::Request>(message) {
+            return finish(pipeline.call(req, extensions).await, None);
+        }
+    }
     let (body, restore) = match ids::normalize(body) {
         Normalized::AsIs(body) => (body, None),
         Normalized::Rewritten(body, restore) => (body, Some(restore)),
         Normalized::Invalid(answer) => return Outcome::Refused(answer),
     };
-    let response = pipeline.answer(&body, extensions).await;
+    finish(pipeline.answer(&body, extensions).await, restore)
+}
+
+/// The outcome of `response`, with the ids of `restore` put back.
+fn finish(response: MethodResponse, restore: Option<Restore>) -> Outcome {
     if response.is_notification() {
         return Outcome::Nothing;
     }
@@ -223,7 +236,9 @@ async fn read_body(
     if announced.is_some_and(|n| n > drain_limit as u64) {
         return Err(BodyRefusal::TooLarge);
     }
-    let deadline = tokio::time::Instant::now() + shared.body_timeout;
+    // The clock is read (and a timer armed) only when a frame is not
+    // there yet; a body that came with its head costs neither.
+    let mut deadline = None;
     let capacity = announced.map_or(0, |n| (n as usize).min(limit));
     // The common body is one frame: kept as it is, copied only when a
     // second frame comes.
@@ -231,7 +246,15 @@ async fn read_body(
     let mut buf = BytesMut::new();
     let mut seen: usize = 0;
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+        let next = match body.frame().now_or_never() {
+            Some(next) => Ok(next),
+            None => {
+                let deadline = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + shared.body_timeout);
+                tokio::time::timeout_at(deadline, body.frame()).await
+            }
+        };
+        let frame = match next {
             Err(_) if seen > limit => return Err(BodyRefusal::TooLarge),
             Err(_) => return Err(BodyRefusal::TimedOut),
             Ok(None) => break,
