@@ -19,6 +19,8 @@
 //! itself is verified on every call, which is what makes a WebSocket
 //! session stop authorizing calls at its token's `exp`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use rpcguard::error::{AuthFailure, RpcError};
@@ -67,6 +69,17 @@ impl BearerSecurity {
 #[async_trait]
 impl SecurityFunction for BearerSecurity {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
+        Ok(self
+            .authenticate_shared(credentials)
+            .await?
+            .map(|caller| (*caller).clone()))
+    }
+
+    /// The account's own caller, built when the account was loaded.
+    async fn authenticate_shared(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Caller>>, RpcError> {
         let Some(token) = credentials
             .bearer_token()
             .map_err(RpcError::Unauthenticated)?
@@ -84,14 +97,7 @@ impl SecurityFunction for BearerSecurity {
         if account.account_id != claims.uid {
             return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
         }
-        Ok(Some(
-            Caller::new(
-                account.user.username.as_str(),
-                BEARER,
-                account.scopes.iter().map(String::as_str),
-            )
-            .with_detail(account.user.clone()),
-        ))
+        Ok(Some(account.caller.clone()))
     }
 
     fn schemes(&self) -> Vec<SchemeDoc> {

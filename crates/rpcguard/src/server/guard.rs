@@ -85,7 +85,7 @@ impl<S> SecurityService<S> {
         &self,
         decl: Option<&MethodDecl>,
         extensions: &Extensions,
-    ) -> Result<Option<Caller>, Denied> {
+    ) -> Result<Option<Arc<Caller>>, Denied> {
         let Some(decl) = decl else {
             return Ok(None); // unknown method: jsonrpsee answers -32601
         };
@@ -102,16 +102,18 @@ impl<S> SecurityService<S> {
                 Ok(found) => found,
                 Err(_) => return Ok(None),
             };
-            return Ok(decl.security.check(&found).ok().flatten().cloned());
+            return Ok(decl
+                .security
+                .check(&found)
+                .ok()
+                .flatten()
+                .and_then(|caller| found.shared(&caller.scheme).cloned()));
         }
         let credentials =
             credentials.ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
         let found = self.shared.security.identities(credentials).await?;
         match decl.security.check(&found) {
-            Ok(Some(caller)) => {
-                let scheme = caller.scheme.clone();
-                Ok(found.into_caller(&scheme))
-            }
+            Ok(Some(caller)) => Ok(found.shared(&caller.scheme).cloned()),
             Ok(None) => Err(RpcError::internal("a secured method let in no caller").into()),
             Err(error) => Err(Denied {
                 error,
@@ -149,9 +151,10 @@ where
             let decl = this.shared.registry.get(&method);
             let (response, subject) = match this.authorize(decl, req.extensions()).await {
                 Ok(caller) => {
-                    let subject = caller.as_ref().map(|c| c.subject.clone());
+                    // Kept for the log line only.
+                    let subject = started.and(caller.as_ref()).map(|c| c.subject.clone());
                     if let Some(caller) = caller {
-                        req.extensions_mut().insert(Arc::new(caller));
+                        req.extensions_mut().insert(caller);
                     }
                     (this.inner.call(req).await, subject)
                 }
