@@ -1,7 +1,8 @@
 //! The HTTP front of every request, before jsonrpsee sees it.
 //!
 //! - routes `GET /health`, `GET /openrpc.json` (the OpenRPC document,
-//!   [`super::document`]) and refuses unknown paths with 404;
+//!   [`super::document`]), `GET /docs` and its files (the docs page,
+//!   [`super::docs`], unless turned off) and refuses unknown paths with 404;
 //! - reads a JSON-RPC request body itself, under the size limit and a
 //!   deadline (`body_timeout`), so a client that announces a body and never
 //!   sends it cannot hold a connection slot; a body over the limit (up to
@@ -36,9 +37,11 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 use tower::{Service, ServiceExt};
 
-use super::document::{DocumentResource, DOCUMENT_PATH};
+use super::docs::DocsPage;
+use super::document::DOCUMENT_PATH;
 use super::guard::NotificationOnly;
 use super::ids::{self, Normalized};
+use super::resource::Resource;
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
 use crate::security::{Credentials, RemoteAddr};
@@ -61,7 +64,9 @@ pub(crate) struct Shared {
     /// WebSocket session limits.
     pub ws: WsSettings,
     /// The OpenRPC document `GET /openrpc.json` answers.
-    pub document: DocumentResource,
+    pub document: Resource,
+    /// The docs page, when it is on.
+    pub docs: Option<DocsPage>,
 }
 
 /// One connection's context: its peer, its slot, and the shared settings.
@@ -119,6 +124,9 @@ pub(crate) async fn handle<S: RpcService>(
     }
     if path == DOCUMENT_PATH {
         return conn.shared.document.respond(req.method(), req.headers());
+    }
+    if let Some(docs) = conn.shared.docs.as_ref().filter(|_| DocsPage::owns(path)) {
+        return docs.respond(path, req.method(), req.headers());
     }
     if !is_rpc_path(path) {
         return plain(StatusCode::NOT_FOUND, "");
