@@ -76,10 +76,10 @@ async function accessMark(page, method) {
   return page.locator(`details[data-method="${method}"] summary .access`).textContent();
 }
 
-async function shot(page, name, locator) {
+async function shot(page, name) {
   if (!screenshotDir) return;
   const file = path.join(screenshotDir, name);
-  await (locator || page).screenshot({ path: file });
+  await page.screenshot({ path: file });
   console.log(`screenshot ${file}`);
 }
 
@@ -215,6 +215,10 @@ try {
   const stored = await page.evaluate(() => ({ session: sessionStorage.length, local: localStorage.length, cookie: document.cookie }));
   check(stored.session === 1 && stored.local === 0 && stored.cookie === '', 'the token is in sessionStorage only (no localStorage, no cookie)');
   check((await context.cookies()).length === 0, 'no cookie at all');
+  await page.evaluate(() => {
+    for (const d of document.querySelectorAll('details[open]')) d.open = false;
+    window.scrollTo(0, 0);
+  });
   await shot(page, 'docs-page-authorized.png');
 
   // --- calls over HTTP ---
@@ -223,11 +227,14 @@ try {
   check(me.request.includes('POST ') && me.request.includes('Authorization: Bearer '), 'the request shown names POST and the Bearer header');
   const lastPost = rpcPosts.filter((p) => p.body && p.body.includes('"get_caller"')).pop();
   check(lastPost && /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/.test(lastPost.auth), 'the call carried Authorization: Bearer <jwt>');
-  await shot(page, 'docs-page-answer.png', page.locator('details[data-method="get_caller"]'));
+  await page.evaluate(() => document.querySelector('details[data-method="get_caller"] pre.response').scrollIntoView({ block: 'end' }));
+  await shot(page, 'docs-page-answer.png');
 
   const denied = await tryIt(page, 'require_scopes');
   check(denied.error && denied.error.code === -32099 && denied.error.message === 'Permission error', 'require_scopes answers -32099 Permission error');
   check(JSON.stringify(denied.error.data) === JSON.stringify({ missing_scopes: { Bearer: ['scope1'] } }), 'the error shows data.missing_scopes');
+  await page.evaluate(() => document.querySelector('details[data-method="require_scopes"] pre.response').scrollIntoView({ block: 'end' }));
+  await shot(page, 'docs-page-error.png');
 
   // --- the scope granted through the CLI ---
   console.log(`GRANT ${USER} scope1`);
