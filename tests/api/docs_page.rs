@@ -4,9 +4,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rpcguard::{CallContext, Example, Method, RpcError};
+use rpcguard::{CallContext, Example, Method, MethodSecurity, NoParams, RpcError};
 use rpcguard_accounts::methods::accounts::Accounts;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -245,8 +247,12 @@ pub const XSS_DESCRIPTION: &str = "Echoes its params. <script>window.__xss='scri
 
 /// The reference server plus an embedder's method whose summary,
 /// description and param docs contain markup, on a temp data dir (for
-/// `rpcguard user grant`).
-async fn server_with_markup_in_its_docs() -> (rpcguard::RunningServer, TestApp) {
+/// `rpcguard user grant`). When the reference server has no `sign_out`
+/// yet, a stand-in that counts its calls is declared, so that the page's
+/// Sign out is seen calling it; the count is returned (`None` when the
+/// real one is there).
+async fn server_with_markup_in_its_docs(
+) -> (rpcguard::RunningServer, TestApp, Option<Arc<AtomicUsize>>) {
     let app = TestApp::spawn().await;
     let mut parts = rpcguard_accounts::app::reference(&app.config)
         .await
@@ -265,11 +271,31 @@ async fn server_with_markup_in_its_docs() -> (rpcguard::RunningServer, TestApp) 
             |params: ProbeParams, _: CallContext<Accounts>| async move { Ok::<_, RpcError>(params) },
         )
         .expect("declare xss_probe");
+    let mut sign_outs = None;
+    if !parts.api.names().any(|name| name == "sign_out") {
+        let count = Arc::new(AtomicUsize::new(0));
+        sign_outs = Some(count.clone());
+        parts
+            .api
+            .method(
+                Method::new("sign_out")
+                    .summary("Stand-in for sign_out (sessions): counts its calls")
+                    .security(MethodSecurity::signed_in()),
+                move |_: NoParams, _: CallContext<Accounts>| {
+                    let count = count.clone();
+                    async move {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, RpcError>(true)
+                    }
+                },
+            )
+            .expect("declare the sign_out stand-in");
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let server = rpcguard_accounts::app::serve(parts, &app.config, listener).expect("serve");
-    (server, app)
+    (server, app, sign_outs)
 }
 
 /// Chromium for the browser test, or `None` (after saying why); CI sets
@@ -326,7 +352,7 @@ async fn docs_page_in_headless_chromium() {
     let Some((chromium, dir)) = chromium() else {
         return;
     };
-    let (server, app) = server_with_markup_in_its_docs().await;
+    let (server, app, sign_outs) = server_with_markup_in_its_docs().await;
     let url = format!("http://{}/", server.local_addr());
     let mut command = Command::new("node");
     command
@@ -395,5 +421,12 @@ async fn docs_page_in_headless_chromium() {
         "{transcript}"
     );
     eprintln!("{transcript}");
+    if let Some(count) = sign_outs {
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            1,
+            "Sign out called sign_out once"
+        );
+    }
     server.stop().await;
 }

@@ -258,6 +258,13 @@ try {
   await page.click('#sign-out');
   await page.waitForFunction(() => document.getElementById('identity').textContent === 'Not signed in');
   check(true, 'Sign out forgets the token');
+  const signOutListed = await page.locator('details[data-method="sign_out"]').count() === 1;
+  const signOutCalls = rpcPosts.filter((p) => p.body && p.body.includes('"method":"sign_out"'));
+  if (signOutListed) {
+    check(signOutCalls.length === 1 && signOutCalls[0].auth && signOutCalls[0].auth.startsWith('Bearer '), 'Sign out called sign_out with the token (the document lists it)');
+  } else {
+    check(signOutCalls.length === 0, 'Sign out did not call sign_out (the document does not list it)');
+  }
   check(await page.evaluate(() => sessionStorage.length) === 0, 'sessionStorage is empty after sign-out');
   check((await accessMark(page, 'get_caller')).startsWith('locked'), 'get_caller is locked again');
   const afterSignOut = await tryIt(page, 'get_caller');
