@@ -305,15 +305,14 @@ fn chromium() -> Option<(PathBuf, &'static Path)> {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/browser"
     ));
-    let binary = std::env::var_os("RPCGUARD_CHROMIUM")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|p| p.join("chromium"))
-                    .find(|p| p.is_file())
-            })
-        });
+    let binary = match std::env::var_os("RPCGUARD_CHROMIUM") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("chromium"))
+                .find(|p| p.is_file())
+        }),
+    };
     let driver = dir.join("node_modules/playwright-core").is_dir();
     match binary {
         Some(binary) if driver => Some((binary, dir)),

@@ -48,8 +48,8 @@
 //! the server under a path prefix (`https://example.com/rpc/docs`).
 //! `/docs/` redirects to `../docs` for the same reason.
 //!
-//! Caching as for the OpenRPC document ([`super::resource`]):
-//! `Cache-Control: no-cache` and a strong `ETag`.
+//! Caching as for the OpenRPC document ([`DOCUMENT_PATH`](super::DOCUMENT_PATH)):
+//! `Cache-Control: no-cache` and a strong `ETag`, `304` to `If-None-Match`.
 //! [`ServerConfig::docs`](super::ServerConfig::docs) turns the page off
 //! (every path under it then answers 404).
 
