@@ -283,6 +283,12 @@ try {
   await prefixed.selectOption('#transport', 'ws');
   const discovered = await tryIt(prefixed, 'rpc.discover');
   check(discovered.answer.result && discovered.answer.result.openrpc, 'under /rpc/ a WebSocket call goes through the proxy');
+  await prefixed.selectOption('#transport', 'http');
+  const viaTryIt = await tryIt(prefixed, 'sign_in', { username: USER, password: PASSWORD });
+  check(typeof viaTryIt.answer.result.access_token === 'string', 'under /rpc/ sign_in through its try-it form answers a token');
+  await prefixed.click('details[data-method="sign_in"] button.use-token');
+  await prefixed.waitForFunction(() => document.getElementById('identity').textContent.startsWith('Signed in as'));
+  check(true, '"Authorize with this token" under a sign_in answer authorizes the page');
   proxy.close();
 
   // --- a form with a number, a boolean and an array, from the example ---

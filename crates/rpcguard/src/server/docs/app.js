@@ -436,9 +436,10 @@
     const requestOut = el('pre', { class: 'request' });
     const answerOut = el('pre', { class: 'response' });
     const errorOut = el('dl', { class: 'rpc-error', hidden: true });
+    const useToken = el('button', { type: 'button', class: 'use-token', hidden: true, text: 'Authorize with this token' });
     const result = el('div', { class: 'result', hidden: true },
       el('h5', { text: 'Request' }), requestOut,
-      el('h5', { text: 'Answer' }), errorOut, answerOut);
+      el('h5', { text: 'Answer' }), errorOut, answerOut, useToken);
     const button = el('button', { type: 'button', class: 'primary send', text: 'Send' });
     button.addEventListener('click', async () => {
       let params;
@@ -462,6 +463,7 @@
       try {
         const { status, answer } = await send(body, transport);
         showAnswer(answerOut, errorOut, status, answer);
+        offerToken(useToken, answer);
         if (requirements(method).length && state.token && methodNamed('get_caller')) refreshCaller();
       } catch (err) {
         answerOut.textContent = `Transport error: ${err.message}`;
@@ -469,7 +471,8 @@
         button.disabled = false;
       }
     });
-    return el('form', { class: 'try-it', onsubmit: (e) => e.preventDefault() },
+    // Enter in a field sends the call (the form itself is never submitted).
+    return el('form', { class: 'try-it', onsubmit: (e) => { e.preventDefault(); button.click(); } },
       el('h4', { text: 'Try it' }),
       fields.map(([, f]) => f.node),
       el('div', { class: 'actions' }, button),
@@ -501,6 +504,14 @@
     } else {
       errorOut.hidden = true;
     }
+  }
+
+  /** An answer that is a token (sign_in's, refresh's) can authorize the
+   *  page in one click. */
+  function offerToken(button, answer) {
+    const token = answer && answer.result && answer.result.access_token;
+    button.hidden = typeof token !== 'string';
+    button.onclick = button.hidden ? null : () => authorizeWith(token);
   }
 
   function showLocalError(result, requestOut, answerOut, errorOut, err) {
