@@ -1,7 +1,8 @@
 //! The HTTP front of every request, before jsonrpsee sees it.
 //!
 //! - routes `GET /health`, `GET /openrpc.json` (the OpenRPC document,
-//!   [`super::document`]) and refuses unknown paths with 404;
+//!   [`super::document`]), `GET /docs` and its files (the docs page,
+//!   [`super::docs`], unless turned off) and refuses unknown paths with 404;
 //! - reads a JSON-RPC request body itself, under the size limit and a
 //!   deadline (`body_timeout`), so a client that announces a body and never
 //!   sends it cannot hold a connection slot; a body over the limit (up to
@@ -38,8 +39,10 @@ use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 
 use super::dispatch::{self, Pipeline};
-use super::document::{DocumentResource, DOCUMENT_PATH};
+use super::docs::DocsPage;
+use super::document::DOCUMENT_PATH;
 use super::ids::{self, Normalized, Restore};
+use super::resource::Resource;
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
 use crate::security::{Credentials, RemoteAddr};
@@ -62,7 +65,9 @@ pub(crate) struct Shared {
     /// WebSocket session limits.
     pub ws: WsSettings,
     /// The OpenRPC document `GET /openrpc.json` answers.
-    pub document: DocumentResource,
+    pub document: Resource,
+    /// The docs page, when it is on.
+    pub docs: Option<DocsPage>,
     /// What executes JSON-RPC messages.
     pub pipeline: Pipeline,
 }
@@ -95,6 +100,9 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
     }
     if path == DOCUMENT_PATH {
         return conn.shared.document.respond(req.method(), req.headers());
+    }
+    if let Some(docs) = conn.shared.docs.as_ref().filter(|_| DocsPage::owns(path)) {
+        return docs.respond(path, req.method(), req.headers());
     }
     if !is_rpc_path(path) {
         return plain(StatusCode::NOT_FOUND, "");

@@ -1,6 +1,8 @@
 //! The server: one port for JSON-RPC over HTTP POST and over WebSocket,
-//! plus `GET /health` and `GET /openrpc.json` (the document `rpc.discover`
-//! answers, for tools that fetch it by URL).
+//! plus `GET /health`, `GET /openrpc.json` (the document `rpc.discover`
+//! answers, for tools that fetch it by URL) and `GET /docs` (an interactive
+//! page built from that document, [`docs`]; [`ServerConfig::docs`] turns it
+//! off).
 //!
 //! The caller binds the listener (tests bind `127.0.0.1:0`) and the server
 //! runs its own accept loop, so that it knows each peer's address (for the
@@ -25,10 +27,12 @@
 //! stragglers after a grace period.
 
 mod dispatch;
+pub mod docs;
 mod document;
 mod gateway;
 mod guard;
 mod ids;
+mod resource;
 mod slots;
 mod ws;
 
@@ -46,6 +50,7 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
 
+pub use docs::DOCS_PATH;
 pub use document::DOCUMENT_PATH;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use slots::client_key;
@@ -58,7 +63,7 @@ use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
 use bytes::Bytes;
 use dispatch::{Executor, Pipeline};
-use document::DocumentResource;
+use docs::DocsPage;
 use gateway::{Connection, Shared};
 use guard::SecurityLayer;
 use slots::{ConnectionSlots, Refused, SlotLimits};
@@ -103,6 +108,9 @@ pub struct ServerConfig {
     /// and version (the default is "JSON-RPC API" 0.0.0); an empty
     /// `server_url` (the default) becomes `http://<bound address>/`.
     pub doc: DocInfo,
+    /// Whether `GET /docs` serves the interactive docs page ([`docs`];
+    /// default `true`). Off, every path under `/docs` answers 404.
+    pub docs: bool,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +129,7 @@ impl Default for ServerConfig {
             ws_idle_timeout: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(10),
             doc: DocInfo::new("JSON-RPC API", "0.0.0"),
+            docs: true,
         }
     }
 }
@@ -318,7 +327,11 @@ pub fn spawn<S: Send + Sync + 'static>(
         info.server_url = format!("http://{addr}/");
     }
     let doc = OpenRpcDocument::new(&document(&api, &security, &info))?;
-    let document_resource = DocumentResource::new(Bytes::from(doc.json().to_owned()));
+    let document_resource = document::document_resource(Bytes::from(doc.json().to_owned()));
+    let docs = config.docs.then(DocsPage::new);
+    if let Some(page) = &docs {
+        tracing::debug!(bytes = page.size(), path = DOCS_PATH, "docs page on");
+    }
     let (mut module, registry) = api.into_parts(state)?;
     module
         .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))
@@ -344,6 +357,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         },
         document: document_resource,
         pipeline: Pipeline::new(security, config.max_batch_len as usize),
+        docs,
     });
     let (stop, handle) = stop_channel();
     let slots = ConnectionSlots::new(slot_limits(&config));
