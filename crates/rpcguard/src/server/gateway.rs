@@ -164,7 +164,7 @@ pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extens
     // The common message, one call whose id jsonrpsee can carry, is parsed
     // once: `ids::normalize` would leave it as it is.
     if let Some((b'{', message)) = dispatch::start(&body) {
-        if let Ok(req) = serde_json::from_slice::<jsonrpsee::types::Request>(message) {
+        if let Some(req) = dispatch::plain_call(message) {
             return finish(pipeline.call(req, extensions).await, None);
         }
     }
