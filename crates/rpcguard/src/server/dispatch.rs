@@ -95,34 +95,10 @@ impl RpcServiceT for Executor {
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
-        // The security layer runs each entry through `call` itself; this is
-        // jsonrpsee's batch, for a stack without it.
+        // The security layer runs each entry through its own `call`; this
+        // is for a stack without it.
         let this = self.clone();
-        async move {
-            let mut answers = BatchResponseBuilder::new_with_limit(this.max_response_bytes);
-            let mut got_notification = false;
-            for entry in batch.into_iter() {
-                let answer = match entry {
-                    Ok(BatchEntry::Call(req)) => this.call(req).await,
-                    Ok(BatchEntry::Notification(_)) => {
-                        got_notification = true;
-                        continue;
-                    }
-                    Err(err) => {
-                        let (err, id) = err.into_parts();
-                        MethodResponse::error(id, err)
-                    }
-                };
-                if let Err(too_big) = answers.append(answer) {
-                    return too_big;
-                }
-            }
-            if answers.is_empty() && got_notification {
-                MethodResponse::notification()
-            } else {
-                MethodResponse::from_batch(answers.finish())
-            }
-        }
+        async move { each_entry(&this, batch, this.max_response_bytes).await }
     }
 
     fn notification<'a>(
@@ -131,6 +107,45 @@ impl RpcServiceT for Executor {
     ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         // jsonrpsee does not run handlers for notifications either.
         std::future::ready(MethodResponse::notification().with_extensions(n.extensions))
+    }
+}
+
+/// The answer to `batch`, each entry run through `service`'s own `call`
+/// or `notification` in turn (so a layer's checks apply to every entry),
+/// the answers capped at `max_response_bytes` in all. As jsonrpsee: a batch
+/// of notifications only is answered with nothing, an empty one with
+/// -32600.
+pub(crate) async fn each_entry<S>(
+    service: &S,
+    batch: Batch<'_>,
+    max_response_bytes: usize,
+) -> MethodResponse
+where
+    S: RpcServiceT<MethodResponse = MethodResponse, NotificationResponse = MethodResponse>,
+{
+    let mut answers = BatchResponseBuilder::new_with_limit(max_response_bytes);
+    let mut got_notification = false;
+    for entry in batch.into_iter() {
+        let answer = match entry {
+            Ok(BatchEntry::Call(req)) => service.call(req).await,
+            Ok(BatchEntry::Notification(n)) => {
+                got_notification = true;
+                service.notification(n).await;
+                continue;
+            }
+            Err(err) => {
+                let (err, id) = err.into_parts();
+                MethodResponse::error(id, err)
+            }
+        };
+        if let Err(too_big) = answers.append(answer) {
+            return too_big;
+        }
+    }
+    if answers.is_empty() && got_notification {
+        MethodResponse::notification()
+    } else {
+        MethodResponse::from_batch(answers.finish())
     }
 }
 
