@@ -183,6 +183,27 @@ pub enum ConfigError {
         /// Its permission bits.
         mode: u32,
     },
+    /// `keys.json` is not a key set.
+    #[error("key set {path} is not valid: {reason}")]
+    KeysJson {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never any key material).
+        reason: String,
+    },
+    /// The key set is unusable (no signing key, twin `kid`s, bad material).
+    #[error(transparent)]
+    Keys(#[from] crate::keys::set::KeyError),
+    /// A given secret (`RPCGUARD_SECRET`, `--secret-file`) is an HS256 key;
+    /// another algorithm needs the data dir's key set.
+    #[error(
+        "--jwt-alg {0} needs the key set in the data dir, but a secret was given \
+         (RPCGUARD_SECRET or --secret-file), which is an HS256 key: drop it, or use --jwt-alg HS256"
+    )]
+    GivenSecretIsHs256(crate::keys::KeyAlg),
+    /// The system clock is before 1970.
+    #[error("system clock is before the Unix epoch")]
+    Clock,
     /// Reading or writing a file failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -255,7 +276,7 @@ pub fn load_secret(source: &SecretSource, data_dir: &Path) -> Result<Vec<u8>, Co
 /// Reads a key file that is private to this user: opened without following
 /// a symbolic link (and without blocking on a FIFO), then checked on the
 /// open descriptor (regular file, our owner, no group/other bits).
-fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
