@@ -66,6 +66,14 @@ pub struct Config {
     pub db_pool_size: u32,
     /// The signing key's source.
     pub secret: SecretSource,
+    /// `--jwt-alg`: the algorithm new tokens are signed with. `None` keeps
+    /// the key set's signing key (HS256 for a new set); another algorithm
+    /// than the signing key's rotates the set at start (see
+    /// [`open_key_set`](crate::keys::open_key_set)).
+    pub jwt_alg: Option<crate::keys::KeyAlg>,
+    /// How often the server looks at `keys.json` for a rotation (default
+    /// 1 s).
+    pub keys_check_every: Duration,
     /// Token issuer and audience.
     pub issuer: String,
     /// Lifetime of issued tokens.
@@ -101,6 +109,8 @@ impl Config {
             database_url: None,
             db_pool_size: 8,
             secret: SecretSource::DataDir,
+            jwt_alg: None,
+            keys_check_every: Duration::from_secs(1),
             issuer: crate::auth::token::TokenKeys::DEFAULT_ISSUER.to_owned(),
             token_ttl: Duration::from_secs(3600),
             auth_cache_users: crate::store::DEFAULT_CAPACITY,
