@@ -102,13 +102,17 @@ pub struct Claims {
 /// when the set is loaded or replaced.
 #[derive(Clone)]
 pub struct TokenKeys {
-    verified: Arc<Mutex<LruCache<String, Arc<Claims>>>>,
+    verified: Arc<Mutex<LruCache<String, Remembered>>>,
     active: Arc<RwLock<Arc<ActiveKeys>>>,
     template: Validation,
     issuer: String,
     audience: String,
     ttl: Duration,
 }
+
+/// A verified token's claims and the last second its key verifies
+/// (`None`: the signing key).
+type Remembered = (Arc<Claims>, Option<u64>);
 
 /// The decoded key set in use.
 struct ActiveKeys {
@@ -271,9 +275,11 @@ impl TokenKeys {
             return Err(AuthFailure::InvalidToken);
         }
         let now = unix_now().ok_or(AuthFailure::InvalidToken)?;
-        if let Some(claims) = self.remembered(token) {
+        if let Some((claims, until)) = self.remembered(token) {
             return if now > claims.exp {
                 Err(AuthFailure::ExpiredToken)
+            } else if until.is_some_and(|until| now > until) {
+                Err(AuthFailure::InvalidToken)
             } else {
                 Ok(claims)
             };
@@ -288,7 +294,7 @@ impl TokenKeys {
         let key = kid
             .and_then(|kid| active.by_kid.get(kid))
             .ok_or(AuthFailure::InvalidToken)?;
-        if header.alg != key.alg || key.until.is_some_and(|until| now > until) {
+        if header.alg != key.alg {
             return Err(AuthFailure::InvalidToken);
         }
         let data =
@@ -298,19 +304,24 @@ impl TokenKeys {
                     _ => AuthFailure::InvalidToken,
                 }
             })?;
-        // `uid` is checked here, after the library's checks, so that an
-        // expired token of an older version still answers `expired_token`.
-        if data.claims.iat > now || data.claims.uid.is_empty() {
+        // `uid` and the key's grace are checked here, after the library's
+        // checks, so that an expired token (of an older version, or of a
+        // retired key) answers `expired_token` whether or not it is
+        // remembered. A retired key past its grace verifies nothing else.
+        if data.claims.iat > now
+            || data.claims.uid.is_empty()
+            || key.until.is_some_and(|until| now > until)
+        {
             return Err(AuthFailure::InvalidToken);
         }
         let claims = Arc::new(data.claims);
         if let Ok(mut verified) = self.verified.lock() {
-            verified.insert(token.to_owned(), claims.clone());
+            verified.insert(token.to_owned(), (claims.clone(), key.until));
         }
         Ok(claims)
     }
 
-    fn remembered(&self, token: &str) -> Option<Arc<Claims>> {
+    fn remembered(&self, token: &str) -> Option<Remembered> {
         self.verified.lock().ok()?.get(token).cloned()
     }
 }

@@ -881,7 +881,7 @@ async fn short_keys_are_refused_and_generated_keys_are_private() {
     assert!(stderr.contains("256 bits"), "{stderr}");
 
     let app = TestApp::spawn().await;
-    let mode = std::fs::metadata(app.data_dir.path().join("secret.key"))
+    let mode = std::fs::metadata(app.data_dir.path().join("keys.json"))
         .expect("key")
         .permissions()
         .mode();
