@@ -93,7 +93,12 @@ fn first_key_set(data_dir: &Path, alg: Option<KeyAlg>, now: u64) -> Result<KeySe
             KeySet::of(vec![StoredKey::legacy_hs256(&secret, now)])
         }
         Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(KeySet::generate(alg.unwrap_or(KeyAlg::HS256), now)?);
+            let set = KeySet::generate(alg.unwrap_or(KeyAlg::HS256), now)?;
+            if let Ok(key) = set.signing() {
+                let path = data_dir.join(KEYS_FILE_NAME);
+                tracing::info!(path = %path.display(), kid = %key.kid, alg = %key.alg, "generated a new signing key");
+            }
+            return Ok(set);
         }
         Err(other) => return Err(other),
     };
