@@ -330,3 +330,97 @@ fn a_given_secret_is_hs256_only() {
     let stderr = serve_refused(&["--data-dir", &data_dir, "--jwt-alg", "HS512"], &[]);
     assert!(stderr.contains("HS512"), "{stderr}");
 }
+
+/// A server whose JWKS holds an EdDSA, an ES256 and an RS256 key, and a
+/// token signed by each (rotated through the CLI, seen by the server).
+async fn three_algorithm_tokens() -> (TestApp, Vec<String>) {
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+        c.jwt_alg = Some(KeyAlg::EdDSA);
+        c.keys_check_every = Duration::from_millis(100);
+    })
+    .await
+    .expect("sqlite");
+    let mut tokens = vec![app.signed_in("alice").await];
+    for alg in ["ES256", "RS256"] {
+        rpcguard_key(&app, &["rotate", "--alg", alg]);
+        let started = Instant::now();
+        loop {
+            let token = sign_in(&app, "alice").await;
+            if alg_of(&token) == alg.parse().expect("alg") {
+                tokens.push(token);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "rotation not seen"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    (app, tokens)
+}
+
+/// Runs `program ARGS... JWKS_URL TOKENS...`; asserts success and `expect`
+/// in its output.
+async fn verifier(mut command: Command, app: &TestApp, tokens: Vec<String>, expect: &str) {
+    command
+        .arg(format!("{}.well-known/jwks.json", app.url))
+        .args(tokens);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .expect("join")
+        .expect("the verifier runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "verifier failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(expect), "{stdout}");
+    for alg in ["EdDSA", "ES256", "RS256"] {
+        assert!(
+            stdout.contains(&format!("{alg} token of alice verified")),
+            "{stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_pyjwt,
+    ignore = "PyJWT: run `pip install pyjwt cryptography`, then `touch build.rs`"
+)]
+async fn pyjwt_verifies_eddsa_es256_and_rs256_tokens_with_the_jwks() {
+    let (app, tokens) = three_algorithm_tokens().await;
+    let mut python = Command::new("python3");
+    python.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/jwks_verify.py"
+    ));
+    verifier(
+        python,
+        &app,
+        tokens,
+        "pyjwt: all checks passed (ES256, EdDSA, RS256)",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_jose,
+    ignore = "jose: run `npm ci --prefix tests/clients/jwks`"
+)]
+async fn jose_verifies_eddsa_es256_and_rs256_tokens_with_the_jwks() {
+    let (app, tokens) = three_algorithm_tokens().await;
+    let mut node = Command::new("node");
+    node.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/jwks"))
+        .arg("verify.mjs");
+    verifier(
+        node,
+        &app,
+        tokens,
+        "jose: all checks passed (ES256, EdDSA, RS256)",
+    )
+    .await;
+}
