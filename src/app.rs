@@ -80,7 +80,7 @@ pub struct AccountsKit {
     pub security: SharedSecurity,
     /// The token keys the account methods sign with and the Bearer check
     /// verifies with; serve their JWKS with
-    /// [`jwks_resource`](crate::keys::jwks_resource).
+    /// [`jwks_resource`].
     pub keys: TokenKeys,
 }
 

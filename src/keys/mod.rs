@@ -3,7 +3,7 @@
 //!
 //! - [`set`]: the key set itself — algorithms, generation, rotation, which
 //!   key signs and until when each older key still verifies.
-//! - [`file`]: reading and writing `keys.json` (private, replaced
+//! - [`file`](mod@file): reading and writing `keys.json` (private, replaced
 //!   atomically), the upgrade from `secret.key`, and watching the file so a
 //!   running server sees `rpcguard key rotate` without a restart.
 //! - [`jwks`]: `GET /.well-known/jwks.json`, the public keys.
