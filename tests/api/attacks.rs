@@ -409,13 +409,23 @@ async fn forged_and_malformed_tokens_are_refused() {
         "expired_token"
     );
 
-    // kid / jku / x5u on a correctly signed token are ignored, never fetched.
+    // jku / x5u on a correctly signed token are ignored, never fetched.
     let ignored = signed(
         &victim(&uid, |_| {}),
-        json!({"kid": "../../etc/passwd", "jku": "http://127.0.0.1:9/jwks", "x5u": "http://127.0.0.1:9/cert"}),
+        json!({"jku": "http://127.0.0.1:9/jwks", "x5u": "http://127.0.0.1:9/cert"}),
     );
     let answer = target.get_caller(auth(&format!("Bearer {ignored}"))).await;
     assert_eq!(answer["result"]["username"], "victim", "{answer}");
+    // A `kid` names a key of the local set, or the token is refused (issue
+    // 12): never a path, never looked up anywhere else.
+    let unknown_kid = signed(
+        &victim(&uid, |_| {}),
+        json!({"kid": "../../etc/passwd", "jku": "http://127.0.0.1:9/jwks"}),
+    );
+    let answer = target
+        .get_caller(auth(&format!("Bearer {unknown_kid}")))
+        .await;
+    assert_eq!(reason(&answer), "invalid_token", "{answer}");
 
     // Bearer syntax (RFC 6750).
     let syntax: Vec<(&str, HeaderMap)> = vec![
