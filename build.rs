@@ -5,14 +5,19 @@
 //! - `rpcguard_no_postgres`: `RPCGUARD_TEST_DATABASE_URL` is not set;
 //! - `rpcguard_no_node`: the npm tools are not installed
 //!   (`npm ci --prefix tests/clients/openrpc`) or `node` is not on `PATH`;
+//! - `rpcguard_no_jose`: `jose` is not installed
+//!   (`npm ci --prefix tests/clients/jwks`) or `node` is not on `PATH`;
+//! - `rpcguard_no_pyjwt`: `python3` cannot `import jwt, cryptography`
+//!   (`pip install pyjwt cryptography`; checked when this script runs:
+//!   `touch build.rs` after installing);
 //! - `rpcguard_no_chromium`: no Chromium (`RPCGUARD_CHROMIUM`, else
 //!   `chromium` on `PATH`; Debian's package is `chromium`), or the browser
 //!   driver is not installed (`npm ci --prefix tests/clients/browser`), or
 //!   `node` is not on `PATH`.
 //!
-//! CI sets `RPCGUARD_REQUIRE_POSTGRES=1` / `RPCGUARD_REQUIRE_NODE=1` /
-//! `RPCGUARD_REQUIRE_CHROMIUM=1`: then nothing is marked, and a missing
-//! tool fails its tests.
+//! CI sets `RPCGUARD_REQUIRE_POSTGRES=1` / `RPCGUARD_REQUIRE_NODE=1` (also
+//! for `jose`) / `RPCGUARD_REQUIRE_PYJWT=1` / `RPCGUARD_REQUIRE_CHROMIUM=1`:
+//! then nothing is marked, and a missing tool fails its tests.
 
 use std::path::Path;
 
@@ -20,11 +25,14 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_postgres)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_node)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_chromium)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_jose)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_pyjwt)");
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
         "RPCGUARD_REQUIRE_POSTGRES",
         "RPCGUARD_REQUIRE_NODE",
         "RPCGUARD_REQUIRE_CHROMIUM",
+        "RPCGUARD_REQUIRE_PYJWT",
         "RPCGUARD_CHROMIUM",
         "PATH",
     ] {
@@ -42,6 +50,21 @@ fn main() {
     let node_ready = npm_installed(Path::new("tests/clients/openrpc")) && node_on_path;
     if !node_ready && !required("RPCGUARD_REQUIRE_NODE") {
         println!("cargo::rustc-cfg=rpcguard_no_node");
+    }
+
+    let jose_ready = npm_installed(Path::new("tests/clients/jwks")) && node_on_path;
+    if !jose_ready && !required("RPCGUARD_REQUIRE_NODE") {
+        println!("cargo::rustc-cfg=rpcguard_no_jose");
+    }
+
+    let pyjwt_ready = std::process::Command::new("python3")
+        .args(["-c", "import jwt, cryptography"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !pyjwt_ready && !required("RPCGUARD_REQUIRE_PYJWT") {
+        println!("cargo::rustc-cfg=rpcguard_no_pyjwt");
     }
 
     let chromium = match std::env::var_os("RPCGUARD_CHROMIUM") {

@@ -10,6 +10,7 @@ use crate::auth::password::{HasherConfig, PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
 use crate::bearer::BearerSecurity;
 use crate::config::{load_secret, prepare_data_dir, Config, ConfigError, SecretSource};
+use crate::keys::{jwks_resource, open_key_set, watch_key_file, KeyAlg, KEYS_FILE_NAME};
 use crate::methods::accounts::{self, Accounts};
 use crate::store::{self, CachedStore, SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
@@ -53,6 +54,8 @@ pub struct Reference {
     pub state: Arc<Accounts>,
     /// The Bearer security function.
     pub security: SharedSecurity,
+    /// The token keys (signing, verification, the JWKS).
+    pub keys: TokenKeys,
 }
 
 /// Opens the configured store only if it exists (admin commands never
@@ -75,23 +78,17 @@ pub struct AccountsKit {
     pub accounts: Arc<Accounts>,
     /// The Bearer security function (`Authorization: Bearer <jwt>`).
     pub security: SharedSecurity,
+    /// The token keys the account methods sign with and the Bearer check
+    /// verifies with; serve their JWKS with
+    /// [`jwks_resource`].
+    pub keys: TokenKeys,
 }
 
 /// Opens the store, loads the key and starts the bcrypt pool as `config`
 /// says: everything the account methods and the Bearer check need, for an
 /// embedder's own [`Api`] (see `examples/embedding.rs`).
 pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
-    // A given key is checked before anything is created.
-    let given = match &config.secret {
-        SecretSource::DataDir => None,
-        source => Some(load_secret(source, &config.data_dir)?),
-    };
-    prepare_data_dir(&config.data_dir)?;
-    let secret = match given {
-        Some(secret) => secret,
-        None => load_secret(&config.secret, &config.data_dir)?,
-    };
-    let keys = TokenKeys::new(&secret, &config.issuer, &config.issuer, config.token_ttl)?;
+    let keys = token_keys(config).await?;
     let users = store::open_cached(
         &config.database(),
         config.db_pool_size,
@@ -118,12 +115,40 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
-    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys, store));
+    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys.clone(), store));
     Ok(AccountsKit {
         users,
         accounts: state,
         security,
+        keys,
     })
+}
+
+/// The token keys: from a given secret (one HS256 key), else from the data
+/// dir's key set, watched for rotations.
+async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
+    let (issuer, ttl) = (&config.issuer, config.token_ttl);
+    if config.secret != SecretSource::DataDir {
+        // A given key is checked before anything is created.
+        if let Some(alg) = config.jwt_alg.filter(|alg| *alg != KeyAlg::HS256) {
+            return Err(ConfigError::GivenSecretIsHs256(alg).into());
+        }
+        let secret = load_secret(&config.secret, &config.data_dir)?;
+        prepare_data_dir(&config.data_dir)?;
+        return Ok(TokenKeys::new(&secret, issuer, issuer, ttl)?);
+    }
+    prepare_data_dir(&config.data_dir)?;
+    let set = open_key_set(&config.data_dir, config.jwt_alg, ttl)?;
+    let keys = TokenKeys::from_key_set(&set, issuer, issuer, ttl)?;
+    if let Ok(signing) = set.signing() {
+        tracing::info!(kid = %signing.kid, alg = %signing.alg, keys = set.keys.len(), "token keys loaded");
+    }
+    watch_key_file(
+        config.data_dir.join(KEYS_FILE_NAME),
+        keys.clone(),
+        config.keys_check_every,
+    );
+    Ok(keys)
 }
 
 /// Builds the reference server's parts from `config`: [`accounts()`] and the
@@ -137,6 +162,7 @@ pub async fn reference(config: &Config) -> Result<Reference, AppError> {
         api,
         state: kit.accounts,
         security: kit.security,
+        keys: kit.keys,
     })
 }
 
@@ -159,14 +185,17 @@ pub fn serve(
         api,
         state,
         security,
+        keys,
     } = parts;
     spawn_upkeep(Arc::downgrade(&state));
+    let mut server_config = config.server.clone();
+    server_config.resources.push(jwks_resource(keys));
     Ok(server::spawn(
         listener,
         api,
         state,
         security,
-        config.server.clone(),
+        server_config,
     )?)
 }
 

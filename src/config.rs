@@ -66,6 +66,14 @@ pub struct Config {
     pub db_pool_size: u32,
     /// The signing key's source.
     pub secret: SecretSource,
+    /// `--jwt-alg`: the algorithm new tokens are signed with. `None` keeps
+    /// the key set's signing key (HS256 for a new set); another algorithm
+    /// than the signing key's rotates the set at start (see
+    /// [`open_key_set`](crate::keys::open_key_set)).
+    pub jwt_alg: Option<crate::keys::KeyAlg>,
+    /// How often the server looks at `keys.json` for a rotation (default
+    /// 1 s).
+    pub keys_check_every: Duration,
     /// Token issuer and audience.
     pub issuer: String,
     /// Lifetime of issued tokens.
@@ -101,6 +109,8 @@ impl Config {
             database_url: None,
             db_pool_size: 8,
             secret: SecretSource::DataDir,
+            jwt_alg: None,
+            keys_check_every: Duration::from_secs(1),
             issuer: crate::auth::token::TokenKeys::DEFAULT_ISSUER.to_owned(),
             token_ttl: Duration::from_secs(3600),
             auth_cache_users: crate::store::DEFAULT_CAPACITY,
@@ -183,6 +193,27 @@ pub enum ConfigError {
         /// Its permission bits.
         mode: u32,
     },
+    /// `keys.json` is not a key set.
+    #[error("key set {path} is not valid: {reason}")]
+    KeysJson {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never any key material).
+        reason: String,
+    },
+    /// The key set is unusable (no signing key, twin `kid`s, bad material).
+    #[error(transparent)]
+    Keys(#[from] crate::keys::set::KeyError),
+    /// A given secret (`RPCGUARD_SECRET`, `--secret-file`) is an HS256 key;
+    /// another algorithm needs the data dir's key set.
+    #[error(
+        "--jwt-alg {0} needs the key set in the data dir, but a secret was given \
+         (RPCGUARD_SECRET or --secret-file), which is an HS256 key: drop it, or use --jwt-alg HS256"
+    )]
+    GivenSecretIsHs256(crate::keys::KeyAlg),
+    /// The system clock is before 1970.
+    #[error("system clock is before the Unix epoch")]
+    Clock,
     /// Reading or writing a file failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -255,7 +286,7 @@ pub fn load_secret(source: &SecretSource, data_dir: &Path) -> Result<Vec<u8>, Co
 /// Reads a key file that is private to this user: opened without following
 /// a symbolic link (and without blocking on a FIFO), then checked on the
 /// open descriptor (regular file, our owner, no group/other bits).
-fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+pub(crate) fn read_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
     use std::io::Read;
     let mut options = std::fs::OpenOptions::new();
     options.read(true);

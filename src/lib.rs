@@ -14,6 +14,7 @@ pub mod auth;
 pub mod bearer;
 pub mod config;
 mod files;
+pub mod keys;
 pub mod logging;
 pub mod methods;
 pub mod store;

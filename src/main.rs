@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rpcguard::openrpc::DocInfo;
 use rpcguard_accounts::app;
 use rpcguard_accounts::config::{Config, SecretSource};
+use rpcguard_accounts::keys::KeyAlg;
 use rpcguard_accounts::throttle::ThrottleConfig;
 use rpcguard_accounts::user::{Password, Scope, Username};
 use tracing_subscriber::EnvFilter;
@@ -39,6 +40,43 @@ enum Command {
     /// Manages accounts directly in the store.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manages the token signing keys (`<data-dir>/keys.json`).
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Args)]
+struct KeyArgs {
+    /// Directory of the key set (keys.json).
+    #[arg(long, env = "RPCGUARD_DATA_DIR", default_value = "./rpcguard-data")]
+    data_dir: PathBuf,
+    /// Token lifetime in seconds, as the server runs with: a retired key verifies this long
+    /// (plus 5 s) after its rotation, then drops out.
+    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
+    token_ttl: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Makes a new signing key; older keys verify their tokens until those expire. A running
+    /// server on the same data dir sees the new key within seconds.
+    Rotate {
+        /// Algorithm of the new key (default: the current signing key's).
+        #[arg(long, value_parser = parse_alg)]
+        alg: Option<KeyAlg>,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+    /// Lists the keys: kid, algorithm and state (signing, verifying until, expired).
+    List {
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
+}
+
+fn parse_alg(raw: &str) -> Result<KeyAlg, String> {
+    raw.parse()
+        .map_err(|e: rpcguard_accounts::keys::set::UnknownAlg| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +103,10 @@ struct ServeArgs {
     /// owned by this user, mode 0600. Default: RPCGUARD_SECRET, else a key generated in the data dir.
     #[arg(long, env = "RPCGUARD_SECRET_FILE")]
     secret_file: Option<PathBuf>,
+    /// Algorithm of new tokens: HS256, EdDSA, ES256 or RS256. Default: the key set's signing
+    /// key (HS256 for a new set); another one rotates the set to a new key of it at start.
+    #[arg(long, env = "RPCGUARD_JWT_ALG", value_parser = parse_alg)]
+    jwt_alg: Option<KeyAlg>,
     /// Token lifetime in seconds.
     #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
     token_ttl: u64,
@@ -221,6 +263,7 @@ fn serve_config(args: ServeArgs) -> Config {
         (None, None) => SecretSource::DataDir,
     };
     config.token_ttl = Duration::from_secs(args.token_ttl);
+    config.jwt_alg = args.jwt_alg;
     if args.user_cache_ms != 0 {
         tracing::warn!("--user-cache-ms is deprecated and ignored: users are kept in memory, exactly, by default");
     }
@@ -405,6 +448,30 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
 /// that the per-call log line costs no system call on the request path.
 /// The returned guard writes what is left when dropped, at the end of
 /// `main`.
+fn key(command: KeyCommand) -> anyhow::Result<()> {
+    let prepare = |args: &KeyArgs| -> anyhow::Result<Duration> {
+        rpcguard_accounts::config::prepare_data_dir(&args.data_dir)?;
+        Ok(Duration::from_secs(args.token_ttl))
+    };
+    match command {
+        KeyCommand::Rotate { alg, keys } => {
+            let ttl = prepare(&keys)?;
+            let set = rpcguard_accounts::keys::rotate_key_set(&keys.data_dir, alg, ttl)?;
+            let signing = set.signing()?;
+            println!("new signing key: {} ({})", signing.kid, signing.alg);
+        }
+        KeyCommand::List { keys } => {
+            let ttl = prepare(&keys)?;
+            let set = rpcguard_accounts::keys::open_key_set(&keys.data_dir, None, ttl)?;
+            let now = rpcguard_accounts::auth::token::unix_now().unwrap_or(0);
+            for key in &set.keys {
+                println!("{}\t{}\t{}", key.kid, key.alg, key.state(now, ttl));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn start_logging() -> rpcguard_accounts::logging::FlushGuard {
     let (writer, guard) = rpcguard_accounts::logging::BatchedStderr::start();
     tracing_subscriber::fmt()
@@ -433,6 +500,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(args).await,
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
+            Command::Key(command) => key(command),
         }
     });
     match result {

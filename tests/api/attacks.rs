@@ -409,13 +409,23 @@ async fn forged_and_malformed_tokens_are_refused() {
         "expired_token"
     );
 
-    // kid / jku / x5u on a correctly signed token are ignored, never fetched.
+    // jku / x5u on a correctly signed token are ignored, never fetched.
     let ignored = signed(
         &victim(&uid, |_| {}),
-        json!({"kid": "../../etc/passwd", "jku": "http://127.0.0.1:9/jwks", "x5u": "http://127.0.0.1:9/cert"}),
+        json!({"jku": "http://127.0.0.1:9/jwks", "x5u": "http://127.0.0.1:9/cert"}),
     );
     let answer = target.get_caller(auth(&format!("Bearer {ignored}"))).await;
     assert_eq!(answer["result"]["username"], "victim", "{answer}");
+    // A `kid` names a key of the local set, or the token is refused (issue
+    // 12): never a path, never looked up anywhere else.
+    let unknown_kid = signed(
+        &victim(&uid, |_| {}),
+        json!({"kid": "../../etc/passwd", "jku": "http://127.0.0.1:9/jwks"}),
+    );
+    let answer = target
+        .get_caller(auth(&format!("Bearer {unknown_kid}")))
+        .await;
+    assert_eq!(reason(&answer), "invalid_token", "{answer}");
 
     // Bearer syntax (RFC 6750).
     let syntax: Vec<(&str, HeaderMap)> = vec![
@@ -881,9 +891,87 @@ async fn short_keys_are_refused_and_generated_keys_are_private() {
     assert!(stderr.contains("256 bits"), "{stderr}");
 
     let app = TestApp::spawn().await;
-    let mode = std::fs::metadata(app.data_dir.path().join("secret.key"))
+    let mode = std::fs::metadata(app.data_dir.path().join("keys.json"))
         .expect("key")
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Issue 12: the private half of every key (asymmetric and HMAC, before and
+/// after rotations seen by the running server) is never in the log (at
+/// debug level), in an answer, or in the JWKS; the JWKS has public keys only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_material_never_leaks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().display().to_string();
+    let process = ServerProcess::start(
+        &["--data-dir", &data_dir, "--jwt-alg", "ES256"],
+        &[("RUST_LOG", "info,rpcguard=debug,rpcguard_accounts=debug")],
+    );
+    let target = Target {
+        process,
+        http: reqwest::Client::new(),
+        answers: Mutex::new(Vec::new()),
+        _dir: dir,
+    };
+    target.sign_up("alice", PASSWORD).await;
+    let jwks_url = format!("{}.well-known/jwks.json", target.process.url);
+    for alg in ["RS256", "EdDSA", "HS256"] {
+        let token = target.token("alice", PASSWORD).await;
+        target.get_caller(auth(&format!("Bearer {token}"))).await;
+        target.get_caller(auth("Bearer not.a.token")).await;
+        let jwks = target.http.get(&jwks_url).send().await.expect("jwks");
+        let jwks = jwks.text().await.expect("text");
+        for jwk in serde_json::from_str::<Value>(&jwks).expect("json")["keys"]
+            .as_array()
+            .expect("keys")
+        {
+            for private in ["d", "p", "q", "dp", "dq", "qi", "k"] {
+                assert!(jwk.get(private).is_none(), "{private} in {jwk}");
+            }
+        }
+        target.answers.lock().expect("lock").push(jwks);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+            .args(["key", "rotate", "--alg", alg, "--data-dir", &data_dir])
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("key rotate");
+        assert!(out.status.success());
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.answers.lock().expect("lock").push(said);
+        let seen = Instant::now();
+        while target
+            .process
+            .log()
+            .matches("key set changed on disk")
+            .count()
+            < ["RS256", "EdDSA", "HS256"]
+                .iter()
+                .position(|a| *a == alg)
+                .map_or(0, |i| i + 1)
+        {
+            assert!(seen.elapsed() < Duration::from_secs(5), "rotation not seen");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let set = rpcguard_accounts::keys::file::read_key_set(
+        &std::path::Path::new(&data_dir).join("keys.json"),
+    )
+    .expect("key set");
+    assert_eq!(set.keys.len(), 4);
+    let mut secrets = Vec::new();
+    for key in &set.keys {
+        let material = key.material().expect("material");
+        secrets.push(b64(&material)[..40.min(b64(&material).len())].to_owned());
+        let standard = base64::engine::general_purpose::STANDARD.encode(&material);
+        secrets.push(standard[..40].to_owned());
+        secrets.push(hex::encode(&material[material.len() - 20..]));
+    }
+    let needles: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    target.assert_no_leaks(&needles);
 }

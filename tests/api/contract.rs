@@ -6,11 +6,13 @@ use serde_json::{json, Value};
 use crate::both_stores;
 use crate::helpers::*;
 
-/// Signs `claims` with the server's own key (read from its data dir).
+/// Signs `claims` with the server's own (HS256) signing key, read from its
+/// data dir's key set, naming it by its `kid`, under the `alg` header given.
 pub fn forge(app: &TestApp, claims: &Value, alg: Algorithm) -> String {
-    let key = std::fs::read(app.data_dir.path().join("secret.key")).expect("generated key");
-    jsonwebtoken::encode(&Header::new(alg), claims, &EncodingKey::from_secret(&key))
-        .expect("encode")
+    let (kid, key) = signing_key(app.data_dir.path());
+    let mut header = Header::new(alg);
+    header.kid = Some(kid);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key)).expect("encode")
 }
 
 both_stores! {

@@ -78,7 +78,7 @@ const PRIVATE_FILES: [&str; 4] = [
     "rpcguard.db",
     "rpcguard.db-wal",
     "rpcguard.db-shm",
-    "secret.key",
+    "keys.json",
 ];
 
 /// Row 9 and issue 15 item 4: the data dir is 0700 and the database, its

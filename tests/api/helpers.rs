@@ -850,3 +850,13 @@ where
         errors: errors.join().unwrap_or_default(),
     }
 }
+
+/// The `kid` and private material of the signing key in `data_dir`'s key set.
+pub fn signing_key(data_dir: &std::path::Path) -> (String, Vec<u8>) {
+    let set = rpcguard_accounts::keys::file::read_key_set(
+        &data_dir.join(rpcguard_accounts::keys::KEYS_FILE_NAME),
+    )
+    .expect("key set");
+    let key = set.signing().expect("signing key");
+    (key.kid.clone(), key.material().expect("material"))
+}

@@ -16,6 +16,7 @@ mod durability;
 mod embedding;
 mod hardening;
 mod instances;
+mod keys;
 mod openrpc;
 mod params;
 mod signin_path;

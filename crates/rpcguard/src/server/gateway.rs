@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub document: Resource,
     /// The docs page, when it is on.
     pub docs: Option<DocsPage>,
+    /// The embedder's extra resources.
+    pub resources: Vec<super::ExtraResource>,
     /// What executes JSON-RPC messages.
     pub pipeline: Pipeline,
 }
@@ -103,6 +105,9 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
     }
     if path == DOCUMENT_PATH {
         return conn.shared.document.respond(req.method(), req.headers());
+    }
+    if let Some(extra) = conn.shared.resources.iter().find(|r| r.path() == path) {
+        return extra.respond(req.method(), req.headers());
     }
     if let Some(docs) = conn.shared.docs.as_ref().filter(|_| DocsPage::owns(path)) {
         return docs.respond(path, req.method(), req.headers());

@@ -2,7 +2,8 @@
 //! plus `GET /health`, `GET /openrpc.json` (the document `rpc.discover`
 //! answers, for tools that fetch it by URL) and `GET /docs` (an interactive
 //! page built from that document, [`docs`]; [`ServerConfig::docs`] turns it
-//! off).
+//! off), and the embedder's own plain-HTTP resources
+//! ([`ServerConfig::resources`], [`ExtraResource`]: a JWKS, for one).
 //!
 //! The caller binds the listener (tests bind `127.0.0.1:0`) and the server
 //! runs its own accept loop, so that it knows each peer's address (for the
@@ -29,6 +30,7 @@
 mod dispatch;
 pub mod docs;
 mod document;
+mod extra;
 mod gateway;
 mod guard;
 mod ids;
@@ -52,6 +54,7 @@ use tower::Layer;
 
 pub use docs::DOCS_PATH;
 pub use document::DOCUMENT_PATH;
+pub use extra::ExtraResource;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use slots::client_key;
 
@@ -111,6 +114,10 @@ pub struct ServerConfig {
     /// Whether `GET /docs` serves the interactive docs page ([`docs`];
     /// default `true`). Off, every path under `/docs` answers 404.
     pub docs: bool,
+    /// Plain-HTTP resources served beside the JSON-RPC paths (default
+    /// none); a path the server itself uses is refused at start
+    /// ([`ServerError::ResourcePath`]).
+    pub resources: Vec<ExtraResource>,
 }
 
 impl Default for ServerConfig {
@@ -130,6 +137,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(10),
             doc: DocInfo::new("JSON-RPC API", "0.0.0"),
             docs: true,
+            resources: Vec::new(),
         }
     }
 }
@@ -157,6 +165,11 @@ pub enum ServerError {
     /// The OpenRPC document could not be serialized.
     #[error("building the OpenRPC document failed: {0}")]
     Document(#[from] serde_json::Error),
+    /// An extra resource's path is one the server uses itself (a JSON-RPC
+    /// path, `/health`, `/openrpc.json`, `/docs…`), is taken twice, or does
+    /// not start with `/`.
+    #[error("extra resource path {0:?} is taken or not a path")]
+    ResourcePath(String),
     /// The listener failed.
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
@@ -306,6 +319,25 @@ fn check_schemes<S: Send + Sync + 'static>(
     }
 }
 
+fn check_resource_paths(resources: &[ExtraResource]) -> Result<(), ServerError> {
+    let mut seen = std::collections::HashSet::new();
+    for resource in resources {
+        let path = resource.path();
+        let taken = !path.starts_with('/')
+            || RPC_PATHS
+                .iter()
+                .any(|rpc| path.trim_end_matches('/') == rpc.trim_end_matches('/'))
+            || path == HEALTH_PATH
+            || path == DOCUMENT_PATH
+            || DocsPage::owns(path)
+            || !seen.insert(path);
+        if taken {
+            return Err(ServerError::ResourcePath(path.to_owned()));
+        }
+    }
+    Ok(())
+}
+
 /// Starts serving `api` on `listener` in the background.
 ///
 /// Every scheme a method's [`MethodSecurity`](crate::MethodSecurity) names
@@ -321,6 +353,7 @@ pub fn spawn<S: Send + Sync + 'static>(
     config: ServerConfig,
 ) -> Result<RunningServer, ServerError> {
     check_schemes(&api, &security.schemes())?;
+    check_resource_paths(&config.resources)?;
     let addr = listener.local_addr()?;
     let mut info = config.doc.clone();
     if info.server_url.is_empty() {
@@ -358,6 +391,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         document: document_resource,
         pipeline: Pipeline::new(security, config.max_batch_len as usize),
         docs,
+        resources: config.resources.clone(),
     });
     let (stop, handle) = stop_channel();
     let slots = ConnectionSlots::new(slot_limits(&config));

@@ -25,6 +25,7 @@ pub(crate) struct Resource {
     body: Bytes,
     content_type: HeaderValue,
     etag: HeaderValue,
+    cache_control: HeaderValue,
 }
 
 impl Resource {
@@ -38,7 +39,14 @@ impl Resource {
             body,
             content_type: HeaderValue::from_static(content_type),
             etag,
+            cache_control: HeaderValue::from_static("no-cache"),
         }
+    }
+
+    /// Sends this `Cache-Control` instead of `no-cache`.
+    pub(crate) fn with_cache_control(mut self, value: &'static str) -> Self {
+        self.cache_control = HeaderValue::from_static(value);
+        self
     }
 
     /// The body's length in bytes.
@@ -69,7 +77,7 @@ impl Resource {
             headers.insert(CONTENT_TYPE, self.content_type.clone());
         }
         headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(CACHE_CONTROL, self.cache_control.clone());
         headers.insert(ETAG, self.etag.clone());
         response
     }
