@@ -8,6 +8,10 @@
 //! `-32001`/`-32099` with the request's `id` before the handler runs. That
 //! [`Caller`] goes into the call's extensions, where the handler finds it.
 //!
+//! The credentials are the request's, except on a WebSocket session that
+//! bound credentials of its own after the upgrade
+//! ([`SessionCredentials`]): those replace the upgrade's.
+//!
 //! jsonrpsee's own `batch` calls the inner service directly, bypassing any
 //! `call` logic above it, so this layer implements `batch` itself by running
 //! each entry through its own `call`.
@@ -27,7 +31,7 @@ use tower::Layer;
 
 use crate::api::{MethodDecl, Registry};
 use crate::error::{AuthFailure, RpcError};
-use crate::security::{Caller, Credentials, SharedSecurity};
+use crate::security::{Caller, Credentials, SessionCredentials, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
@@ -89,7 +93,11 @@ impl<S> SecurityService<S> {
         let Some(decl) = decl else {
             return Ok(None); // unknown method: jsonrpsee answers -32601
         };
-        let credentials = extensions.get::<Credentials>();
+        // A WebSocket session's bound credentials replace its upgrade's.
+        let bound = extensions
+            .get::<SessionCredentials>()
+            .and_then(SessionCredentials::current);
+        let credentials = bound.as_ref().or_else(|| extensions.get::<Credentials>());
         if decl.security.is_public() {
             if !decl.optional_caller {
                 return Ok(None);
