@@ -27,6 +27,14 @@ use rpcguard::security::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARE
 use crate::auth::token::TokenKeys;
 use crate::store::SharedStore;
 
+/// Attached to every Bearer [`Caller`] ([`Caller::detail`]): the session
+/// its token belongs to, for `sign_out` and `change_password`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRef {
+    /// The session id (claim `sid`).
+    pub id: std::sync::Arc<str>,
+}
+
 /// Verifies `Authorization: Bearer <jwt>` and loads the user it names.
 #[derive(Clone)]
 pub struct BearerSecurity {
@@ -64,6 +72,47 @@ impl BearerSecurity {
     }
 }
 
+/// The caller an access token proves, checked as on every call: signature
+/// and claims, the account (same id as the token's `uid`, not disabled),
+/// the session (live, of that account), and the scopes in force.
+pub async fn caller_for_token(
+    keys: &TokenKeys,
+    store: &SharedStore,
+    token: &str,
+) -> Result<Caller, RpcError> {
+    let claims = keys.verify(token).map_err(RpcError::Unauthenticated)?;
+    let account = store
+        .find_account(&claims.sub)
+        .await?
+        .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
+    // Another account id: the token's account was deleted and this is a
+    // later account of the same name.
+    if account.account_id != claims.uid {
+        return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+    }
+    // A session that is gone (purged after it ended or expired) is as
+    // ended as one still stored.
+    let session = store
+        .find_session(&claims.sid)
+        .await?
+        .ok_or(RpcError::Unauthenticated(AuthFailure::RevokedToken))?;
+    if session.account_id != claims.uid {
+        return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+    }
+    if session.ended || account.disabled {
+        return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
+    }
+    Ok(Caller::new(
+        account.user.username.as_str(),
+        BEARER,
+        session.scopes_in_force(&account.scopes),
+    )
+    .with_detail(account.user.clone())
+    .with_detail(SessionRef {
+        id: claims.sid.as_str().into(),
+    }))
+}
+
 #[async_trait]
 impl SecurityFunction for BearerSecurity {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
@@ -73,25 +122,9 @@ impl SecurityFunction for BearerSecurity {
         else {
             return Ok(None);
         };
-        let claims = self.keys.verify(token).map_err(RpcError::Unauthenticated)?;
-        let account = self
-            .store
-            .find_account(&claims.sub)
-            .await?
-            .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
-        // Another account id: the token's account was deleted and this is a
-        // later account of the same name.
-        if account.account_id != claims.uid {
-            return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
-        }
-        Ok(Some(
-            Caller::new(
-                account.user.username.as_str(),
-                BEARER,
-                account.scopes.iter().map(String::as_str),
-            )
-            .with_detail(account.user.clone()),
-        ))
+        caller_for_token(&self.keys, &self.store, token)
+            .await
+            .map(Some)
     }
 
     fn schemes(&self) -> Vec<SchemeDoc> {

@@ -1,4 +1,5 @@
-//! The `rpcguard` command: `serve`, `openrpc`, and `user add|grant|revoke|delete|list`.
+//! The `rpcguard` command: `serve`, `openrpc`, and
+//! `user add|grant|revoke|delete|list|disable|enable|sign-out`.
 //!
 //! Every flag can also be set from the environment as `RPCGUARD_<FLAG>`
 //! (e.g. `--data-dir` ↔ `RPCGUARD_DATA_DIR`). The signing key may be given
@@ -65,9 +66,12 @@ struct ServeArgs {
     /// owned by this user, mode 0600. Default: RPCGUARD_SECRET, else a key generated in the data dir.
     #[arg(long, env = "RPCGUARD_SECRET_FILE")]
     secret_file: Option<PathBuf>,
-    /// Token lifetime in seconds.
-    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS)]
     token_ttl: u64,
+    /// Refresh-token lifetime in seconds (each refresh issues one that lives this long).
+    #[arg(long, env = "RPCGUARD_REFRESH_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_REFRESH_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    refresh_ttl: u64,
     /// Deprecated, ignored: the auth state is now exact and in memory by default.
     #[arg(long, env = "RPCGUARD_USER_CACHE_MS", default_value_t = 0, hide = true)]
     user_cache_ms: u64,
@@ -182,8 +186,31 @@ enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Lists users and their scopes.
+    /// Lists users: name, creation time, scopes, `disabled` or `enabled`,
+    /// and the number of live sessions.
     List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disables a user: sign_in answers -32004 (after a correct password)
+    /// and every session ends at once.
+    Disable {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enables a disabled user (ended sessions stay ended).
+    Enable {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Ends every session of a user: its access and refresh tokens stop at once.
+    SignOut {
+        /// Username.
+        name: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -209,6 +236,7 @@ fn serve_config(args: ServeArgs) -> Config {
         (None, None) => SecretSource::DataDir,
     };
     config.token_ttl = Duration::from_secs(args.token_ttl);
+    config.refresh_ttl = Duration::from_secs(args.refresh_ttl);
     if args.user_cache_ms != 0 {
         tracing::warn!("--user-cache-ms is deprecated and ignored: users are kept in memory, exactly, by default");
     }
@@ -323,6 +351,26 @@ async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `user disable` (`disabled = true`) or `user enable`.
+async fn set_disabled(name: String, store: StoreArgs, disabled: bool) -> anyhow::Result<()> {
+    let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+    let config = store_config(store);
+    let store = app::open_existing_store(&config).await?;
+    let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+    match store
+        .set_disabled(&username, disabled, i64::try_from(now)?)
+        .await
+    {
+        Err(rpcguard_accounts::store::StoreError::NotFound) => {
+            bail!("no user {username} in {}", where_users_live(&config))
+        }
+        Err(other) => return Err(other.into()),
+        Ok(ended) if disabled => println!("{username}: disabled, {} sessions ended", ended.len()),
+        Ok(_) => println!("{username}: enabled"),
+    }
+    Ok(())
+}
+
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
@@ -374,15 +422,40 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { store } => {
             let store = app::open_existing_store(&store_config(store)).await?;
+            let now = i64::try_from(
+                rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?,
+            )?;
+            let sessions: std::collections::HashMap<String, u64> =
+                store.live_session_counts(now).await?.into_iter().collect();
             for user in store.list_users().await? {
                 let public = user.public();
+                let live = sessions
+                    .get(&user.username.to_ascii_lowercase())
+                    .copied()
+                    .unwrap_or(0);
                 println!(
-                    "{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\tsessions={live}",
                     public.username,
                     public.created_at,
-                    user.scopes.join(" ")
+                    user.scopes.join(" "),
+                    if user.disabled { "disabled" } else { "enabled" },
                 );
             }
+        }
+        UserCommand::Disable { name, store } => set_disabled(name, store, true).await?,
+        UserCommand::Enable { name, store } => set_disabled(name, store, false).await?,
+        UserCommand::SignOut { name, store } => {
+            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+            let config = store_config(store);
+            let store = app::open_existing_store(&config).await?;
+            if store.find_user(username.as_str()).await?.is_none() {
+                bail!("no user {username} in {}", where_users_live(&config));
+            }
+            let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+            let ended = store
+                .end_sessions(username.as_str(), None, i64::try_from(now)?)
+                .await?;
+            println!("{username}: {} sessions ended", ended.len());
         }
     }
     Ok(())

@@ -1,11 +1,16 @@
 //! Access tokens: JWT, HS256, with pinned verification rules.
 //!
-//! Claims are `sub uid iat exp iss aud jti`. Verification accepts HS256 only
+//! Claims are `sub uid sid iat exp iss aud jti`. Verification accepts HS256 only
 //! (`alg: none`, HS384/512 and every asymmetric algorithm are refused), needs
 //! `exp`, `iss`, `aud`, `sub` and `uid`, checks `nbf` when present, and
 //! refuses an `iat` in the future. Leeway is zero: a token expired by one second is
 //! expired. Header fields such as `kid`, `jku` or `x5u` are ignored; nothing
 //! is ever fetched.
+//!
+//! `sid` names the session the token was issued in ([`crate::session`]):
+//! the Bearer check refuses a token whose session has ended
+//! (`revoked_token`). Tokens without one (issued before sessions existed)
+//! are refused as `invalid_token`, like tokens without `uid`.
 //!
 //! `uid` is the account id ([`StoredUser::account_id`](crate::store::StoredUser::account_id)):
 //! random, 128 bits, never reused, so a token names one account and never
@@ -60,6 +65,11 @@ pub struct Claims {
     /// [`TokenKeys::verify`] refuses.
     #[serde(default)]
     pub uid: String,
+    /// The session the token was issued in (32 hex digits). Absent (empty)
+    /// only in tokens of older versions, which [`TokenKeys::verify`]
+    /// refuses.
+    #[serde(default)]
+    pub sid: String,
     /// Issued at (Unix seconds).
     pub iat: u64,
     /// Expires at (Unix seconds).
@@ -137,12 +147,18 @@ impl TokenKeys {
     }
 
     /// Issues a token for `subject`, the account whose id is `account_id`,
-    /// valid from now for the configured TTL.
-    pub fn issue(&self, subject: &str, account_id: &str) -> Result<(String, Claims), TokenError> {
+    /// in the session `session_id`, valid from now for the configured TTL.
+    pub fn issue(
+        &self,
+        subject: &str,
+        account_id: &str,
+        session_id: &str,
+    ) -> Result<(String, Claims), TokenError> {
         let now = unix_now().ok_or(TokenError::Clock)?;
         let claims = Claims {
             sub: subject.to_owned(),
             uid: account_id.to_owned(),
+            sid: session_id.to_owned(),
             iat: now,
             exp: now + self.ttl.as_secs(),
             iss: self.issuer.clone(),
@@ -174,9 +190,9 @@ impl TokenKeys {
                 ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
                 _ => AuthFailure::InvalidToken,
             })?;
-        // `uid` is checked here, after the library's checks, so that an
+        // `uid` and `sid` are checked here, after the library's checks, so that an
         // expired token of an older version still answers `expired_token`.
-        if data.claims.iat > now || data.claims.uid.is_empty() {
+        if data.claims.iat > now || data.claims.uid.is_empty() || data.claims.sid.is_empty() {
             return Err(AuthFailure::InvalidToken);
         }
         let claims = Arc::new(data.claims);
@@ -204,6 +220,7 @@ mod tests {
     use super::*;
 
     const UID: &str = "0123456789abcdef0123456789abcdef";
+    const SID: &str = "fedcba9876543210fedcba9876543210";
 
     fn keys() -> TokenKeys {
         TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60)).expect("keys")
@@ -212,7 +229,7 @@ mod tests {
     #[test]
     fn issued_token_verifies() {
         let keys = keys();
-        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
         assert_eq!(keys.verify(&token), Ok(Arc::new(claims)));
     }
 
@@ -224,7 +241,7 @@ mod tests {
 
     #[test]
     fn other_key_is_invalid() {
-        let (token, _) = keys().issue("alice", UID).expect("issue");
+        let (token, _) = keys().issue("alice", UID, SID).expect("issue");
         let other = TokenKeys::new(&[8u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60))
             .expect("keys");
         assert_eq!(other.verify(&token), Err(AuthFailure::InvalidToken));
@@ -234,7 +251,7 @@ mod tests {
     fn expired_token_is_expired() {
         let keys =
             TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::ZERO).expect("keys");
-        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
         // exp == iat == now; wait until now > exp.
         while unix_now().expect("clock") <= claims.exp {
             std::thread::sleep(Duration::from_millis(50));
@@ -245,10 +262,10 @@ mod tests {
     #[test]
     fn token_names_the_account_id() {
         let keys = keys();
-        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
         assert_eq!(claims.uid, UID);
         assert_eq!(keys.verify(&token).expect("valid").uid, UID);
-        let (other, _) = keys.issue("alice", "another-account").expect("issue");
+        let (other, _) = keys.issue("alice", "another-account", SID).expect("issue");
         assert_eq!(keys.verify(&other).expect("valid").uid, "another-account");
     }
 
@@ -256,8 +273,19 @@ mod tests {
     fn token_without_account_id_is_invalid() {
         let keys = keys();
         let now = unix_now().expect("clock");
+        let no_sid = serde_json::json!({
+            "sub": "alice", "uid": UID, "iat": now, "exp": now + 60,
+            "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &no_sid,
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .expect("encode");
+        assert_eq!(keys.verify(&token), Err(AuthFailure::InvalidToken));
         let legacy = serde_json::json!({
-            "sub": "alice", "iat": now, "exp": now + 60,
+            "sub": "alice", "sid": SID, "iat": now, "exp": now + 60,
             "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
         });
         let key = EncodingKey::from_secret(&[7u8; 32]);
