@@ -302,7 +302,8 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
     /// Deletes what no call can use any more: sessions ended or whose
     /// refresh token expired before `horizon` (with their refresh tokens),
     /// and rotated refresh tokens that expired before `horizon`. Returns
-    /// the rows deleted.
+    /// the sessions and refresh tokens deleted (not counting the refresh
+    /// tokens deleted with their session).
     async fn purge_sessions(&self, horizon: i64) -> Result<u64, StoreError>;
 
     /// Rows stored now: (sessions, refresh tokens).

@@ -182,11 +182,13 @@ fn signed(claims: &Value, header_extra: Value) -> String {
     hmac_token(&header, claims)
 }
 
-/// Valid claims of the account `victim` (its account id is `uid`), changed
-/// by `edit`.
+/// Valid claims of the account `victim` in its real session (`uid` holds
+/// the claims of a real token: its `uid` and `sid` are copied), changed by
+/// `edit`.
 fn victim(uid: &Value, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     claims_for("victim", |c| {
-        c.insert("uid".into(), uid.clone());
+        c.insert("uid".into(), uid["uid"].clone());
+        c.insert("sid".into(), uid["sid"].clone());
         edit(c);
     })
 }
@@ -239,7 +241,7 @@ async fn forged_and_malformed_tokens_are_refused() {
     let target = Target::start(&[]);
     target.sign_up("victim", PASSWORD).await;
     let real = target.token("victim", PASSWORD).await;
-    let uid = token_claims(&real)["uid"].clone();
+    let uid = token_claims(&real);
     let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
     let (head, rest) = real.split_once('.').expect("jwt");
     let (payload, signature) = rest.split_once('.').expect("jwt");
@@ -356,6 +358,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             signed_with(&uid, "iat", json!(now + 3600)),
         ),
         ("missing exp", signed_without(&uid, "exp")),
+        ("missing sid", signed_without(&uid, "sid")),
         ("missing iss", signed_without(&uid, "iss")),
         ("missing aud", signed_without(&uid, "aud")),
         ("missing sub", signed_without(&uid, "sub")),

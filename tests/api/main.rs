@@ -17,5 +17,6 @@ mod hardening;
 mod instances;
 mod openrpc;
 mod params;
+mod sessions;
 mod signin_path;
 mod websocket;
