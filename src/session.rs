@@ -58,6 +58,35 @@ impl SessionState {
     }
 }
 
+/// A session to open ([`UserStore::open_session`](crate::store::UserStore::open_session)).
+#[derive(Clone, Copy)]
+pub struct NewSession<'a> {
+    /// The account's name (any case).
+    pub username: &'a str,
+    /// The account's id: the session opens only if it is still this account.
+    pub account_id: &'a str,
+    /// The new session's id ([`new_session_id`]).
+    pub session_id: &'a str,
+    /// The scopes the session may use (`None`: no limit), sorted.
+    pub scope_limit: Option<&'a [String]>,
+    /// The hash of its first refresh token ([`new_refresh_token`]).
+    pub refresh_hash: &'a str,
+    /// Now, Unix seconds.
+    pub now: i64,
+    /// When the first refresh token expires, Unix seconds.
+    pub refresh_expires_at: i64,
+}
+
+impl std::fmt::Debug for NewSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSession")
+            .field("username", &self.username)
+            .field("session_id", &self.session_id)
+            .field("scope_limit", &self.scope_limit)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What presenting a refresh token came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {

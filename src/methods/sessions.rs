@@ -24,7 +24,7 @@ use serde_json::json;
 use super::accounts::Accounts;
 use crate::auth::token::unix_now;
 use crate::bearer::{caller_for_token, SessionRef};
-use crate::session::{self, join_scopes, Rotation};
+use crate::session::{self, join_scopes, NewSession, Rotation};
 use crate::store::StoreError;
 use crate::user::{Password, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
@@ -210,19 +210,16 @@ pub(crate) async fn open(
         scopes
     });
     let expires = now.saturating_add(refresh_ttl_secs(accounts));
-    match accounts
-        .store
-        .open_session(
-            username,
-            account_id,
-            &session_id,
-            limit.as_deref(),
-            &refresh_hash,
-            now,
-            expires,
-        )
-        .await
-    {
+    let new = NewSession {
+        username,
+        account_id,
+        session_id: &session_id,
+        scope_limit: limit.as_deref(),
+        refresh_hash: &refresh_hash,
+        now,
+        refresh_expires_at: expires,
+    };
+    match accounts.store.open_session(new).await {
         Ok(()) => {}
         // Deleted between the password check and now.
         Err(StoreError::NotFound) => return Err(RpcError::AuthenticationFailed),

@@ -63,7 +63,7 @@ use hashlink::LruCache;
 
 use super::wal_index::{SeenStamp, WalIndex};
 use super::{Account, SharedStore, StoreError, StoredUser, UserStore};
-use crate::session::{Rotation, SessionState};
+use crate::session::{NewSession, Rotation, SessionState};
 use crate::user::{Scope, Username};
 
 /// The PostgreSQL channel the triggers of migration 0003 notify.
@@ -531,27 +531,8 @@ impl UserStore for CachedStore {
         changed
     }
 
-    async fn open_session(
-        &self,
-        username: &str,
-        account_id: &str,
-        session_id: &str,
-        scope_limit: Option<&[String]>,
-        refresh_hash: &str,
-        now: i64,
-        refresh_expires_at: i64,
-    ) -> Result<(), StoreError> {
-        self.inner
-            .open_session(
-                username,
-                account_id,
-                session_id,
-                scope_limit,
-                refresh_hash,
-                now,
-                refresh_expires_at,
-            )
-            .await
+    async fn open_session(&self, new: NewSession<'_>) -> Result<(), StoreError> {
+        self.inner.open_session(new).await
     }
 
     async fn find_session(

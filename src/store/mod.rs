@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::session::{Rotation, SessionState};
+use crate::session::{NewSession, Rotation, SessionState};
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
 
@@ -236,21 +236,10 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
         now: i64,
     ) -> Result<Vec<String>, StoreError>;
 
-    /// Opens a session of the account `account_id` (named `username`, any
-    /// case) with its first refresh token (stored as `refresh_hash`, valid
-    /// until `refresh_expires_at`); [`StoreError::NotFound`] when that
-    /// account is gone.
-    #[allow(clippy::too_many_arguments)]
-    async fn open_session(
-        &self,
-        username: &str,
-        account_id: &str,
-        session_id: &str,
-        scope_limit: Option<&[String]>,
-        refresh_hash: &str,
-        now: i64,
-        refresh_expires_at: i64,
-    ) -> Result<(), StoreError>;
+    /// Opens a session of the account `new.account_id` (named
+    /// `new.username`, any case) with its first refresh token (stored as
+    /// its hash); [`StoreError::NotFound`] when that account is gone.
+    async fn open_session(&self, new: NewSession<'_>) -> Result<(), StoreError>;
 
     /// A session by id, with its account's id and name. What every
     /// secured call asks for; [`CachedStore`] answers it from memory.

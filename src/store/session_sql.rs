@@ -46,34 +46,28 @@ macro_rules! impl_session_store {
         impl $store {
             async fn sessions_open(
                 &self,
-                username: &str,
-                account_id: &str,
-                session_id: &str,
-                scope_limit: Option<&[String]>,
-                refresh_hash: &str,
-                now: i64,
-                refresh_expires_at: i64,
+                new: $crate::session::NewSession<'_>,
             ) -> Result<(), $crate::store::StoreError> {
                 use $crate::store::session_sql as q;
-                let limit = scope_limit.map(|s| s.join(" "));
+                let limit = new.scope_limit.map(|s| s.join(" "));
                 let mut tx = self.pool.begin().await?;
                 let inserted = sqlx::query(q::INSERT_SESSION)
-                    .bind(session_id)
+                    .bind(new.session_id)
                     .bind(limit)
-                    .bind(now)
-                    .bind(refresh_expires_at)
-                    .bind(username.to_ascii_lowercase())
-                    .bind(account_id)
+                    .bind(new.now)
+                    .bind(new.refresh_expires_at)
+                    .bind(new.username.to_ascii_lowercase())
+                    .bind(new.account_id)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
                 sqlx::query(q::INSERT_REFRESH)
-                    .bind(refresh_hash)
-                    .bind(session_id)
+                    .bind(new.refresh_hash)
+                    .bind(new.session_id)
                     .bind(0_i64)
-                    .bind(refresh_expires_at)
+                    .bind(new.refresh_expires_at)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

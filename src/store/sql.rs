@@ -221,24 +221,9 @@ macro_rules! impl_user_store {
 
             async fn open_session(
                 &self,
-                username: &str,
-                account_id: &str,
-                session_id: &str,
-                scope_limit: Option<&[String]>,
-                refresh_hash: &str,
-                now: i64,
-                refresh_expires_at: i64,
+                new: $crate::session::NewSession<'_>,
             ) -> Result<(), $crate::store::StoreError> {
-                self.sessions_open(
-                    username,
-                    account_id,
-                    session_id,
-                    scope_limit,
-                    refresh_hash,
-                    now,
-                    refresh_expires_at,
-                )
-                .await
+                self.sessions_open(new).await
             }
 
             async fn find_session(
