@@ -4,20 +4,28 @@
 //!
 //! - `rpcguard_no_postgres`: `RPCGUARD_TEST_DATABASE_URL` is not set;
 //! - `rpcguard_no_node`: the npm tools are not installed
-//!   (`npm ci --prefix tests/clients/openrpc`) or `node` is not on `PATH`.
+//!   (`npm ci --prefix tests/clients/openrpc`) or `node` is not on `PATH`;
+//! - `rpcguard_no_chromium`: no Chromium (`RPCGUARD_CHROMIUM`, else
+//!   `chromium` on `PATH`; Debian's package is `chromium`), or the browser
+//!   driver is not installed (`npm ci --prefix tests/clients/browser`), or
+//!   `node` is not on `PATH`.
 //!
-//! CI sets `RPCGUARD_REQUIRE_POSTGRES=1` / `RPCGUARD_REQUIRE_NODE=1`: then
-//! nothing is marked, and a missing tool fails its tests.
+//! CI sets `RPCGUARD_REQUIRE_POSTGRES=1` / `RPCGUARD_REQUIRE_NODE=1` /
+//! `RPCGUARD_REQUIRE_CHROMIUM=1`: then nothing is marked, and a missing
+//! tool fails its tests.
 
 use std::path::Path;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_postgres)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_node)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_chromium)");
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
         "RPCGUARD_REQUIRE_POSTGRES",
         "RPCGUARD_REQUIRE_NODE",
+        "RPCGUARD_REQUIRE_CHROMIUM",
+        "RPCGUARD_CHROMIUM",
         "PATH",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
@@ -30,18 +38,39 @@ fn main() {
         println!("cargo::rustc-cfg=rpcguard_no_postgres");
     }
 
-    let tools = Path::new("tests/clients/openrpc");
-    let installed = tools.join("node_modules/.package-lock.json");
-    if installed.is_file() {
-        println!("cargo::rerun-if-changed={}", installed.display());
-    } else {
-        // Small until `npm ci` fills it; any new file there reruns this.
-        println!("cargo::rerun-if-changed={}", tools.display());
-    }
-    let node_on_path = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join("node").is_file()));
-    let node_ready = installed.is_file() && node_on_path;
+    let node_on_path = on_path("node");
+    let node_ready = npm_installed(Path::new("tests/clients/openrpc")) && node_on_path;
     if !node_ready && !required("RPCGUARD_REQUIRE_NODE") {
         println!("cargo::rustc-cfg=rpcguard_no_node");
     }
+
+    let chromium = match std::env::var_os("RPCGUARD_CHROMIUM") {
+        Some(path) => Path::new(&path).is_file(),
+        None => on_path("chromium"),
+    };
+    let browser_ready =
+        npm_installed(Path::new("tests/clients/browser")) && node_on_path && chromium;
+    if !browser_ready && !required("RPCGUARD_REQUIRE_CHROMIUM") {
+        println!("cargo::rustc-cfg=rpcguard_no_chromium");
+    }
+}
+
+/// Whether `npm ci` has run in the npm project `dir` (and reruns this
+/// script when that changes).
+fn npm_installed(dir: &Path) -> bool {
+    let installed = dir.join("node_modules/.package-lock.json");
+    if installed.is_file() {
+        println!("cargo::rerun-if-changed={}", installed.display());
+        true
+    } else {
+        // Small until `npm ci` fills it; any new file there reruns this.
+        println!("cargo::rerun-if-changed={}", dir.display());
+        false
+    }
+}
+
+/// Whether an executable file named `name` is in a directory of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(name).is_file()))
 }

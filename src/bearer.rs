@@ -19,21 +19,15 @@
 //! itself is verified on every call, which is what makes a WebSocket
 //! session stop authorizing calls at its token's `exp`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use rpcguard::error::{AuthFailure, RpcError};
 use rpcguard::security::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
 
-use crate::auth::token::TokenKeys;
+use crate::auth::token::{Claims, TokenKeys};
 use crate::store::SharedStore;
-
-/// Attached to every Bearer [`Caller`] ([`Caller::detail`]): the session
-/// its token belongs to, for `sign_out` and `change_password`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRef {
-    /// The session id (claim `sid`).
-    pub id: std::sync::Arc<str>,
-}
 
 /// Verifies `Authorization: Bearer <jwt>` and loads the user it names.
 #[derive(Clone)]
@@ -74,12 +68,15 @@ impl BearerSecurity {
 
 /// The caller an access token proves, checked as on every call: signature
 /// and claims, the account (same id as the token's `uid`, not disabled),
-/// the session (live, of that account), and the scopes in force.
+/// the session (live, of that account), and the scopes in force. A token of
+/// a session without a scope limit gets the account's own caller, built
+/// when the account was loaded; a scope-limited one gets a caller built
+/// here with the scopes in force.
 pub async fn caller_for_token(
     keys: &TokenKeys,
     store: &SharedStore,
     token: &str,
-) -> Result<Caller, RpcError> {
+) -> Result<Arc<Caller>, RpcError> {
     let claims = keys.verify(token).map_err(RpcError::Unauthenticated)?;
     let account = store
         .find_account(&claims.sub)
@@ -102,20 +99,50 @@ pub async fn caller_for_token(
     if session.ended || account.disabled {
         return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
     }
-    Ok(Caller::new(
-        account.user.username.as_str(),
-        BEARER,
-        session.scopes_in_force(&account.scopes),
-    )
-    .with_detail(account.user.clone())
-    .with_detail(SessionRef {
-        id: claims.sid.as_str().into(),
-    }))
+    if session.scope_limit.is_none() {
+        return Ok(account.caller.clone());
+    }
+    Ok(Arc::new(
+        Caller::new(
+            account.user.username.as_str(),
+            BEARER,
+            session.scopes_in_force(&account.scopes),
+        )
+        .with_detail(account.user.clone()),
+    ))
+}
+
+/// The claims of the access token a call presented (its session is
+/// `sid`), for the methods that act on the caller's own session
+/// (`sign_out`, `change_password`). The token was verified by the Bearer
+/// check before the method ran; this reads it again (from the keys' memory
+/// of verified tokens, no signature work).
+pub fn presented_claims(
+    keys: &TokenKeys,
+    credentials: Option<&Credentials>,
+) -> Result<Arc<Claims>, RpcError> {
+    let token = credentials
+        .ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?
+        .bearer_token()
+        .map_err(RpcError::Unauthenticated)?
+        .ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
+    keys.verify(token).map_err(RpcError::Unauthenticated)
 }
 
 #[async_trait]
 impl SecurityFunction for BearerSecurity {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
+        Ok(self
+            .authenticate_shared(credentials)
+            .await?
+            .map(|caller| (*caller).clone()))
+    }
+
+    /// The account's own caller, built when the account was loaded.
+    async fn authenticate_shared(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Caller>>, RpcError> {
         let Some(token) = credentials
             .bearer_token()
             .map_err(RpcError::Unauthenticated)?

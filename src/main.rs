@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use rpcguard::openrpc::DocInfo;
 use rpcguard_accounts::app;
 use rpcguard_accounts::config::{Config, SecretSource};
@@ -135,6 +135,18 @@ struct ServeArgs {
     /// URL the OpenRPC document gives in `servers` (default: http://ADDR/).
     #[arg(long, env = "RPCGUARD_PUBLIC_URL")]
     public_url: Option<String>,
+    /// The interactive docs page at GET /docs (off: 404).
+    #[arg(long, env = "RPCGUARD_DOCS", value_enum, default_value_t = OnOff::On)]
+    docs: OnOff,
+}
+
+/// A feature switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    /// Turned on.
+    On,
+    /// Turned off.
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -264,6 +276,7 @@ fn serve_config(args: ServeArgs) -> Config {
     config.server.ws_ping_interval = Duration::from_secs(args.ws_ping_interval);
     config.server.ws_idle_timeout = Duration::from_secs(args.ws_idle_timeout);
     config.server.doc = doc_info(args.public_url.unwrap_or_else(|| format!("http://{addr}/")));
+    config.server.docs = args.docs == OnOff::On;
     config
 }
 

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::accounts::Accounts;
 use crate::auth::token::unix_now;
-use crate::bearer::{caller_for_token, SessionRef};
+use crate::bearer::{caller_for_token, presented_claims};
 use crate::session::{self, join_scopes, NewSession, Rotation};
 use crate::store::StoreError;
 use crate::user::{Password, Token, User, Username};
@@ -298,9 +298,7 @@ async fn sign_out<S: AsRef<Accounts>>(
 ) -> Result<bool, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let caller = ctx.caller()?;
-    let session = caller
-        .detail::<SessionRef>()
-        .ok_or_else(|| RpcError::internal("a Bearer caller without a session"))?;
+    let claims = presented_claims(&accounts.keys, ctx.credentials().as_ref())?;
     let now = now_secs()?;
     if params.everywhere.unwrap_or(false) {
         let ended = accounts
@@ -309,7 +307,7 @@ async fn sign_out<S: AsRef<Accounts>>(
             .await?;
         tracing::info!(username = %caller.subject, sessions = ended.len(), "signed out everywhere");
     } else {
-        accounts.store.end_session(&session.id, now).await?;
+        accounts.store.end_session(&claims.sid, now).await?;
         tracing::info!(username = %caller.subject, "signed out");
     }
     Ok(true)
@@ -321,7 +319,9 @@ async fn change_password<S: AsRef<Accounts>>(
 ) -> Result<bool, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let caller = ctx.caller()?;
-    let keep = caller.detail::<SessionRef>().map(|s| s.id.clone());
+    let keep = presented_claims(&accounts.keys, ctx.credentials().as_ref())?
+        .sid
+        .clone();
     let username = Username::parse(caller.subject.as_str()).map_err(RpcError::internal)?;
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_verify()?;
@@ -344,7 +344,7 @@ async fn change_password<S: AsRef<Accounts>>(
             username.as_str(),
             &user.password_hash,
             &new_hash,
-            keep.as_deref(),
+            Some(&keep),
             now_secs()?,
         )
         .await?

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use crate::session::{NewSession, Rotation, SessionState};
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
+use rpcguard::security::Caller;
 
 pub use cached::{
     CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY, SESSION_KEY_PREFIX,
@@ -121,7 +122,7 @@ impl StoredUser {
 /// password hash: the account id (checked against the token's `uid`), the
 /// granted Bearer scopes, and the caller-facing view. The in-memory auth
 /// state ([`CachedStore`]) keeps these, never a [`StoredUser`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Account {
     /// See [`StoredUser::account_id`].
     pub account_id: String,
@@ -131,15 +132,29 @@ pub struct Account {
     pub user: Arc<User>,
     /// See [`StoredUser::disabled`].
     pub disabled: bool,
+    /// The Bearer caller this account is, built once: its scopes, with
+    /// [`user`](Account::user) attached as a detail. The Bearer check hands
+    /// it to every call the account's tokens make, without a copy (except
+    /// for tokens of a scope-limited session, whose caller is built per
+    /// call with the scopes in force).
+    pub caller: Arc<Caller>,
 }
 
 impl From<&StoredUser> for Account {
     fn from(stored: &StoredUser) -> Self {
+        let user = Arc::new(stored.public());
+        let caller = Caller::new(
+            stored.username.as_str(),
+            BEARER,
+            stored.scopes.iter().map(String::as_str),
+        )
+        .with_detail(user.clone());
         Account {
             account_id: stored.account_id.clone(),
             scopes: stored.scopes.clone(),
-            user: Arc::new(stored.public()),
+            user,
             disabled: stored.disabled,
+            caller: Arc::new(caller),
         }
     }
 }

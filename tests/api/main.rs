@@ -11,6 +11,7 @@ mod cli;
 mod clients;
 mod conformance;
 mod contract;
+mod docs_page;
 mod durability;
 mod embedding;
 mod hardening;

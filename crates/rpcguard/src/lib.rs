@@ -15,6 +15,9 @@
 //!   declarations with schemars.
 //! - One port for HTTP and WebSocket, with a bound on what every connection
 //!   may cost ([`server`]).
+//! - `GET /docs`: an interactive page built from that document, with an
+//!   Authorize dialog and a form per method ([`server::docs`]; off with
+//!   [`ServerConfig::docs`]).
 //!
 //! This crate is the framework only: it compiles no database, no bcrypt
 //! and no command-line parser. Accounts with bcrypt passwords, JWT bearer

@@ -42,6 +42,7 @@ use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use crate::error::{AuthFailure, MissingScopes, RpcError};
 
 pub use api_key::{AnySecurity, ApiKeySecurity};
+pub(crate) use session::presented;
 pub use session::SessionCredentials;
 
 /// The name of the bearer-token scheme (`Authorization: Bearer <token>`),
@@ -280,7 +281,7 @@ impl Caller {
 #[must_use]
 pub struct Identities {
     /// In the order found (for [`AnySecurity`]: the order of its functions).
-    by_scheme: Vec<(String, Result<Caller, AuthFailure>)>,
+    by_scheme: Vec<(String, Result<Arc<Caller>, AuthFailure>)>,
 }
 
 impl Identities {
@@ -290,7 +291,14 @@ impl Identities {
     }
 
     /// Adds the identity `caller` proved in its scheme.
-    pub fn found(mut self, caller: Caller) -> Self {
+    pub fn found(self, caller: Caller) -> Self {
+        self.found_shared(Arc::new(caller))
+    }
+
+    /// Adds the identity `caller` proved in its scheme, shared: a security
+    /// function that keeps its callers built (one per account, say) hands
+    /// them out without a copy per call, and the handler gets this `Arc`.
+    pub fn found_shared(mut self, caller: Arc<Caller>) -> Self {
         let scheme = caller.scheme.clone();
         self.add(scheme, Ok(caller));
         self
@@ -310,7 +318,7 @@ impl Identities {
         self
     }
 
-    fn add(&mut self, scheme: String, outcome: Result<Caller, AuthFailure>) {
+    fn add(&mut self, scheme: String, outcome: Result<Arc<Caller>, AuthFailure>) {
         match self.by_scheme.iter_mut().find(|(s, _)| *s == scheme) {
             None => self.by_scheme.push((scheme, outcome)),
             Some((_, held @ Err(_))) if outcome.is_ok() => *held = outcome,
@@ -324,22 +332,25 @@ impl Identities {
         self.by_scheme
             .iter()
             .find(|(s, _)| s == scheme)
-            .map(|(_, outcome)| outcome.as_ref().map_err(|reason| *reason))
+            .map(|(_, outcome)| match outcome {
+                Ok(caller) => Ok(&**caller),
+                Err(reason) => Err(*reason),
+            })
     }
 
-    /// The identity found in `scheme`, owned.
-    pub fn into_caller(self, scheme: &str) -> Option<Caller> {
+    /// The identity found in `scheme`, shared (what the handler gets).
+    pub fn shared(&self, scheme: &str) -> Option<&Arc<Caller>> {
         self.by_scheme
-            .into_iter()
+            .iter()
             .find(|(s, _)| s == scheme)
-            .and_then(|(_, outcome)| outcome.ok())
+            .and_then(|(_, outcome)| outcome.as_ref().ok())
     }
 
     /// Every identity found, in the order found.
     pub fn callers(&self) -> impl Iterator<Item = &Caller> + '_ {
         self.by_scheme
             .iter()
-            .filter_map(|(_, outcome)| outcome.as_ref().ok())
+            .filter_map(|(_, outcome)| outcome.as_deref().ok())
     }
 
     /// Every refusal, in the order found.
@@ -627,6 +638,18 @@ pub trait SecurityFunction: Send + Sync + 'static {
     /// function's schemes.
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError>;
 
+    /// [`authenticate`](SecurityFunction::authenticate), for a function
+    /// that keeps its callers built and shares them: the default wraps
+    /// `authenticate`'s caller in an `Arc`. Override it (and have
+    /// `authenticate` clone out of it) to save building a caller on every
+    /// call.
+    async fn authenticate_shared(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Caller>>, RpcError> {
+        Ok(self.authenticate(credentials).await?.map(Arc::new))
+    }
+
     /// The schemes this function authenticates.
     fn schemes(&self) -> Vec<SchemeDoc>;
 
@@ -634,12 +657,16 @@ pub trait SecurityFunction: Send + Sync + 'static {
     /// calls this, never [`authenticate`](SecurityFunction::authenticate)
     /// directly.
     ///
-    /// The default runs `authenticate`: its caller is the identity in the
-    /// caller's scheme, and an `Unauthenticated` refusal counts against
-    /// every scheme of [`schemes`](SecurityFunction::schemes).
+    /// The default runs
+    /// [`authenticate_shared`](SecurityFunction::authenticate_shared): its
+    /// caller is the identity in the caller's scheme, and an
+    /// `Unauthenticated` refusal counts against every scheme of
+    /// [`schemes`](SecurityFunction::schemes).
     async fn identities(&self, credentials: &Credentials) -> Result<Identities, RpcError> {
-        match self.authenticate(credentials).await {
-            Ok(caller) => Ok(caller.into()),
+        match self.authenticate_shared(credentials).await {
+            Ok(caller) => {
+                Ok(caller.map_or_else(Identities::new, |c| Identities::new().found_shared(c)))
+            }
             Err(RpcError::Unauthenticated(reason)) => {
                 let schemes = self.schemes();
                 if schemes.is_empty() {

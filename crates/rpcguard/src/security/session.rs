@@ -76,6 +76,24 @@ impl SessionCredentials {
     }
 }
 
+/// The credentials a call presents: those its WebSocket session bound, if
+/// any, else the request's (the upgrade's, on a WebSocket session). The
+/// security middleware and [`CallContext::credentials`](crate::CallContext::credentials)
+/// both read them here, so they cannot disagree.
+pub(crate) fn presented(
+    extensions: &jsonrpsee::Extensions,
+) -> Option<std::borrow::Cow<'_, Credentials>> {
+    if let Some(bound) = extensions
+        .get::<SessionCredentials>()
+        .and_then(SessionCredentials::current)
+    {
+        return Some(std::borrow::Cow::Owned(bound));
+    }
+    extensions
+        .get::<Credentials>()
+        .map(std::borrow::Cow::Borrowed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

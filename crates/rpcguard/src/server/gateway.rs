@@ -1,7 +1,8 @@
 //! The HTTP front of every request, before jsonrpsee sees it.
 //!
 //! - routes `GET /health`, `GET /openrpc.json` (the OpenRPC document,
-//!   [`super::document`]) and refuses unknown paths with 404;
+//!   [`super::document`]), `GET /docs` and its files (the docs page,
+//!   [`super::docs`], unless turned off) and refuses unknown paths with 404;
 //! - reads a JSON-RPC request body itself, under the size limit and a
 //!   deadline (`body_timeout`), so a client that announces a body and never
 //!   sends it cannot hold a connection slot; a body over the limit (up to
@@ -27,18 +28,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
+use futures::FutureExt;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
-use jsonrpsee::core::BoxError;
+use jsonrpsee::server::http::response;
+use jsonrpsee::server::MethodResponse;
 use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
-use tower::{Service, ServiceExt};
 
-use super::document::{DocumentResource, DOCUMENT_PATH};
-use super::guard::NotificationOnly;
-use super::ids::{self, Normalized};
+use super::dispatch::{self, Pipeline};
+use super::docs::DocsPage;
+use super::document::DOCUMENT_PATH;
+use super::ids::{self, Normalized, Restore};
+use super::resource::Resource;
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
 use crate::security::{Credentials, RemoteAddr};
@@ -61,7 +65,11 @@ pub(crate) struct Shared {
     /// WebSocket session limits.
     pub ws: WsSettings,
     /// The OpenRPC document `GET /openrpc.json` answers.
-    pub document: DocumentResource,
+    pub document: Resource,
+    /// The docs page, when it is on.
+    pub docs: Option<DocsPage>,
+    /// What executes JSON-RPC messages.
+    pub pipeline: Pipeline,
 }
 
 /// One connection's context: its peer, its slot, and the shared settings.
@@ -80,35 +88,8 @@ pub(crate) struct Connection {
     pub stop: jsonrpsee::server::StopHandle,
 }
 
-/// The jsonrpsee service a request is handed to.
-pub(crate) trait RpcService:
-    Service<Request<HttpBody>, Response = HttpResponse, Error = BoxError, Future: Send + 'static>
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<T> RpcService for T where
-    T: Service<
-            Request<HttpBody>,
-            Response = HttpResponse,
-            Error = BoxError,
-            Future: Send + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
 /// Answers one HTTP request of `conn`.
-pub(crate) async fn handle<S: RpcService>(
-    req: Request<Incoming>,
-    rpc: S,
-    conn: Arc<Connection>,
-) -> HttpResponse {
+pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> HttpResponse {
     let path = req.uri().path();
     if path == HEALTH_PATH {
         return if req.method() == Method::GET {
@@ -119,6 +100,9 @@ pub(crate) async fn handle<S: RpcService>(
     }
     if path == DOCUMENT_PATH {
         return conn.shared.document.respond(req.method(), req.headers());
+    }
+    if let Some(docs) = conn.shared.docs.as_ref().filter(|_| DocsPage::owns(path)) {
+        return docs.respond(path, req.method(), req.headers());
     }
     if !is_rpc_path(path) {
         return plain(StatusCode::NOT_FOUND, "");
@@ -142,83 +126,66 @@ pub(crate) async fn handle<S: RpcService>(
     extensions.insert(credentials);
     extensions.insert(RemoteAddr(conn.peer));
     if is_upgrade {
-        return ws::upgrade(req, rpc, extensions, conn);
+        return ws::upgrade(req, extensions, conn);
+    }
+    if req.method() != Method::POST {
+        return response::method_not_allowed();
     }
     let (parts, body) = req.into_parts();
-    let body = if parts.method == Method::POST {
-        match read_body(&parts.headers, body, &conn.shared).await {
-            Ok(body) => body,
-            Err(refusal) => return refusal.response(conn.shared.max_body_bytes),
-        }
-    } else {
-        Bytes::new() // jsonrpsee answers 405
+    let body = match read_body(&parts.headers, body, &conn.shared).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal.response(conn.shared.max_body_bytes),
     };
-    let mut response = match execute(rpc, parts, body, extensions).await {
-        Outcome::Answer(response) => response,
-        Outcome::Refused(answer) => return plain(StatusCode::OK, answer),
-        Outcome::Nothing => return plain(StatusCode::NO_CONTENT, ""),
-        Outcome::Failed => return plain(StatusCode::INTERNAL_SERVER_ERROR, ""),
-    };
-    // jsonrpsee answers a body that is not a JSON object or array with a
-    // JSON-RPC parse error (-32700) under HTTP 400; the contract sends
-    // every JSON-RPC answer with 200.
-    if response.status() == StatusCode::BAD_REQUEST {
-        *response.status_mut() = StatusCode::OK;
+    if !jsonrpsee::server::http::is_json(parts.headers.get(CONTENT_TYPE)) {
+        return response::unsupported_content_type();
     }
-    response
+    match execute(&conn.shared.pipeline, body, extensions).await {
+        Outcome::Answer(answer) => json(answer),
+        Outcome::Refused(answer) => plain(StatusCode::OK, answer),
+        Outcome::Nothing => plain(StatusCode::NO_CONTENT, ""),
+    }
 }
 
 /// What one JSON-RPC message (a request or a batch) came to.
 pub(crate) enum Outcome {
-    /// jsonrpsee's answer, with the ids it cannot carry put back.
-    Answer(HttpResponse),
+    /// The answer (every JSON-RPC answer, errors included, goes with
+    /// HTTP 200), with the ids jsonrpsee cannot carry put back.
+    Answer(String),
     /// Answered here, nothing executed (an id of an invalid type, …).
     Refused(&'static str),
     /// Notifications only: nothing to send back.
     Nothing,
-    /// The service itself failed (logged).
-    Failed,
 }
 
-/// Runs one message through the JSON-RPC service, for HTTP and WebSocket
-/// alike: ids normalised first ([`super::ids`]), the request made of
-/// `parts`, `body` and the caller's `extensions`.
-pub(crate) async fn execute<S: RpcService>(
-    rpc: S,
-    parts: hyper::http::request::Parts,
-    body: Bytes,
-    extensions: Extensions,
-) -> Outcome {
+/// Runs one message through the pipeline, for HTTP and WebSocket alike:
+/// ids normalised first ([`super::ids`]), every call carrying the caller's
+/// `extensions`.
+pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extensions) -> Outcome {
+    // The common message, one call whose id jsonrpsee can carry, is parsed
+    // once: `ids::normalize` would leave it as it is.
+    if let Some((b'{', message)) = dispatch::start(&body) {
+        if let Ok(req) = serde_json::from_slice::<jsonrpsee::types::Request>(message) {
+            return finish(pipeline.call(req, extensions).await, None);
+        }
+    }
     let (body, restore) = match ids::normalize(body) {
         Normalized::AsIs(body) => (body, None),
         Normalized::Rewritten(body, restore) => (body, Some(restore)),
         Normalized::Invalid(answer) => return Outcome::Refused(answer),
     };
-    let mut req = Request::from_parts(parts, HttpBody::new(Full::new(body)));
-    *req.extensions_mut() = extensions;
-    let response = match rpc.oneshot(req).await {
-        Ok(response) => response,
-        Err(err) => {
-            tracing::error!(error = %err, "the JSON-RPC service failed");
-            return Outcome::Failed;
-        }
-    };
-    if response.extensions().get::<NotificationOnly>().is_some() {
+    finish(pipeline.answer(&body, extensions).await, restore)
+}
+
+/// The outcome of `response`, with the ids of `restore` put back.
+fn finish(response: MethodResponse, restore: Option<Restore>) -> Outcome {
+    if response.is_notification() {
         return Outcome::Nothing;
     }
-    let Some(restore) = restore else {
-        return Outcome::Answer(response);
-    };
-    let (parts, body) = response.into_parts();
-    let answer = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    Outcome::Answer(HttpResponse::from_parts(
-        parts,
-        HttpBody::new(Full::new(restore.apply(answer))),
-    ))
+    let answer = String::from(Box::<str>::from(response.into_json()));
+    Outcome::Answer(match restore {
+        Some(restore) => restore.apply(answer),
+        None => answer,
+    })
 }
 
 fn is_rpc_path(path: &str) -> bool {
@@ -277,7 +244,9 @@ async fn read_body(
     if announced.is_some_and(|n| n > drain_limit as u64) {
         return Err(BodyRefusal::TooLarge);
     }
-    let deadline = tokio::time::Instant::now() + shared.body_timeout;
+    // The clock is read (and a timer armed) only when a frame is not
+    // there yet; a body that came with its head costs neither.
+    let mut deadline = None;
     let capacity = announced.map_or(0, |n| (n as usize).min(limit));
     // The common body is one frame: kept as it is, copied only when a
     // second frame comes.
@@ -285,7 +254,15 @@ async fn read_body(
     let mut buf = BytesMut::new();
     let mut seen: usize = 0;
     loop {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+        let next = match body.frame().now_or_never() {
+            Some(next) => Ok(next),
+            None => {
+                let deadline = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + shared.body_timeout);
+                tokio::time::timeout_at(deadline, body.frame()).await
+            }
+        };
+        let frame = match next {
             Err(_) if seen > limit => return Err(BodyRefusal::TooLarge),
             Err(_) => return Err(BodyRefusal::TimedOut),
             Ok(None) => break,
@@ -333,6 +310,16 @@ fn access_token_param(query: &str) -> Option<&str> {
         .filter_map(|pair| pair.split_once('='))
         .find(|(key, _)| *key == "access_token")
         .map(|(_, value)| value)
+}
+
+/// A JSON-RPC answer: HTTP 200 with jsonrpsee's content type.
+fn json(answer: String) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::from(answer));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
 }
 
 /// A response with a fixed body (JSON when not empty).

@@ -10,7 +10,8 @@
 //!
 //! The credentials are the request's, except on a WebSocket session that
 //! bound credentials of its own after the upgrade
-//! ([`SessionCredentials`]): those replace the upgrade's.
+//! ([`SessionCredentials`](crate::security::SessionCredentials)): those
+//! replace the upgrade's.
 //!
 //! jsonrpsee's own `batch` calls the inner service directly, bypassing any
 //! `call` logic above it, so this layer implements `batch` itself by running
@@ -31,7 +32,7 @@ use tower::Layer;
 
 use crate::api::{MethodDecl, Registry};
 use crate::error::{AuthFailure, RpcError};
-use crate::security::{Caller, Credentials, SessionCredentials, SharedSecurity};
+use crate::security::{self, Caller, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
@@ -89,15 +90,13 @@ impl<S> SecurityService<S> {
         &self,
         decl: Option<&MethodDecl>,
         extensions: &Extensions,
-    ) -> Result<Option<Caller>, Denied> {
+    ) -> Result<Option<Arc<Caller>>, Denied> {
         let Some(decl) = decl else {
             return Ok(None); // unknown method: jsonrpsee answers -32601
         };
         // A WebSocket session's bound credentials replace its upgrade's.
-        let bound = extensions
-            .get::<SessionCredentials>()
-            .and_then(SessionCredentials::current);
-        let credentials = bound.as_ref().or_else(|| extensions.get::<Credentials>());
+        let presented = security::presented(extensions);
+        let credentials = presented.as_deref();
         if decl.security.is_public() {
             if !decl.optional_caller {
                 return Ok(None);
@@ -110,16 +109,18 @@ impl<S> SecurityService<S> {
                 Ok(found) => found,
                 Err(_) => return Ok(None),
             };
-            return Ok(decl.security.check(&found).ok().flatten().cloned());
+            return Ok(decl
+                .security
+                .check(&found)
+                .ok()
+                .flatten()
+                .and_then(|caller| found.shared(&caller.scheme).cloned()));
         }
         let credentials =
             credentials.ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
         let found = self.shared.security.identities(credentials).await?;
         match decl.security.check(&found) {
-            Ok(Some(caller)) => {
-                let scheme = caller.scheme.clone();
-                Ok(found.into_caller(&scheme))
-            }
+            Ok(Some(caller)) => Ok(found.shared(&caller.scheme).cloned()),
             Ok(None) => Err(RpcError::internal("a secured method let in no caller").into()),
             Err(error) => Err(Denied {
                 error,
@@ -150,14 +151,17 @@ where
     ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         let this = self.clone();
         async move {
-            let started = Instant::now();
+            // The clock is read only for the log line, when it is on.
+            let started = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO)
+                .then(Instant::now);
             let method = req.method.clone();
             let decl = this.shared.registry.get(&method);
             let (response, subject) = match this.authorize(decl, req.extensions()).await {
                 Ok(caller) => {
-                    let subject = caller.as_ref().map(|c| c.subject.clone());
+                    // Kept for the log line only.
+                    let subject = started.and(caller.as_ref()).map(|c| c.subject.clone());
                     if let Some(caller) = caller {
-                        req.extensions_mut().insert(Arc::new(caller));
+                        req.extensions_mut().insert(caller);
                     }
                     (this.inner.call(req).await, subject)
                 }
@@ -166,13 +170,15 @@ where
                     (MethodResponse::error(req.id.clone(), error), denied.subject)
                 }
             };
-            log_call(
-                // Only declared names: a caller's made-up name is not logged.
-                if decl.is_some() { &method } else { "<unknown>" },
-                subject.as_deref(),
-                &response,
-                started,
-            );
+            if let Some(started) = started {
+                log_call(
+                    // Only declared names: a caller's made-up name is not logged.
+                    if decl.is_some() { &method } else { "<unknown>" },
+                    subject.as_deref(),
+                    &response,
+                    started,
+                );
+            }
             response
         }
     }
@@ -200,7 +206,7 @@ where
                 }
             }
             if answers.is_empty() && got_notification {
-                MethodResponse::notification().with_extensions(notification_marker())
+                MethodResponse::notification()
             } else {
                 MethodResponse::from_batch(answers.finish())
             }
@@ -218,7 +224,6 @@ where
                 Ok(_) => this.inner.notification(n).await,
                 Err(_) => MethodResponse::notification(),
             }
-            .with_extensions(notification_marker())
         }
     }
 }
@@ -236,17 +241,6 @@ impl From<RpcError> for Denied {
             subject: None,
         }
     }
-}
-
-/// Marks a response that answers notifications only; the HTTP layer turns
-/// it into `204 No Content` (jsonrpsee would send a `null` body).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct NotificationOnly;
-
-fn notification_marker() -> Extensions {
-    let mut extensions = Extensions::new();
-    extensions.insert(NotificationOnly);
-    extensions
 }
 
 fn log_call(method: &str, caller: Option<&str>, response: &MethodResponse, started: Instant) {

@@ -36,17 +36,11 @@ pub(crate) struct Restore {
 
 impl Restore {
     /// The answer with every placeholder replaced by the id it stands for.
-    pub(crate) fn apply(&self, answer: Bytes) -> Bytes {
-        if self.swaps.is_empty() {
-            return answer;
-        }
-        let Ok(mut text) = String::from_utf8(answer.to_vec()) else {
-            return answer;
-        };
+    pub(crate) fn apply(&self, mut answer: String) -> String {
         for (placeholder, original) in &self.swaps {
-            text = text.replace(placeholder.as_str(), original);
+            answer = answer.replace(placeholder.as_str(), original);
         }
-        Bytes::from(text)
+        answer
     }
 }
 
@@ -258,7 +252,7 @@ mod tests {
             );
             let placeholder = &restore.swaps[0].0;
             let answer = format!(r#"{{"jsonrpc":"2.0","id":{placeholder},"result":true}}"#);
-            let back = restore.apply(Bytes::from(answer));
+            let back = restore.apply(answer);
             assert_eq!(
                 back,
                 format!(r#"{{"jsonrpc":"2.0","id":{id},"result":true}}"#)

@@ -1,6 +1,8 @@
 //! The server: one port for JSON-RPC over HTTP POST and over WebSocket,
-//! plus `GET /health` and `GET /openrpc.json` (the document `rpc.discover`
-//! answers, for tools that fetch it by URL).
+//! plus `GET /health`, `GET /openrpc.json` (the document `rpc.discover`
+//! answers, for tools that fetch it by URL) and `GET /docs` (an interactive
+//! page built from that document, [`docs`]; [`ServerConfig::docs`] turns it
+//! off).
 //!
 //! The caller binds the listener (tests bind `127.0.0.1:0`) and the server
 //! runs its own accept loop, so that it knows each peer's address (for the
@@ -24,10 +26,13 @@
 //! requests in flight (WebSocket calls included) finish, and gives up on
 //! stragglers after a grace period.
 
+mod dispatch;
+pub mod docs;
 mod document;
 mod gateway;
 mod guard;
 mod ids;
+mod resource;
 mod slots;
 mod ws;
 
@@ -38,15 +43,14 @@ use std::time::Duration;
 
 use hyper::header::{HeaderName, AUTHORIZATION};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use jsonrpsee::core::middleware::RpcServiceBuilder;
-use jsonrpsee::server::{
-    stop_channel, BatchRequestConfig, ServerConfig as RpcConfig, ServerHandle,
-};
+use jsonrpsee::server::{stop_channel, ServerHandle};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
+use tower::Layer;
 
+pub use docs::DOCS_PATH;
 pub use document::DOCUMENT_PATH;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use slots::client_key;
@@ -58,8 +62,9 @@ use crate::schema::OpenRpcDocument;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
 use bytes::Bytes;
-use document::DocumentResource;
-use gateway::{Connection, RpcService, Shared};
+use dispatch::{Executor, Pipeline};
+use docs::DocsPage;
+use gateway::{Connection, Shared};
 use guard::SecurityLayer;
 use slots::{ConnectionSlots, Refused, SlotLimits};
 use ws::WsSettings;
@@ -103,6 +108,9 @@ pub struct ServerConfig {
     /// and version (the default is "JSON-RPC API" 0.0.0); an empty
     /// `server_url` (the default) becomes `http://<bound address>/`.
     pub doc: DocInfo,
+    /// Whether `GET /docs` serves the interactive docs page ([`docs`];
+    /// default `true`). Off, every path under `/docs` answers 404.
+    pub docs: bool,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +129,7 @@ impl Default for ServerConfig {
             ws_idle_timeout: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(10),
             doc: DocInfo::new("JSON-RPC API", "0.0.0"),
+            docs: true,
         }
     }
 }
@@ -318,14 +327,26 @@ pub fn spawn<S: Send + Sync + 'static>(
         info.server_url = format!("http://{addr}/");
     }
     let doc = OpenRpcDocument::new(&document(&api, &security, &info))?;
-    let document_resource = DocumentResource::new(Bytes::from(doc.json().to_owned()));
+    let document_resource = document::document_resource(Bytes::from(doc.json().to_owned()));
+    let docs = config.docs.then(DocsPage::new);
+    if let Some(page) = &docs {
+        tracing::debug!(bytes = page.size(), path = DOCS_PATH, "docs page on");
+    }
     let (mut module, registry) = api.into_parts(state)?;
     module
         .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))
         .map_err(ApiError::from)?;
 
+    let credential_headers = credential_headers(&security);
+    let methods: jsonrpsee::Methods = module.into();
+    let security = SecurityLayer::new(
+        Arc::new(registry),
+        security,
+        config.max_response_bytes as usize,
+    )
+    .layer(Executor::new(methods, config.max_response_bytes as usize));
     let shared = Arc::new(Shared {
-        credential_headers: credential_headers(&security),
+        credential_headers,
         max_body_bytes: config.max_body_bytes as usize,
         body_timeout: config.body_timeout,
         ws: WsSettings {
@@ -335,30 +356,10 @@ pub fn spawn<S: Send + Sync + 'static>(
             idle_timeout: config.ws_idle_timeout,
         },
         document: document_resource,
+        pipeline: Pipeline::new(security, config.max_batch_len as usize),
+        docs,
     });
-    let rpc_middleware = RpcServiceBuilder::new().layer(SecurityLayer::new(
-        Arc::new(registry),
-        security,
-        config.max_response_bytes as usize,
-    ));
-    // jsonrpsee executes calls only: connections, bodies and WebSocket
-    // sessions are ours (see the module doc), so its own connection guard
-    // must never refuse a request.
-    let rpc_config = RpcConfig::builder()
-        .max_request_body_size(config.max_body_bytes)
-        .max_response_body_size(config.max_response_bytes)
-        .max_connections(u32::MAX)
-        .set_batch_request_config(BatchRequestConfig::Limit(config.max_batch_len))
-        .http_only()
-        .build();
-    let builder = jsonrpsee::server::Server::builder()
-        .set_config(rpc_config)
-        .set_rpc_middleware(rpc_middleware)
-        .to_service_builder();
-
     let (stop, handle) = stop_channel();
-    let methods: jsonrpsee::Methods = module.into();
-    let rpc = builder.build(methods, stop.clone());
     let slots = ConnectionSlots::new(slot_limits(&config));
     let tasks = TaskTracker::new();
     let task = tokio::spawn(async move {
@@ -389,9 +390,8 @@ pub fn spawn<S: Send + Sync + 'static>(
                 tasks: tasks.clone(),
                 stop: stop.clone(),
             });
-            let rpc = rpc.clone();
             let settings = (config.header_timeout, config.shutdown_grace);
-            tasks.spawn(serve_connection(socket, conn, rpc, settings));
+            tasks.spawn(serve_connection(socket, conn, settings));
         }
         tracing::info!("server stopped accepting connections");
         tasks.close();
@@ -418,10 +418,9 @@ fn refuse(socket: TcpStream, peer: SocketAddr, why: Refused) {
 
 /// Serves one TCP connection (HTTP/1.1, possibly upgraded to a WebSocket
 /// session) until it closes or the server stops.
-async fn serve_connection<S: RpcService>(
+async fn serve_connection(
     socket: TcpStream,
     conn: Arc<Connection>,
-    rpc: S,
     (header_timeout, grace): (Duration, Duration),
 ) {
     let _ = socket.set_nodelay(true);
@@ -429,9 +428,8 @@ async fn serve_connection<S: RpcService>(
     let service = {
         let conn = conn.clone();
         hyper::service::service_fn(move |req| {
-            let rpc = rpc.clone();
             let conn = conn.clone();
-            async move { Ok::<_, std::convert::Infallible>(gateway::handle(req, rpc, conn).await) }
+            async move { Ok::<_, std::convert::Infallible>(gateway::handle(req, conn).await) }
         })
     };
     drop(conn);

@@ -1,9 +1,9 @@
 //! WebSocket sessions.
 //!
 //! rpcguard runs the WebSocket transport itself (tokio-tungstenite) and
-//! hands every message to the same jsonrpsee service that answers HTTP
-//! POSTs, as an in-memory request carrying the session's credentials. So
-//! one path executes calls on both transports, and the session has limits
+//! hands every message, with the session's credentials, to the same
+//! pipeline that answers HTTP POSTs ([`super::dispatch`]). So one path
+//! executes calls on both transports, and the session has limits
 //! that jsonrpsee 0.26's own transport lacks (it spawns a task per message
 //! with no bound, so a client that never reads its answers grows the
 //! server's memory without limit):
@@ -31,11 +31,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{SinkExt, StreamExt};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
-    SEC_WEBSOCKET_VERSION, UPGRADE,
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
 };
 use hyper::upgrade::Upgraded;
 use hyper::{Method, Request, StatusCode};
@@ -48,7 +47,8 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::gateway::{execute, plain, Connection, Outcome, RpcService};
+use super::dispatch::Pipeline;
+use super::gateway::{execute, plain, Connection, Outcome};
 use crate::security::SessionCredentials;
 
 /// Limits of a WebSocket session.
@@ -66,9 +66,8 @@ pub(crate) struct WsSettings {
 
 /// Answers a WebSocket upgrade request (RFC 6455 §4.2.2) and starts the
 /// session once hyper hands over the connection.
-pub(crate) fn upgrade<S: RpcService>(
+pub(crate) fn upgrade(
     mut req: Request<Incoming>,
-    rpc: S,
     extensions: Extensions,
     conn: Arc<Connection>,
 ) -> HttpResponse {
@@ -96,7 +95,7 @@ pub(crate) fn upgrade<S: RpcService>(
     let tasks = conn.tasks.clone();
     tasks.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => run(upgraded, rpc, extensions, &conn).await,
+            Ok(upgraded) => run(upgraded, extensions, &conn).await,
             Err(err) => tracing::debug!(error = %err, "WebSocket upgrade failed"),
         }
         // `conn` (and with it the connection slot) lives as long as the session.
@@ -119,12 +118,7 @@ pub(crate) fn upgrade<S: RpcService>(
 /// as soon as its call is done. While an answer is being written (the
 /// client may not be reading) nothing else moves, and while
 /// `max_in_flight` calls are unanswered the next message is not read.
-async fn run<S: RpcService>(
-    upgraded: Upgraded,
-    rpc: S,
-    mut extensions: Extensions,
-    conn: &Connection,
-) {
+async fn run(upgraded: Upgraded, mut extensions: Extensions, conn: &Connection) {
     extensions.insert(SessionCredentials::default());
     let settings = conn.shared.ws;
     let config = WebSocketConfig::default()
@@ -193,7 +187,7 @@ async fn run<S: RpcService>(
                     }
                 };
                 if let Some(data) = data {
-                    calls.push(call(rpc.clone(), extensions.clone(), data));
+                    calls.push(call(&conn.shared.pipeline, extensions.clone(), data));
                 }
             }
         }
@@ -209,24 +203,12 @@ async fn run<S: RpcService>(
     }
 }
 
-/// Executes one message through the JSON-RPC service; the answer, or
-/// `None` for notifications.
-async fn call<S: RpcService>(rpc: S, extensions: Extensions, body: Bytes) -> Option<Utf8Bytes> {
-    let mut head = Request::new(());
-    *head.method_mut() = Method::POST;
-    head.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    let (parts, ()) = head.into_parts();
-    match execute(rpc, parts, body, extensions).await {
-        Outcome::Answer(response) => {
-            let body = response.into_body().collect().await.ok()?.to_bytes();
-            if body.is_empty() {
-                return None;
-            }
-            Utf8Bytes::try_from(body).ok()
-        }
+/// Executes one message; the answer, or `None` for notifications.
+async fn call(pipeline: &Pipeline, extensions: Extensions, body: Bytes) -> Option<Utf8Bytes> {
+    match execute(pipeline, body, extensions).await {
+        Outcome::Answer(answer) => Some(Utf8Bytes::from(answer)),
         Outcome::Refused(answer) => Some(Utf8Bytes::from_static(answer)),
-        Outcome::Nothing | Outcome::Failed => None,
+        Outcome::Nothing => None,
     }
 }
 

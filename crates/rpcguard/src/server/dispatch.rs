@@ -1,0 +1,230 @@
+//! Executes one JSON-RPC message (a request, a notification or a batch)
+//! through the security middleware and the registered handlers.
+//!
+//! This is the part of jsonrpsee's HTTP service rpcguard needs, taken out
+//! of its HTTP wrapping: `gateway.rs` has already read the body, checked
+//! the limits and taken the caller's credentials, and a WebSocket session
+//! has a message in hand, so building an HTTP request for jsonrpsee (which
+//! clones its method table, copies the body once more and builds an HTTP
+//! response that is then taken apart again) would only cost time on every
+//! call. Both transports call [`Pipeline::answer`] directly.
+//!
+//! What jsonrpsee 0.26 answers is kept byte for byte (its
+//! `handle_rpc_call` and `RpcService`, read from its source): a body whose
+//! first non-blank byte (within 128) is neither `{` nor `[` is a parse
+//! error; a batch over the limit is `-32010`; an entry that is neither a
+//! call nor a notification is `-32600` with its id when it has one; an
+//! unknown method is `-32601`.
+
+use std::future::Future;
+
+use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
+use jsonrpsee::core::server::helpers::prepare_error;
+use jsonrpsee::core::server::{ConnectionId, MethodCallback, MethodResponse, Methods};
+use jsonrpsee::server::BatchResponseBuilder;
+use jsonrpsee::types::error::{reject_too_big_batch_request, ErrorCode};
+use jsonrpsee::types::{ErrorObject, Id, InvalidRequest, Params, Request};
+use jsonrpsee::Extensions;
+use serde_json::value::RawValue;
+
+use super::guard::SecurityService;
+
+/// The innermost service: finds the handler of a call and runs it.
+#[derive(Clone)]
+pub(crate) struct Executor {
+    methods: Methods,
+    max_response_bytes: usize,
+}
+
+impl Executor {
+    /// Runs the handlers of `methods`, with answers capped at
+    /// `max_response_bytes`.
+    pub(crate) fn new(methods: Methods, max_response_bytes: usize) -> Self {
+        Executor {
+            methods,
+            max_response_bytes,
+        }
+    }
+}
+
+impl RpcServiceT for Executor {
+    type MethodResponse = MethodResponse;
+    type BatchResponse = MethodResponse;
+    type NotificationResponse = MethodResponse;
+
+    fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+        let max = self.max_response_bytes;
+        let Request {
+            id,
+            method,
+            params,
+            extensions,
+            ..
+        } = req;
+        let params = Params::new(params.as_ref().map(|p| RawValue::get(p)));
+        // Handlers get a connection id from jsonrpsee; none of ours uses
+        // it (rpcguard has no subscriptions), so every call gets 0.
+        let pending: Result<MethodResponse, _> = match self.methods.method_with_name(&method) {
+            None => Ok(MethodResponse::error(
+                id,
+                ErrorObject::from(ErrorCode::MethodNotFound),
+            )),
+            Some((_, MethodCallback::Sync(callback))) => Ok(callback(id, params, max, extensions)),
+            Some((_, MethodCallback::Async(callback))) => Err(callback(
+                id.into_owned(),
+                params.into_owned(),
+                ConnectionId(0),
+                max,
+                extensions,
+            )),
+            // rpcguard registers no subscriptions; jsonrpsee's HTTP service
+            // answers them the same way.
+            Some((_, _)) => Ok(MethodResponse::error(
+                id,
+                ErrorObject::from(ErrorCode::InternalError),
+            )),
+        };
+        async move {
+            match pending {
+                Ok(answer) => answer,
+                Err(future) => future.await,
+            }
+        }
+    }
+
+    fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
+        // The security layer runs each entry through `call` itself; this is
+        // jsonrpsee's batch, for a stack without it.
+        let this = self.clone();
+        async move {
+            let mut answers = BatchResponseBuilder::new_with_limit(this.max_response_bytes);
+            let mut got_notification = false;
+            for entry in batch.into_iter() {
+                let answer = match entry {
+                    Ok(BatchEntry::Call(req)) => this.call(req).await,
+                    Ok(BatchEntry::Notification(_)) => {
+                        got_notification = true;
+                        continue;
+                    }
+                    Err(err) => {
+                        let (err, id) = err.into_parts();
+                        MethodResponse::error(id, err)
+                    }
+                };
+                if let Err(too_big) = answers.append(answer) {
+                    return too_big;
+                }
+            }
+            if answers.is_empty() && got_notification {
+                MethodResponse::notification()
+            } else {
+                MethodResponse::from_batch(answers.finish())
+            }
+        }
+    }
+
+    fn notification<'a>(
+        &self,
+        n: Notification<'a>,
+    ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
+        // jsonrpsee does not run handlers for notifications either.
+        std::future::ready(MethodResponse::notification().with_extensions(n.extensions))
+    }
+}
+
+/// The first byte of a message that is not blank, if it comes within the
+/// first 128 bytes (as jsonrpsee reads it), and the message from there.
+pub(crate) fn start(body: &[u8]) -> Option<(u8, &[u8])> {
+    let at = body
+        .iter()
+        .take(128)
+        .position(|b| !b.is_ascii_whitespace())?;
+    Some((body[at], &body[at..]))
+}
+
+/// The security middleware over the handlers, and the batch limit.
+pub(crate) struct Pipeline {
+    service: SecurityService<Executor>,
+    max_batch_len: usize,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("max_batch_len", &self.max_batch_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// `service` answers every call; a batch may hold `max_batch_len`.
+    pub(crate) fn new(service: SecurityService<Executor>, max_batch_len: usize) -> Self {
+        Pipeline {
+            service,
+            max_batch_len,
+        }
+    }
+
+    /// The answer to one message; every call in it carries `extensions`
+    /// (the caller's credentials and address).
+    pub(crate) async fn answer(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
+        match start(body) {
+            Some((b'{', message)) => self.single(message, extensions).await,
+            Some((b'[', message)) => self.batch(message, extensions).await,
+            _ => MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError)),
+        }
+    }
+
+    /// The answer to one call already parsed from a message that
+    /// [`start`]s with `{`.
+    pub(crate) async fn call(
+        &self,
+        mut req: Request<'_>,
+        extensions: Extensions,
+    ) -> MethodResponse {
+        req.extensions = extensions;
+        self.service.call(req).await
+    }
+
+    async fn single(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
+        if let Ok(req) = serde_json::from_slice::<Request>(body) {
+            self.call(req, extensions).await
+        } else if let Ok(mut notification) = serde_json::from_slice::<Notification>(body) {
+            notification.extensions = extensions;
+            self.service.notification(notification).await
+        } else {
+            let (id, code) = prepare_error(body);
+            MethodResponse::error(id, ErrorObject::from(code))
+        }
+    }
+
+    async fn batch(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
+        let Ok(entries) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
+            return MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError));
+        };
+        if entries.len() > self.max_batch_len {
+            return MethodResponse::error(
+                Id::Null,
+                reject_too_big_batch_request(self.max_batch_len),
+            );
+        }
+        let batch: Vec<_> = entries
+            .into_iter()
+            .map(|entry| {
+                let text = entry.get();
+                if let Ok(mut req) = serde_json::from_str::<Request>(text) {
+                    req.extensions = extensions.clone();
+                    Ok(BatchEntry::Call(req))
+                } else if let Ok(mut notification) = serde_json::from_str::<Notification>(text) {
+                    notification.extensions = extensions.clone();
+                    Ok(BatchEntry::Notification(notification))
+                } else {
+                    let id = serde_json::from_str::<InvalidRequest>(text)
+                        .map_or(Id::Null, |invalid| invalid.id);
+                    Err(BatchEntryErr::new(id, ErrorCode::InvalidRequest.into()))
+                }
+            })
+            .collect();
+        self.service.batch(Batch::from(batch)).await
+    }
+}
