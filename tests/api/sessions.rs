@@ -400,6 +400,127 @@ both_stores! {
     }
 }
 
+both_stores! {
+    async fn every_session_end_is_seen_by_the_next_call(app) config(c) {
+        unthrottled(c);
+        c.auth_cache_users = 8;
+    } {
+        app.sign_up("alice", PASSWORD).await.expect("sign_up");
+        // One WebSocket session for all rounds, re-bound to each new token.
+        let ws = app.ws(None).await;
+        for round in 0..30 {
+            let token = session(&app, "alice").await;
+            let access = access(&token);
+            call(&ws, "authenticate", json!({"access_token": access})).await.expect("bind");
+            assert_eq!(call(&ws, "get_caller", json!({})).await.expect("bound")["username"], "alice");
+            assert_eq!(me(&app, &access).await.expect("live")["username"], "alice");
+            // Three ways to end it: sign_out over HTTP, over the socket,
+            // and through the store in this process.
+            match round % 3 {
+                0 => assert_eq!(app.call(Some(&access), "sign_out", json!({})).await.expect("sign_out"), json!(true)),
+                1 => assert_eq!(call(&ws, "sign_out", json!({})).await.expect("sign_out"), json!(true)),
+                _ => {
+                    let sid = token_claims(&access)["sid"].as_str().expect("sid").to_owned();
+                    assert!(app.store.end_session(&sid, now() as i64).await.expect("end"));
+                }
+            }
+            assert_unauthenticated(call(&ws, "get_caller", json!({})).await, "revoked_token");
+            assert_unauthenticated(me(&app, &access).await, "revoked_token");
+        }
+        assert!(app.users.cached_sessions() <= 8, "{} sessions in memory", app.users.cached_sessions());
+    }
+}
+
+/// Sessions ended by another writer on the same PostgreSQL database reach
+/// an instance through the change feed; while the feed is down, the
+/// instance reads the store and still refuses an ended session at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_postgres,
+    ignore = "PostgreSQL: set RPCGUARD_TEST_DATABASE_URL=postgres://user:pw@host/db"
+)]
+async fn session_ends_reach_an_instance_through_the_feed_or_the_store() {
+    let Some(app) = TestApp::spawn_with(StoreKind::Postgres, unthrottled).await else {
+        return;
+    };
+    let url = app.config.database_url.clone().expect("postgres");
+    let writer = rpcguard_accounts::store::open(&url, 2)
+        .await
+        .expect("writer");
+    app.sign_up("alice", PASSWORD).await.expect("sign_up");
+    let ws = app.ws(None).await;
+    let mut delays = Vec::new();
+    for _ in 0..20 {
+        let token = access(&session(&app, "alice").await);
+        call(&ws, "authenticate", json!({"access_token": token}))
+            .await
+            .expect("bind");
+        assert_eq!(
+            call(&ws, "get_caller", json!({})).await.expect("live")["username"],
+            "alice"
+        );
+        let sid = token_claims(&token)["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned();
+        assert!(writer.end_session(&sid, now() as i64).await.expect("end"));
+        let ended = Instant::now();
+        loop {
+            let answer = call(&ws, "get_caller", json!({})).await;
+            if answer.is_err() {
+                assert_unauthenticated(answer, "revoked_token");
+                break;
+            }
+            assert!(
+                ended.elapsed() < Duration::from_secs(1),
+                "not seen within 1 s"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        delays.push(ended.elapsed());
+    }
+    delays.sort();
+    eprintln!(
+        "session ends by another writer seen after p50 {:?}, max {:?}",
+        delays[delays.len() / 2],
+        delays[delays.len() - 1]
+    );
+
+    // Cut the LISTEN connection: once the loss is noticed, the instance
+    // reads the store on every call, so an end is refused at once.
+    let token = access(&session(&app, "alice").await);
+    assert_eq!(me(&app, &token).await.expect("live")["username"], "alice");
+    let admin = std::env::var(PG_URL_VAR).expect("admin url");
+    let database = url.rsplit('/').next().expect("db name").to_owned();
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("admin");
+        let terminated: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND query ILIKE 'LISTEN%') t",
+        )
+        .bind(&database)
+        .fetch_one(&mut conn)
+        .await
+        .expect("terminate");
+        assert_eq!(terminated, 1, "one LISTEN connection");
+    }
+    let cut = Instant::now();
+    while app.users.is_live() && cut.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    if !app.users.is_live() {
+        let sid = token_claims(&token)["sid"]
+            .as_str()
+            .expect("sid")
+            .to_owned();
+        assert!(writer.end_session(&sid, now() as i64).await.expect("end"));
+        if !app.users.is_live() {
+            assert_unauthenticated(me(&app, &token).await, "revoked_token");
+        }
+    }
+}
+
 /// Two instances on one PostgreSQL database: a sign-out on A refuses the
 /// token on B within the change feed's bound, and B refreshes a session
 /// opened on A.
