@@ -35,8 +35,8 @@ use rpcguard::security::MethodSecurity;
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshParams {
-    /// The refresh token of the last `sign_in` or `refresh`.
-    #[schemars(length(max = 256))]
+    /// The refresh token of the last `sign_in` or `refresh` (43
+    /// characters; anything else is refused as `invalid_token`).
     pub refresh_token: String,
 }
 
@@ -64,7 +64,6 @@ pub struct ChangePasswordParams {
 #[serde(deny_unknown_fields)]
 pub struct AuthenticateParams {
     /// An access token (from `sign_in` or `refresh`).
-    #[schemars(length(max = 8192))]
     pub access_token: String,
 }
 
