@@ -35,6 +35,14 @@ pub struct Args {
     /// at once; writes --soak-out instead of --out.
     #[arg(long, default_value_t = 0)]
     pub soak: u64,
+    /// A PostgreSQL server (its admin URL) for scenario (i), the delay of
+    /// a committed write to reach another instance: a fresh database is
+    /// created there. Without it (i) is skipped.
+    #[arg(long, env = "RPCGUARD_BENCH_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Grant/revoke pairs of scenario (i).
+    #[arg(long, default_value_t = 200)]
+    pub propagation_trials: usize,
     /// Where a --soak run writes its report.
     #[arg(long, default_value = "bench/soak.md")]
     pub soak_out: PathBuf,

@@ -3,10 +3,9 @@
 //! (`tests/clients/browser/docs-page.mjs`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rpcguard::{CallContext, Example, Method, MethodSecurity, NoParams, RpcError};
 use rpcguard_accounts::methods::accounts::Accounts;
@@ -347,7 +346,6 @@ fn cli_grant(app: &TestApp, user: &str, scope: &str) {
     ignore = "Chromium: apt-get install chromium; npm ci --prefix tests/clients/browser"
 )]
 async fn docs_page_in_headless_chromium() {
-    use std::io::{BufRead, BufReader, Read, Write};
     let Some((chromium, dir)) = chromium() else {
         return;
     };
@@ -358,59 +356,19 @@ async fn docs_page_in_headless_chromium() {
         .arg(dir.join("docs-page.mjs"))
         .arg(&url)
         .arg(&chromium)
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .current_dir(dir);
     // RPCGUARD_SCREENSHOTS=1 rewrites the README's screenshots in docs/.
     if std::env::var("RPCGUARD_SCREENSHOTS").is_ok_and(|v| v == "1") {
         let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs");
         std::fs::create_dir_all(&shots).expect("docs/");
         command.arg(shots);
     }
-    let mut child = command.spawn().expect("node runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut transcript = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        match tokio::time::timeout_at(deadline, lines.recv()).await {
-            Ok(Some(line)) => {
-                if let Some(request) = line.strip_prefix("GRANT ") {
-                    let (user, scope) = request.split_once(' ').expect("GRANT <user> <scope>");
-                    let (user, scope) = (user.to_owned(), scope.to_owned());
-                    tokio::task::block_in_place(|| cli_grant(&app, &user, &scope));
-                    writeln!(stdin, "granted").expect("answer the flow");
-                }
-                transcript.push_str(&line);
-                transcript.push('\n');
-            }
-            Ok(None) => break,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the browser flow did not end within 180 s:\n{transcript}");
-            }
-        }
-    }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait for node");
-    let errors = errors.join().unwrap_or_default();
+    let flow = node_flow(command, "the browser flow", |user, scope| {
+        let app = &app;
+        async move { tokio::task::block_in_place(|| cli_grant(app, &user, &scope)) }
+    })
+    .await;
+    let (status, transcript, errors) = (flow.status, flow.transcript, flow.errors);
     assert!(
         status.success(),
         "the browser flow failed ({status}):\n{transcript}\n{errors}"

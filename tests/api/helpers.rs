@@ -719,3 +719,79 @@ fn user_and_scope(
         rpcguard_accounts::Scope::parse(scope).expect("valid scope"),
     )
 }
+
+/// A Node script's run that asked for grants: how it ended, its stdout and
+/// its stderr.
+pub struct NodeFlow {
+    pub status: std::process::ExitStatus,
+    pub transcript: String,
+    pub errors: String,
+}
+
+/// Runs `command` (a Node script driving a flow, stdio piped here) for at
+/// most 180 s. Each `GRANT <user> <scope>` line it prints is handled by
+/// `grant` and answered with `granted` on its stdin, so the script can go
+/// on once the scope is held. `what` names the flow in a timeout's panic.
+pub async fn node_flow<F, Fut>(
+    mut command: std::process::Command,
+    what: &str,
+    mut grant: F,
+) -> NodeFlow
+where
+    F: FnMut(String, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("node runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut transcript = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        match tokio::time::timeout_at(deadline, lines.recv()).await {
+            Ok(Some(line)) => {
+                if let Some(request) = line.strip_prefix("GRANT ") {
+                    let (user, scope) = request.split_once(' ').expect("GRANT <user> <scope>");
+                    grant(user.to_owned(), scope.to_owned()).await;
+                    writeln!(stdin, "granted").expect("answer the flow");
+                }
+                transcript.push_str(&line);
+                transcript.push('\n');
+            }
+            // stdout closed: the process is ending.
+            Ok(None) => break,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{what} did not end within 180 s:\n{transcript}");
+            }
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("join")
+        .expect("wait for node");
+    NodeFlow {
+        status,
+        transcript,
+        errors: errors.join().unwrap_or_default(),
+    }
+}

@@ -5,8 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
 use serde_json::{json, Value};
 
@@ -437,61 +436,25 @@ async fn generated_typescript_client_over_http_and_websocket() {
 /// scope the flow asks for when it asks (`GRANT <user> <scope>` on its
 /// stdout, answered by a line on its stdin). Returns its stdout.
 async fn generated_client_flow(dir: &Path, app: &TestApp, work: &Path) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let mut child = Command::new("node")
+    let mut command = Command::new("node");
+    command
         .arg(dir.join("generated-client.mjs"))
         .arg(&app.url)
-        .arg(work)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node runs");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut stderr = child.stderr.take().expect("stderr");
-    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut transcript = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    loop {
-        match tokio::time::timeout_at(deadline, lines.recv()).await {
-            Ok(Some(line)) => {
-                if let Some(request) = line.strip_prefix("GRANT ") {
-                    let (user, scope) = request.split_once(' ').expect("GRANT <user> <scope>");
-                    app.grant(user, scope).await;
-                    writeln!(stdin, "granted").expect("answer the flow");
-                }
-                transcript.push_str(&line);
-                transcript.push('\n');
-            }
-            // stdout closed: the process is ending.
-            Ok(None) => break,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the generated client's flow did not end within 180 s:\n{transcript}");
-            }
-        }
-    }
-    let status = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .expect("join")
-        .expect("wait for node");
-    let errors = errors.join().unwrap_or_default();
+        .arg(work);
+    let flow = node_flow(
+        command,
+        "the generated client's flow",
+        |user, scope| async move {
+            app.grant(&user, &scope).await;
+        },
+    )
+    .await;
     assert!(
-        status.success(),
-        "the generated client's flow failed ({status}):\n{transcript}\n{errors}"
+        flow.status.success(),
+        "the generated client's flow failed ({}):\n{}\n{}",
+        flow.status,
+        flow.transcript,
+        flow.errors
     );
-    transcript
+    flow.transcript
 }

@@ -1,4 +1,4 @@
-//! The scenarios of issue 6 and the soak of issue 10, one file each, behind
+//! The scenarios of issue 6, the soak and the PostgreSQL propagation of issue 10, one file each, behind
 //! one shape: what a scenario sends (checked before any load), what it runs
 //! and measures, and what it adds to each part of the report and the plot.
 //!
@@ -9,6 +9,7 @@
 pub mod alternating;
 pub mod flood;
 pub mod memory;
+pub mod propagation;
 pub mod sessions;
 pub mod soak;
 
@@ -38,6 +39,7 @@ pub fn all() -> Vec<Box<dyn Scenario>> {
         Box::new(flood::Flood::default()),
         Box::new(sessions::IdleSessions::default()),
         Box::new(memory::Memory),
+        Box::new(propagation::Propagation::default()),
     ]
 }
 

@@ -491,30 +491,35 @@ impl Credentials {
     }
 }
 
-/// The bytes of RFC 6750's `b64token`: letters, digits, `-._~+/=`.
-const B64TOKEN: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=');
-        b += 1;
-    }
-    table
-};
+/// True when `token` is RFC 6750's `b64token`: letters, digits,
+/// `-._~+/=`, at least one. Every byte is looked at (no early exit), which
+/// lets the compiler check many at once: this runs on every secured call.
+fn is_b64token(token: &[u8]) -> bool {
+    !token.is_empty()
+        && token.iter().fold(true, |ok, &b| {
+            ok & (b.is_ascii_alphanumeric()
+                | (b == b'-')
+                | (b == b'.')
+                | (b == b'_')
+                | (b == b'~')
+                | (b == b'+')
+                | (b == b'/')
+                | (b == b'='))
+        })
+}
 
-/// Parses `Bearer <token>`; the token is RFC 6750's `b64token`.
+/// Parses `Bearer <token>` (the scheme word in any case, one space); the
+/// token is RFC 6750's `b64token`.
 fn parse_bearer(value: &[u8]) -> Result<&str, AuthFailure> {
-    let text = std::str::from_utf8(value).map_err(|_| AuthFailure::InvalidToken)?;
-    let (scheme, token) = text.split_once(' ').ok_or(AuthFailure::InvalidToken)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
+    const SCHEME: &[u8] = b"bearer ";
+    let (scheme, token) = value
+        .split_at_checked(SCHEME.len())
+        .ok_or(AuthFailure::InvalidToken)?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) || !is_b64token(token) {
         return Err(AuthFailure::InvalidToken);
     }
-    if token.is_empty() || !token.bytes().all(|b| B64TOKEN[usize::from(b)]) {
-        return Err(AuthFailure::InvalidToken);
-    }
-    Ok(token)
+    // All ASCII, so this cannot fail.
+    std::str::from_utf8(token).map_err(|_| AuthFailure::InvalidToken)
 }
 
 /// How a security scheme is described in the OpenRPC document's
@@ -780,6 +785,33 @@ mod tests {
         let caller = found.get(BEARER).and_then(Result::ok).expect("bob");
         assert_eq!(caller.subject, "bob");
         assert_eq!(found.callers().count(), 1);
+    }
+
+    #[test]
+    fn bearer_header_is_the_scheme_one_space_and_a_b64token() {
+        for good in ["Bearer abc.DEF-_~+/=", "bearer x", "BEARER 0"] {
+            assert!(parse_bearer(good.as_bytes()).is_ok(), "{good}");
+        }
+        assert_eq!(parse_bearer(b"Bearer a.b.c"), Ok("a.b.c"));
+        for bad in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer  abc",
+            b"Bearer\tabc",
+            b"Basic abc",
+            b"Bearerabc",
+            b"Bearer ab c",
+            b"Bearer ab\"c",
+            b"Bearer \xc3\xa9",
+            b"Bearer a,b",
+        ] {
+            assert_eq!(
+                parse_bearer(bad),
+                Err(AuthFailure::InvalidToken),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

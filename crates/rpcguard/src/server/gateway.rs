@@ -1,4 +1,4 @@
-//! The HTTP front of every request, before jsonrpsee sees it.
+//! The HTTP front of every request, before its calls are executed.
 //!
 //! - routes `GET /health`, `GET /openrpc.json` (the OpenRPC document,
 //!   [`super::document`]), `GET /docs` and its files (the docs page,
@@ -14,14 +14,17 @@
 //!   header map, so a WebSocket session keeps a few hundred bytes of its
 //!   upgrade rather than every header;
 //! - hands WebSocket upgrades to [`super::ws`];
-//! - gives requests whose id jsonrpsee cannot carry an answer ([`super::ids`]);
-//! - gives every JSON-RPC answer HTTP 200 (jsonrpsee sends a parse error
-//!   with 400) and a notification-only request 204.
+//! - refuses a method other than `POST` (405) and a body that is not JSON
+//!   by its `Content-Type` (415), with jsonrpsee's texts;
+//! - hands the body to [`super::dispatch`] ([`execute`]), after giving
+//!   requests whose id jsonrpsee cannot carry an answer ([`super::ids`]);
+//! - gives every JSON-RPC answer HTTP 200 (jsonrpsee's own HTTP service
+//!   sends a parse error with 400) and a notification-only request 204.
 //!
-//! jsonrpsee hands the extensions of an HTTP request to every call in it;
-//! a WebSocket session puts the upgrade's credentials into every call it
-//! makes (see [`super::ws`]), so the security middleware reads one place on
-//! both transports.
+//! Every call of a message carries the message's extensions (the
+//! credentials and the peer); a WebSocket session puts the upgrade's into
+//! every call it makes (see [`super::ws`]), so the security middleware
+//! reads one place on both transports.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,7 +167,7 @@ pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extens
     // The common message, one call whose id jsonrpsee can carry, is parsed
     // once: `ids::normalize` would leave it as it is.
     if let Some((b'{', message)) = dispatch::start(&body) {
-        if let Ok(req) = serde_json::from_slice::<jsonrpsee::types::Request>(message) {
+        if let Some(req) = dispatch::plain_call(message) {
             return finish(pipeline.call(req, extensions).await, None);
         }
     }

@@ -24,12 +24,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
-use jsonrpsee::server::{BatchResponseBuilder, MethodResponse};
+use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceT};
+use jsonrpsee::server::MethodResponse;
 use jsonrpsee::types::{ErrorObjectOwned, Request};
 use jsonrpsee::Extensions;
 use tower::Layer;
 
+use super::dispatch::each_entry;
 use crate::api::{MethodDecl, Registry};
 use crate::error::{AuthFailure, RpcError};
 use crate::security::{self, Caller, SharedSecurity};
@@ -185,32 +186,7 @@ where
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {
         let this = self.clone();
-        async move {
-            let mut answers = BatchResponseBuilder::new_with_limit(this.shared.max_response_bytes);
-            let mut got_notification = false;
-            for entry in batch.into_iter() {
-                let response = match entry {
-                    Ok(BatchEntry::Call(req)) => this.call(req).await,
-                    Ok(BatchEntry::Notification(n)) => {
-                        got_notification = true;
-                        this.notification(n).await;
-                        continue;
-                    }
-                    Err(err) => {
-                        let (err, id) = err.into_parts();
-                        MethodResponse::error(id, err)
-                    }
-                };
-                if let Err(too_big) = answers.append(response) {
-                    return too_big;
-                }
-            }
-            if answers.is_empty() && got_notification {
-                MethodResponse::notification()
-            } else {
-                MethodResponse::from_batch(answers.finish())
-            }
-        }
+        async move { each_entry(&this, batch, this.shared.max_response_bytes).await }
     }
 
     fn notification<'a>(
