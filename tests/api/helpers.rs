@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 use jsonrpsee::core::client::ClientT;
@@ -82,6 +83,42 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config
 }
 
+/// Starts, once per test process, dropping the databases of earlier runs.
+static STALE: std::sync::Once = std::sync::Once::new();
+
+/// Drops the test databases of test processes that have ended (their
+/// process id is in the name; names from before that rule count as
+/// ended), unless someone is connected to them, so that a developer's
+/// PostgreSQL does not fill up run after run. CI starts empty every time.
+async fn drop_stale_databases(admin: &str) {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(admin).await else {
+        return;
+    };
+    let conn = &mut conn;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'rpcguard\\_t\\_%' \
+         AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for name in names {
+        let pid = name
+            .strip_prefix("rpcguard_t_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            continue; // a test process still running
+        }
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name}"
+        )))
+        .execute(&mut *conn)
+        .await;
+    }
+}
+
 /// A fresh PostgreSQL database URL, or `None` (after saying why) when no
 /// server is configured. Panics when CI requires PostgreSQL and it is
 /// missing.
@@ -97,7 +134,25 @@ pub async fn fresh_postgres_database() -> Option<String> {
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
         .expect("connect to the PostgreSQL admin URL");
-    let name = format!("rpcguard_t_{}", uuid::Uuid::new_v4().simple());
+    STALE.call_once(|| {
+        // Beside the tests, not before them: one DROP DATABASE takes a
+        // checkpoint. The thread ends with the test process.
+        let admin = admin.clone();
+        std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(drop_stale_databases(&admin));
+            }
+        });
+    });
+    // The test process's id in the name lets a later run drop it.
+    let name = format!(
+        "rpcguard_t_{}_{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await

@@ -213,9 +213,26 @@ async fn measure(bench: &Bench, admin_url: &str) -> anyhow::Result<Delays> {
         }
     }
     drop(conns);
+    drop(writer);
     a.stop();
     b.stop();
+    drop_database(admin_url, &url).await;
     Ok(delays)
+}
+
+/// Drops the database of `url` (best effort: a leftover only takes space).
+async fn drop_database(admin_url: &str, url: &str) {
+    use sqlx::Connection;
+    let Some((_, name)) = url.rsplit_once('/') else {
+        return;
+    };
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
 }
 
 /// Calls `expected` on `conn` until its answer is the expected one;
