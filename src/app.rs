@@ -112,6 +112,7 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
             config.sign_up_per_ip,
             config.throttle_max_keys,
         ),
+        refresh_ttl: config.refresh_ttl,
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
@@ -199,9 +200,10 @@ pub fn serve(
     )?)
 }
 
-/// Every minute: keeps the throttle's memory bounded and points the dummy
-/// hash at the cost most stored hashes have. Ends once the server that owns
-/// the accounts is gone.
+/// Every minute: keeps the throttle's memory bounded, points the dummy
+/// hash at the cost most stored hashes have, and purges sessions and
+/// refresh tokens no call can use any more ([`purge_sessions`]). Ends once
+/// the server that owns the accounts is gone.
 fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
     tokio::spawn(async move {
         let mut every_minute = tokio::time::interval(Duration::from_secs(60));
@@ -215,6 +217,30 @@ fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
             if let Err(err) = accounts::refresh_dummy_cost(&accounts).await {
                 tracing::warn!(error = %err, "cannot count stored hash costs");
             }
+            if let Err(err) = purge_sessions(&accounts).await {
+                tracing::warn!(error = %err, "cannot purge old sessions");
+            }
         }
     });
+}
+
+/// Deletes the sessions that ended, and the refresh tokens (rotated or
+/// not) that expired, more than one access-token lifetime ago: by then no
+/// access token of theirs is still valid, so nothing answers differently
+/// (a token naming a purged session is refused as `revoked_token`, like
+/// one naming an ended session). A rotated refresh token presented after
+/// its purge is `invalid_token` rather than a reuse; it had expired
+/// anyway. Storage is so bounded by the sessions opened, and the refreshes
+/// made, within one refresh-token lifetime. Returns the rows deleted.
+pub async fn purge_sessions(accounts: &Accounts) -> Result<u64, StoreError> {
+    let now = crate::auth::token::unix_now().unwrap_or(0);
+    let horizon = now.saturating_sub(accounts.keys.ttl().as_secs());
+    let purged = accounts
+        .store
+        .purge_sessions(i64::try_from(horizon).unwrap_or(i64::MAX))
+        .await?;
+    if purged > 0 {
+        tracing::debug!(purged, "purged ended and expired sessions");
+    }
+    Ok(purged)
 }

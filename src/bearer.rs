@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use rpcguard::error::{AuthFailure, RpcError};
 use rpcguard::security::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
 
-use crate::auth::token::TokenKeys;
+use crate::auth::token::{Claims, TokenKeys};
 use crate::store::SharedStore;
 
 /// Verifies `Authorization: Bearer <jwt>` and loads the user it names.
@@ -66,6 +66,69 @@ impl BearerSecurity {
     }
 }
 
+/// The caller an access token proves, checked as on every call: signature
+/// and claims, the account (same id as the token's `uid`, not disabled),
+/// the session (live, of that account), and the scopes in force. A token of
+/// a session without a scope limit gets the account's own caller, built
+/// when the account was loaded; a scope-limited one gets a caller built
+/// here with the scopes in force.
+pub async fn caller_for_token(
+    keys: &TokenKeys,
+    store: &SharedStore,
+    token: &str,
+) -> Result<Arc<Caller>, RpcError> {
+    let claims = keys.verify(token).map_err(RpcError::Unauthenticated)?;
+    let account = store
+        .find_account(&claims.sub)
+        .await?
+        .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
+    // Another account id: the token's account was deleted and this is a
+    // later account of the same name.
+    if account.account_id != claims.uid {
+        return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+    }
+    // A session that is gone (purged after it ended or expired) is as
+    // ended as one still stored.
+    let session = store
+        .find_session(&claims.sid)
+        .await?
+        .ok_or(RpcError::Unauthenticated(AuthFailure::RevokedToken))?;
+    if session.account_id != claims.uid {
+        return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+    }
+    if session.ended || account.disabled {
+        return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
+    }
+    if session.scope_limit.is_none() {
+        return Ok(account.caller.clone());
+    }
+    Ok(Arc::new(
+        Caller::new(
+            account.user.username.as_str(),
+            BEARER,
+            session.scopes_in_force(&account.scopes),
+        )
+        .with_detail(account.user.clone()),
+    ))
+}
+
+/// The claims of the access token a call presented (its session is
+/// `sid`), for the methods that act on the caller's own session
+/// (`sign_out`, `change_password`). The token was verified by the Bearer
+/// check before the method ran; this reads it again (from the keys' memory
+/// of verified tokens, no signature work).
+pub fn presented_claims(
+    keys: &TokenKeys,
+    credentials: Option<&Credentials>,
+) -> Result<Arc<Claims>, RpcError> {
+    let token = credentials
+        .ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?
+        .bearer_token()
+        .map_err(RpcError::Unauthenticated)?
+        .ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
+    keys.verify(token).map_err(RpcError::Unauthenticated)
+}
+
 #[async_trait]
 impl SecurityFunction for BearerSecurity {
     async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
@@ -86,18 +149,9 @@ impl SecurityFunction for BearerSecurity {
         else {
             return Ok(None);
         };
-        let claims = self.keys.verify(token).map_err(RpcError::Unauthenticated)?;
-        let account = self
-            .store
-            .find_account(&claims.sub)
-            .await?
-            .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
-        // Another account id: the token's account was deleted and this is a
-        // later account of the same name.
-        if account.account_id != claims.uid {
-            return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
-        }
-        Ok(Some(account.caller.clone()))
+        caller_for_token(&self.keys, &self.store, token)
+            .await
+            .map(Some)
     }
 
     fn schemes(&self) -> Vec<SchemeDoc> {

@@ -29,6 +29,10 @@ use rpcguard::server::ServerConfig;
 
 /// Name of the generated key file in the data dir.
 pub const SECRET_FILE_NAME: &str = "secret.key";
+/// Default lifetime of an access token: 15 minutes.
+pub const DEFAULT_TOKEN_TTL_SECS: u64 = 900;
+/// Default lifetime of a refresh token: 30 days.
+pub const DEFAULT_REFRESH_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Name of the SQLite database file in the data dir.
 pub const DATABASE_FILE_NAME: &str = "rpcguard.db";
 
@@ -76,8 +80,11 @@ pub struct Config {
     pub keys_check_every: Duration,
     /// Token issuer and audience.
     pub issuer: String,
-    /// Lifetime of issued tokens.
+    /// Lifetime of issued access tokens (default 900 s).
     pub token_ttl: Duration,
+    /// Lifetime of a refresh token (default 30 days); each `refresh`
+    /// issues one that lives this long.
+    pub refresh_ttl: Duration,
     /// Users the exact in-memory auth state keeps at most (least recently
     /// used go first; see [`CachedStore`](crate::store::CachedStore)).
     pub auth_cache_users: usize,
@@ -112,7 +119,8 @@ impl Config {
             jwt_alg: None,
             keys_check_every: Duration::from_secs(1),
             issuer: crate::auth::token::TokenKeys::DEFAULT_ISSUER.to_owned(),
-            token_ttl: Duration::from_secs(3600),
+            token_ttl: Duration::from_secs(DEFAULT_TOKEN_TTL_SECS),
+            refresh_ttl: Duration::from_secs(DEFAULT_REFRESH_TTL_SECS),
             auth_cache_users: crate::store::DEFAULT_CAPACITY,
             bcrypt_cost: 12,
             bcrypt_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),

@@ -7,7 +7,8 @@
 //! default) or PostgreSQL (several instances). The `rpcguard` binary of
 //! this crate runs it; embedders use [`BearerSecurity`] and
 //! [`methods::accounts`] to secure their own methods with the same
-//! accounts.
+//! accounts. Every `sign_in` opens a [`session`]: refresh tokens, sign-out,
+//! and an exact in-memory record of which sessions have ended.
 
 pub mod app;
 pub mod auth;
@@ -17,6 +18,7 @@ mod files;
 pub mod keys;
 pub mod logging;
 pub mod methods;
+pub mod session;
 pub mod store;
 pub mod throttle;
 pub mod user;

@@ -1,4 +1,5 @@
-//! The `rpcguard` command: `serve`, `openrpc`, and `user add|grant|revoke|delete|list`.
+//! The `rpcguard` command: `serve`, `openrpc`, and
+//! `user add|grant|revoke|delete|list|disable|enable|sign-out`.
 //!
 //! Every flag can also be set from the environment as `RPCGUARD_<FLAG>`
 //! (e.g. `--data-dir` ↔ `RPCGUARD_DATA_DIR`). The signing key may be given
@@ -52,7 +53,7 @@ struct KeyArgs {
     data_dir: PathBuf,
     /// Token lifetime in seconds, as the server runs with: a retired key verifies this long
     /// (plus 5 s) after its rotation, then drops out.
-    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
+    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS)]
     token_ttl: u64,
 }
 
@@ -107,9 +108,12 @@ struct ServeArgs {
     /// key (HS256 for a new set); another one rotates the set to a new key of it at start.
     #[arg(long, env = "RPCGUARD_JWT_ALG", value_parser = parse_alg)]
     jwt_alg: Option<KeyAlg>,
-    /// Token lifetime in seconds.
-    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = 3600)]
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS)]
     token_ttl: u64,
+    /// Refresh-token lifetime in seconds (each refresh issues one that lives this long).
+    #[arg(long, env = "RPCGUARD_REFRESH_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_REFRESH_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
+    refresh_ttl: u64,
     /// Deprecated, ignored: the auth state is now exact and in memory by default.
     #[arg(long, env = "RPCGUARD_USER_CACHE_MS", default_value_t = 0, hide = true)]
     user_cache_ms: u64,
@@ -236,8 +240,31 @@ enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Lists users and their scopes.
+    /// Lists users: name, creation time, scopes, `disabled` or `enabled`,
+    /// and the number of live sessions.
     List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Disables a user: sign_in answers -32004 (after a correct password)
+    /// and every session ends at once.
+    Disable {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Enables a disabled user (ended sessions stay ended).
+    Enable {
+        /// Username.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Ends every session of a user: its access and refresh tokens stop at once.
+    SignOut {
+        /// Username.
+        name: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -264,6 +291,7 @@ fn serve_config(args: ServeArgs) -> Config {
     };
     config.token_ttl = Duration::from_secs(args.token_ttl);
     config.jwt_alg = args.jwt_alg;
+    config.refresh_ttl = Duration::from_secs(args.refresh_ttl);
     if args.user_cache_ms != 0 {
         tracing::warn!("--user-cache-ms is deprecated and ignored: users are kept in memory, exactly, by default");
     }
@@ -379,6 +407,26 @@ async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `user disable` (`disabled = true`) or `user enable`.
+async fn set_disabled(name: String, store: StoreArgs, disabled: bool) -> anyhow::Result<()> {
+    let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+    let config = store_config(store);
+    let store = app::open_existing_store(&config).await?;
+    let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+    match store
+        .set_disabled(&username, disabled, i64::try_from(now)?)
+        .await
+    {
+        Err(rpcguard_accounts::store::StoreError::NotFound) => {
+            bail!("no user {username} in {}", where_users_live(&config))
+        }
+        Err(other) => return Err(other.into()),
+        Ok(ended) if disabled => println!("{username}: disabled, {} sessions ended", ended.len()),
+        Ok(_) => println!("{username}: enabled"),
+    }
+    Ok(())
+}
+
 async fn user(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
@@ -430,15 +478,40 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { store } => {
             let store = app::open_existing_store(&store_config(store)).await?;
+            let now = i64::try_from(
+                rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?,
+            )?;
+            let sessions: std::collections::HashMap<String, u64> =
+                store.live_session_counts(now).await?.into_iter().collect();
             for user in store.list_users().await? {
                 let public = user.public();
+                let live = sessions
+                    .get(&user.username.to_ascii_lowercase())
+                    .copied()
+                    .unwrap_or(0);
                 println!(
-                    "{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\tsessions={live}",
                     public.username,
                     public.created_at,
-                    user.scopes.join(" ")
+                    user.scopes.join(" "),
+                    if user.disabled { "disabled" } else { "enabled" },
                 );
             }
+        }
+        UserCommand::Disable { name, store } => set_disabled(name, store, true).await?,
+        UserCommand::Enable { name, store } => set_disabled(name, store, false).await?,
+        UserCommand::SignOut { name, store } => {
+            let username = Username::parse(name).map_err(anyhow::Error::msg)?;
+            let config = store_config(store);
+            let store = app::open_existing_store(&config).await?;
+            if store.find_user(username.as_str()).await?.is_none() {
+                bail!("no user {username} in {}", where_users_live(&config));
+            }
+            let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+            let ended = store
+                .end_sessions(username.as_str(), None, i64::try_from(now)?)
+                .await?;
+            println!("{username}: {} sessions ended", ended.len());
         }
     }
     Ok(())

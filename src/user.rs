@@ -205,6 +205,22 @@ impl From<Scope> for String {
     }
 }
 
+impl JsonSchema for Scope {
+    fn schema_name() -> Cow<'static, str> {
+        "Scope".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "A scope name: 1 to 64 ASCII letters, digits, '_', '.', ':' or '-'.",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": "^[A-Za-z0-9_.:-]{1,64}$"
+        })
+    }
+}
+
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -222,14 +238,34 @@ pub struct User {
     pub created_at: String,
 }
 
-/// The answer of `sign_in`: an OAuth2-style bearer token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// The answer of `sign_in` and `refresh`: an OAuth2-style bearer token
+/// (RFC 6749 §5.1) and the refresh token that renews it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Token {
     /// The signed JWT to send as `Authorization: Bearer <access_token>`.
     pub access_token: String,
     /// Always `"bearer"`.
     pub token_type: String,
-    /// Seconds until the token expires.
+    /// Seconds until the access token expires.
     #[schemars(range(min = 0))]
     pub expires_in: u64,
+    /// Opaque, single use: `refresh` takes it and answers a new `Token`
+    /// (with a new refresh token). Presenting it a second time ends the
+    /// session.
+    pub refresh_token: String,
+    /// The Bearer scopes the token may use now, space-separated (RFC 6749
+    /// §3.3): those the user holds within the limit `sign_in` asked for.
+    pub scope: String,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Token")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &"<redacted>")
+            .field("scope", &self.scope)
+            .finish()
+    }
 }

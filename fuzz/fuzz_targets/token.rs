@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(claims) = keys().verify(text) {
             // Passing verification without our key would be a forgery.
-            let (reissued, _) = keys().issue(&claims.sub, &claims.uid).expect("issue");
+            let (reissued, _) = keys().issue(&claims.sub, &claims.uid, &claims.sid).expect("issue");
             assert!(!reissued.is_empty());
             assert_eq!(claims.iss, "rpcguard");
         }

@@ -1,7 +1,7 @@
 //! Access tokens: JWT signed by the key set ([`crate::keys`]), with pinned
 //! verification rules.
 //!
-//! Claims are `sub uid iat exp iss aud jti`. Every token's header carries
+//! Claims are `sub uid sid iat exp iss aud jti`. Every token's header carries
 //! the `kid` of the key that signed it. Verification takes the key from the
 //! local key set by that `kid` (a token without `kid` only from the `legacy`
 //! key, the one that signed tokens before key sets) and accepts only that
@@ -9,9 +9,14 @@
 //! HS256 token "signed" with an asymmetric key's public half, for one), an
 //! unknown `kid` and a retired key past its grace are all `invalid_token`.
 //! Header fields such as `jku`, `x5u`, `x5c` or an embedded `jwk` are
-//! ignored; nothing is ever fetched. It needs `exp`, `iss`, `aud`, `sub`
-//! and `uid`, checks `nbf` when present, and refuses an `iat` in the future.
-//! Leeway is zero: a token expired by one second is expired.
+//! ignored; nothing is ever fetched. It needs `exp`, `iss`, `aud`, `sub`,
+//! `uid` and `sid`, checks `nbf` when present, and refuses an `iat` in the
+//! future. Leeway is zero: a token expired by one second is expired.
+//!
+//! `sid` names the session the token was issued in ([`crate::session`]):
+//! the Bearer check refuses a token whose session has ended
+//! (`revoked_token`). Tokens without one (issued before sessions existed)
+//! are refused as `invalid_token`, like tokens without `uid`.
 //!
 //! `uid` is the account id ([`StoredUser::account_id`](crate::store::StoredUser::account_id)):
 //! random, 128 bits, never reused, so a token names one account and never
@@ -86,6 +91,11 @@ pub struct Claims {
     /// [`TokenKeys::verify`] refuses.
     #[serde(default)]
     pub uid: String,
+    /// The session the token was issued in (32 hex digits). Absent (empty)
+    /// only in tokens of older versions, which [`TokenKeys::verify`]
+    /// refuses.
+    #[serde(default)]
+    pub sid: String,
     /// Issued at (Unix seconds).
     pub iat: u64,
     /// Expires at (Unix seconds).
@@ -246,13 +256,19 @@ impl TokenKeys {
     }
 
     /// Issues a token for `subject`, the account whose id is `account_id`,
-    /// valid from now for the configured TTL, signed by the signing key
-    /// (its `kid` in the header).
-    pub fn issue(&self, subject: &str, account_id: &str) -> Result<(String, Claims), TokenError> {
+    /// in the session `session_id`, valid from now for the configured TTL,
+    /// signed by the signing key (its `kid` in the header).
+    pub fn issue(
+        &self,
+        subject: &str,
+        account_id: &str,
+        session_id: &str,
+    ) -> Result<(String, Claims), TokenError> {
         let now = unix_now().ok_or(TokenError::Clock)?;
         let claims = Claims {
             sub: subject.to_owned(),
             uid: account_id.to_owned(),
+            sid: session_id.to_owned(),
             iat: now,
             exp: now + self.ttl.as_secs(),
             iss: self.issuer.clone(),
@@ -304,12 +320,13 @@ impl TokenKeys {
                     _ => AuthFailure::InvalidToken,
                 }
             })?;
-        // `uid` and the key's grace are checked here, after the library's
-        // checks, so that an expired token (of an older version, or of a
-        // retired key) answers `expired_token` whether or not it is
+        // `uid`, `sid` and the key's grace are checked here, after the
+        // library's checks, so that an expired token (of an older version,
+        // or of a retired key) answers `expired_token` whether or not it is
         // remembered. A retired key past its grace verifies nothing else.
         if data.claims.iat > now
             || data.claims.uid.is_empty()
+            || data.claims.sid.is_empty()
             || key.until.is_some_and(|until| now > until)
         {
             return Err(AuthFailure::InvalidToken);
@@ -420,6 +437,7 @@ mod tests {
     use base64::Engine;
 
     const UID: &str = "0123456789abcdef0123456789abcdef";
+    const SID: &str = "fedcba9876543210fedcba9876543210";
 
     fn keys() -> TokenKeys {
         TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60)).expect("keys")
@@ -428,7 +446,7 @@ mod tests {
     #[test]
     fn issued_token_verifies() {
         let keys = keys();
-        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
         assert_eq!(keys.verify(&token), Ok(Arc::new(claims)));
     }
 
@@ -440,7 +458,7 @@ mod tests {
 
     #[test]
     fn other_key_is_invalid() {
-        let (token, _) = keys().issue("alice", UID).expect("issue");
+        let (token, _) = keys().issue("alice", UID, SID).expect("issue");
         let other = TokenKeys::new(&[8u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60))
             .expect("keys");
         assert_eq!(other.verify(&token), Err(AuthFailure::InvalidToken));
@@ -450,7 +468,7 @@ mod tests {
     fn expired_token_is_expired() {
         let keys =
             TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::ZERO).expect("keys");
-        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
         // exp == iat == now; wait until now > exp.
         while unix_now().expect("clock") <= claims.exp {
             std::thread::sleep(Duration::from_millis(50));
@@ -461,10 +479,10 @@ mod tests {
     #[test]
     fn token_names_the_account_id() {
         let keys = keys();
-        let (token, claims) = keys.issue("alice", UID).expect("issue");
+        let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
         assert_eq!(claims.uid, UID);
         assert_eq!(keys.verify(&token).expect("valid").uid, UID);
-        let (other, _) = keys.issue("alice", "another-account").expect("issue");
+        let (other, _) = keys.issue("alice", "another-account", SID).expect("issue");
         assert_eq!(keys.verify(&other).expect("valid").uid, "another-account");
     }
 
@@ -472,8 +490,19 @@ mod tests {
     fn token_without_account_id_is_invalid() {
         let keys = keys();
         let now = unix_now().expect("clock");
+        let no_sid = serde_json::json!({
+            "sub": "alice", "uid": UID, "iat": now, "exp": now + 60,
+            "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &no_sid,
+            &EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .expect("encode");
+        assert_eq!(keys.verify(&token), Err(AuthFailure::InvalidToken));
         let legacy = serde_json::json!({
-            "sub": "alice", "iat": now, "exp": now + 60,
+            "sub": "alice", "sid": SID, "iat": now, "exp": now + 60,
             "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
         });
         let key = EncodingKey::from_secret(&[7u8; 32]);
@@ -508,7 +537,7 @@ mod tests {
     fn forged(header: &Header, key: &EncodingKey) -> String {
         let now = unix_now().expect("clock");
         let claims = serde_json::json!({
-            "sub": "alice", "uid": UID, "iat": now, "exp": now + 60,
+            "sub": "alice", "uid": UID, "sid": SID, "iat": now, "exp": now + 60,
             "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
         });
         jsonwebtoken::encode(header, &claims, key).expect("encode")
@@ -519,7 +548,7 @@ mod tests {
         for alg in KeyAlg::ALL {
             let set = set_of(alg);
             let keys = keys_of(&set);
-            let (token, claims) = keys.issue("alice", UID).expect("issue");
+            let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
             let header = header_of(&token);
             assert_eq!(header.alg, alg.algorithm());
             assert_eq!(header.kid.as_deref(), Some(set.keys[0].kid.as_str()));
@@ -535,7 +564,7 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let keys = keys_of(&set_of(KeyAlg::EdDSA));
-        let (token, _) = keys.issue("alice", UID).expect("issue");
+        let (token, _) = keys.issue("alice", UID, SID).expect("issue");
         let mut parts = token.split('.');
         let (_, payload) = (parts.next(), parts.next().expect("payload"));
         let kid = keys.signing_kid().expect("kid");
@@ -615,12 +644,12 @@ mod tests {
             &EncodingKey::from_secret(&[7u8; 32]),
         );
         assert!(keys.verify(&before).is_ok());
-        let (old, _) = keys.issue("alice", UID).expect("issue");
+        let (old, _) = keys.issue("alice", UID, SID).expect("issue");
         let new_kid = set.rotate(KeyAlg::ES256, now).expect("rotate").kid.clone();
         keys.replace_keys(&set).expect("replace");
         assert!(keys.verify(&before).is_ok());
         assert!(keys.verify(&old).is_ok());
-        let (new, _) = keys.issue("alice", UID).expect("issue");
+        let (new, _) = keys.issue("alice", UID, SID).expect("issue");
         assert_eq!(header_of(&new).kid, Some(new_kid));
         assert!(keys.verify(&new).is_ok());
         // Grace over (retired long ago): the old key verifies nothing.
@@ -671,7 +700,7 @@ mod tests {
             let keys = keys_of(&set_of(alg));
             let start = std::time::Instant::now();
             let tokens: Vec<String> = (0..ROUNDS)
-                .map(|_| keys.issue("alice", UID).expect("issue").0)
+                .map(|_| keys.issue("alice", UID, SID).expect("issue").0)
                 .collect();
             let sign = start.elapsed() / ROUNDS;
             let start = std::time::Instant::now();

@@ -1,5 +1,6 @@
-//! The four reference methods: `sign_up`, `sign_in`, `get_caller`,
-//! `require_scopes`.
+//! The reference methods: `sign_up`, `sign_in`, `get_caller`,
+//! `require_scopes`, and (declared from [`super::sessions`]) `refresh`,
+//! `sign_out`, `change_password`, `authenticate`.
 //!
 //! The sign-in path, in the order each call takes it (nothing later runs
 //! for a call refused earlier):
@@ -13,7 +14,9 @@
 //! reserved (full: `-32005`, no budget drawn; sign-up work never fills it)
 //! → the budgets of [`crate::throttle`], the caller's own address first
 //! (empty: `-32005`, the place given back) → user read → bcrypt verify
-//! (against the dummy hash for an unknown user) → `-32002`, or a token. A
+//! (against the dummy hash for an unknown user) → `-32002` → `-32004` for a
+//! disabled account (only now, after a correct password, so a guesser
+//! learns nothing) → a new session and its token. A
 //! correct password whose stored hash has another cost than the configured
 //! one is then re-hashed at the configured cost in the background (hash
 //! queue; skipped when it is full, and tried again at the next sign-in).
@@ -37,7 +40,7 @@ use crate::auth::password::{prevailing_cost, PasswordHasher};
 use crate::auth::token::{unix_now, TokenKeys};
 use crate::store::{SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
-use crate::user::{Password, Token, User, Username};
+use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::error::{self, AuthFailure, RpcError};
 use rpcguard::security::MethodSecurity;
@@ -57,6 +60,9 @@ pub struct Accounts {
     pub keys: TokenKeys,
     /// Brute-force protection for `sign_in`, and the `sign_up` budget.
     pub throttle: SignInThrottle,
+    /// Lifetime of a refresh token (each `refresh` issues one that lives
+    /// this long).
+    pub refresh_ttl: std::time::Duration,
 }
 
 /// Params of `sign_up` and `sign_in`.
@@ -69,13 +75,29 @@ pub struct AccountParams {
     pub password: Password,
 }
 
+/// Params of `sign_in`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInParams {
+    /// The account's name.
+    pub username: Username,
+    /// The account's password.
+    pub password: Password,
+    /// Limits the token to these Bearer scopes (those of them the user
+    /// holds, now and at every later call). Absent: no limit; empty: no
+    /// scope at all (methods that only need a signed-in caller still work).
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
+}
+
 impl AsRef<Accounts> for Accounts {
     fn as_ref(&self) -> &Accounts {
         self
     }
 }
 
-/// Declares the four reference methods on `api`.
+/// Declares the reference methods on `api`: the four account methods and
+/// the session methods of [`super::sessions`].
 ///
 /// The state is yours: any type that holds the [`Accounts`]
 /// (`impl AsRef<Accounts>`), so a service can offer these methods beside
@@ -90,6 +112,11 @@ where
         "created_at": "2026-11-27T12:00:00Z"
     });
     let credentials_example = json!({ "username": "alice", "password": "correct horse battery" });
+    let limited_example = json!({
+        "username": "alice",
+        "password": "correct horse battery",
+        "scopes": ["scope1"]
+    });
     api.method(
         Method::new("sign_up")
             .summary("Creates an account")
@@ -107,21 +134,27 @@ where
     )?
     .method(
         Method::new("sign_in")
-            .summary("Signs in and returns a bearer token")
+            .summary("Signs in: opens a session and returns its tokens")
             .description(
-                "Checks the password and returns a JWT access token. An unknown user and a wrong \
-                 password give the same -32002 after about the same time; repeated failures are \
-                 throttled with -32005.",
+                "Checks the password, opens a session and returns a JWT access token and a refresh \
+                 token. With scopes, the token may use only those of them the user holds. An \
+                 unknown user and a wrong password give the same -32002 after about the same time; \
+                 -32004 only after a correct password; repeated failures are throttled with -32005.",
             )
-            .errors([error::AUTHENTICATION_FAILED, error::TOO_MANY_REQUESTS])
+            .errors([
+                error::AUTHENTICATION_FAILED,
+                error::ACCOUNT_DISABLED,
+                error::TOO_MANY_REQUESTS,
+            ])
             .example(Example::new(
                 "sign in",
                 credentials_example,
-                json!({
-                    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.signature",
-                    "token_type": "bearer",
-                    "expires_in": 3600
-                }),
+                super::sessions::token_example(),
+            ))
+            .example(Example::new(
+                "least privilege",
+                limited_example,
+                super::sessions::token_example(),
             )),
         sign_in::<S>,
     )?
@@ -143,7 +176,7 @@ where
             .example(Example::new("allowed", json!({}), json!(true))),
         require_scopes::<S>,
     )?;
-    Ok(())
+    super::sessions::declare(api)
 }
 
 /// Sets the hasher's dummy cost to the cost most stored hashes have (the
@@ -181,7 +214,7 @@ async fn sign_up<S: AsRef<Accounts>>(
 }
 
 async fn sign_in<S: AsRef<Accounts>>(
-    params: AccountParams,
+    params: SignInParams,
     ctx: CallContext<S>,
 ) -> Result<Token, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
@@ -195,6 +228,9 @@ async fn sign_in<S: AsRef<Accounts>>(
         Some(user) if valid => user,
         _ => return Err(RpcError::AuthenticationFailed),
     };
+    if user.disabled {
+        return Err(RpcError::AccountDisabled);
+    }
     if accounts.hasher.needs_rehash(&user.password_hash) {
         rehash_in_background(
             accounts,
@@ -203,15 +239,17 @@ async fn sign_in<S: AsRef<Accounts>>(
             params.password,
         );
     }
-    let (access_token, _claims) = accounts
-        .keys
-        .issue(&user.username, &user.account_id)
-        .map_err(RpcError::internal)?;
-    Ok(Token {
-        access_token,
-        token_type: "bearer".to_owned(),
-        expires_in: accounts.keys.ttl().as_secs(),
-    })
+    let limit = params
+        .scopes
+        .map(|scopes| scopes.into_iter().map(String::from).collect());
+    super::sessions::open(
+        accounts,
+        &user.username,
+        &user.account_id,
+        &user.scopes,
+        limit,
+    )
+    .await
 }
 
 /// Re-hashes a correct password at the configured cost and stores it, unless

@@ -2,3 +2,4 @@
 //! to every API; see [`rpcguard::server`].)
 
 pub mod accounts;
+pub mod sessions;

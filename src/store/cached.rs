@@ -33,6 +33,18 @@
 //!   down, the map is not used at all: every lookup reads the store, and the
 //!   map starts empty once the connection is back.
 //!
+//! **Sessions** are kept the same way, beside the accounts, in a second
+//! LRU map of the same capacity keyed by session id: whether each has
+//! ended, its account and its scope limit (never a refresh token or its
+//! hash). Ending a session through this store drops its entry before the
+//! write returns; the change log (SQLite) and the NOTIFY channel
+//! (PostgreSQL) carry the end of a session made by any other process as
+//! the key `s:<session id>` (migration 0004), and that entry is dropped.
+//! So `sign_out`, reuse detection, `change_password`, `user disable` and
+//! `user sign-out` stop the session's access tokens at the next call, with
+//! no store read per call. Rotation changes nothing the auth check reads,
+//! so it invalidates nothing.
+//!
 //! A race between a lookup that reads the store and a write that drops the
 //! entry is settled by a generation counter: a read is kept only if no
 //! invalidation happened while it was in flight.
@@ -51,6 +63,7 @@ use hashlink::LruCache;
 
 use super::wal_index::{SeenStamp, WalIndex};
 use super::{Account, SharedStore, StoreError, StoredUser, UserStore};
+use crate::session::{NewSession, Rotation, SessionState};
 use crate::user::{Scope, Username};
 
 /// The PostgreSQL channel the triggers of migration 0003 notify.
@@ -64,10 +77,15 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// been idle longer drops its whole map instead.
 pub const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(600);
 
-/// A [`UserStore`] with an exact in-memory copy of recently used users.
+/// The prefix of a change-log key (or NOTIFY payload) that names a session.
+pub const SESSION_KEY_PREFIX: &str = "s:";
+
+/// A [`UserStore`] with an exact in-memory copy of recently used users and
+/// sessions.
 pub struct CachedStore {
     inner: SharedStore,
     users: Mutex<LruCache<String, Arc<Account>>>,
+    sessions: Mutex<LruCache<String, Arc<SessionState>>>,
     generation: AtomicU64,
     freshness: Freshness,
 }
@@ -170,6 +188,7 @@ impl CachedStore {
         CachedStore {
             inner,
             users: Mutex::new(LruCache::new(capacity.max(1))),
+            sessions: Mutex::new(LruCache::new(capacity.max(1))),
             generation: AtomicU64::new(0),
             freshness,
         }
@@ -189,11 +208,31 @@ impl CachedStore {
         }
     }
 
-    /// Drops `key`'s entry (and makes reads in flight not keep theirs).
+    /// The number of sessions held in memory now.
+    pub fn cached_sessions(&self) -> usize {
+        self.sessions.lock().map_or(0, |s| s.len())
+    }
+
+    /// Drops `key`'s entry: a user's lower-cased name, or a session as
+    /// `s:<id>` (and makes reads in flight not keep theirs).
     fn forget(&self, key: &str) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut users) = self.users.lock() {
+        if let Some(session) = key.strip_prefix(SESSION_KEY_PREFIX) {
+            if let Ok(mut sessions) = self.sessions.lock() {
+                sessions.remove(session);
+            }
+        } else if let Ok(mut users) = self.users.lock() {
             users.remove(key);
+        }
+    }
+
+    /// Drops the entries of these sessions.
+    fn forget_sessions(&self, ids: &[String]) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut sessions) = self.sessions.lock() {
+            for id in ids {
+                sessions.remove(id);
+            }
         }
     }
 
@@ -205,11 +244,23 @@ impl CachedStore {
         self.forget_all();
     }
 
+    /// Drops every session entry (after a write that failed half-way may
+    /// have ended some).
+    fn forget_all_sessions(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.clear();
+        }
+    }
+
     /// Drops every entry.
     fn forget_all(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut users) = self.users.lock() {
             users.clear();
+        }
+        if let Ok(mut sessions) = self.sessions.lock() {
+            sessions.clear();
         }
     }
 
@@ -463,5 +514,124 @@ impl UserStore for CachedStore {
 
     async fn password_hash_costs(&self) -> Result<Vec<(u32, u64)>, StoreError> {
         self.inner.password_hash_costs().await
+    }
+
+    async fn set_disabled(
+        &self,
+        username: &Username,
+        disabled: bool,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let changed = self.inner.set_disabled(username, disabled, now).await;
+        self.forget(&username.key());
+        match &changed {
+            Ok(ended) => self.forget_sessions(ended),
+            Err(_) => self.forget_all_sessions(),
+        }
+        changed
+    }
+
+    async fn open_session(&self, new: NewSession<'_>) -> Result<(), StoreError> {
+        self.inner.open_session(new).await
+    }
+
+    async fn find_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<Arc<SessionState>>, StoreError> {
+        if !self.usable() {
+            return self.inner.find_session(session_id).await;
+        }
+        if let Ok(mut sessions) = self.sessions.lock() {
+            if let Some(session) = sessions.get(session_id) {
+                return Ok(Some(session.clone()));
+            }
+        }
+        let generation = self.generation.load(Ordering::Acquire);
+        let session = self.inner.find_session(session_id).await?;
+        if let Some(session) = &session {
+            if let Ok(mut sessions) = self.sessions.lock() {
+                if self.generation.load(Ordering::Acquire) == generation {
+                    sessions.insert(session_id.to_owned(), session.clone());
+                }
+            }
+        }
+        Ok(session)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: i64,
+    ) -> Result<Rotation, StoreError> {
+        let rotation = self
+            .inner
+            .rotate_refresh(old_hash, new_hash, now, new_expires_at)
+            .await;
+        match &rotation {
+            // Reuse ended the session.
+            Ok(Rotation::Reused { session_id, .. }) => {
+                self.forget_sessions(std::slice::from_ref(session_id))
+            }
+            Ok(_) => {}
+            // It may have ended a session before failing.
+            Err(_) => self.forget_all_sessions(),
+        }
+        rotation
+    }
+
+    async fn end_session(&self, session_id: &str, now: i64) -> Result<bool, StoreError> {
+        let ended = self.inner.end_session(session_id, now).await;
+        self.forget_sessions(&[session_id.to_owned()]);
+        ended
+    }
+
+    async fn end_sessions(
+        &self,
+        username: &str,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let ended = self.inner.end_sessions(username, keep, now).await;
+        match &ended {
+            Ok(ids) => self.forget_sessions(ids),
+            Err(_) => self.forget_all_sessions(),
+        }
+        ended
+    }
+
+    async fn change_password(
+        &self,
+        username: &str,
+        old_hash: &str,
+        new_hash: &str,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let changed = self
+            .inner
+            .change_password(username, old_hash, new_hash, keep, now)
+            .await;
+        self.forget(&username.to_ascii_lowercase());
+        match &changed {
+            Ok(Some(ids)) => self.forget_sessions(ids),
+            Ok(None) => {}
+            Err(_) => self.forget_all_sessions(),
+        }
+        changed
+    }
+
+    async fn live_session_counts(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inner.live_session_counts(now).await
+    }
+
+    async fn purge_sessions(&self, horizon: i64) -> Result<u64, StoreError> {
+        self.inner.purge_sessions(horizon).await
+    }
+
+    async fn session_rows(&self) -> Result<(u64, u64), StoreError> {
+        self.inner.session_rows().await
     }
 }

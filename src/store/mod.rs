@@ -12,6 +12,7 @@
 
 mod cached;
 mod postgres;
+mod session_sql;
 mod sql;
 mod sqlite;
 mod wal_index;
@@ -21,11 +22,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::session::{NewSession, Rotation, SessionState};
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
 use rpcguard::security::Caller;
 
-pub use cached::{CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY};
+pub use cached::{
+    CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY, SESSION_KEY_PREFIX,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -83,6 +87,9 @@ pub struct StoredUser {
     pub scopes: Vec<String>,
     /// Creation time, Unix seconds.
     pub created_at: i64,
+    /// Disabled by an operator (`rpcguard user disable`): `sign_in` answers
+    /// -32004 after a correct password, and the account's tokens stop.
+    pub disabled: bool,
 }
 
 impl std::fmt::Debug for StoredUser {
@@ -93,6 +100,7 @@ impl std::fmt::Debug for StoredUser {
             .field("password_hash", &"<redacted>")
             .field("scopes", &self.scopes)
             .field("created_at", &self.created_at)
+            .field("disabled", &self.disabled)
             .finish()
     }
 }
@@ -122,9 +130,13 @@ pub struct Account {
     pub scopes: Vec<String>,
     /// The view `get_caller` answers.
     pub user: Arc<User>,
+    /// See [`StoredUser::disabled`].
+    pub disabled: bool,
     /// The Bearer caller this account is, built once: its scopes, with
     /// [`user`](Account::user) attached as a detail. The Bearer check hands
-    /// it to every call the account's tokens make, without a copy.
+    /// it to every call the account's tokens make, without a copy (except
+    /// for tokens of a scope-limited session, whose caller is built per
+    /// call with the scopes in force).
     pub caller: Arc<Caller>,
 }
 
@@ -141,6 +153,7 @@ impl From<&StoredUser> for Account {
             account_id: stored.account_id.clone(),
             scopes: stored.scopes.clone(),
             user,
+            disabled: stored.disabled,
             caller: Arc::new(caller),
         }
     }
@@ -227,6 +240,78 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// How many stored hashes have each bcrypt cost, as (cost, count).
     async fn password_hash_costs(&self) -> Result<Vec<(u32, u64)>, StoreError>;
+
+    /// Disables (`true`) or enables an account. Disabling also ends every
+    /// session of the account. Returns the ids of the sessions it ended;
+    /// [`StoreError::NotFound`] when there is no such user.
+    async fn set_disabled(
+        &self,
+        username: &Username,
+        disabled: bool,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Opens a session of the account `new.account_id` (named
+    /// `new.username`, any case) with its first refresh token (stored as
+    /// its hash); [`StoreError::NotFound`] when that account is gone.
+    async fn open_session(&self, new: NewSession<'_>) -> Result<(), StoreError>;
+
+    /// A session by id, with its account's id and name. What every
+    /// secured call asks for; [`CachedStore`] answers it from memory.
+    async fn find_session(&self, session_id: &str)
+        -> Result<Option<Arc<SessionState>>, StoreError>;
+
+    /// Presents the refresh token whose hash is `old_hash`: rotates it to
+    /// `new_hash` (valid until `new_expires_at`) if it is its session's
+    /// current one and unexpired, and ends the session if it was already
+    /// rotated. Of two concurrent calls with one token exactly one rotates
+    /// (a conditional `UPDATE`); the other counts as reuse.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+        new_expires_at: i64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Ends one session; `false` when it was already ended or unknown.
+    async fn end_session(&self, session_id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Ends every live session of `username` (any case) except `keep`;
+    /// returns the ids it ended.
+    async fn end_sessions(
+        &self,
+        username: &str,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// Replaces the password hash if it is still `old_hash` and ends every
+    /// other session of the user than `keep`, in one transaction. `None`
+    /// when the hash had changed meanwhile (nothing done); else the ids of
+    /// the sessions it ended.
+    async fn change_password(
+        &self,
+        username: &str,
+        old_hash: &str,
+        new_hash: &str,
+        keep: Option<&str>,
+        now: i64,
+    ) -> Result<Option<Vec<String>>, StoreError>;
+
+    /// Live sessions (not ended, refresh token not expired at `now`) per
+    /// user, as (lower-cased name, count).
+    async fn live_session_counts(&self, now: i64) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Deletes what no call can use any more: sessions ended or whose
+    /// refresh token expired before `horizon` (with their refresh tokens),
+    /// and rotated refresh tokens that expired before `horizon`. Returns
+    /// the sessions and refresh tokens deleted (not counting the refresh
+    /// tokens deleted with their session).
+    async fn purge_sessions(&self, horizon: i64) -> Result<u64, StoreError>;
+
+    /// Rows stored now: (sessions, refresh tokens).
+    async fn session_rows(&self) -> Result<(u64, u64), StoreError>;
 }
 
 /// A shared handle to any store.

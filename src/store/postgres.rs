@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+use super::session_sql::{impl_session_store, HasDb};
 use super::sql::{impl_user_store, select_user_sql};
 use super::StoreError;
 
@@ -36,4 +37,9 @@ impl PostgresStore {
     }
 }
 
+impl HasDb for PostgresStore {
+    type Db = sqlx::Postgres;
+}
+
+impl_session_store!(PostgresStore);
 impl_user_store!(PostgresStore, sqlx::postgres::PgRow, FIND_USER, LIST_USERS);

@@ -11,7 +11,7 @@
 macro_rules! select_user_sql {
     ($agg:literal, $where:literal) => {
         concat!(
-            "SELECT u.username, u.account_id, u.password_hash, u.created_at, ",
+            "SELECT u.username, u.account_id, u.password_hash, u.created_at, u.disabled, ",
             "(SELECT ",
             $agg,
             " FROM user_scopes s WHERE s.user_id = u.id) AS scopes ",
@@ -51,6 +51,7 @@ macro_rules! impl_user_store {
                     password_hash: row.try_get("password_hash")?,
                     created_at: row.try_get("created_at")?,
                     scopes: $crate::store::split_scopes(row.try_get("scopes")?),
+                    disabled: row.try_get::<i64, _>("disabled")? != 0,
                 })
             }
 
@@ -108,6 +109,7 @@ macro_rules! impl_user_store {
                         password_hash: password_hash.to_owned(),
                         scopes: Vec::new(),
                         created_at,
+                        disabled: false,
                     }),
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                         Err($crate::store::StoreError::UsernameTaken)
@@ -206,6 +208,87 @@ macro_rules! impl_user_store {
                     }
                 }
                 Ok(costs)
+            }
+
+            async fn set_disabled(
+                &self,
+                username: &$crate::user::Username,
+                disabled: bool,
+                now: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                self.sessions_set_disabled(username, disabled, now).await
+            }
+
+            async fn open_session(
+                &self,
+                new: $crate::session::NewSession<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.sessions_open(new).await
+            }
+
+            async fn find_session(
+                &self,
+                session_id: &str,
+            ) -> Result<
+                Option<std::sync::Arc<$crate::session::SessionState>>,
+                $crate::store::StoreError,
+            > {
+                self.sessions_find(session_id).await
+            }
+
+            async fn rotate_refresh(
+                &self,
+                old_hash: &str,
+                new_hash: &str,
+                now: i64,
+                new_expires_at: i64,
+            ) -> Result<$crate::session::Rotation, $crate::store::StoreError> {
+                self.sessions_rotate(old_hash, new_hash, now, new_expires_at)
+                    .await
+            }
+
+            async fn end_session(
+                &self,
+                session_id: &str,
+                now: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.sessions_end(session_id, now).await
+            }
+
+            async fn end_sessions(
+                &self,
+                username: &str,
+                keep: Option<&str>,
+                now: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                Self::sessions_end_all(&self.pool, username, keep, now).await
+            }
+
+            async fn change_password(
+                &self,
+                username: &str,
+                old_hash: &str,
+                new_hash: &str,
+                keep: Option<&str>,
+                now: i64,
+            ) -> Result<Option<Vec<String>>, $crate::store::StoreError> {
+                self.sessions_change_password(username, old_hash, new_hash, keep, now)
+                    .await
+            }
+
+            async fn live_session_counts(
+                &self,
+                now: i64,
+            ) -> Result<Vec<(String, u64)>, $crate::store::StoreError> {
+                self.sessions_live_counts(now).await
+            }
+
+            async fn purge_sessions(&self, horizon: i64) -> Result<u64, $crate::store::StoreError> {
+                self.sessions_purge(horizon).await
+            }
+
+            async fn session_rows(&self) -> Result<(u64, u64), $crate::store::StoreError> {
+                self.sessions_rows().await
             }
         }
     };

@@ -18,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::session_sql::{impl_session_store, HasDb};
 use super::sql::{impl_user_store, select_user_sql};
 use super::StoreError;
 
@@ -78,6 +79,11 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+impl HasDb for SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+
+impl_session_store!(SqliteStore);
 impl_user_store!(SqliteStore, sqlx::sqlite::SqliteRow, FIND_USER, LIST_USERS);
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! 6750), password and username edge cases, enumeration, brute force and
 //! resource exhaustion. Each attack runs against a real `rpcguard serve`
 //! process, and afterwards its whole log and every response it gave are
-//! searched for secrets (passwords, hashes, the key, tokens, SQL, panics).
+//! searched for secrets (passwords, hashes, the key, access and refresh
+//! tokens and their stored hashes, SQL, panics).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -182,11 +183,13 @@ fn signed(claims: &Value, header_extra: Value) -> String {
     hmac_token(&header, claims)
 }
 
-/// Valid claims of the account `victim` (its account id is `uid`), changed
-/// by `edit`.
+/// Valid claims of the account `victim` in its real session (`uid` holds
+/// the claims of a real token: its `uid` and `sid` are copied), changed by
+/// `edit`.
 fn victim(uid: &Value, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     claims_for("victim", |c| {
-        c.insert("uid".into(), uid.clone());
+        c.insert("uid".into(), uid["uid"].clone());
+        c.insert("sid".into(), uid["sid"].clone());
         edit(c);
     })
 }
@@ -239,7 +242,7 @@ async fn forged_and_malformed_tokens_are_refused() {
     let target = Target::start(&[]);
     target.sign_up("victim", PASSWORD).await;
     let real = target.token("victim", PASSWORD).await;
-    let uid = token_claims(&real)["uid"].clone();
+    let uid = token_claims(&real);
     let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
     let (head, rest) = real.split_once('.').expect("jwt");
     let (payload, signature) = rest.split_once('.').expect("jwt");
@@ -356,6 +359,7 @@ async fn forged_and_malformed_tokens_are_refused() {
             signed_with(&uid, "iat", json!(now + 3600)),
         ),
         ("missing exp", signed_without(&uid, "exp")),
+        ("missing sid", signed_without(&uid, "sid")),
         ("missing iss", signed_without(&uid, "iss")),
         ("missing aud", signed_without(&uid, "aud")),
         ("missing sub", signed_without(&uid, "sub")),
@@ -624,6 +628,121 @@ async fn sign_in_does_not_reveal_which_usernames_exist() {
     let target = Target::start(&[&["--bcrypt-cost", "11"][..], &NO_SIGNIN_THROTTLE].concat());
     target.sign_up("alice", PASSWORD).await;
     assert_similar_timing(&target, "alice", "nobody", 30, 0.10).await;
+}
+
+/// A disabled account answers a wrong password exactly like an unknown
+/// user (same error object, same time, as the enumeration test measures),
+/// and -32004 only for the right one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_accounts_reveal_nothing_without_the_password() {
+    let target = Target::start(&[&["--bcrypt-cost", "11"][..], &NO_SIGNIN_THROTTLE].concat());
+    target.sign_up("alice", PASSWORD).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args(["user", "disable", "alice", "--data-dir"])
+        .arg(target._dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("rpcguard user disable");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let right = target
+        .rpc("sign_in", json!(["alice", PASSWORD]), HeaderMap::new())
+        .await;
+    assert_eq!(
+        right["error"],
+        json!({"code": -32004, "message": "Account disabled"})
+    );
+    assert_similar_timing(&target, "alice", "nobody", 30, 0.10).await;
+    target.assert_no_leaks(&[PASSWORD]);
+}
+
+/// Refresh tokens (and their stored hashes) never reach the log or any
+/// answer but the one that hands them out, whatever is done with them:
+/// rotation, reuse, sign-out, made-up and malformed tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refresh_tokens_never_leak() {
+    let target = Target::start(&[&["--bcrypt-cost", "4"][..], &NO_SIGNIN_THROTTLE].concat());
+    target.sign_up("alice", PASSWORD).await;
+    // The answers that rightly carry tokens are taken out of the search.
+    let handed_out = |answer: &Value| -> (String, String) {
+        (
+            answer["result"]["access_token"]
+                .as_str()
+                .expect("access")
+                .to_owned(),
+            answer["result"]["refresh_token"]
+                .as_str()
+                .expect("refresh")
+                .to_owned(),
+        )
+    };
+    let first = target
+        .rpc("sign_in", json!(["alice", PASSWORD]), HeaderMap::new())
+        .await;
+    target.answers.lock().expect("lock").pop();
+    let (access_1, refresh_1) = handed_out(&first);
+    let second = target
+        .rpc("refresh", json!([refresh_1]), HeaderMap::new())
+        .await;
+    target.answers.lock().expect("lock").pop();
+    let (access_2, refresh_2) = handed_out(&second);
+    // Reuse of the rotated token (logged as a warning, without the token).
+    let reused = target
+        .rpc("refresh", json!([refresh_1]), HeaderMap::new())
+        .await;
+    assert_eq!(reason(&reused), "revoked_token", "{reused}");
+    let again = target
+        .rpc("refresh", json!([refresh_2]), HeaderMap::new())
+        .await;
+    assert_eq!(reason(&again), "revoked_token", "{again}");
+    // A fresh session, signed out; then its tokens presented again.
+    let third = target
+        .rpc("sign_in", json!(["alice", PASSWORD]), HeaderMap::new())
+        .await;
+    target.answers.lock().expect("lock").pop();
+    let (access_3, refresh_3) = handed_out(&third);
+    let out = target
+        .rpc("sign_out", json!([]), auth(&format!("Bearer {access_3}")))
+        .await;
+    assert_eq!(out["result"], true, "{out}");
+    for token in [&access_3, &access_2, &access_1] {
+        let answer = target
+            .rpc("authenticate", json!([token]), HeaderMap::new())
+            .await;
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    }
+    let made_up = b64(&[7u8; 32]);
+    for token in [
+        refresh_3.as_str(),
+        made_up.as_str(),
+        "short",
+        &format!("{refresh_3}x"),
+    ] {
+        let answer = target
+            .rpc("refresh", json!([token]), HeaderMap::new())
+            .await;
+        assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    }
+    let hashes: Vec<String> = [&refresh_1, &refresh_2, &refresh_3]
+        .iter()
+        .map(|t| {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(t.as_bytes()))
+        })
+        .collect();
+    let mut secrets: Vec<&str> = vec![
+        PASSWORD, &access_1, &access_2, &access_3, &refresh_1, &refresh_2, &refresh_3,
+    ];
+    secrets.extend(hashes.iter().map(String::as_str));
+    target.assert_no_leaks(&secrets);
+    let log = target.process.log();
+    assert!(
+        log.contains("refresh token reused"),
+        "reuse is logged:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -25,10 +25,11 @@ both_stores! {
         let token = app.signed_in("alice").await;
         // Forgeries carry alice's real account id, so each is refused for
         // the one thing it changes.
-        let uid = token_claims(&token)["uid"].clone();
+        let real = token_claims(&token);
         let alice = |edit: fn(&mut serde_json::Map<String, Value>)| {
             claims_for("alice", |c| {
-                c.insert("uid".into(), uid.clone());
+                c.insert("uid".into(), real["uid"].clone());
+                c.insert("sid".into(), real["sid"].clone());
                 edit(c);
             })
         };
@@ -160,7 +161,12 @@ both_stores! {
 /// Drops the store's tables behind the server's back.
 async fn break_store(app: &TestApp) {
     use sqlx::Connection;
-    const DROPS: [&str; 2] = ["DROP TABLE user_scopes", "DROP TABLE users"];
+    const DROPS: [&str; 4] = [
+        "DROP TABLE refresh_tokens",
+        "DROP TABLE sessions",
+        "DROP TABLE user_scopes",
+        "DROP TABLE users",
+    ];
     match &app.config.database_url {
         Some(url) => {
             let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");

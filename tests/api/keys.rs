@@ -54,11 +54,13 @@ async fn sign_in(app: &TestApp, name: &str) -> String {
         .to_owned()
 }
 
-/// A token for `name` (whose account id is `uid`), valid for a minute from
-/// now, signed with `key` under `header`.
-fn forged(uid: &Value, header: &Header, key: &EncodingKey) -> String {
+/// A token for alice with the account and session of `real` (a real
+/// token's claims), valid for a minute from now, signed with `key` under
+/// `header`.
+fn forged(real: &Value, header: &Header, key: &EncodingKey) -> String {
     let claims = claims_for("alice", |c| {
-        c.insert("uid".into(), uid.clone());
+        c.insert("uid".into(), real["uid"].clone());
+        c.insert("sid".into(), real["sid"].clone());
     });
     jsonwebtoken::encode(header, &claims, key).expect("encode")
 }
@@ -99,7 +101,7 @@ async fn rotation_with_the_cli_reaches_the_running_server_and_old_keys_drop_out(
     .await
     .expect("sqlite");
     let old = app.signed_in("alice").await;
-    let uid = token_claims(&old)["uid"].clone();
+    let uid = token_claims(&old);
     let old_kid = kid_of(&old);
     assert!(old_kid.starts_with("eddsa-"), "{old_kid}");
     assert_eq!(alg_of(&old), Algorithm::EdDSA);
@@ -227,7 +229,7 @@ async fn forged_headers_are_refused() {
         .await
         .expect("sqlite");
     let token = app.signed_in("alice").await;
-    let uid = token_claims(&token)["uid"].clone();
+    let uid = token_claims(&token);
     let kid = kid_of(&token);
     let (_, body) = jwks_of(&app).await;
     let jwk = body["keys"][0].clone();
@@ -291,7 +293,7 @@ async fn tokens_from_before_the_upgrade_keep_verifying() {
     let app = TestApp::start(config, dir).await;
     let token = app.signed_in("alice").await;
     assert_eq!(alg_of(&token), Algorithm::EdDSA);
-    let uid = token_claims(&token)["uid"].clone();
+    let uid = token_claims(&token);
     // An old token: HS256 under secret.key, no kid.
     let old = forged(
         &uid,

@@ -19,5 +19,6 @@ mod instances;
 mod keys;
 mod openrpc;
 mod params;
+mod sessions;
 mod signin_path;
 mod websocket;

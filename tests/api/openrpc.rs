@@ -142,6 +142,10 @@ fn document_structure() {
             ("sign_in".to_owned(), json!({})),
             ("get_caller".to_owned(), json!({"Bearer": []})),
             ("require_scopes".to_owned(), json!({"Bearer": ["scope1"]})),
+            ("refresh".to_owned(), json!({})),
+            ("sign_out".to_owned(), json!({"Bearer": []})),
+            ("change_password".to_owned(), json!({"Bearer": []})),
+            ("authenticate".to_owned(), json!({})),
         ]
     );
     for method in methods {
@@ -169,6 +173,16 @@ fn document_structure() {
         }
         if method["name"] == "sign_in" {
             assert!(codes.contains(&-32002) && codes.contains(&-32005) && codes.contains(&-32602));
+            assert!(
+                codes.contains(&-32004),
+                "sign_in lists -32004 Account disabled"
+            );
+        }
+        if method["name"] == "refresh" || method["name"] == "authenticate" {
+            assert!(codes.contains(&-32001), "{name} lists -32001");
+        }
+        if method["name"] == "change_password" {
+            assert!(codes.contains(&-32002) && codes.contains(&-32005));
         }
         for error in method["errors"].as_array().expect("errors") {
             let data = match error["code"].as_i64() {
@@ -198,7 +212,8 @@ fn document_structure() {
             "missing_token",
             "invalid_token",
             "expired_token",
-            "wrong_scheme"
+            "wrong_scheme",
+            "revoked_token"
         ]
     );
     assert_eq!(

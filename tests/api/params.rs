@@ -24,7 +24,7 @@ async fn by_name_and_by_position() {
         .await
         .expect("sign_in");
     assert_eq!(token["token_type"], "bearer");
-    assert_eq!(token["expires_in"], 3600);
+    assert_eq!(token["expires_in"], 900);
 }
 
 #[tokio::test]

@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{self, AuthFailure, RpcError};
-use crate::security::{Caller, MethodSecurity, RemoteAddr, SchemeDoc};
+use crate::security::{
+    Caller, Credentials, MethodSecurity, RemoteAddr, SchemeDoc, SessionCredentials,
+};
 
 /// The name of the OpenRPC service-discovery method every server has.
 pub const DISCOVER: &str = "rpc.discover";
@@ -296,6 +298,20 @@ impl<S> CallContext<S> {
     /// The TCP peer's address, when known.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.extensions.get::<RemoteAddr>().map(|r| r.0)
+    }
+
+    /// The WebSocket session's credential slot, to bind new credentials for
+    /// the session's later calls ([`SessionCredentials`]); `None` on HTTP,
+    /// where there is no session.
+    pub fn session(&self) -> Option<&SessionCredentials> {
+        self.extensions.get::<SessionCredentials>()
+    }
+
+    /// The credentials this call presented, as the security function was
+    /// given them: those its WebSocket session bound
+    /// ([`SessionCredentials`]), else the request's (or the upgrade's).
+    pub fn credentials(&self) -> Option<Credentials> {
+        crate::security::presented(&self.extensions).map(std::borrow::Cow::into_owned)
     }
 
     /// The request's extensions (for embedders' own layers).

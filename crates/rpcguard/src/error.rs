@@ -25,6 +25,9 @@ pub const UNAUTHENTICATED: i32 = -32001;
 pub const AUTHENTICATION_FAILED: i32 = -32002;
 /// `-32003 Username taken`.
 pub const USERNAME_TAKEN: i32 = -32003;
+/// `-32004 Account disabled` (sign_in with the right password on a
+/// disabled account).
+pub const ACCOUNT_DISABLED: i32 = -32004;
 /// `-32005 Too many requests`.
 pub const TOO_MANY_REQUESTS: i32 = -32005;
 /// `-32099 Permission error` (signed in, a declared scope is missing).
@@ -64,6 +67,10 @@ pub enum AuthFailure {
     /// present a credential of one of the method's schemes (its
     /// `x-security` in the document). `{"reason":"wrong_scheme"}`.
     WrongScheme,
+    /// The token is genuine and unexpired, but the session it belongs to
+    /// was ended (sign-out, refresh-token reuse, password change, disabled
+    /// account, an operator's sign-out). `{"reason":"revoked_token"}`.
+    RevokedToken,
 }
 
 impl AuthFailure {
@@ -74,6 +81,7 @@ impl AuthFailure {
             AuthFailure::InvalidToken => "invalid_token",
             AuthFailure::ExpiredToken => "expired_token",
             AuthFailure::WrongScheme => "wrong_scheme",
+            AuthFailure::RevokedToken => "revoked_token",
         }
     }
 }
@@ -153,6 +161,9 @@ pub enum RpcError {
     /// `-32003`: the username already exists.
     #[error("username taken")]
     UsernameTaken,
+    /// `-32004`: the password was right but the account is disabled.
+    #[error("account disabled")]
+    AccountDisabled,
     /// `-32005`: throttled; retry after this many seconds.
     #[error("too many requests")]
     TooManyRequests {
@@ -212,6 +223,7 @@ impl RpcError {
             RpcError::PermissionDenied(_) => PERMISSION_ERROR,
             RpcError::AuthenticationFailed => AUTHENTICATION_FAILED,
             RpcError::UsernameTaken => USERNAME_TAKEN,
+            RpcError::AccountDisabled => ACCOUNT_DISABLED,
             RpcError::TooManyRequests { .. } => TOO_MANY_REQUESTS,
             RpcError::InvalidParams(_) => INVALID_PARAMS,
             RpcError::Internal(_) => INTERNAL_ERROR,
@@ -237,6 +249,7 @@ pub(crate) fn message_for(code: i32) -> &'static str {
         PERMISSION_ERROR => "Permission error",
         AUTHENTICATION_FAILED => "Authentication failed",
         USERNAME_TAKEN => "Username taken",
+        ACCOUNT_DISABLED => "Account disabled",
         TOO_MANY_REQUESTS => "Too many requests",
         INVALID_PARAMS => "Invalid params",
         INTERNAL_ERROR => "Internal error",
@@ -288,9 +301,10 @@ impl From<RpcError> for ErrorObjectOwned {
                 Some(json!(TooManyRequestsData { retry_after_s }))
             }
             RpcError::InvalidParams(what) => Some(json!(InvalidParamsData(what))),
-            RpcError::AuthenticationFailed | RpcError::UsernameTaken | RpcError::Internal(_) => {
-                None
-            }
+            RpcError::AuthenticationFailed
+            | RpcError::UsernameTaken
+            | RpcError::AccountDisabled
+            | RpcError::Internal(_) => None,
         };
         ErrorObject::owned(code, message_for(code), data)
     }
@@ -338,6 +352,7 @@ mod tests {
             AuthFailure::InvalidToken,
             AuthFailure::ExpiredToken,
             AuthFailure::WrongScheme,
+            AuthFailure::RevokedToken,
         ] {
             assert_eq!(
                 data(RpcError::Unauthenticated(reason)),
@@ -391,7 +406,8 @@ mod tests {
                 "missing_token",
                 "invalid_token",
                 "expired_token",
-                "wrong_scheme"
+                "wrong_scheme",
+                "revoked_token"
             ]
         );
     }

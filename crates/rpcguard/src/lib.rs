@@ -56,7 +56,7 @@ pub use async_trait::async_trait;
 pub use error::{AuthFailure, RpcError};
 pub use security::{
     AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, MethodSecurity, SchemeDoc,
-    SecurityFunction, SharedSecurity, BEARER,
+    SecurityFunction, SessionCredentials, SharedSecurity, BEARER,
 };
 pub use server::ServerError;
 pub use server::{RunningServer, ServerConfig};

@@ -7,6 +7,8 @@
 //!   schemes read, or those of the WebSocket upgrade and its `access_token`
 //!   query parameter), put in the request extensions by the server's HTTP
 //!   front.
+//! - [`SessionCredentials`]: what a WebSocket session bound after its
+//!   upgrade (replacing the upgrade's credentials for its later calls).
 //! - [`SecurityFunction`]: the pluggable function that turns credentials
 //!   into a [`Caller`] per scheme ([`Identities`]). The default is
 //!   `BearerSecurity` of `rpcguard-accounts` (JWT + user store);
@@ -28,6 +30,7 @@
 //! service's does, and never as the user with the service's scopes.
 
 mod api_key;
+mod session;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -39,6 +42,8 @@ use hyper::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use crate::error::{AuthFailure, MissingScopes, RpcError};
 
 pub use api_key::{AnySecurity, ApiKeySecurity};
+pub(crate) use session::presented;
+pub use session::SessionCredentials;
 
 /// The name of the bearer-token scheme (`Authorization: Bearer <token>`),
 /// as methods declare it and the document's `x-securitySchemes` lists it.

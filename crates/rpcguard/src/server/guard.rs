@@ -8,6 +8,11 @@
 //! `-32001`/`-32099` with the request's `id` before the handler runs. That
 //! [`Caller`] goes into the call's extensions, where the handler finds it.
 //!
+//! The credentials are the request's, except on a WebSocket session that
+//! bound credentials of its own after the upgrade
+//! ([`SessionCredentials`](crate::security::SessionCredentials)): those
+//! replace the upgrade's.
+//!
 //! jsonrpsee's own `batch` calls the inner service directly, bypassing any
 //! `call` logic above it, so this layer implements `batch` itself by running
 //! each entry through its own `call`.
@@ -28,7 +33,7 @@ use tower::Layer;
 use super::dispatch::each_entry;
 use crate::api::{MethodDecl, Registry};
 use crate::error::{AuthFailure, RpcError};
-use crate::security::{Caller, Credentials, SharedSecurity};
+use crate::security::{self, Caller, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
@@ -90,7 +95,9 @@ impl<S> SecurityService<S> {
         let Some(decl) = decl else {
             return Ok(None); // unknown method: jsonrpsee answers -32601
         };
-        let credentials = extensions.get::<Credentials>();
+        // A WebSocket session's bound credentials replace its upgrade's.
+        let presented = security::presented(extensions);
+        let credentials = presented.as_deref();
         if decl.security.is_public() {
             if !decl.optional_caller {
                 return Ok(None);

@@ -19,6 +19,9 @@
 //! - **liveness**: a ping every `ping_interval`; a session from which
 //!   nothing (no message, no pong) has arrived for `idle_timeout` while the
 //!   server waited to read is closed with code 1001;
+//! - **credentials**: every session gets its own [`SessionCredentials`]
+//!   slot in the extensions its calls share, so a method may bind newer
+//!   credentials for the session's later calls (see that type);
 //! - **shutdown**: on stop the session reads nothing more, lets the calls in
 //!   flight finish and be written, then closes with code 1001.
 
@@ -46,6 +49,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::dispatch::Pipeline;
 use super::gateway::{execute, plain, Connection, Outcome};
+use crate::security::SessionCredentials;
 
 /// Limits of a WebSocket session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,7 +118,8 @@ pub(crate) fn upgrade(
 /// as soon as its call is done. While an answer is being written (the
 /// client may not be reading) nothing else moves, and while
 /// `max_in_flight` calls are unanswered the next message is not read.
-async fn run(upgraded: Upgraded, extensions: Extensions, conn: &Connection) {
+async fn run(upgraded: Upgraded, mut extensions: Extensions, conn: &Connection) {
+    extensions.insert(SessionCredentials::default());
     let settings = conn.shared.ws;
     let config = WebSocketConfig::default()
         .read_buffer_size(4 * 1024)

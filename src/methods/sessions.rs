@@ -1,0 +1,376 @@
+//! The session methods: `refresh`, `sign_out`, `change_password` and
+//! `authenticate` (`sign_in`, which opens a session, is in
+//! [`super::accounts`]). See [`crate::session`] for what a session is.
+//!
+//! - `refresh(refresh_token)`: public; a hash and one indexed read before
+//!   any answer (never bcrypt), so a flood of made-up tokens costs little
+//!   and changes nothing. Rotation and reuse detection are the store's
+//!   ([`UserStore::rotate_refresh`](crate::store::UserStore::rotate_refresh)).
+//! - `sign_out(everywhere?)`: ends the caller's session, or all of the
+//!   user's sessions.
+//! - `change_password(old_password, new_password)`: the sign-in path's
+//!   queue place and budgets first (same order as `sign_in`), then bcrypt
+//!   verify; a new hash, and every other session ends; the caller's own
+//!   session goes on.
+//! - `authenticate(access_token)`: binds the token to the WebSocket
+//!   session ([`rpcguard::SessionCredentials`]); on HTTP, -32602.
+
+use std::sync::Arc;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::accounts::Accounts;
+use crate::auth::token::unix_now;
+use crate::bearer::{caller_for_token, presented_claims};
+use crate::session::{self, join_scopes, NewSession, Rotation};
+use crate::store::StoreError;
+use crate::user::{Password, Token, User, Username};
+use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
+use rpcguard::error::{self, AuthFailure, RpcError};
+use rpcguard::security::MethodSecurity;
+
+/// Params of `refresh`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshParams {
+    /// The refresh token of the last `sign_in` or `refresh` (43
+    /// characters; anything else is refused as `invalid_token`).
+    pub refresh_token: String,
+}
+
+/// Params of `sign_out`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignOutParams {
+    /// `true`: end every session of the user, not only this one.
+    #[serde(default)]
+    pub everywhere: Option<bool>,
+}
+
+/// Params of `change_password`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordParams {
+    /// The password now.
+    pub old_password: Password,
+    /// The new password.
+    pub new_password: Password,
+}
+
+/// Params of `authenticate`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthenticateParams {
+    /// An access token (from `sign_in` or `refresh`).
+    pub access_token: String,
+}
+
+/// An example `Token` for the document.
+pub(crate) fn token_example() -> serde_json::Value {
+    json!({
+        "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.signature",
+        "token_type": "bearer",
+        "expires_in": 900,
+        "refresh_token": "q8V3nqf0m2x5Hb9LwN7cZs1TgYk4RjEoPuA6dDiWlMe",
+        "scope": "scope1"
+    })
+}
+
+/// Declares `refresh`, `sign_out`, `change_password` and `authenticate`.
+pub fn declare<S>(api: &mut Api<S>) -> Result<(), ApiError>
+where
+    S: AsRef<Accounts> + Send + Sync + 'static,
+{
+    let user_example = json!({
+        "username": "alice",
+        "scopes": { "Bearer": ["scope1"] },
+        "created_at": "2026-11-27T12:00:00Z"
+    });
+    api.method(
+        Method::new("refresh")
+            .summary("Renews a session: a new access token and a new refresh token")
+            .description(
+                "Takes the refresh token of the last sign_in or refresh and answers a new Token; \
+                 the presented refresh token is dead from then on. Presenting a refresh token that \
+                 was already used ends the whole session (-32001 revoked_token), its access tokens \
+                 too. Unknown or malformed: -32001 invalid_token; expired: expired_token.",
+            )
+            .errors([error::UNAUTHENTICATED])
+            .example(Example::new(
+                "rotate",
+                json!({ "refresh_token": "Xr4l0N2bVq9sT1yKc8ZmH5dWj3uPaE7gFoLiBnQe6Ch" }),
+                token_example(),
+            )),
+        refresh::<S>,
+    )?
+    .method(
+        Method::new("sign_out")
+            .summary("Ends this session, or every session of the user")
+            .description(
+                "Ends the session of the token that calls it (everywhere: true ends every session \
+                 of the user). Its access tokens are refused from the very next call on, over HTTP \
+                 and on every open WebSocket session (-32001 revoked_token), and its refresh token \
+                 is dead.",
+            )
+            .security(MethodSecurity::signed_in())
+            .example(Example::new("this session", json!({}), json!(true)))
+            .example(Example::new(
+                "every session",
+                json!({ "everywhere": true }),
+                json!(true),
+            )),
+        sign_out::<S>,
+    )?
+    .method(
+        Method::new("change_password")
+            .summary("Changes the caller's password and ends its other sessions")
+            .description(
+                "Checks the old password (-32002 when wrong; throttled like sign_in with -32005), \
+                 stores the new one and ends every other session of the user. The session that \
+                 calls it goes on.",
+            )
+            .security(MethodSecurity::signed_in())
+            .errors([error::AUTHENTICATION_FAILED, error::TOO_MANY_REQUESTS])
+            .example(Example::new(
+                "change",
+                json!({
+                    "old_password": "correct horse battery",
+                    "new_password": "battery staple horse"
+                }),
+                json!(true),
+            )),
+        change_password::<S>,
+    )?
+    .method(
+        Method::new("authenticate")
+            .summary("Binds an access token to this WebSocket session")
+            .description(
+                "WebSocket only: later calls of this session are authorized with this token instead \
+                 of the upgrade's; calling it again with a newer token (from refresh) replaces it, \
+                 so a session outlives one token's exp. Answers the token's user. Over HTTP \
+                 (no session to bind): -32602.",
+            )
+            .errors([error::UNAUTHENTICATED])
+            .example(Example::new(
+                "bind",
+                json!({ "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.signature" }),
+                user_example,
+            )),
+        authenticate::<S>,
+    )?;
+    Ok(())
+}
+
+fn now_secs() -> Result<i64, RpcError> {
+    unix_now()
+        .and_then(|now| i64::try_from(now).ok())
+        .ok_or_else(|| RpcError::internal("clock before 1970"))
+}
+
+/// A fresh access token in `session` and the `Token` around it.
+pub(crate) fn token_in_session(
+    accounts: &Accounts,
+    username: &str,
+    account_id: &str,
+    session_id: &str,
+    refresh_token: String,
+    scope: String,
+) -> Result<Token, RpcError> {
+    let (access_token, _claims) = accounts
+        .keys
+        .issue(username, account_id, session_id)
+        .map_err(RpcError::internal)?;
+    Ok(Token {
+        access_token,
+        token_type: "bearer".to_owned(),
+        expires_in: accounts.keys.ttl().as_secs(),
+        refresh_token,
+        scope,
+    })
+}
+
+/// Opens a session for a user whose password was just checked, limited to
+/// `limit` when given; answers its first `Token`.
+pub(crate) async fn open(
+    accounts: &Accounts,
+    username: &str,
+    account_id: &str,
+    held: &[String],
+    limit: Option<Vec<String>>,
+) -> Result<Token, RpcError> {
+    let now = now_secs()?;
+    let session_id = session::new_session_id();
+    let (refresh_token, refresh_hash) = session::new_refresh_token();
+    let limit = limit.map(|mut scopes| {
+        scopes.sort();
+        scopes.dedup();
+        scopes
+    });
+    let expires = now.saturating_add(refresh_ttl_secs(accounts));
+    let new = NewSession {
+        username,
+        account_id,
+        session_id: &session_id,
+        scope_limit: limit.as_deref(),
+        refresh_hash: &refresh_hash,
+        now,
+        refresh_expires_at: expires,
+    };
+    match accounts.store.open_session(new).await {
+        Ok(()) => {}
+        // Deleted between the password check and now.
+        Err(StoreError::NotFound) => return Err(RpcError::AuthenticationFailed),
+        Err(other) => return Err(other.into()),
+    }
+    let state = session::SessionState {
+        id: session_id.clone(),
+        account_id: account_id.to_owned(),
+        username_key: username.to_ascii_lowercase(),
+        scope_limit: limit,
+        ended: false,
+    };
+    let scope = join_scopes(state.scopes_in_force(held));
+    token_in_session(
+        accounts,
+        username,
+        account_id,
+        &session_id,
+        refresh_token,
+        scope,
+    )
+}
+
+fn refresh_ttl_secs(accounts: &Accounts) -> i64 {
+    i64::try_from(accounts.refresh_ttl.as_secs()).unwrap_or(i64::MAX)
+}
+
+async fn refresh<S: AsRef<Accounts>>(
+    params: RefreshParams,
+    ctx: CallContext<S>,
+) -> Result<Token, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    let Some(old_hash) = session::refresh_token_hash(&params.refresh_token) else {
+        return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+    };
+    let now = now_secs()?;
+    let (next, next_hash) = session::new_refresh_token();
+    let expires = now.saturating_add(refresh_ttl_secs(accounts));
+    let session = match accounts
+        .store
+        .rotate_refresh(&old_hash, &next_hash, now, expires)
+        .await?
+    {
+        Rotation::Rotated(session) => session,
+        Rotation::Unknown => return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken)),
+        Rotation::Expired => return Err(RpcError::Unauthenticated(AuthFailure::ExpiredToken)),
+        Rotation::Ended => return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken)),
+        Rotation::Reused { username_key, .. } => {
+            tracing::warn!(username = %username_key, "refresh token reused: session ended");
+            return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
+        }
+    };
+    let account = accounts
+        .store
+        .find_account(&session.username_key)
+        .await?
+        .filter(|account| account.account_id == session.account_id)
+        .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
+    if account.disabled {
+        return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
+    }
+    let scope = join_scopes(session.scopes_in_force(&account.scopes));
+    token_in_session(
+        accounts,
+        &account.user.username,
+        &session.account_id,
+        &session.id,
+        next,
+        scope,
+    )
+}
+
+async fn sign_out<S: AsRef<Accounts>>(
+    params: SignOutParams,
+    ctx: CallContext<S>,
+) -> Result<bool, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    let caller = ctx.caller()?;
+    let claims = presented_claims(&accounts.keys, ctx.credentials().as_ref())?;
+    let now = now_secs()?;
+    if params.everywhere.unwrap_or(false) {
+        let ended = accounts
+            .store
+            .end_sessions(&caller.subject, None, now)
+            .await?;
+        tracing::info!(username = %caller.subject, sessions = ended.len(), "signed out everywhere");
+    } else {
+        accounts.store.end_session(&claims.sid, now).await?;
+        tracing::info!(username = %caller.subject, "signed out");
+    }
+    Ok(true)
+}
+
+async fn change_password<S: AsRef<Accounts>>(
+    params: ChangePasswordParams,
+    ctx: CallContext<S>,
+) -> Result<bool, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    let caller = ctx.caller()?;
+    let keep = presented_claims(&accounts.keys, ctx.credentials().as_ref())?
+        .sid
+        .clone();
+    let username = Username::parse(caller.subject.as_str()).map_err(RpcError::internal)?;
+    let client = ctx.remote_addr().map(|a| a.ip());
+    let place = accounts.hasher.reserve_verify()?;
+    accounts.throttle.check(&username, client)?;
+    let user = accounts.store.find_user(username.as_str()).await?;
+    let hash = user.as_ref().map(|u| u.password_hash.as_str());
+    let valid = place.verify(&params.old_password, hash).await?;
+    let user = match user {
+        Some(user) if valid => user,
+        _ => return Err(RpcError::AuthenticationFailed),
+    };
+    let new_hash = accounts
+        .hasher
+        .reserve_hash()?
+        .hash(&params.new_password)
+        .await?;
+    let ended = accounts
+        .store
+        .change_password(
+            username.as_str(),
+            &user.password_hash,
+            &new_hash,
+            Some(&keep),
+            now_secs()?,
+        )
+        .await?
+        // Changed by someone else meanwhile: the old password is not the
+        // password any more.
+        .ok_or(RpcError::AuthenticationFailed)?;
+    tracing::info!(%username, other_sessions_ended = ended.len(), "password changed");
+    Ok(true)
+}
+
+async fn authenticate<S: AsRef<Accounts>>(
+    params: AuthenticateParams,
+    ctx: CallContext<S>,
+) -> Result<Arc<User>, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    let Some(slot) = ctx.session() else {
+        return Err(RpcError::InvalidParams(
+            "authenticate binds a token to a WebSocket session; over HTTP send it as \
+             `Authorization: Bearer <token>`"
+                .into(),
+        ));
+    };
+    let caller = caller_for_token(&accounts.keys, &accounts.store, &params.access_token).await?;
+    slot.bind_bearer(&params.access_token, ctx.remote_addr())
+        .map_err(RpcError::Unauthenticated)?;
+    caller
+        .detail::<Arc<User>>()
+        .cloned()
+        .ok_or_else(|| RpcError::internal("a Bearer caller without its user"))
+}
