@@ -2,7 +2,8 @@
 //! method that needs the Bearer scope `reports`, and a method behind a
 //! security function written here from scratch (robots send
 //! `X-Robot-Key`), next to the account methods (`sign_up`, `sign_in`,
-//! `get_caller`, `require_scopes`), on one state of your own.
+//! `refresh`, `sign_out`, `change_password`, `authenticate`, `get_caller`,
+//! `require_scopes`), on one state of your own.
 //!
 //! ```sh
 //! ROBOT_KEY=change-me cargo run --example embedding -- ./example-data
