@@ -71,7 +71,8 @@ impl BearerSecurity {
 /// the session (live, of that account), and the scopes in force. A token of
 /// a session without a scope limit gets the account's own caller, built
 /// when the account was loaded; a scope-limited one gets a caller built
-/// here with the scopes in force.
+/// here with the scopes in force, and a user view (what `get_caller`
+/// answers) showing those.
 pub async fn caller_for_token(
     keys: &TokenKeys,
     store: &SharedStore,
@@ -102,13 +103,15 @@ pub async fn caller_for_token(
     if session.scope_limit.is_none() {
         return Ok(account.caller.clone());
     }
+    let in_force: Vec<String> = session
+        .scopes_in_force(&account.scopes)
+        .map(str::to_owned)
+        .collect();
+    // What `get_caller` shows is what this token may use.
+    let mut user = (*account.user).clone();
+    user.scopes.insert(BEARER.to_owned(), in_force.clone());
     Ok(Arc::new(
-        Caller::new(
-            account.user.username.as_str(),
-            BEARER,
-            session.scopes_in_force(&account.scopes),
-        )
-        .with_detail(account.user.clone()),
+        Caller::new(account.user.username.as_str(), BEARER, in_force).with_detail(Arc::new(user)),
     ))
 }
 

@@ -234,6 +234,15 @@ both_stores! {
         assert_eq!(data, json!({"missing_scopes": {"Bearer": ["scope1"]}}));
         assert_error(app.call(Some(&access(&nothing)), "require_scopes", json!({})).await, -32099, "Permission error");
         assert_eq!(me(&app, &access(&nothing)).await.expect("signed-in methods still work")["username"], "alice");
+        // get_caller shows what the token may use.
+        for (token, shown) in [
+            (&reader, json!(["reader"])),
+            (&limited, json!(["scope1"])),
+            (&nothing, json!([])),
+            (&unlimited, json!(["reader", "scope1"])),
+        ] {
+            assert_eq!(me(&app, &access(token)).await.expect("get_caller")["scopes"]["Bearer"], shown);
+        }
         for token in [&limited, &unlimited] {
             assert_eq!(app.call(Some(&access(token)), "require_scopes", json!({})).await.expect("allowed"), json!(true));
         }
