@@ -6,7 +6,7 @@
 //! and B, run on it with one shared signing key. The account signs up and
 //! in on A; its token is used on B. The harness then opens a store of its
 //! own on the database (a separate pool, as a third instance or the
-//! `rpcguard user` CLI commits) and, [`Args::propagation_trials`] times:
+//! `rpcguard user` CLI commits) and, [`Args::propagation_trials`](crate::args::Args::propagation_trials) times:
 //!
 //! 1. grants `scope1`, and from the moment the grant has committed calls
 //!    `require_scopes` on B back to back until it answers `true`;
@@ -26,7 +26,6 @@ use futures::future::LocalBoxFuture;
 
 use super::Scenario;
 use crate::account::{self, USER};
-use crate::args::Args;
 use crate::harness::Bench;
 use crate::load::{Conn, Prepared, Transport};
 use crate::record::Measured;
@@ -143,21 +142,19 @@ async fn measure(bench: &Bench, admin_url: &str) -> anyhow::Result<Delays> {
         .tempdir()?;
     let secret = keys.path().join("secret.key");
     write_private(&secret, &hex(&rand::random::<[u8; 32]>()))?;
-    let extra = |args: &Args| {
-        let mut extra = args.rpcguard_args.clone();
-        extra.extend([
-            "--database-url".to_owned(),
-            url.clone(),
-            "--secret-file".to_owned(),
-            secret.display().to_string(),
-        ]);
-        extra
-    };
+    // Both instances on the one database, with the one signing key.
+    let mut extra = bench.args.rpcguard_args.clone();
+    extra.extend([
+        "--database-url".to_owned(),
+        url.clone(),
+        "--secret-file".to_owned(),
+        secret.display().to_string(),
+    ]);
     let start = || {
         server::start_rpcguard(
             &bench.rpcguard.program,
             bench.args.bcrypt_cost,
-            &extra(&bench.args),
+            &extra,
             Logging::Quiet,
         )
     };
