@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rpcguard::openrpc::DocInfo;
+use rpcguard::policy::{Discover, Policy};
 use rpcguard_accounts::app;
 use rpcguard_accounts::config::{Config, SecretSource};
 use rpcguard_accounts::keys::KeyAlg;
@@ -35,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the server (HTTP + WebSocket on one port).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Prints the OpenRPC document (the content of openrpc.json).
     Openrpc(OpenrpcArgs),
     /// Manages accounts directly in the store.
@@ -180,6 +181,18 @@ struct ServeArgs {
     /// The interactive docs page at GET /docs (off: 404).
     #[arg(long, env = "RPCGUARD_DOCS", value_enum, default_value_t = OnOff::On)]
     docs: OnOff,
+    /// Operator policy (TOML): per-method scopes, any-of alternatives, disabled methods and
+    /// rate limits (README, "Policy"). Checked at start; SIGHUP reloads it.
+    #[arg(long, env = "RPCGUARD_POLICY")]
+    policy: Option<PathBuf>,
+    /// What rpc.discover answers: `all` (the whole document) or `caller` (only the methods the
+    /// caller may call).
+    #[arg(long, env = "RPCGUARD_DISCOVER", default_value = "all", value_parser = parse_discover)]
+    discover: Discover,
+}
+
+fn parse_discover(value: &str) -> Result<Discover, String> {
+    value.parse()
 }
 
 /// A feature switch.
@@ -200,6 +213,9 @@ struct OpenrpcArgs {
         default_value = "http://127.0.0.1:8080/"
     )]
     public_url: String,
+    /// Show the document as a server with this policy file serves it.
+    #[arg(long, env = "RPCGUARD_POLICY")]
+    policy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -320,12 +336,17 @@ fn serve_config(args: ServeArgs) -> Config {
     config.server.ws_idle_timeout = Duration::from_secs(args.ws_idle_timeout);
     config.server.doc = doc_info(args.public_url.unwrap_or_else(|| format!("http://{addr}/")));
     config.server.docs = args.docs == OnOff::On;
+    config.server.discover = args.discover;
     config
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = args.addr;
-    let config = serve_config(args);
+    let policy_file = args.policy.clone();
+    let mut config = serve_config(args);
+    if let Some(path) = &policy_file {
+        config.server.policy = Policy::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
+    }
     if let Err(err) = rpcguard::server::raise_open_file_limit() {
         tracing::warn!(error = %err, "cannot raise the open-file limit");
     }
@@ -353,8 +374,45 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %bound, store = %if config.database_url.is_some() { "postgres" } else { "sqlite" }, "rpcguard listening");
     // Tests and scripts read this line to learn the port when --addr ends in :0.
     eprintln!("rpcguard listening on http://{bound}/");
+    if let Some(path) = policy_file {
+        tokio::spawn(reload_policy_on_sighup(path, server.policy()));
+    }
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
     Ok(())
+}
+
+/// Re-reads the policy file at each SIGHUP and puts it in force; a file
+/// that does not read or check is refused with a log line, and the policy
+/// in force stays.
+async fn reload_policy_on_sighup(path: PathBuf, handle: rpcguard::policy::PolicyHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGHUP: the policy will not reload");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            match Policy::load(&path).and_then(|policy| handle.replace(policy)) {
+                Ok(()) => {
+                    tracing::info!(file = %path.display(), "policy reloaded");
+                    // Tests and scripts wait for this line.
+                    eprintln!("rpcguard policy reloaded");
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "policy reload refused; the policy in force stays");
+                    eprintln!("rpcguard policy reload refused: {err}");
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, handle);
+    }
 }
 
 fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
@@ -362,7 +420,15 @@ fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
         rpcguard::Api::new();
     rpcguard_accounts::methods::accounts::declare(&mut api)?;
     let schemes = [rpcguard_accounts::BearerSecurity::scheme_doc()];
-    let document = rpcguard::openrpc::document(&api, &schemes, &doc_info(args.public_url));
+    let info = doc_info(args.public_url);
+    let document = match &args.policy {
+        None => rpcguard::openrpc::document(&api, &schemes, &info),
+        Some(path) => {
+            let policy = Policy::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
+            rpcguard::openrpc::document_with_policy(&api, &schemes, &info, &policy)
+                .map_err(|err| anyhow::anyhow!("{err}"))?
+        }
+    };
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &document)?;
     writeln!(out)?;
@@ -570,7 +636,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
             Command::Key(command) => key(command),

@@ -34,41 +34,27 @@
 //! packing calls into one batch nor spreading them over WebSocket sessions
 //! gets around the budgets.
 //!
-//! **Memory.** Each limiter holds at most `max_keys` keys (plus a few when
-//! threads race at the limit). Keys whose budget has refilled are dropped by
-//! [`SignInThrottle::retain_recent`] every minute, and early (at most once a
-//! second) when a limiter reaches its cap. When a limiter is still full
-//! after that, every *new* key of that limiter shares one overflow budget of
-//! the same size: the fallback fails closed — an attacker gets no more
-//! attempts than with a key of its own, while clients and accounts not yet
-//! tracked may wait (`-32005`) until the next sweep frees room. Keys already
-//! tracked keep their own budgets. A key costs about 200 bytes (measured
-//! with 60-character usernames), so with the default cap of 100,000 keys
-//! per limiter the four limiters stay under about 80 MiB whatever the
-//! clients do.
+//! **Memory.** Each limiter is a [`rpcguard::limit::Budget`]: at most
+//! `max_keys` keys, swept by [`SignInThrottle::retain_recent`] every minute
+//! and early when full, and new keys sharing one overflow budget once it is
+//! full (failing closed). A key costs about 200 bytes (measured with
+//! 60-character usernames), so with the default cap of 100,000 keys per
+//! limiter the four limiters stay under about 80 MiB whatever the clients
+//! do.
 
-use std::hash::Hash;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::nanos::Nanos;
-use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
-use governor::state::{InMemoryState, NotKeyed, StateStore};
-use governor::{NotUntil, Quota, RateLimiter};
+use rpcguard::error::RpcError;
+use rpcguard::limit::{draw, Budget};
 use rpcguard::server::client_key;
 
 use crate::user::Username;
-use rpcguard::error::RpcError;
 
 /// Default most keys per limiter.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub const DEFAULT_MAX_KEYS: usize = rpcguard::limit::DEFAULT_MAX_KEYS;
 /// Default `sign_up` budget per client address and minute.
 pub const DEFAULT_SIGN_UP_PER_IP: u32 = 10;
-/// Shortest time between two early sweeps of one full limiter.
-const EARLY_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// `sign_in` budgets per minute; `0` disables that budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,120 +77,6 @@ impl Default for ThrottleConfig {
     }
 }
 
-/// A keyed state store with at most `max_keys` keys: a new key arriving
-/// when it is full shares the one `overflow` state.
-struct CappedStore<K: Hash + Eq + Clone> {
-    map: DashMapStateStore<K>,
-    overflow: InMemoryState,
-    max_keys: usize,
-}
-
-impl<K: Hash + Eq + Clone> StateStore for CappedStore<K> {
-    type Key = K;
-
-    fn measure_and_replace<T, F, E>(&self, key: &K, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        // Two threads may both see room for the last key: the cap can be
-        // passed by at most the number of threads checking at once.
-        if self.map.contains_key(key) || self.map.len() < self.max_keys {
-            self.map.measure_and_replace(key, f)
-        } else {
-            self.overflow.measure_and_replace(&NotKeyed::NonKey, f)
-        }
-    }
-}
-
-impl<K: Hash + Eq + Clone> ShrinkableKeyedStateStore<K> for CappedStore<K> {
-    fn retain_recent(&self, drop_below: Nanos) {
-        ShrinkableKeyedStateStore::retain_recent(&self.map, drop_below);
-    }
-
-    fn shrink_to_fit(&self) {
-        ShrinkableKeyedStateStore::shrink_to_fit(&self.map);
-    }
-
-    fn len(&self) -> usize {
-        ShrinkableKeyedStateStore::len(&self.map)
-    }
-
-    fn is_empty(&self) -> bool {
-        ShrinkableKeyedStateStore::is_empty(&self.map)
-    }
-}
-
-/// One keyed budget with a capped number of keys.
-struct Budget<K: Hash + Eq + Clone> {
-    limiter: RateLimiter<K, CappedStore<K>, DefaultClock>,
-    max_keys: usize,
-    last_early_sweep: Mutex<Option<Instant>>,
-    early_sweep_every: Duration,
-}
-
-impl<K: Hash + Eq + Clone> Budget<K> {
-    /// `None` when `per_minute` is 0 (disabled).
-    fn new(per_minute: u32, max_keys: usize, clock: &DefaultClock) -> Option<Self> {
-        let burst = NonZeroU32::new(per_minute)?;
-        let period = Duration::from_secs(60) / per_minute;
-        let quota = Quota::with_period(period)?.allow_burst(burst);
-        let max_keys = max_keys.max(1);
-        let store = CappedStore {
-            map: DashMapStateStore::default(),
-            overflow: InMemoryState::default(),
-            max_keys,
-        };
-        Some(Budget {
-            limiter: RateLimiter::new(quota, store, clock.clone()),
-            max_keys,
-            last_early_sweep: Mutex::new(None),
-            early_sweep_every: EARLY_SWEEP_EVERY,
-        })
-    }
-
-    /// Draws one cell for `key`, sweeping first when the limiter is full
-    /// (at most once per `early_sweep_every`; a sweep already running
-    /// elsewhere is not waited for).
-    fn check(&self, key: &K) -> Result<(), NotUntil<<DefaultClock as Clock>::Instant>> {
-        if self.limiter.len() >= self.max_keys {
-            if let Ok(mut last) = self.last_early_sweep.try_lock() {
-                if last.is_none_or(|at| at.elapsed() >= self.early_sweep_every) {
-                    *last = Some(Instant::now());
-                    self.limiter.retain_recent();
-                }
-            }
-        }
-        self.limiter.check_key(key)
-    }
-
-    fn sweep(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
-    }
-
-    fn len(&self) -> usize {
-        self.limiter.len()
-    }
-}
-
-/// Draws from an optional budget: `Ok` when it is disabled.
-fn draw<K: Hash + Eq + Clone>(
-    budget: &Option<Budget<K>>,
-    key: &K,
-) -> Result<(), NotUntil<<DefaultClock as Clock>::Instant>> {
-    budget.as_ref().map_or(Ok(()), |b| b.check(key))
-}
-
-fn too_many(
-    clock: &DefaultClock,
-    not_until: NotUntil<<DefaultClock as Clock>::Instant>,
-) -> RpcError {
-    let wait = not_until.wait_time_from(clock.now());
-    RpcError::TooManyRequests {
-        retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
-    }
-}
-
 /// The shared throttle of `sign_in` and `sign_up`.
 #[derive(Clone)]
 pub struct SignInThrottle {
@@ -216,7 +88,6 @@ struct Limiters {
     pair: Option<Budget<(String, Option<IpAddr>)>>,
     account: Option<Budget<String>>,
     sign_up_ip: Option<Budget<Option<IpAddr>>>,
-    clock: DefaultClock,
 }
 
 impl std::fmt::Debug for SignInThrottle {
@@ -238,14 +109,12 @@ impl SignInThrottle {
     /// attempts per client address and minute (`0`: no limit) and at most
     /// `max_keys` keys in each limiter.
     pub fn with_limits(config: ThrottleConfig, sign_up_per_ip: u32, max_keys: usize) -> Self {
-        let clock = DefaultClock::default();
         SignInThrottle {
             inner: Arc::new(Limiters {
-                ip: Budget::new(config.per_ip, max_keys, &clock),
-                pair: Budget::new(config.per_account_and_ip, max_keys, &clock),
-                account: Budget::new(config.per_account, max_keys, &clock),
-                sign_up_ip: Budget::new(sign_up_per_ip, max_keys, &clock),
-                clock,
+                ip: Budget::per_minute(config.per_ip, max_keys),
+                pair: Budget::per_minute(config.per_account_and_ip, max_keys),
+                account: Budget::per_minute(config.per_account, max_keys),
+                sign_up_ip: Budget::per_minute(sign_up_per_ip, max_keys),
             }),
         }
     }
@@ -256,20 +125,17 @@ impl SignInThrottle {
     pub fn check(&self, username: &Username, client: Option<IpAddr>) -> Result<(), RpcError> {
         let l = &self.inner;
         let client = client.map(client_key);
-        draw(&l.ip, &client)
-            .and_then(|()| {
-                let account = username.key();
-                draw(&l.pair, &(account.clone(), client)).and_then(|()| draw(&l.account, &account))
-            })
-            .map_err(|not_until| too_many(&l.clock, not_until))
+        draw(l.ip.as_ref(), &client)?;
+        let account = username.key();
+        draw(l.pair.as_ref(), &(account.clone(), client))?;
+        draw(l.account.as_ref(), &account)
     }
 
     /// Draws one `sign_up` attempt from `client`; `-32005` with the wait
     /// when its budget is empty.
     pub fn check_sign_up(&self, client: Option<IpAddr>) -> Result<(), RpcError> {
         let l = &self.inner;
-        draw(&l.sign_up_ip, &client.map(client_key))
-            .map_err(|not_until| too_many(&l.clock, not_until))
+        draw(l.sign_up_ip.as_ref(), &client.map(client_key))
     }
 
     /// Drops keys whose budget has fully refilled, bounding memory.
@@ -338,7 +204,7 @@ mod tests {
             throttle.check(&name(i), None).expect("within budget");
         }
         assert_eq!(throttle.tracked(), 1000);
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         throttle.retain_recent();
         assert_eq!(throttle.tracked(), 0);
     }
@@ -395,32 +261,6 @@ mod tests {
         assert_eq!(throttle.tracked(), 100);
         // Accounts already tracked keep their own budget.
         throttle.check(&name(0), None).expect("tracked key");
-    }
-
-    #[test]
-    fn a_full_limiter_is_swept_early() {
-        let mut throttle = SignInThrottle::with_limits(
-            ThrottleConfig {
-                per_account_and_ip: 0,
-                per_ip: 0,
-                per_account: 60_000, // refills in 1 ms
-            },
-            0,
-            100,
-        );
-        if let Some(b) = Arc::get_mut(&mut throttle.inner).and_then(|l| l.account.as_mut()) {
-            b.early_sweep_every = Duration::ZERO;
-        }
-        for i in 0..100 {
-            throttle.check(&name(i), None).expect("own budget");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-        // The next new key finds the limiter full and sweeps it: the 100
-        // refilled keys go, the new one gets its own.
-        throttle
-            .check(&name(100), None)
-            .expect("room after the sweep");
-        assert_eq!(throttle.tracked(), 1);
     }
 
     #[test]

@@ -324,23 +324,7 @@ async fn the_embedding_example_runs_its_three_kinds_of_method() {
         .await
         .expect("public")
         .is_string());
-    call(
-        &anonymous,
-        "sign_up",
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await
-    .expect("sign_up");
-    let token = call(
-        &anonymous,
-        "sign_in",
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await
-    .expect("sign_in")["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = signed_in_through(&anonymous, "alice").await;
     let bearer = format!("Bearer {token}");
     let alice = client(&url, Some(("authorization", &bearer)));
     let report = json!({"month": "2026-11"});

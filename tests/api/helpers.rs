@@ -211,6 +211,11 @@ impl TestApp {
         }
     }
 
+    /// The running server's policy handle.
+    pub fn policy(&self) -> rpcguard::policy::PolicyHandle {
+        self.server.as_ref().expect("running").policy()
+    }
+
     /// Stops the server gracefully (calls in flight are answered first).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
@@ -310,6 +315,19 @@ impl TestApp {
         };
         (status, value)
     }
+}
+
+/// Signs `username` up with [`PASSWORD`] and in through `client`; returns
+/// the access token.
+pub async fn signed_in_through(client: &impl ClientT, username: &str) -> String {
+    let credentials = json!({"username": username, "password": PASSWORD});
+    call(client, "sign_up", credentials.clone())
+        .await
+        .expect("sign_up");
+    call(client, "sign_in", credentials).await.expect("sign_in")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
 }
 
 /// `Authorization: Bearer <token>` (or no header).

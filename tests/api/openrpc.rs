@@ -385,6 +385,14 @@ async fn node(dir: &Path, script: &str, args: Vec<String>) {
     );
 }
 
+/// Runs the official OpenRPC validator (`validate.mjs`) on a file or URL;
+/// returns without checking when Node.js is absent (the caller is marked
+/// ignored then).
+pub async fn validate_with_node(file_or_url: &str) {
+    let Some(dir) = node_tools() else { return };
+    node(dir, "validate.mjs", vec![file_or_url.to_owned()]).await;
+}
+
 #[tokio::test]
 #[cfg_attr(
     rpcguard_no_node,

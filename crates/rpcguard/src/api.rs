@@ -12,7 +12,6 @@
 //! never echoing the value.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -226,19 +225,6 @@ pub(crate) struct MethodDecl {
     pub result_schema: fn(&mut SchemaGenerator) -> Schema,
     /// The result type's schema name (for the result's content descriptor).
     pub result_name: String,
-}
-
-/// Read-only lookup of declarations by name, shared with the middleware.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    by_name: HashMap<String, Arc<MethodDecl>>,
-}
-
-impl Registry {
-    /// The declaration of `name`, if declared.
-    pub(crate) fn get(&self, name: &str) -> Option<&MethodDecl> {
-        self.by_name.get(name).map(|d| d.as_ref())
-    }
 }
 
 /// Errors of declaring methods.
@@ -458,19 +444,17 @@ impl<S: Send + Sync + 'static> Api<S> {
     }
 
     /// Registers every handler into a jsonrpsee module over `state`, and
-    /// returns it with the registry the middleware enforces. `rpc.discover`
-    /// is not registered here (the server adds it).
-    pub(crate) fn into_parts(self, state: Arc<S>) -> Result<(RpcModule<S>, Registry), ApiError> {
+    /// returns it with the declarations the middleware enforces.
+    /// `rpc.discover` is not registered here (the server adds it).
+    pub(crate) fn into_parts(
+        self,
+        state: Arc<S>,
+    ) -> Result<(RpcModule<S>, Vec<Arc<MethodDecl>>), ApiError> {
         let mut module = RpcModule::from_arc(state);
         for register in self.registrations {
             register(&mut module)?;
         }
-        let by_name = self
-            .decls
-            .iter()
-            .map(|d| (d.name.clone().into_owned(), d.clone()))
-            .collect();
-        Ok((module, Registry { by_name }))
+        Ok((module, self.decls))
     }
 }
 

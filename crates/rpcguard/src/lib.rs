@@ -46,7 +46,9 @@
 
 pub mod api;
 pub mod error;
+pub mod limit;
 pub mod openrpc;
+pub mod policy;
 mod schema;
 pub mod security;
 pub mod server;
@@ -55,8 +57,8 @@ pub use api::{Api, ApiError, CallContext, Example, Method, NoParams};
 pub use async_trait::async_trait;
 pub use error::{AuthFailure, RpcError};
 pub use security::{
-    AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, MethodSecurity, SchemeDoc,
-    SecurityFunction, SessionCredentials, SharedSecurity, BEARER,
+    AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, MethodSecurity, Requirement,
+    SchemeDoc, SecurityFunction, SessionCredentials, SharedSecurity, BEARER,
 };
 pub use server::ServerError;
 pub use server::{RunningServer, ServerConfig};

@@ -51,12 +51,12 @@ impl Transform for StripFormats {
 
 /// The result of `rpc.discover`: a whole OpenRPC document, pre-serialized.
 #[derive(Debug, Clone)]
-pub(crate) struct OpenRpcDocument(Box<RawValue>);
+pub(crate) struct OpenRpcDocument(std::sync::Arc<RawValue>);
 
 impl OpenRpcDocument {
     /// Wraps a document value.
     pub(crate) fn new(value: &Value) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(OpenRpcDocument)
+        serde_json::value::to_raw_value(value).map(|raw| OpenRpcDocument(raw.into()))
     }
 
     /// The serialized document, as `rpc.discover` answers it.
@@ -67,7 +67,7 @@ impl OpenRpcDocument {
 
 impl Serialize for OpenRpcDocument {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
+        RawValue::serialize(&self.0, serializer)
     }
 }
 

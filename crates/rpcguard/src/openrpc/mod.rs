@@ -12,16 +12,19 @@
 //! `UnauthenticatedData` (the spec leaves `data` free; the document says so
 //! with the root flag [`ERROR_DATA_SCHEMA`]).
 //! `components["x-securitySchemes"]` describes each scheme. The server
-//! builds the document once at start-up and `rpc.discover` serves it from
-//! memory.
+//! builds the document once at start-up (and again when it takes a new
+//! [`Policy`], which changes what the document
+//! says) and `rpc.discover` serves it from memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
 use crate::api::{Api, MethodDecl};
 use crate::error::{self, data_schema_for, message_for};
+use crate::policy::{Policy, PolicyError};
 use crate::schema::schema_settings;
 pub use crate::schema::OPENRPC_VERSION;
 use crate::security::SchemeDoc;
@@ -82,7 +85,36 @@ pub fn document<S: Send + Sync + 'static>(
     schemes: &[SchemeDoc],
     info: &DocInfo,
 ) -> Value {
-    let decls = api.declarations();
+    document_of(api.declarations(), schemes, info)
+}
+
+/// The document a server serves for `api` under `policy`: the
+/// requirements in force, disabled methods left out (what `rpc.discover`
+/// answers with [`Discover::All`](crate::policy::Discover::All)). An error
+/// when the policy names a method or scheme the API does not have.
+pub fn document_with_policy<S: Send + Sync + 'static>(
+    api: &Api<S>,
+    schemes: &[SchemeDoc],
+    info: &DocInfo,
+    policy: &Policy,
+) -> Result<Value, PolicyError> {
+    let names: Vec<&str> = api.names().collect();
+    let scheme_names: Vec<&str> = schemes.iter().map(|s| s.name.as_str()).collect();
+    policy.validate(&names, &scheme_names)?;
+    let decls: Vec<Arc<MethodDecl>> = api
+        .declarations()
+        .iter()
+        .filter_map(|decl| policy.apply(decl, false))
+        .collect();
+    Ok(document_of(&decls, schemes, info))
+}
+
+/// The document of these declarations (a policy's view of an API).
+pub(crate) fn document_of(
+    decls: &[Arc<MethodDecl>],
+    schemes: &[SchemeDoc],
+    info: &DocInfo,
+) -> Value {
     let mut generator = schema_settings().into_generator();
     let methods: Vec<Value> = decls
         .iter()
@@ -180,7 +212,7 @@ fn method_entry(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Value {
     );
     entry.insert("errors".into(), json!(errors_of(decl, generator)));
     entry.insert("examples".into(), json!(examples_of(decl)));
-    entry.insert("x-security".into(), json!(decl.security.requirements()));
+    entry.insert("x-security".into(), decl.security.x_security());
     Value::Object(entry)
 }
 
@@ -203,7 +235,7 @@ fn errors_of(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Vec<Value> {
     let mut codes = Vec::new();
     if !decl.security.is_public() {
         codes.push(error::UNAUTHENTICATED);
-        if decl.security.requirements().values().any(|s| !s.is_empty()) {
+        if decl.security.needs_scopes() {
             codes.push(error::PERMISSION_ERROR);
         }
     }
@@ -260,14 +292,19 @@ fn examples_of(decl: &MethodDecl) -> Vec<Value> {
 
 /// `components["x-securitySchemes"]`: each scheme with the scopes the
 /// declared methods use.
-fn security_schemes(decls: &[std::sync::Arc<MethodDecl>], schemes: &[SchemeDoc]) -> Value {
+fn security_schemes(decls: &[Arc<MethodDecl>], schemes: &[SchemeDoc]) -> Value {
     let mut out = Map::new();
     for scheme in schemes {
         let mut scopes: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for decl in decls {
-            if let Some(required) = decl.security.requirements().get(&scheme.name) {
-                for scope in required {
-                    scopes.entry(scope.clone()).or_default().push(&decl.name);
+            for alt in decl.security.alternatives() {
+                if alt.scheme == scheme.name {
+                    for scope in &alt.scopes {
+                        let methods = scopes.entry(scope.clone()).or_default();
+                        if !methods.contains(&decl.name.as_ref()) {
+                            methods.push(&decl.name);
+                        }
+                    }
                 }
             }
         }

@@ -32,7 +32,7 @@
 mod api_key;
 mod session;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,30 +49,79 @@ pub use session::SessionCredentials;
 /// as methods declare it and the document's `x-securitySchemes` lists it.
 pub const BEARER: &str = "Bearer";
 
-/// The security requirement a method declares.
+/// The security requirement a method declares: a list of alternatives,
+/// each a scheme and the scopes all needed in it; any one alternative
+/// suffices. No alternative means public.
 ///
 /// ```
 /// use rpcguard::MethodSecurity;
 /// let any_signed_in = MethodSecurity::signed_in();
 /// let admins = MethodSecurity::bearer(["admin"]).or("ApiKey", ["admin"]);
 /// let any_bot = MethodSecurity::authenticated("ApiKey");
+/// // Any of several scope sets in one scheme.
+/// let either = MethodSecurity::bearer(["admin"]).or("Bearer", ["scope1", "scope2"]);
 /// assert!(MethodSecurity::public().is_public());
 /// assert!(!any_signed_in.is_public());
-/// assert_eq!(admins.requirements().len(), 2);
+/// assert_eq!(admins.alternatives().len(), 2);
 /// assert_eq!(admins.schemes().collect::<Vec<_>>(), ["Bearer", "ApiKey"]);
-/// assert_eq!(any_bot.requirements()["ApiKey"], Vec::<String>::new());
+/// assert!(any_bot.alternatives()[0].scopes.is_empty());
+/// // The document's `x-security`: an object when each scheme appears once,
+/// // else a list of one-scheme objects.
+/// assert_eq!(admins.x_security(), serde_json::json!({"ApiKey": ["admin"], "Bearer": ["admin"]}));
+/// assert_eq!(
+///     either.x_security(),
+///     serde_json::json!([{"Bearer": ["admin"]}, {"Bearer": ["scope1", "scope2"]}])
+/// );
 /// ```
 ///
 /// Every scheme a method names must be one the server's
 /// [`SecurityFunction::schemes`] lists: [`crate::server::spawn`] refuses to
 /// start otherwise, so a misspelt scheme cannot lock a method for good.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 #[must_use]
 pub struct MethodSecurity {
-    /// Scheme to the scopes all needed in it (the document's `x-security`).
-    requirements: BTreeMap<String, Vec<String>>,
-    /// The schemes in the order declared: the order alternatives are tried.
-    order: Vec<String>,
+    /// In the order declared: the order alternatives are tried.
+    alternatives: Vec<Requirement>,
+}
+
+/// One alternative of a [`MethodSecurity`]: a caller authenticated in
+/// `scheme` holding every one of `scopes`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Requirement {
+    /// The scheme the caller must be authenticated in.
+    pub scheme: String,
+    /// The scopes all needed, sorted and without repeats (none: any caller
+    /// authenticated in the scheme).
+    pub scopes: Vec<String>,
+}
+
+impl Requirement {
+    /// `scheme` with all of `scopes` (sorted, repeats dropped).
+    pub fn new<I, S>(scheme: &str, scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let mut scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
+        scopes.sort();
+        scopes.dedup();
+        Requirement {
+            scheme: scheme.to_owned(),
+            scopes,
+        }
+    }
+
+    /// The scopes of this alternative `caller` lacks (none: it is met),
+    /// `None` when `caller` is of another scheme.
+    pub fn lacking(&self, caller: &Caller) -> Option<Vec<String>> {
+        (caller.scheme == self.scheme).then(|| {
+            self.scopes
+                .iter()
+                .filter(|scope| !caller.scopes.contains(*scope))
+                .cloned()
+                .collect()
+        })
+    }
 }
 
 impl MethodSecurity {
@@ -113,23 +162,28 @@ impl MethodSecurity {
         Self::public().or(scheme, scopes)
     }
 
+    /// Any one of `alternatives` (in order); none: public.
+    pub fn any_of(alternatives: impl IntoIterator<Item = Requirement>) -> Self {
+        alternatives
+            .into_iter()
+            .fold(Self::public(), |security, alt| security.or_requirement(alt))
+    }
+
     /// Adds an alternative: `scheme` with all of `scopes` also suffices.
-    /// Alternatives are tried in the order they are added; naming a scheme
-    /// again replaces its scopes and keeps its place.
-    pub fn or<I, S>(mut self, scheme: &str, scopes: I) -> Self
+    /// Alternatives are tried in the order they are added; a scheme may
+    /// have several (any one of several scope sets); adding one that is
+    /// already there changes nothing.
+    pub fn or<I, S>(self, scheme: &str, scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let mut scopes: Vec<String> = scopes.into_iter().map(Into::into).collect();
-        scopes.sort();
-        scopes.dedup();
-        if self
-            .requirements
-            .insert(scheme.to_owned(), scopes)
-            .is_none()
-        {
-            self.order.push(scheme.to_owned());
+        self.or_requirement(Requirement::new(scheme, scopes))
+    }
+
+    fn or_requirement(mut self, alternative: Requirement) -> Self {
+        if !self.alternatives.contains(&alternative) {
+            self.alternatives.push(alternative);
         }
         self
     }
@@ -142,18 +196,63 @@ impl MethodSecurity {
 
     /// True when the method needs no credentials.
     pub fn is_public(&self) -> bool {
-        self.requirements.is_empty()
+        self.alternatives.is_empty()
     }
 
-    /// The alternatives, scheme name to required scopes (the document's
-    /// `x-security`).
-    pub fn requirements(&self) -> &BTreeMap<String, Vec<String>> {
-        &self.requirements
+    /// The alternatives, in the order they are tried.
+    pub fn alternatives(&self) -> &[Requirement] {
+        &self.alternatives
     }
 
-    /// The schemes of the alternatives, in the order they are tried.
+    /// The schemes of the alternatives, in the order they are first tried,
+    /// each once.
     pub fn schemes(&self) -> impl Iterator<Item = &str> + '_ {
-        self.order.iter().map(String::as_str)
+        self.alternatives
+            .iter()
+            .enumerate()
+            .filter(|(i, alt)| {
+                !self.alternatives[..*i]
+                    .iter()
+                    .any(|earlier| earlier.scheme == alt.scheme)
+            })
+            .map(|(_, alt)| alt.scheme.as_str())
+    }
+
+    /// True when some alternative asks for at least one scope.
+    pub fn needs_scopes(&self) -> bool {
+        self.alternatives.iter().any(|alt| !alt.scopes.is_empty())
+    }
+
+    /// The document's `x-security`: `{scheme: [scopes], …}` (the schemes
+    /// are alternatives) when every scheme has one alternative; otherwise a
+    /// list of one-scheme objects, `[{scheme: [scopes]}, …]`, in the order
+    /// they are tried (OpenAPI's `security` form).
+    pub fn x_security(&self) -> serde_json::Value {
+        use serde_json::{Map, Value};
+        let one = |alt: &Requirement| {
+            let scopes = alt.scopes.iter().cloned().map(Value::String).collect();
+            (alt.scheme.clone(), Value::Array(scopes))
+        };
+        if self.schemes().count() == self.alternatives.len() {
+            // Sorted by scheme, as the object form has always been written.
+            let mut sorted: Vec<&Requirement> = self.alternatives.iter().collect();
+            sorted.sort_by(|a, b| a.scheme.cmp(&b.scheme));
+            Value::Object(sorted.into_iter().map(one).collect())
+        } else {
+            Value::Array(
+                self.alternatives
+                    .iter()
+                    .map(|alt| Value::Object(Map::from_iter([one(alt)])))
+                    .collect(),
+            )
+        }
+    }
+
+    /// True when `caller` meets some alternative.
+    pub fn admits(&self, caller: &Caller) -> bool {
+        self.alternatives
+            .iter()
+            .any(|alt| alt.lacking(caller).is_some_and(|l| l.is_empty()))
     }
 
     /// The one caller this requirement lets in, from the identities a
@@ -162,10 +261,12 @@ impl MethodSecurity {
     /// For a secured method: the identity of the first alternative (in
     /// declared order) whose scheme authenticated the caller with all its
     /// scopes. Otherwise, in this order: `-32099` with the scopes missing
-    /// in each required scheme the caller is authenticated in; `-32001`
-    /// with the reason a required scheme's credential was refused; `-32001
-    /// wrong_scheme` when the caller is authenticated only in schemes the
-    /// method does not accept; `-32001 missing_token`.
+    /// in each required scheme the caller is authenticated in (when a
+    /// scheme has several alternatives: those of the alternative that lacks
+    /// the fewest, the first of equals); `-32001` with the reason a
+    /// required scheme's credential was refused; `-32001 wrong_scheme` when
+    /// the caller is authenticated only in schemes the method does not
+    /// accept; `-32001 missing_token`.
     ///
     /// For a public method: `Ok` with the first identity found, if any
     /// (what a handler declared with
@@ -176,19 +277,19 @@ impl MethodSecurity {
         }
         let mut missing = MissingScopes::new();
         let mut refused = None;
-        for scheme in &self.order {
-            let required = self.requirements.get(scheme).map_or(&[][..], Vec::as_slice);
-            match identities.get(scheme) {
+        for alt in &self.alternatives {
+            match identities.get(&alt.scheme) {
                 Some(Ok(caller)) => {
-                    let lacking: Vec<String> = required
-                        .iter()
-                        .filter(|scope| !caller.scopes.contains(*scope))
-                        .cloned()
-                        .collect();
+                    let lacking = alt.lacking(caller).unwrap_or_default();
                     if lacking.is_empty() {
                         return Ok(Some(caller));
                     }
-                    missing.insert(scheme.clone(), lacking);
+                    match missing.get(&alt.scheme) {
+                        Some(fewer) if fewer.len() <= lacking.len() => {}
+                        _ => {
+                            missing.insert(alt.scheme.clone(), lacking);
+                        }
+                    }
                 }
                 Some(Err(reason)) => {
                     refused.get_or_insert(reason);
@@ -821,8 +922,34 @@ mod tests {
             MethodSecurity::bearer(Vec::<String>::new())
         );
         assert_eq!(
-            MethodSecurity::authenticated("Ops").requirements()["Ops"],
-            Vec::<String>::new()
+            MethodSecurity::authenticated("Ops").alternatives(),
+            [Requirement::new("Ops", Vec::<String>::new())]
         );
+    }
+
+    #[test]
+    fn any_of_several_scope_sets_in_one_scheme() {
+        let either = MethodSecurity::bearer(["admin", "root"]).or(BEARER, ["scope1", "scope2"]);
+        assert_eq!(either.schemes().collect::<Vec<_>>(), [BEARER]);
+        let admit = |scopes: &[&str]| {
+            let found = Identities::new().found(Caller::new("bob", BEARER, scopes.iter().copied()));
+            either.check(&found).map(|c| c.is_some())
+        };
+        assert!(matches!(admit(&["admin", "root"]), Ok(true)));
+        assert!(matches!(admit(&["scope1", "scope2"]), Ok(true)));
+        // Partial scopes of both: the alternative lacking the fewest is named.
+        match admit(&["scope1"]) {
+            Err(RpcError::PermissionDenied(missing)) => assert_eq!(missing[BEARER], ["scope2"]),
+            other => panic!("{other:?}"),
+        }
+        // Equals: the first declared.
+        match admit(&[]) {
+            Err(RpcError::PermissionDenied(missing)) => {
+                assert_eq!(missing[BEARER], ["admin", "root"])
+            }
+            other => panic!("{other:?}"),
+        }
+        // Adding an alternative twice changes nothing.
+        assert_eq!(either.clone().or(BEARER, ["scope2", "scope1"]), either);
     }
 }

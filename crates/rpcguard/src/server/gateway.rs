@@ -45,9 +45,9 @@ use super::dispatch::{self, Pipeline};
 use super::docs::DocsPage;
 use super::document::DOCUMENT_PATH;
 use super::ids::{self, Normalized, Restore};
-use super::resource::Resource;
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
+use crate::policy::PolicyCell;
 use crate::security::{Credentials, RemoteAddr};
 
 /// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a
@@ -67,8 +67,8 @@ pub(crate) struct Shared {
     pub body_timeout: Duration,
     /// WebSocket session limits.
     pub ws: WsSettings,
-    /// The OpenRPC document `GET /openrpc.json` answers.
-    pub document: Resource,
+    /// The policy in force, whose document `GET /openrpc.json` answers.
+    pub policy: Arc<PolicyCell>,
     /// The docs page, when it is on.
     pub docs: Option<DocsPage>,
     /// The embedder's extra resources.
@@ -104,7 +104,12 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
         };
     }
     if path == DOCUMENT_PATH {
-        return conn.shared.document.respond(req.method(), req.headers());
+        return conn
+            .shared
+            .policy
+            .load()
+            .resource()
+            .respond(req.method(), req.headers());
     }
     if let Some(extra) = conn.shared.resources.iter().find(|r| r.path() == path) {
         return extra.respond(req.method(), req.headers());

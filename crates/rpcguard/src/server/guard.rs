@@ -26,14 +26,14 @@ use std::time::Instant;
 
 use jsonrpsee::core::middleware::{Batch, Notification, RpcServiceT};
 use jsonrpsee::server::MethodResponse;
-use jsonrpsee::types::{ErrorObjectOwned, Request};
+use jsonrpsee::types::{ErrorCode, ErrorObjectOwned, Request};
 use jsonrpsee::Extensions;
 use tower::Layer;
 
 use super::dispatch::each_entry;
-use crate::api::{MethodDecl, Registry};
 use crate::error::{AuthFailure, RpcError};
-use crate::security::{self, Caller, SharedSecurity};
+use crate::policy::{Enforced, PolicyCell};
+use crate::security::{self, Caller, RemoteAddr, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
@@ -42,22 +42,22 @@ pub(crate) struct SecurityLayer {
 }
 
 struct Shared {
-    registry: Arc<Registry>,
+    policy: Arc<PolicyCell>,
     security: SharedSecurity,
     max_response_bytes: usize,
 }
 
 impl SecurityLayer {
-    /// Enforces the declarations of `registry` with `security`; batch
-    /// answers are capped at `max_response_bytes`.
+    /// Enforces the declarations under the policy in force in `policy` with
+    /// `security`; batch answers are capped at `max_response_bytes`.
     pub(crate) fn new(
-        registry: Arc<Registry>,
+        policy: Arc<PolicyCell>,
         security: SharedSecurity,
         max_response_bytes: usize,
     ) -> Self {
         SecurityLayer {
             shared: Arc::new(Shared {
-                registry,
+                policy,
                 security,
                 max_response_bytes,
             }),
@@ -84,17 +84,42 @@ pub(crate) struct SecurityService<S> {
 }
 
 impl<S> SecurityService<S> {
-    /// Resolves and checks the caller of `method`: `Ok(Some(caller))` for a
-    /// secured method that may run (or a public one that wants its caller
-    /// and got one), `Ok(None)` for a public call.
-    async fn authorize(
+    /// Resolves and checks the caller of a declared method, and draws the
+    /// call from its rate budget: `Ok(Some(caller))` for a secured method
+    /// that may run (or a public one that wants its caller and got one),
+    /// `Ok(None)` for a public call.
+    async fn admit(
         &self,
-        decl: Option<&MethodDecl>,
+        enforced: &Enforced,
         extensions: &Extensions,
     ) -> Result<Option<Arc<Caller>>, Denied> {
-        let Some(decl) = decl else {
-            return Ok(None); // unknown method: jsonrpsee answers -32601
+        let admitted = self.authorize(enforced, extensions).await;
+        // Which budget the call draws from (see `crate::policy`): the
+        // caller's when it is authenticated in a secured method, else the
+        // client address's.
+        let drawn = match &admitted {
+            Ok(Some(caller)) if !enforced.decl.security.is_public() => enforced.draw_caller(caller),
+            Err(Denied {
+                caller: Some(caller),
+                ..
+            }) => enforced.draw_caller(caller),
+            _ => enforced.draw_ip(extensions.get::<RemoteAddr>().map(|a| a.0.ip())),
         };
+        match drawn {
+            Ok(()) => admitted,
+            Err(error) => Err(Denied {
+                error,
+                caller: admitted.unwrap_or_else(|denied| denied.caller),
+            }),
+        }
+    }
+
+    async fn authorize(
+        &self,
+        enforced: &Enforced,
+        extensions: &Extensions,
+    ) -> Result<Option<Arc<Caller>>, Denied> {
+        let decl = &enforced.decl;
         // A WebSocket session's bound credentials replace its upgrade's.
         let presented = security::presented(extensions);
         let credentials = presented.as_deref();
@@ -124,8 +149,15 @@ impl<S> SecurityService<S> {
             Ok(Some(caller)) => Ok(found.shared(&caller.scheme).cloned()),
             Ok(None) => Err(RpcError::internal("a secured method let in no caller").into()),
             Err(error) => Err(Denied {
+                caller: match &error {
+                    // Authenticated, lacking scopes: the caller's budget.
+                    RpcError::PermissionDenied(_) => found
+                        .callers()
+                        .next()
+                        .and_then(|c| found.shared(&c.scheme).cloned()),
+                    _ => None,
+                },
                 error,
-                subject: found.callers().next().map(|c| c.subject.clone()),
             }),
         }
     }
@@ -155,26 +187,43 @@ where
             // The clock is read only for the log line, when it is on.
             let started = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO)
                 .then(Instant::now);
-            let method = req.method.clone();
-            let decl = this.shared.registry.get(&method);
-            let (response, subject) = match this.authorize(decl, req.extensions()).await {
-                Ok(caller) => {
-                    // Kept for the log line only.
-                    let subject = started.and(caller.as_ref()).map(|c| c.subject.clone());
-                    if let Some(caller) = caller {
-                        req.extensions_mut().insert(caller);
+            // One snapshot of the policy for the whole call.
+            let policy = this.shared.policy.load_full();
+            let enforced = policy.get(&req.method).filter(|e| e.enabled);
+            let (response, subject) = match enforced {
+                // Unknown (or disabled): jsonrpsee's own -32601.
+                None => (
+                    MethodResponse::error(
+                        req.id.clone(),
+                        ErrorObjectOwned::from(ErrorCode::MethodNotFound),
+                    ),
+                    None,
+                ),
+                Some(enforced) => match this.admit(enforced, req.extensions()).await {
+                    Ok(caller) => {
+                        // Kept for the log line only.
+                        let subject = started.and(caller.as_ref()).map(|c| c.subject.clone());
+                        if let Some(caller) = caller {
+                            req.extensions_mut().insert(caller);
+                        }
+                        (this.inner.call(req).await, subject)
                     }
-                    (this.inner.call(req).await, subject)
-                }
-                Err(denied) => {
-                    let error = ErrorObjectOwned::from(denied.error);
-                    (MethodResponse::error(req.id.clone(), error), denied.subject)
-                }
+                    Err(denied) => {
+                        let subject = started
+                            .and(denied.caller.as_ref())
+                            .map(|c| c.subject.clone());
+                        let error = ErrorObjectOwned::from(denied.error);
+                        (MethodResponse::error(req.id.clone(), error), subject)
+                    }
+                },
             };
             if let Some(started) = started {
                 log_call(
                     // Only declared names: a caller's made-up name is not logged.
-                    if decl.is_some() { &method } else { "<unknown>" },
+                    match enforced {
+                        Some(e) => e.decl.name.as_ref(),
+                        None => "<unknown>",
+                    },
                     subject.as_deref(),
                     &response,
                     started,
@@ -195,8 +244,11 @@ where
     ) -> impl Future<Output = Self::NotificationResponse> + Send + 'a {
         let this = self.clone();
         async move {
-            let decl = this.shared.registry.get(n.method_name());
-            match this.authorize(decl, n.extensions()).await {
+            let policy = this.shared.policy.load_full();
+            let Some(enforced) = policy.get(n.method_name()).filter(|e| e.enabled) else {
+                return MethodResponse::notification();
+            };
+            match this.admit(enforced, n.extensions()).await {
                 Ok(_) => this.inner.notification(n).await,
                 Err(_) => MethodResponse::notification(),
             }
@@ -207,14 +259,14 @@ where
 /// A refused call: the error, and who was refused when that is known.
 struct Denied {
     error: RpcError,
-    subject: Option<String>,
+    caller: Option<Arc<Caller>>,
 }
 
 impl From<RpcError> for Denied {
     fn from(error: RpcError) -> Self {
         Denied {
             error,
-            subject: None,
+            caller: None,
         }
     }
 }

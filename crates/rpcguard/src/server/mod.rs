@@ -29,12 +29,12 @@
 
 mod dispatch;
 pub mod docs;
-mod document;
+pub(crate) mod document;
 mod extra;
 mod gateway;
 mod guard;
 mod ids;
-mod resource;
+pub(crate) mod resource;
 mod slots;
 mod ws;
 
@@ -59,12 +59,11 @@ pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use slots::client_key;
 
 use crate::api::{Api, ApiError, DISCOVER};
-use crate::error::RpcError;
 use crate::openrpc::{self, DocInfo};
-use crate::schema::OpenRpcDocument;
+use crate::policy::{Base, Discover, Policy, PolicyCell, PolicyError, PolicyHandle};
+use crate::security::Caller;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
-use bytes::Bytes;
 use dispatch::{Executor, Pipeline};
 use docs::DocsPage;
 use gateway::{Connection, Shared};
@@ -118,6 +117,13 @@ pub struct ServerConfig {
     /// none); a path the server itself uses is refused at start
     /// ([`ServerError::ResourcePath`]).
     pub resources: Vec<ExtraResource>,
+    /// The operator's policy: requirements, disabled methods, rate limits
+    /// ([`crate::policy`]; default: none). Replace it while the server runs
+    /// with [`RunningServer::policy`].
+    pub policy: Policy,
+    /// What `rpc.discover` answers: the whole document (default) or only
+    /// what the caller may call.
+    pub discover: Discover,
 }
 
 impl Default for ServerConfig {
@@ -138,6 +144,8 @@ impl Default for ServerConfig {
             doc: DocInfo::new("JSON-RPC API", "0.0.0"),
             docs: true,
             resources: Vec::new(),
+            policy: Policy::default(),
+            discover: Discover::All,
         }
     }
 }
@@ -170,6 +178,9 @@ pub enum ServerError {
     /// not start with `/`.
     #[error("extra resource path {0:?} is taken or not a path")]
     ResourcePath(String),
+    /// The policy names a method or scheme the server does not have.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// The listener failed.
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
@@ -183,12 +194,19 @@ pub struct RunningServer {
     addr: SocketAddr,
     handle: ServerHandle,
     task: JoinHandle<()>,
+    policy: PolicyHandle,
 }
 
 impl RunningServer {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The handle that replaces the server's policy while it runs (what
+    /// `SIGHUP` does in the `rpcguard` server).
+    pub fn policy(&self) -> PolicyHandle {
+        self.policy.clone()
     }
 
     /// Stops accepting, lets in-flight requests and WebSocket calls finish
@@ -359,25 +377,34 @@ pub fn spawn<S: Send + Sync + 'static>(
     if info.server_url.is_empty() {
         info.server_url = format!("http://{addr}/");
     }
-    let doc = OpenRpcDocument::new(&document(&api, &security, &info))?;
-    let document_resource = document::document_resource(Bytes::from(doc.json().to_owned()));
+    let (mut module, decls) = api.into_parts(state)?;
+    let policy = Arc::new(PolicyCell::new(
+        Base {
+            decls,
+            schemes: security.schemes(),
+            info,
+            discover: config.discover,
+        },
+        config.policy.clone(),
+    )?);
     let docs = config.docs.then(DocsPage::new);
     if let Some(page) = &docs {
         tracing::debug!(bytes = page.size(), path = DOCS_PATH, "docs page on");
     }
-    let (mut module, registry) = api.into_parts(state)?;
-    module
-        .register_method(DISCOVER, move |_, _, _| Ok::<_, RpcError>(doc.clone()))
-        .map_err(ApiError::from)?;
+    {
+        let policy = policy.clone();
+        module
+            .register_method(DISCOVER, move |_, _, extensions| {
+                let caller = extensions.get::<Arc<Caller>>();
+                policy.load().document_for(caller.map(Arc::as_ref))
+            })
+            .map_err(ApiError::from)?;
+    }
 
     let credential_headers = credential_headers(&security);
     let methods: jsonrpsee::Methods = module.into();
-    let security = SecurityLayer::new(
-        Arc::new(registry),
-        security,
-        config.max_response_bytes as usize,
-    )
-    .layer(Executor::new(methods, config.max_response_bytes as usize));
+    let security = SecurityLayer::new(policy.clone(), security, config.max_response_bytes as usize)
+        .layer(Executor::new(methods, config.max_response_bytes as usize));
     let shared = Arc::new(Shared {
         credential_headers,
         max_body_bytes: config.max_body_bytes as usize,
@@ -388,7 +415,7 @@ pub fn spawn<S: Send + Sync + 'static>(
             ping_interval: config.ws_ping_interval,
             idle_timeout: config.ws_idle_timeout,
         },
-        document: document_resource,
+        policy: policy.clone(),
         pipeline: Pipeline::new(security, config.max_batch_len as usize),
         docs,
         resources: config.resources.clone(),
@@ -396,6 +423,22 @@ pub fn spawn<S: Send + Sync + 'static>(
     let (stop, handle) = stop_channel();
     let slots = ConnectionSlots::new(slot_limits(&config));
     let tasks = TaskTracker::new();
+    // Rate budgets drop the keys that have refilled, once a minute.
+    let sweeper = {
+        let policy = Arc::downgrade(&policy);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                match policy.upgrade() {
+                    Some(policy) => policy.load().sweep(),
+                    None => break,
+                }
+            }
+        })
+    };
+    let handle_policy = PolicyHandle::new(policy);
     let task = tokio::spawn(async move {
         loop {
             let (socket, peer) = tokio::select! {
@@ -434,8 +477,14 @@ pub fn spawn<S: Send + Sync + 'static>(
         if drained.await.is_err() {
             tracing::warn!("some connections were still open at the end of the grace period");
         }
+        sweeper.abort();
     });
-    Ok(RunningServer { addr, handle, task })
+    Ok(RunningServer {
+        addr,
+        handle,
+        task,
+        policy: handle_policy,
+    })
 }
 
 /// Answers a refused connection with a one-line 503 (if the socket takes

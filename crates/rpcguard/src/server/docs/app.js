@@ -217,13 +217,22 @@
     return type || 'any';
   }
 
-  /** The security requirement of a method as a list of alternatives,
-   *  each {scheme: [scopes]} (all scopes of one alternative needed). */
+  /** The security requirement of a method as a list of alternatives, each
+   *  {scheme: [scopes]} with one scheme (all its scopes needed). The
+   *  document writes it as an object whose schemes are alternatives, or as
+   *  a list of such objects when one scheme has several alternatives. */
   function requirements(method) {
     const security = method['x-security'];
     if (!security) return [];
     const list = Array.isArray(security) ? security : [security];
-    return list.filter((alt) => alt && typeof alt === 'object' && Object.keys(alt).length > 0);
+    const alternatives = [];
+    for (const item of list) {
+      if (!item || typeof item !== 'object') continue;
+      for (const [scheme, scopes] of Object.entries(item)) {
+        alternatives.push({ [scheme]: Array.isArray(scopes) ? scopes : [] });
+      }
+    }
+    return alternatives;
   }
 
   function describeRequirement(alternatives) {
