@@ -214,6 +214,9 @@ fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
                 return;
             };
             accounts.throttle.retain_recent();
+            if let Err(err) = accounts.store.purge_shared_budgets().await {
+                tracing::warn!(error = %err, "cannot purge refilled shared budgets");
+            }
             if let Err(err) = accounts::refresh_dummy_cost(&accounts).await {
                 tracing::warn!(error = %err, "cannot count stored hash costs");
             }

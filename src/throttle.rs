@@ -34,6 +34,19 @@
 //! packing calls into one batch nor spreading them over WebSocket sessions
 //! gets around the budgets.
 //!
+//! **Several instances.** On PostgreSQL these budgets are shared by every
+//! instance on the database: an attempt that this server's own budgets let
+//! through also draws, in the same order, from the same budgets kept in the
+//! database ([`SignInThrottle::shared_sign_in`],
+//! [`UserStore::draw_shared`]: one upsert per budget on an unlogged table,
+//! GCRA on the database's clock), so N instances allow what one allows, not
+//! N times the guesses. It stays cheap: only attempts that already hold a
+//! place in the bcrypt queue get there (so at most about three small writes
+//! per bcrypt verification, which costs a thousand times more), and the
+//! minute's upkeep deletes the keys that have refilled. This server's own
+//! budgets stay in front, so a flood refused locally never reaches the
+//! database. On SQLite (one server) the local budgets are the whole truth.
+//!
 //! **Memory.** Each limiter is a [`rpcguard::limit::Budget`]: at most
 //! `max_keys` keys, swept by [`SignInThrottle::retain_recent`] every minute
 //! and early when full, and new keys sharing one overflow budget once it is
@@ -46,9 +59,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use rpcguard::error::RpcError;
-use rpcguard::limit::{draw, Budget};
+use rpcguard::limit::{draw, Budget, Rate};
 use rpcguard::server::client_key;
 
+use crate::store::{SharedDraw, UserStore};
 use crate::user::Username;
 
 /// Default most keys per limiter.
@@ -84,6 +98,8 @@ pub struct SignInThrottle {
 }
 
 struct Limiters {
+    config: ThrottleConfig,
+    sign_up_per_ip: u32,
     ip: Option<Budget<Option<IpAddr>>>,
     pair: Option<Budget<(String, Option<IpAddr>)>>,
     account: Option<Budget<String>>,
@@ -111,6 +127,8 @@ impl SignInThrottle {
     pub fn with_limits(config: ThrottleConfig, sign_up_per_ip: u32, max_keys: usize) -> Self {
         SignInThrottle {
             inner: Arc::new(Limiters {
+                config,
+                sign_up_per_ip,
                 ip: Budget::per_minute(config.per_ip, max_keys),
                 pair: Budget::per_minute(config.per_account_and_ip, max_keys),
                 account: Budget::per_minute(config.per_account, max_keys),
@@ -138,6 +156,41 @@ impl SignInThrottle {
         draw(l.sign_up_ip.as_ref(), &client.map(client_key))
     }
 
+    /// The draws of one `sign_in` attempt from the budgets every server on
+    /// the store shares, in the order of [`SignInThrottle::check`]; the
+    /// caller gives them to [`UserStore::draw_shared`] after this server's
+    /// own budgets let the attempt through.
+    pub fn shared_sign_in(&self, username: &Username, client: Option<IpAddr>) -> Vec<SharedDraw> {
+        let c = &self.inner.config;
+        let client = address(client);
+        let account = username.key();
+        [
+            (c.per_ip, format!("signin.ip:{client}")),
+            (
+                c.per_account_and_ip,
+                format!("signin.pair:{client}|{account}"),
+            ),
+            (c.per_account, format!("signin.account:{account}")),
+        ]
+        .into_iter()
+        .filter_map(|(per_minute, key)| {
+            Rate::per_minute(per_minute).map(|rate| SharedDraw { key, rate })
+        })
+        .collect()
+    }
+
+    /// The draw of one `sign_up` attempt from the shared budget of its
+    /// client address (none when that budget is off).
+    pub fn shared_sign_up(&self, client: Option<IpAddr>) -> Vec<SharedDraw> {
+        Rate::per_minute(self.inner.sign_up_per_ip)
+            .map(|rate| SharedDraw {
+                key: format!("signup.ip:{}", address(client)),
+                rate,
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// Drops keys whose budget has fully refilled, bounding memory.
     pub fn retain_recent(&self) {
         let l = &self.inner;
@@ -162,6 +215,25 @@ impl SignInThrottle {
             + l.pair.as_ref().map_or(0, Budget::len)
             + l.account.as_ref().map_or(0, Budget::len)
             + l.sign_up_ip.as_ref().map_or(0, Budget::len)
+    }
+}
+
+/// A client address as a budget key: IPv6 by /64, unknown as `-`.
+fn address(client: Option<IpAddr>) -> String {
+    client
+        .map(|ip| client_key(ip).to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+/// Draws `draws` from the store's shared budgets: `-32005` when one is
+/// empty.
+pub async fn draw_shared(store: &dyn UserStore, draws: &[SharedDraw]) -> Result<(), RpcError> {
+    if draws.is_empty() {
+        return Ok(());
+    }
+    match store.draw_shared(draws).await? {
+        None => Ok(()),
+        Some(retry_after_s) => Err(RpcError::TooManyRequests { retry_after_s }),
     }
 }
 

@@ -39,7 +39,7 @@ use serde_json::json;
 use crate::auth::password::{prevailing_cost, PasswordHasher};
 use crate::auth::token::{unix_now, TokenKeys};
 use crate::store::{SharedStore, StoreError};
-use crate::throttle::SignInThrottle;
+use crate::throttle::{draw_shared, SignInThrottle};
 use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::error::{self, AuthFailure, RpcError};
@@ -202,6 +202,7 @@ async fn sign_up<S: AsRef<Accounts>>(
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_hash()?;
     accounts.throttle.check_sign_up(client)?;
+    draw_shared(&*accounts.store, &accounts.throttle.shared_sign_up(client)).await?;
     let hash = place.hash(&params.password).await?;
     let now = unix_now().ok_or_else(|| RpcError::internal("clock before 1970"))?;
     let created_at = i64::try_from(now).map_err(RpcError::internal)?;
@@ -221,6 +222,8 @@ async fn sign_in<S: AsRef<Accounts>>(
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_verify()?;
     accounts.throttle.check(&params.username, client)?;
+    let shared = accounts.throttle.shared_sign_in(&params.username, client);
+    draw_shared(&*accounts.store, &shared).await?;
     let user = accounts.store.find_user(params.username.as_str()).await?;
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
     let valid = place.verify(&params.password, hash).await?;

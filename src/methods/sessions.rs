@@ -325,6 +325,8 @@ async fn change_password<S: AsRef<Accounts>>(
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_verify()?;
     accounts.throttle.check(&username, client)?;
+    let shared = accounts.throttle.shared_sign_in(&username, client);
+    crate::throttle::draw_shared(&*accounts.store, &shared).await?;
     let user = accounts.store.find_user(username.as_str()).await?;
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
     let valid = place.verify(&params.old_password, hash).await?;

@@ -62,7 +62,7 @@ use async_trait::async_trait;
 use hashlink::LruCache;
 
 use super::wal_index::{SeenStamp, WalIndex};
-use super::{Account, SharedStore, StoreError, StoredUser, UserStore};
+use super::{Account, SharedDraw, SharedStore, StoreError, StoredUser, UserStore};
 use crate::session::{NewSession, Rotation, SessionState};
 use crate::user::{Scope, Username};
 
@@ -633,5 +633,13 @@ impl UserStore for CachedStore {
 
     async fn session_rows(&self) -> Result<(u64, u64), StoreError> {
         self.inner.session_rows().await
+    }
+
+    async fn draw_shared(&self, draws: &[SharedDraw]) -> Result<Option<u64>, StoreError> {
+        self.inner.draw_shared(draws).await
+    }
+
+    async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {
+        self.inner.purge_shared_budgets().await
     }
 }

@@ -312,6 +312,31 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Rows stored now: (sessions, refresh tokens).
     async fn session_rows(&self) -> Result<(u64, u64), StoreError>;
+
+    /// Draws one call from each of `draws`, budgets shared by every server
+    /// on this store, in order, stopping at the first that is empty:
+    /// `Some(retry_after_s)` then. A store that one server owns alone
+    /// (SQLite) shares nothing: its servers' own budgets are the whole
+    /// truth, and this answers `None` without doing anything.
+    async fn draw_shared(&self, draws: &[SharedDraw]) -> Result<Option<u64>, StoreError> {
+        let _ = draws;
+        Ok(None)
+    }
+
+    /// Deletes the shared budgets that have refilled; returns how many.
+    async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}
+
+/// One draw from a budget shared by the servers of a store
+/// ([`UserStore::draw_shared`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDraw {
+    /// The budget's key (e.g. `signin.ip:192.0.2.7`).
+    pub key: String,
+    /// Its rate: a burst of `count` that refills evenly over `per`.
+    pub rate: rpcguard::limit::Rate,
 }
 
 /// A shared handle to any store.

@@ -42,4 +42,80 @@ impl HasDb for PostgresStore {
 }
 
 impl_session_store!(PostgresStore);
-impl_user_store!(PostgresStore, sqlx::postgres::PgRow, FIND_USER, LIST_USERS);
+/// The database's clock, in microseconds since the epoch: every instance
+/// measures shared budgets by the same clock.
+macro_rules! db_now_us {
+    () => {
+        "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000000)::BIGINT"
+    };
+}
+
+/// One GCRA draw (`$1` key, `$2` emission interval, `$3` burst × interval,
+/// both µs): the new arrival time, or no row when the budget is empty.
+const DRAW_SHARED: &str = concat!(
+    "INSERT INTO shared_budgets AS b (key, tat) VALUES ($1, ",
+    db_now_us!(),
+    " + $2) ON CONFLICT (key) DO UPDATE SET tat = GREATEST(b.tat, EXCLUDED.tat - $2) + $2 \
+     WHERE GREATEST(b.tat, EXCLUDED.tat - $2) + $2 - (EXCLUDED.tat - $2) <= $3 RETURNING tat"
+);
+
+/// How long until an empty budget (`$1`) takes one more draw, µs, given
+/// `$2` emission interval and `$3` burst × interval.
+const SHARED_WAIT: &str = concat!(
+    "SELECT GREATEST(tat, ",
+    db_now_us!(),
+    ") + $2 - $3 - ",
+    db_now_us!(),
+    " FROM shared_budgets WHERE key = $1"
+);
+
+const PURGE_SHARED: &str = concat!("DELETE FROM shared_budgets WHERE tat < ", db_now_us!());
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl_user_store!(
+    PostgresStore,
+    sqlx::postgres::PgRow,
+    FIND_USER,
+    LIST_USERS,
+    {
+        /// Budgets shared by every instance on the database: one upsert per
+        /// draw, on an unlogged table (0006_shared_budgets.sql).
+        async fn draw_shared(
+            &self,
+            draws: &[super::SharedDraw],
+        ) -> Result<Option<u64>, StoreError> {
+            for draw in draws {
+                let interval = draw.rate.per() / draw.rate.count();
+                let emission = micros(interval).max(1);
+                let tolerance = emission.saturating_mul(i64::from(draw.rate.count()));
+                let drawn: Option<i64> = sqlx::query_scalar(DRAW_SHARED)
+                    .bind(&draw.key)
+                    .bind(emission)
+                    .bind(tolerance)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if drawn.is_none() {
+                    let wait: Option<i64> = sqlx::query_scalar(SHARED_WAIT)
+                        .bind(&draw.key)
+                        .bind(emission)
+                        .bind(tolerance)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    let wait_us = u64::try_from(wait.unwrap_or(0)).unwrap_or(0);
+                    return Ok(Some(wait_us.div_ceil(1_000_000).max(1)));
+                }
+            }
+            Ok(None)
+        }
+
+        async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {
+            Ok(sqlx::query(PURGE_SHARED)
+                .execute(&self.pool)
+                .await?
+                .rows_affected())
+        }
+    }
+);

@@ -41,7 +41,7 @@ pub(crate) const HASH_COSTS: &str =
 /// Implements [`UserStore`](crate::store::UserStore) for a struct with a
 /// `pool` field, given its row type and the backend's "find one" and "list all" queries.
 macro_rules! impl_user_store {
-    ($store:ty, $row:ty, $find_sql:expr, $list_sql:expr) => {
+    ($store:ty, $row:ty, $find_sql:expr, $list_sql:expr $(, { $($own:item)* })?) => {
         impl $store {
             fn row_to_user(row: &$row) -> Result<$crate::store::StoredUser, sqlx::Error> {
                 use sqlx::Row;
@@ -290,6 +290,8 @@ macro_rules! impl_user_store {
             async fn session_rows(&self) -> Result<(u64, u64), $crate::store::StoreError> {
                 self.sessions_rows().await
             }
+
+            $($($own)*)?
         }
     };
 }

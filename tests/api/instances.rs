@@ -148,3 +148,45 @@ async fn recovers_after_losing_its_database_connections() {
         .await
         .expect("writes work again");
 }
+
+/// The sign-in and sign-up budgets are one budget for every instance on the
+/// database: N instances do not allow N times the guesses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_postgres,
+    ignore = "PostgreSQL: set RPCGUARD_TEST_DATABASE_URL=postgres://user:pw@host/db"
+)]
+async fn sign_in_and_sign_up_budgets_are_shared_by_every_instance() {
+    let Some(a) = TestApp::spawn_with(StoreKind::Postgres, |c| c.sign_up_per_ip = 4).await else {
+        return;
+    };
+    let b = TestApp::start(a.config.clone(), tempfile::tempdir().expect("dir")).await;
+    // Four sign-ups from this address, spread over both: the fifth is refused.
+    for (i, name) in ["alice", "bob", "carol", "dave"].iter().enumerate() {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.sign_up(name, PASSWORD)
+            .await
+            .expect("within the shared budget");
+    }
+    let err = a.sign_up("erin", PASSWORD).await.expect_err("fifth");
+    crate::policy::assert_too_many(&err);
+    // Five wrong passwords for (alice, this address), spread over both
+    // instances: the sixth attempt is refused on either, correct or not.
+    for i in 0..5 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let err = app
+            .sign_in("alice", "wrong password")
+            .await
+            .expect_err("wrong");
+        assert_eq!(err.code(), -32002, "attempt {i}: {err:?}");
+    }
+    for app in [&a, &b] {
+        let err = app
+            .sign_in("alice", PASSWORD)
+            .await
+            .expect_err("budget spent");
+        crate::policy::assert_too_many(&err);
+    }
+    // Another account from the same address still has its own pair budget.
+    b.sign_in("bob", PASSWORD).await.expect("bob's own budget");
+}
