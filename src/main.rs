@@ -384,7 +384,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Re-reads the policy file at each SIGHUP and puts it in force; a file
 /// that does not read or check is refused with a log line, and the policy
 /// in force stays.
-async fn reload_policy_on_sighup(path: PathBuf, handle: rpcguard::policy::PolicyHandle) {
+async fn reload_policy_on_sighup(path: PathBuf, handle: rpcguard::server::PolicyHandle) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -425,7 +425,7 @@ fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
         None => rpcguard::openrpc::document(&api, &schemes, &info),
         Some(path) => {
             let policy = Policy::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
-            rpcguard::openrpc::document_with_policy(&api, &schemes, &info, &policy)
+            rpcguard::server::document_with_policy(&api, &schemes, &info, &policy)
                 .map_err(|err| anyhow::anyhow!("{err}"))?
         }
     };

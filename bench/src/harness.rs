@@ -19,6 +19,22 @@ use crate::scenarios::memory::ServerMemory;
 use crate::scenarios::Scenario;
 use crate::server::{self, CpuMeter, CpuUse, Machine, ServerProcess};
 
+/// The policy of [`Bench::rpcguard_policy`]: `get_caller` re-scoped by the
+/// policy (to what it declares: any signed-in caller), an any-of
+/// requirement, and per-caller and per-address budgets high enough never to
+/// refuse, so that every call pays for the policy lookup and a budget draw.
+pub const POLICY: &str = r#"
+[methods.get_caller]
+scopes = []
+
+[methods.require_scopes]
+any_of = [["admin"], ["scope1", "scope2"]]
+
+[limits]
+per_caller = "1000000000/min"
+per_ip = "1000000000/min"
+"#;
+
 /// The running benchmark, as the scenarios see it.
 pub struct Bench {
     /// The command line.
@@ -34,6 +50,11 @@ pub struct Bench {
     pub rpcguard_logging: ServerProcess,
     /// [`crate::account::USER`]'s token on [`Bench::rpcguard_logging`].
     pub logging_token: String,
+    /// A third `rpcguard serve` with an operator policy and rate limits
+    /// ([`POLICY`]), for their cost.
+    pub rpcguard_policy: ServerProcess,
+    /// [`crate::account::USER`]'s token on [`Bench::rpcguard_policy`].
+    pub policy_token: String,
     /// The benchmark account on rpcguard.
     pub account: Account,
     /// Connections, warm-up and measured time of the load scenarios.
@@ -126,6 +147,8 @@ impl Bench {
             (&self.rpcguard, &self.baseline)
         } else if target.addr == self.rpcguard_logging.addr {
             (&self.rpcguard_logging, &self.baseline)
+        } else if target.addr == self.rpcguard_policy.addr {
+            (&self.rpcguard_policy, &self.baseline)
         } else {
             (&self.baseline, &self.rpcguard)
         }
@@ -218,6 +241,25 @@ impl Bench {
             server::Logging::DefaultToFile,
         )?;
         let logging_token = crate::account::token_on(&rpcguard_logging).await?;
+        let policy_file = tempfile::Builder::new()
+            .prefix("rpcguard-bench-policy-")
+            .suffix(".toml")
+            .tempfile()?;
+        std::fs::write(policy_file.path(), POLICY)?;
+        let mut policy_args = args.rpcguard_args.clone();
+        policy_args.extend([
+            "--policy".to_owned(),
+            policy_file.path().display().to_string(),
+        ]);
+        let rpcguard_policy = server::start_rpcguard(
+            &rpcguard_bin,
+            args.bcrypt_cost,
+            &policy_args,
+            server::Logging::Quiet,
+        )?;
+        // The server read the file at start.
+        drop(policy_file);
+        let policy_token = crate::account::token_on(&rpcguard_policy).await?;
         let quiet = Quiet::new(
             args.quiet_below,
             args.quiet_wait,
@@ -232,6 +274,8 @@ impl Bench {
             baseline,
             rpcguard_logging,
             logging_token,
+            rpcguard_policy,
+            policy_token,
             account,
             flood_connections,
             runs: Runs::default(),
@@ -245,6 +289,7 @@ impl Bench {
         self.rpcguard.stop();
         self.baseline.stop();
         self.rpcguard_logging.stop();
+        self.rpcguard_policy.stop();
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();

@@ -212,7 +212,7 @@ impl TestApp {
     }
 
     /// The running server's policy handle.
-    pub fn policy(&self) -> rpcguard::policy::PolicyHandle {
+    pub fn policy(&self) -> rpcguard::server::PolicyHandle {
         self.server.as_ref().expect("running").policy()
     }
 

@@ -41,6 +41,8 @@ pub const A_HTTP_LOG: &str = "a-http-log";
 pub const BASE_HTTP_1: &str = "base-http-1";
 /// (a) `get_caller` over HTTP, one connection.
 pub const A_HTTP_1: &str = "a-http-1";
+/// (j) `get_caller` over HTTP on a server with a policy and rate limits.
+pub const J_POLICY: &str = "j-policy";
 
 /// (a)–(e) and their baselines.
 pub struct Alternating;
@@ -83,6 +85,11 @@ fn legs(bench: &Bench) -> Vec<Leg> {
             true,
         ),
         leg(
+            J_POLICY,
+            requests::get_caller(&bench.rpcguard_policy, Transport::Http, &bench.policy_token),
+            false,
+        ),
+        leg(
             BASE_WS,
             requests::baseline_ping(baseline, Transport::Ws, token),
             false,
@@ -123,14 +130,15 @@ fn legs(bench: &Bench) -> Vec<Leg> {
     ]
 }
 
-/// Odd rounds run each rpcguard/baseline pair the other way round and
-/// (c)–(e) and the logging leg backwards.
+/// Odd rounds run the first three (baseline, (a), (j)) and each other
+/// rpcguard/baseline pair the other way round, and (c)–(e) and the logging
+/// leg backwards.
 fn order_for_round(mut legs: Vec<Leg>, round: usize) -> Vec<Leg> {
     if round % 2 == 1 {
-        legs.swap(0, 1);
-        legs.swap(2, 3);
-        legs[4..8].reverse();
-        legs.swap(8, 9);
+        legs[0..3].reverse();
+        legs.swap(3, 4);
+        legs[5..9].reverse();
+        legs.swap(9, 10);
     }
     legs
 }
@@ -190,6 +198,13 @@ impl Scenario for Alternating {
                 A_HTTP,
                 "(e) rpc.discover req/s ÷ (a) req/s",
                 0.8,
+            ),
+            throughput_verdict(
+                m,
+                J_POLICY,
+                A_HTTP,
+                "(j) get_caller with a policy and rate limits req/s ÷ (a) req/s",
+                0.9,
             ),
         ]
     }
@@ -361,6 +376,15 @@ const ROWS: &[Row] = &[
         server: "rpcguard",
         transport: "HTTP keep-alive",
         method: "`get_caller`, valid token",
+        own_cpu: true,
+        bar: Bar::Rpcguard,
+    },
+    Row {
+        id: J_POLICY,
+        label: "(j) get_caller, policy + limits",
+        server: "rpcguard --policy",
+        transport: "HTTP keep-alive",
+        method: "`get_caller`, valid token, per-caller budget drawn",
         own_cpu: true,
         bar: Bar::Rpcguard,
     },

@@ -13,7 +13,7 @@
 //! with the root flag [`ERROR_DATA_SCHEMA`]).
 //! `components["x-securitySchemes"]` describes each scheme. The server
 //! builds the document once at start-up (and again when it takes a new
-//! [`Policy`], which changes what the document
+//! [`Policy`](crate::policy::Policy), which changes what the document
 //! says) and `rpc.discover` serves it from memory.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,6 @@ use serde_json::{json, Map, Value};
 
 use crate::api::{Api, MethodDecl};
 use crate::error::{self, data_schema_for, message_for};
-use crate::policy::{Policy, PolicyError};
 use crate::schema::schema_settings;
 pub use crate::schema::OPENRPC_VERSION;
 use crate::security::SchemeDoc;
@@ -86,27 +85,6 @@ pub fn document<S: Send + Sync + 'static>(
     info: &DocInfo,
 ) -> Value {
     document_of(api.declarations(), schemes, info)
-}
-
-/// The document a server serves for `api` under `policy`: the
-/// requirements in force, disabled methods left out (what `rpc.discover`
-/// answers with [`Discover::All`](crate::policy::Discover::All)). An error
-/// when the policy names a method or scheme the API does not have.
-pub fn document_with_policy<S: Send + Sync + 'static>(
-    api: &Api<S>,
-    schemes: &[SchemeDoc],
-    info: &DocInfo,
-    policy: &Policy,
-) -> Result<Value, PolicyError> {
-    let names: Vec<&str> = api.names().collect();
-    let scheme_names: Vec<&str> = schemes.iter().map(|s| s.name.as_str()).collect();
-    policy.validate(&names, &scheme_names)?;
-    let decls: Vec<Arc<MethodDecl>> = api
-        .declarations()
-        .iter()
-        .filter_map(|decl| policy.apply(decl, false))
-        .collect();
-    Ok(document_of(&decls, schemes, info))
 }
 
 /// The document of these declarations (a policy's view of an API).

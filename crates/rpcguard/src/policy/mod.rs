@@ -12,6 +12,7 @@
 //!   address), each overridable per method.
 //!
 //! Give it to the server in [`ServerConfig::policy`](crate::ServerConfig);
+//! the [`PolicyHandle`](crate::server::PolicyHandle) of
 //! [`RunningServer::policy`](crate::RunningServer::policy) replaces it while
 //! the server runs. It is usually read from a TOML file ([`Policy::load`]):
 //!
@@ -68,8 +69,6 @@
 //! An empty budget answers `-32005` with `retry_after_s`
 //! ([`crate::limit`]).
 
-mod enforce;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -81,42 +80,6 @@ use std::sync::Arc;
 use crate::api::MethodDecl;
 use crate::limit::Rate;
 use crate::security::{MethodSecurity, Requirement, BEARER};
-
-pub(crate) use enforce::{Base, Enforced, PolicyCell};
-
-/// Replaces a running server's policy
-/// ([`RunningServer::policy`](crate::RunningServer::policy)).
-///
-/// The new policy is checked like the first one; an invalid one is refused
-/// and the policy in force stays. The switch is atomic: each call is
-/// checked entirely under the old policy or entirely under the new one
-/// (each entry of a batch is a call of its own). Connections stay open,
-/// budgets whose rate is unchanged keep what they have drawn, and the
-/// document (`rpc.discover`, `GET /openrpc.json`) changes with it.
-#[derive(Clone)]
-pub struct PolicyHandle(std::sync::Arc<PolicyCell>);
-
-impl std::fmt::Debug for PolicyHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("PolicyHandle").finish()
-    }
-}
-
-impl PolicyHandle {
-    pub(crate) fn new(cell: std::sync::Arc<PolicyCell>) -> Self {
-        PolicyHandle(cell)
-    }
-
-    /// Puts `policy` in force, or refuses it (the current one stays).
-    pub fn replace(&self, policy: Policy) -> Result<(), PolicyError> {
-        self.0.replace(policy)
-    }
-
-    /// The policy in force.
-    pub fn current(&self) -> Policy {
-        self.0.load().policy().clone()
-    }
-}
 
 /// What the server's `rpc.discover` answers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

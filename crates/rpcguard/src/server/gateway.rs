@@ -44,10 +44,10 @@ use jsonrpsee::Extensions;
 use super::dispatch::{self, Pipeline};
 use super::docs::DocsPage;
 use super::document::DOCUMENT_PATH;
+use super::enforce::PolicyCell;
 use super::ids::{self, Normalized, Restore};
 use super::slots::Slot;
 use super::ws::{self, WsSettings};
-use crate::policy::PolicyCell;
 use crate::security::{Credentials, RemoteAddr};
 
 /// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a

@@ -31,8 +31,8 @@ use jsonrpsee::Extensions;
 use tower::Layer;
 
 use super::dispatch::each_entry;
+use super::enforce::{Enforced, PolicyCell};
 use crate::error::{AuthFailure, RpcError};
-use crate::policy::{Enforced, PolicyCell};
 use crate::security::{self, Caller, RemoteAddr, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.

@@ -30,6 +30,7 @@
 mod dispatch;
 pub mod docs;
 pub(crate) mod document;
+mod enforce;
 mod extra;
 mod gateway;
 mod guard;
@@ -54,18 +55,20 @@ use tower::Layer;
 
 pub use docs::DOCS_PATH;
 pub use document::DOCUMENT_PATH;
+pub use enforce::{document_with_policy, PolicyHandle};
 pub use extra::ExtraResource;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use slots::client_key;
 
 use crate::api::{Api, ApiError, DISCOVER};
 use crate::openrpc::{self, DocInfo};
-use crate::policy::{Base, Discover, Policy, PolicyCell, PolicyError, PolicyHandle};
+use crate::policy::{Discover, Policy, PolicyError};
 use crate::security::Caller;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
 use dispatch::{Executor, Pipeline};
 use docs::DocsPage;
+use enforce::{Base, PolicyCell};
 use gateway::{Connection, Shared};
 use guard::SecurityLayer;
 use slots::{ConnectionSlots, Refused, SlotLimits};

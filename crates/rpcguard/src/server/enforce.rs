@@ -15,15 +15,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use arc_swap::{ArcSwap, Guard};
 use bytes::Bytes;
 
-use super::{Discover, Policy, PolicyError};
-use crate::api::{MethodDecl, DISCOVER};
+use super::document::document_resource;
+use super::resource::Resource;
+use crate::api::{Api, MethodDecl, DISCOVER};
 use crate::error::RpcError;
 use crate::limit::{Budget, Rate};
 use crate::openrpc::{self, DocInfo};
+use crate::policy::{Discover, Policy, PolicyError};
 use crate::schema::OpenRpcDocument;
 use crate::security::{Caller, SchemeDoc};
-use crate::server::document::document_resource;
-use crate::server::resource::Resource;
 
 /// Most caller views of the document kept (`--discover caller`); callers
 /// beyond get theirs built per call.
@@ -68,7 +68,7 @@ impl Enforced {
     /// Draws a call from client address `ip` (IPv6 by /64).
     pub fn draw_ip(&self, ip: Option<IpAddr>) -> Result<(), RpcError> {
         match &self.per_ip {
-            Some(budget) => budget.check(&ip.map(crate::server::client_key)),
+            Some(budget) => budget.check(&ip.map(super::client_key)),
             None => Ok(()),
         }
     }
@@ -345,4 +345,58 @@ impl std::fmt::Debug for PolicyCell {
             .field("policy", self.load().policy())
             .finish()
     }
+}
+
+/// Replaces a running server's policy ([`RunningServer::policy`](super::RunningServer::policy)).
+///
+/// The new policy is checked like the first one; an invalid one is refused
+/// and the policy in force stays. The switch is atomic: each call is
+/// checked entirely under the old policy or entirely under the new one
+/// (each entry of a batch is a call of its own). Connections stay open,
+/// budgets whose rate is unchanged keep what they have drawn, and the
+/// document (`rpc.discover`, `GET /openrpc.json`) changes with it.
+#[derive(Clone)]
+pub struct PolicyHandle(Arc<PolicyCell>);
+
+impl std::fmt::Debug for PolicyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PolicyHandle").finish()
+    }
+}
+
+impl PolicyHandle {
+    pub(crate) fn new(cell: Arc<PolicyCell>) -> Self {
+        PolicyHandle(cell)
+    }
+
+    /// Puts `policy` in force, or refuses it (the current one stays).
+    pub fn replace(&self, policy: Policy) -> Result<(), PolicyError> {
+        self.0.replace(policy)
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> Policy {
+        self.0.load().policy().clone()
+    }
+}
+
+/// The OpenRPC document a server serves for `api` under `policy`: the
+/// requirements in force, disabled methods left out (what `rpc.discover`
+/// answers with [`Discover::All`]). An error when the policy names a
+/// method or scheme the API does not have.
+pub fn document_with_policy<S: Send + Sync + 'static>(
+    api: &Api<S>,
+    schemes: &[SchemeDoc],
+    info: &DocInfo,
+    policy: &Policy,
+) -> Result<serde_json::Value, PolicyError> {
+    let names: Vec<&str> = api.names().collect();
+    let scheme_names: Vec<&str> = schemes.iter().map(|s| s.name.as_str()).collect();
+    policy.validate(&names, &scheme_names)?;
+    let decls: Vec<Arc<MethodDecl>> = api
+        .declarations()
+        .iter()
+        .filter_map(|decl| policy.apply(decl, false))
+        .collect();
+    Ok(openrpc::document_of(&decls, schemes, info))
 }
