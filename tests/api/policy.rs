@@ -174,13 +174,10 @@ pub fn assert_too_many(err: &jsonrpsee::types::ErrorObjectOwned) {
     );
 }
 
-#[tokio::test]
-async fn per_ip_budget_for_public_methods_and_refused_calls() {
-    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+both_stores! {
+    async fn per_ip_budget_for_public_methods_and_refused_calls(app) config(c) {
         c.server.policy = policy("[limits]\nper_ip = \"4/min\"\nper_caller = \"100/min\"\n");
-    })
-    .await
-    .expect("sqlite");
+    } {
     let token = app.signed_in("alice").await; // sign_up + sign_in: 2 of 4
                                               // A call refused -32001 draws from the address, not from a caller.
     assert_unauthenticated(
@@ -199,15 +196,13 @@ async fn per_ip_budget_for_public_methods_and_refused_calls() {
     app.call(Some(&token), "get_caller", json!({}))
         .await
         .expect("per caller");
+    }
 }
 
-#[tokio::test]
-async fn discover_caller_shows_what_each_caller_may_call() {
-    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+both_stores! {
+    async fn discover_caller_shows_what_each_caller_may_call(app) config(c) {
         c.server.discover = rpcguard::policy::Discover::Caller;
-    })
-    .await
-    .expect("sqlite");
+    } {
     let anonymous = app
         .call(None, "rpc.discover", json!({}))
         .await
@@ -266,6 +261,7 @@ async fn discover_caller_shows_what_each_caller_may_call() {
         .await
         .expect("json");
     assert_eq!(served, anonymous);
+    }
 }
 
 #[tokio::test]
