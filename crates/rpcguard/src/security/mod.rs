@@ -382,7 +382,24 @@ impl Caller {
 #[must_use]
 pub struct Identities {
     /// In the order found (for [`AnySecurity`]: the order of its functions).
-    by_scheme: Vec<(String, Result<Arc<Caller>, AuthFailure>)>,
+    by_scheme: Vec<Outcome>,
+}
+
+/// What one scheme yielded. An identity carries its scheme's name, so
+/// finding one copies no string.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Found(Arc<Caller>),
+    Refused(String, AuthFailure),
+}
+
+impl Outcome {
+    fn scheme(&self) -> &str {
+        match self {
+            Outcome::Found(caller) => &caller.scheme,
+            Outcome::Refused(scheme, _) => scheme,
+        }
+    }
 }
 
 impl Identities {
@@ -400,65 +417,73 @@ impl Identities {
     /// function that keeps its callers built (one per account, say) hands
     /// them out without a copy per call, and the handler gets this `Arc`.
     pub fn found_shared(mut self, caller: Arc<Caller>) -> Self {
-        let scheme = caller.scheme.clone();
-        self.add(scheme, Ok(caller));
+        self.add(Outcome::Found(caller));
         self
     }
 
     /// Adds a refused credential of `scheme`.
     pub fn refused(mut self, scheme: &str, reason: AuthFailure) -> Self {
-        self.add(scheme.to_owned(), Err(reason));
+        self.add(Outcome::Refused(scheme.to_owned(), reason));
         self
     }
 
     /// Adds everything `other` found, scheme by scheme.
     pub fn merge(mut self, other: Identities) -> Self {
-        for (scheme, outcome) in other.by_scheme {
-            self.add(scheme, outcome);
+        for outcome in other.by_scheme {
+            self.add(outcome);
         }
         self
     }
 
-    fn add(&mut self, scheme: String, outcome: Result<Arc<Caller>, AuthFailure>) {
-        match self.by_scheme.iter_mut().find(|(s, _)| *s == scheme) {
-            None => self.by_scheme.push((scheme, outcome)),
-            Some((_, held @ Err(_))) if outcome.is_ok() => *held = outcome,
+    fn add(&mut self, outcome: Outcome) {
+        match self
+            .by_scheme
+            .iter_mut()
+            .find(|held| held.scheme() == outcome.scheme())
+        {
+            None => self.by_scheme.push(outcome),
+            Some(held @ Outcome::Refused(..)) if matches!(outcome, Outcome::Found(_)) => {
+                *held = outcome
+            }
             Some(_) => {}
         }
+    }
+
+    fn outcome(&self, scheme: &str) -> Option<&Outcome> {
+        self.by_scheme.iter().find(|o| o.scheme() == scheme)
     }
 
     /// The outcome in `scheme`: its identity, why its credential was
     /// refused, or `None` when nothing of that scheme was presented.
     pub fn get(&self, scheme: &str) -> Option<Result<&Caller, AuthFailure>> {
-        self.by_scheme
-            .iter()
-            .find(|(s, _)| s == scheme)
-            .map(|(_, outcome)| match outcome {
-                Ok(caller) => Ok(&**caller),
-                Err(reason) => Err(*reason),
-            })
+        self.outcome(scheme).map(|outcome| match outcome {
+            Outcome::Found(caller) => Ok(&**caller),
+            Outcome::Refused(_, reason) => Err(*reason),
+        })
     }
 
     /// The identity found in `scheme`, shared (what the handler gets).
     pub fn shared(&self, scheme: &str) -> Option<&Arc<Caller>> {
-        self.by_scheme
-            .iter()
-            .find(|(s, _)| s == scheme)
-            .and_then(|(_, outcome)| outcome.as_ref().ok())
+        match self.outcome(scheme)? {
+            Outcome::Found(caller) => Some(caller),
+            Outcome::Refused(..) => None,
+        }
     }
 
     /// Every identity found, in the order found.
     pub fn callers(&self) -> impl Iterator<Item = &Caller> + '_ {
-        self.by_scheme
-            .iter()
-            .filter_map(|(_, outcome)| outcome.as_deref().ok())
+        self.by_scheme.iter().filter_map(|outcome| match outcome {
+            Outcome::Found(caller) => Some(&**caller),
+            Outcome::Refused(..) => None,
+        })
     }
 
     /// Every refusal, in the order found.
     pub fn refusals(&self) -> impl Iterator<Item = (&str, AuthFailure)> + '_ {
-        self.by_scheme
-            .iter()
-            .filter_map(|(scheme, outcome)| outcome.as_ref().err().map(|r| (scheme.as_str(), *r)))
+        self.by_scheme.iter().filter_map(|outcome| match outcome {
+            Outcome::Found(_) => None,
+            Outcome::Refused(scheme, reason) => Some((scheme.as_str(), *reason)),
+        })
     }
 
     /// True when nothing was presented in any scheme.
