@@ -372,46 +372,72 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let bound = server.local_addr();
     tracing::info!(addr = %bound, store = %if config.database_url.is_some() { "postgres" } else { "sqlite" }, "rpcguard listening");
+    // Taken before the "listening" line, so that no SIGHUP after it can
+    // end the server.
+    tokio::spawn(reload_policy_on_sighup(
+        hangups(),
+        policy_file,
+        server.policy(),
+    ));
     // Tests and scripts read this line to learn the port when --addr ends in :0.
     eprintln!("rpcguard listening on http://{bound}/");
-    if let Some(path) = policy_file {
-        tokio::spawn(reload_policy_on_sighup(path, server.policy()));
-    }
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
     Ok(())
 }
 
-/// Re-reads the policy file at each SIGHUP and puts it in force; a file
-/// that does not read or check is refused with a log line, and the policy
-/// in force stays.
-async fn reload_policy_on_sighup(path: PathBuf, handle: rpcguard::server::PolicyHandle) {
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = Option<()>;
+
+/// This process's SIGHUPs, from now on (the default action, ending the
+/// process, no longer applies).
+fn hangups() -> Hangups {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
+        match signal(SignalKind::hangup()) {
+            Ok(hangups) => Some(hangups),
             Err(err) => {
                 tracing::error!(error = %err, "cannot listen for SIGHUP: the policy will not reload");
-                return;
-            }
-        };
-        while hangups.recv().await.is_some() {
-            match Policy::load(&path).and_then(|policy| handle.replace(policy)) {
-                Ok(()) => {
-                    tracing::info!(file = %path.display(), "policy reloaded");
-                    // Tests and scripts wait for this line.
-                    eprintln!("rpcguard policy reloaded");
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, "policy reload refused; the policy in force stays");
-                    eprintln!("rpcguard policy reload refused: {err}");
-                }
+                None
             }
         }
     }
     #[cfg(not(unix))]
-    {
-        let _ = (path, handle);
+    None
+}
+
+/// Re-reads the policy file at each SIGHUP and puts it in force; a file
+/// that does not read or check is refused with a log line, and the policy
+/// in force stays. Without `--policy`, a SIGHUP is logged and changes
+/// nothing (it does not end the server, as it would by default).
+#[cfg_attr(not(unix), allow(unused_variables, unused_mut))]
+async fn reload_policy_on_sighup(
+    mut hangups: Hangups,
+    path: Option<PathBuf>,
+    handle: rpcguard::server::PolicyHandle,
+) {
+    #[cfg(unix)]
+    while let Some(Some(())) = match hangups.as_mut() {
+        Some(hangups) => Some(hangups.recv().await),
+        None => None,
+    } {
+        let Some(path) = &path else {
+            tracing::info!("SIGHUP: no --policy file to reload");
+            continue;
+        };
+        match Policy::load(path).and_then(|policy| handle.replace(policy)) {
+            Ok(()) => {
+                tracing::info!(file = %path.display(), "policy reloaded");
+                // Tests and scripts wait for this line.
+                eprintln!("rpcguard policy reloaded");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "policy reload refused; the policy in force stays");
+                eprintln!("rpcguard policy reload refused: {err}");
+            }
+        }
     }
 }
 

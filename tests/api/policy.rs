@@ -499,3 +499,22 @@ async fn policy_applies_to_http_and_websocket_alike() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Without `--policy`, a SIGHUP (an operator's reflex) neither ends the
+/// server nor changes anything.
+#[test]
+fn sighup_without_a_policy_file_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(&["--data-dir", data.to_str().expect("utf-8")], &[]);
+    // At once: the handler is in place before the "listening" line.
+    hangup(&server);
+    std::thread::sleep(Duration::from_millis(300));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let doc = call(&server.client(None), "rpc.discover", json!({}))
+            .await
+            .expect("still serving");
+        assert!(method(&doc, "get_caller").is_some());
+    });
+}
