@@ -219,6 +219,23 @@ pub enum ConfigError {
          (RPCGUARD_SECRET or --secret-file), which is an HS256 key: drop it, or use --jwt-alg HS256"
     )]
     GivenSecretIsHs256(crate::keys::KeyAlg),
+    /// The key set in the database (PostgreSQL) could not be read or
+    /// written.
+    #[error("the key set in the database: {0}")]
+    KeyDatabase(#[source] crate::store::StoreError),
+    /// A key row in the database is not usable.
+    #[error("key {kid} in the database is not valid: {reason}")]
+    KeyRow {
+        /// The key's id.
+        kid: String,
+        /// What is wrong (never any key material).
+        reason: String,
+    },
+    /// An admin command found no key set in the database.
+    #[error(
+        "no key set in the database: start `rpcguard serve` on it once (that creates the set)"
+    )]
+    NoKeySet,
     /// The system clock is before 1970.
     #[error("system clock is before the Unix epoch")]
     Clock,

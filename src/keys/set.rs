@@ -184,6 +184,31 @@ impl StoredKey {
         }
     }
 
+    /// A key read back from where it is stored (the database), its
+    /// material in the stored form (base64url, see the field's docs).
+    pub(crate) fn from_stored(
+        kid: String,
+        alg: KeyAlg,
+        created: u64,
+        retired: Option<u64>,
+        legacy: bool,
+        material: String,
+    ) -> Self {
+        StoredKey {
+            kid,
+            alg,
+            created,
+            retired,
+            legacy,
+            material,
+        }
+    }
+
+    /// The material in its stored form (base64url), for writing it back.
+    pub(crate) fn stored_material(&self) -> &str {
+        &self.material
+    }
+
     /// The private material (see the field's docs for its form).
     pub fn material(&self) -> Result<Vec<u8>, KeyError> {
         URL_SAFE_NO_PAD
