@@ -135,8 +135,8 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     })
 }
 
-/// The token keys: from a given secret (one HS256 key), else from the data
-/// dir's key set, watched for rotations.
+/// The token keys on SQLite: from a given secret (one HS256 key), else from
+/// the data dir's key set, watched for rotations.
 async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
     let (issuer, ttl) = (&config.issuer, config.token_ttl);
     if config.secret != SecretSource::DataDir {

@@ -99,19 +99,12 @@ impl DbKeySet {
         import: Import<'_>,
     ) -> Result<KeySet, ConfigError> {
         self.change(|current, now| {
-            let (mut set, mut changed) = match current {
+            let (mut set, created) = match current {
                 Some(set) => (set, false),
                 None => (import.key_set(alg, now)?, true),
             };
-            if let Some(alg) = alg {
-                if set.signing()?.alg != alg {
-                    let kid = set.rotate(alg, now)?.kid.clone();
-                    tracing::info!(%kid, %alg, "--jwt-alg differs from the signing key's: rotated the database's key set to a new key");
-                    changed = true;
-                }
-            }
-            changed |= set.prune(now, ttl);
-            Ok((set, changed))
+            let changed = set.settle(alg, now, ttl)?;
+            Ok((set, created || changed))
         })
         .await
     }

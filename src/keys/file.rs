@@ -51,14 +51,7 @@ pub fn open_key_set(
         }
         Err(other) => return Err(other),
     };
-    if let Some(alg) = alg {
-        if set.signing()?.alg != alg {
-            let kid = set.rotate(alg, now)?.kid.clone();
-            tracing::info!(%kid, %alg, "--jwt-alg differs from the signing key's: rotated to a new key");
-            changed = true;
-        }
-    }
-    changed |= set.prune(now, ttl);
+    changed |= set.settle(alg, now, ttl)?;
     if changed {
         write_key_set(&path, &set)?;
     }

@@ -324,6 +324,27 @@ impl KeySet {
         self.signing()
     }
 
+    /// What a start with `--jwt-alg` (`alg`, when given) does to the set:
+    /// rotates to a new key of `alg` if the signing key has another
+    /// algorithm, then removes the keys whose grace (for tokens living
+    /// `ttl`) has ended. Whether the set changed.
+    pub fn settle(
+        &mut self,
+        alg: Option<KeyAlg>,
+        now: u64,
+        ttl: Duration,
+    ) -> Result<bool, KeyError> {
+        let mut changed = false;
+        if let Some(alg) = alg {
+            if self.signing()?.alg != alg {
+                let kid = self.rotate(alg, now)?.kid.clone();
+                tracing::info!(%kid, %alg, "--jwt-alg differs from the signing key's: rotated to a new key");
+                changed = true;
+            }
+        }
+        Ok(self.prune(now, ttl) || changed)
+    }
+
     /// Removes the keys whose grace ended before `now`; whether any was.
     pub fn prune(&mut self, now: u64, ttl: Duration) -> bool {
         let before = self.keys.len();

@@ -45,6 +45,12 @@
 //! no store read per call. Rotation changes nothing the auth check reads,
 //! so it invalidates nothing.
 //!
+//! **Key set** (PostgreSQL only): the same channel carries `k:` when the
+//! key set in the database changed (migration 0005); the listener wakes
+//! [`CachedStore::key_changes`], and the key watcher
+//! ([`crate::keys::db::watch_key_table`]) reads the set again. A reconnect
+//! wakes it too.
+//!
 //! A race between a lookup that reads the store and a write that drops the
 //! entry is settled by a generation counter: a read is kept only if no
 //! invalidation happened while it was in flight.

@@ -76,6 +76,16 @@ fn start_together(
     })
 }
 
+async fn sign_up_alice(server: &ServerProcess) {
+    call(
+        &server.client(None),
+        "sign_up",
+        json!({"username": "alice", "password": PASSWORD}),
+    )
+    .await
+    .expect("sign_up");
+}
+
 async fn token_from(server: &ServerProcess, name: &str) -> String {
     call(
         &server.client(None),
@@ -197,13 +207,7 @@ async fn instances_share_the_database_key_set_and_see_a_cli_rotation() {
         );
     }
 
-    call(
-        &a.client(None),
-        "sign_up",
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await
-    .expect("sign_up on A");
+    sign_up_alice(&a).await;
     let old = token_from(&a, "alice").await;
     assert_eq!(kid_of(&old), first.kid);
     assert_eq!(kid_of(&token_from(&b, "alice").await), first.kid);
@@ -328,13 +332,7 @@ async fn a_rotation_through_one_instance_reaches_the_other() {
     let mut servers = start_together(&url, &[&dir_a, &dir_b], &[], &[]);
     let b = servers.pop().expect("B");
     drop(servers); // A stops
-    call(
-        &b.client(None),
-        "sign_up",
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await
-    .expect("sign_up on B");
+    sign_up_alice(&b).await;
     let old = token_from(&b, "alice").await;
     assert_eq!(
         jsonwebtoken::decode_header(&old).expect("header").alg,
@@ -386,13 +384,7 @@ async fn the_first_start_imports_keys_json_or_the_given_secret() {
     assert_eq!(database_key_set(&url), file, "keys.json imported as it was");
     let b = ServerProcess::start(&["--data-dir", &dir_b.path().display().to_string()], &env);
     assert!(!dir_b.path().join("keys.json").exists());
-    call(
-        &a.client(None),
-        "sign_up",
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await
-    .expect("sign_up");
+    sign_up_alice(&a).await;
     let token = token_from(&b, "alice").await;
     assert_eq!(kid_of(&token), file.signing().expect("signing").kid);
     let real = token_claims(&token);
@@ -437,13 +429,7 @@ async fn the_first_start_imports_keys_json_or_the_given_secret() {
     assert!(set.keys[0].legacy && set.keys[0].retired.is_some());
     assert_eq!(set.keys[0].material().expect("material"), SECRET.as_bytes());
     assert_eq!(set.signing().expect("signing").alg, KeyAlg::EdDSA);
-    call(
-        &server.client(None),
-        "sign_up",
-        json!({"username": "alice", "password": PASSWORD}),
-    )
-    .await
-    .expect("sign_up");
+    sign_up_alice(&server).await;
     let token = token_from(&server, "alice").await;
     let real = token_claims(&token);
     let old = forged(
