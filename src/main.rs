@@ -543,7 +543,16 @@ async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 None => rpcguard_accounts::keys::rotate_key_set(&keys.data_dir, alg, ttl)?,
             };
             let signing = set.signing()?;
-            println!("new signing key: {} ({})", signing.kid, signing.alg);
+            let now = rpcguard_accounts::auth::token::unix_now().unwrap_or(0);
+            match signing.state(now, ttl) {
+                rpcguard_accounts::keys::KeyState::Next { .. } => println!(
+                    "new signing key: {} ({}), published; {}",
+                    signing.kid,
+                    signing.alg,
+                    signing.state(now, ttl)
+                ),
+                _ => println!("new signing key: {} ({})", signing.kid, signing.alg),
+            }
         }
         KeyCommand::List { keys } => {
             let ttl = prepare(&keys)?;

@@ -13,6 +13,10 @@ CREATE TABLE signing_keys (
     -- NULL while the key signs; else when it stopped (it verifies for one
     -- token lifetime plus the reload slack after that).
     retired  BIGINT,
+    -- When a key rotated in starts signing (NULL: from `created`): it is
+    -- published a few seconds ahead, so every instance verifies its tokens
+    -- before any instance signs with it; the key it replaces is retired then.
+    signs_from BIGINT,
     -- Also verifies tokens without a `kid` (a secret from before key sets).
     legacy   BOOLEAN   NOT NULL DEFAULT FALSE,
     material TEXT      NOT NULL

@@ -47,8 +47,14 @@ use crate::store::StoreError;
 /// The advisory lock every change of the set takes (`rpcgkeys` in ASCII).
 const KEYS_LOCK: i64 = 0x7270_6367_6b65_7973;
 
-const SELECT_KEYS: &str =
-    "SELECT kid, alg, created, retired, legacy, material FROM signing_keys ORDER BY seq";
+const SELECT_KEYS: &str = "SELECT kid, alg, created, retired, signs_from, legacy, material \
+     FROM signing_keys ORDER BY seq";
+
+/// How long a key rotated in on the database is published before it signs
+/// (and the key it replaces keeps signing): longer than an instance takes
+/// to see a change (the feed: milliseconds; the poll: 1 s), so a token of
+/// the new key verifies on every instance from its first use.
+pub const PUBLISH_DELAY: Duration = Duration::from_secs(3);
 
 /// The stamp of the set: what [`stamp_of`] computes from a [`KeySet`].
 const SELECT_STAMP: &str =
@@ -103,16 +109,17 @@ impl DbKeySet {
                 Some(set) => (set, false),
                 None => (import.key_set(alg, now)?, true),
             };
-            let changed = set.settle(alg, now, ttl)?;
+            let changed = set.settle(alg, now, ttl, PUBLISH_DELAY)?;
             Ok((set, created || changed))
         })
         .await
     }
 
     /// Rotates the set to a new key of `alg` (default: the signing key's
-    /// algorithm) and prunes keys past their grace; every instance on the
-    /// database picks it up within seconds. [`ConfigError::NoKeySet`] when
-    /// the database has no set yet.
+    /// algorithm) that signs [`PUBLISH_DELAY`] from now, and prunes keys
+    /// past their grace; every instance on the database learns the new key
+    /// before that. [`ConfigError::NoKeySet`] when the database has no set
+    /// yet.
     pub async fn rotate(&self, alg: Option<KeyAlg>, ttl: Duration) -> Result<KeySet, ConfigError> {
         self.change(|current, now| {
             let mut set = current.ok_or(ConfigError::NoKeySet)?;
@@ -120,9 +127,12 @@ impl DbKeySet {
                 Some(alg) => alg,
                 None => set.signing()?.alg,
             };
-            let kid = set.rotate(alg, now)?.kid.clone();
+            let kid = set
+                .rotate_at(alg, now, now + PUBLISH_DELAY.as_secs())?
+                .kid
+                .clone();
             set.prune(now, ttl);
-            tracing::info!(%kid, %alg, "rotated the signing key in the database");
+            tracing::info!(%kid, %alg, signs_in_s = PUBLISH_DELAY.as_secs(), "rotated the signing key in the database");
             Ok((set, true))
         })
         .await
@@ -239,19 +249,21 @@ fn key_of_row(row: &sqlx::postgres::PgRow) -> Result<StoredKey, ConfigError> {
     let alg: String = row.try_get("alg").map_err(database)?;
     let alg: KeyAlg = alg.parse().map_err(|_| bad("unknown algorithm"))?;
     let created: i64 = row.try_get("created").map_err(database)?;
-    let retired: Option<i64> = row.try_get("retired").map_err(database)?;
     let created = u64::try_from(created).map_err(|_| bad("negative `created`"))?;
-    let retired = retired
-        .map(u64::try_from)
-        .transpose()
-        .map_err(|_| bad("negative `retired`"))?;
+    let optional = |column: &str| -> Result<Option<u64>, ConfigError> {
+        let value: Option<i64> = row.try_get(column).map_err(database)?;
+        value
+            .map(u64::try_from)
+            .transpose()
+            .map_err(|_| bad("negative time"))
+    };
+    let (retired, signs_from) = (optional("retired")?, optional("signs_from")?);
     let legacy: bool = row.try_get("legacy").map_err(database)?;
     let material: String = row.try_get("material").map_err(database)?;
     Ok(StoredKey::from_stored(
         kid.clone(),
         alg,
-        created,
-        retired,
+        (created, retired, signs_from),
         legacy,
         material,
     ))
@@ -306,18 +318,16 @@ async fn write_changes(
         .iter()
         .filter(|key| !old.contains_key(key.kid.as_str()))
     {
+        let optional = |value: Option<u64>| value.map(|v| seconds(&key.kid, v)).transpose();
         sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, created, retired, legacy, material) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO signing_keys (kid, alg, created, retired, signs_from, legacy, material) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&key.kid)
         .bind(key.alg.as_str())
         .bind(seconds(&key.kid, key.created)?)
-        .bind(
-            key.retired
-                .map(|retired| seconds(&key.kid, retired))
-                .transpose()?,
-        )
+        .bind(optional(key.retired)?)
+        .bind(optional(key.signs_from)?)
         .bind(key.legacy)
         .bind(key.stored_material())
         .execute(&mut **tx)

@@ -51,7 +51,7 @@ pub fn open_key_set(
         }
         Err(other) => return Err(other),
     };
-    changed |= set.settle(alg, now, ttl)?;
+    changed |= set.settle(alg, now, ttl, Duration::ZERO)?;
     if changed {
         write_key_set(&path, &set)?;
     }

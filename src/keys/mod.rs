@@ -21,7 +21,7 @@ pub mod file;
 pub mod jwks;
 pub mod set;
 
-pub use db::{watch_key_table, DbKeySet, Import};
+pub use db::{watch_key_table, DbKeySet, Import, PUBLISH_DELAY};
 pub use file::{open_key_set, rotate_key_set, watch_key_file, KEYS_FILE_NAME};
 pub use jwks::{jwks_resource, JWKS_PATH};
 pub use set::{KeyAlg, KeySet, KeyState, StoredKey, RELOAD_SLACK};

@@ -15,7 +15,11 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use rpcguard_accounts::keys::{KeyAlg, KeySet, RELOAD_SLACK};
+use rpcguard_accounts::keys::{KeyAlg, KeySet, PUBLISH_DELAY, RELOAD_SLACK};
+
+/// How long after a rotation every instance signs with the new key: it is
+/// published for [`PUBLISH_DELAY`] first, and then no reload is needed.
+const SWITCH_WITHIN: Duration = Duration::from_secs(PUBLISH_DELAY.as_secs() + 2);
 
 fn kid_of(token: &str) -> String {
     jsonwebtoken::decode_header(token)
@@ -236,8 +240,34 @@ async fn instances_share_the_database_key_set_and_see_a_cli_rotation() {
     assert!(said.contains("new signing key: es256-"), "{said}");
     answers.push(said);
     let rotated = Instant::now();
+    // Published before it signs: both instances serve the new public key
+    // (and so verify with it) while the old key still signs.
     for server in [&a, &b] {
-        let new = first_token_not_of(server, &first.kid, Duration::from_secs(3)).await;
+        loop {
+            let published: Value = serde_json::from_str(&jwks(server).await).expect("JSON");
+            if published["keys"].as_array().map(Vec::len) == Some(2) {
+                break;
+            }
+            assert!(
+                rotated.elapsed() < Duration::from_millis(1500),
+                "{} does not publish the new key: {published}",
+                server.url
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let still = token_from(server, "alice").await;
+        assert!(
+            rotated.elapsed() < Duration::from_secs(2),
+            "too slow to tell"
+        );
+        assert_eq!(
+            kid_of(&still),
+            first.kid,
+            "the new key signs before it is published everywhere"
+        );
+    }
+    for server in [&a, &b] {
+        let new = first_token_not_of(server, &first.kid, SWITCH_WITHIN).await;
         assert!(kid_of(&new).starts_with("es256-"), "{new}");
         caller(&a, &new).await.expect("the new key verifies on A");
         caller(&b, &new).await.expect("the new key verifies on B");
@@ -269,7 +299,7 @@ async fn instances_share_the_database_key_set_and_see_a_cli_rotation() {
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(first.kid.clone());
     let old_key = encoding_key(first.alg, &first.material().expect("material"));
-    let grace = Duration::from_secs(TTL) + RELOAD_SLACK + Duration::from_secs(1);
+    let grace = PUBLISH_DELAY + Duration::from_secs(TTL) + RELOAD_SLACK + Duration::from_secs(1);
     tokio::time::sleep(grace.saturating_sub(rotated.elapsed())).await;
     for server in [&a, &b] {
         assert_unauthenticated(
@@ -289,12 +319,7 @@ async fn instances_share_the_database_key_set_and_see_a_cli_rotation() {
         "{pruned:?}"
     );
     assert_eq!(pruned.keys.len(), 2);
-    first_token_not_of(
-        &a,
-        &sets[1].signing().expect("signing").kid,
-        Duration::from_secs(3),
-    )
-    .await;
+    first_token_not_of(&a, &sets[1].signing().expect("signing").kid, SWITCH_WITHIN).await;
 
     // No key material anywhere it could have been shown.
     let mut seen = answers.join("\n");
@@ -342,7 +367,7 @@ async fn a_rotation_through_one_instance_reaches_the_other() {
     let mut args = vec!["--data-dir", data_dir.as_str(), "--jwt-alg", "RS256"];
     args.extend_from_slice(&NO_SIGNIN_THROTTLE);
     let a = ServerProcess::start(&args, &[("RPCGUARD_DATABASE_URL", url.as_str())]);
-    let new = first_token_not_of(&b, &kid_of(&old), Duration::from_secs(3)).await;
+    let new = first_token_not_of(&b, &kid_of(&old), SWITCH_WITHIN).await;
     assert_eq!(
         jsonwebtoken::decode_header(&new).expect("header").alg,
         Algorithm::RS256
