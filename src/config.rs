@@ -68,15 +68,18 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Database connections in the pool.
     pub db_pool_size: u32,
-    /// The signing key's source.
+    /// The signing key's source (on PostgreSQL only imported into the
+    /// database's key set on the first start).
     pub secret: SecretSource,
     /// `--jwt-alg`: the algorithm new tokens are signed with. `None` keeps
     /// the key set's signing key (HS256 for a new set); another algorithm
     /// than the signing key's rotates the set at start (see
     /// [`open_key_set`](crate::keys::open_key_set)).
     pub jwt_alg: Option<crate::keys::KeyAlg>,
-    /// How often the server looks at `keys.json` for a rotation (default
-    /// 1 s).
+    /// How often the server looks at `keys.json` (SQLite), or at the
+    /// database's key set (PostgreSQL, besides the change feed), for a
+    /// rotation (default 1 s; keep it below
+    /// [`PUBLISH_DELAY`](crate::keys::PUBLISH_DELAY)).
     pub keys_check_every: Duration,
     /// Token issuer and audience.
     pub issuer: String,
