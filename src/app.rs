@@ -10,7 +10,10 @@ use crate::auth::password::{HasherConfig, PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
 use crate::bearer::BearerSecurity;
 use crate::config::{load_secret, prepare_data_dir, Config, ConfigError, SecretSource};
-use crate::keys::{jwks_resource, open_key_set, watch_key_file, KeyAlg, KEYS_FILE_NAME};
+use crate::keys::{
+    jwks_resource, open_key_set, watch_key_file, watch_key_table, DbKeySet, Import, KeyAlg,
+    StoredKey, KEYS_FILE_NAME,
+};
 use crate::methods::accounts::{self, Accounts};
 use crate::store::{self, CachedStore, SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
@@ -88,13 +91,20 @@ pub struct AccountsKit {
 /// says: everything the account methods and the Bearer check need, for an
 /// embedder's own [`Api`] (see `examples/embedding.rs`).
 pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
-    let keys = token_keys(config).await?;
-    let users = store::open_cached(
-        &config.database(),
-        config.db_pool_size,
-        config.auth_cache_users,
-    )
-    .await?;
+    let database = config.database();
+    let open_store = || store::open_cached(&database, config.db_pool_size, config.auth_cache_users);
+    let (keys, users) = match &config.database_url {
+        // The key set lives in the database: the store (which migrates
+        // it, and whose change feed announces rotations) comes first.
+        Some(url) => {
+            let users = open_store().await?;
+            (database_token_keys(config, url, &users).await?, users)
+        }
+        None => {
+            let keys = token_keys(config).await?;
+            (keys, open_store().await?)
+        }
+    };
     let store: SharedStore = users.clone();
     let hasher = PasswordHasher::start(HasherConfig {
         cost: config.bcrypt_cost,
@@ -125,8 +135,8 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     })
 }
 
-/// The token keys: from a given secret (one HS256 key), else from the data
-/// dir's key set, watched for rotations.
+/// The token keys on SQLite: from a given secret (one HS256 key), else from
+/// the data dir's key set, watched for rotations.
 async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
     let (issuer, ttl) = (&config.issuer, config.token_ttl);
     if config.secret != SecretSource::DataDir {
@@ -148,6 +158,47 @@ async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
         config.data_dir.join(KEYS_FILE_NAME),
         keys.clone(),
         config.keys_check_every,
+    );
+    Ok(keys)
+}
+
+/// The token keys of instances on PostgreSQL: the database's key set
+/// (created, or imported from the given secret, `keys.json` or
+/// `secret.key`, on the first start; see [`crate::keys::db`]), watched
+/// through `users`' change feed and a poll.
+async fn database_token_keys(
+    config: &Config,
+    url: &str,
+    users: &CachedStore,
+) -> Result<TokenKeys, AppError> {
+    let (issuer, ttl) = (&config.issuer, config.token_ttl);
+    // A given secret is checked even when the database has a set already.
+    let given_secret = match config.secret {
+        SecretSource::DataDir => None,
+        _ => Some(load_secret(&config.secret, &config.data_dir)?),
+    };
+    let db = DbKeySet::connect(url).await?;
+    let import = Import {
+        given_secret: given_secret.as_deref(),
+        data_dir: &config.data_dir,
+    };
+    let set = db.open(config.jwt_alg, ttl, import).await?;
+    if let Some(secret) = &given_secret {
+        let kid = StoredKey::legacy_hs256(secret, 0).kid;
+        if !set.keys.iter().any(|key| key.kid == kid) {
+            tracing::warn!(%kid, "the given secret (RPCGUARD_SECRET or --secret-file) is not in the database's key set, which signs and verifies instead: drop it from this instance's configuration");
+        }
+    }
+    let keys = TokenKeys::from_key_set(&set, issuer, issuer, ttl)?;
+    if let Ok(signing) = set.signing() {
+        tracing::info!(kid = %signing.kid, alg = %signing.alg, keys = set.keys.len(), store = "postgres", "token keys loaded");
+    }
+    watch_key_table(
+        db,
+        keys.clone(),
+        &set,
+        config.keys_check_every,
+        users.key_changes(),
     );
     Ok(keys)
 }

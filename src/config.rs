@@ -68,15 +68,18 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Database connections in the pool.
     pub db_pool_size: u32,
-    /// The signing key's source.
+    /// The signing key's source (on PostgreSQL only imported into the
+    /// database's key set on the first start).
     pub secret: SecretSource,
     /// `--jwt-alg`: the algorithm new tokens are signed with. `None` keeps
     /// the key set's signing key (HS256 for a new set); another algorithm
     /// than the signing key's rotates the set at start (see
     /// [`open_key_set`](crate::keys::open_key_set)).
     pub jwt_alg: Option<crate::keys::KeyAlg>,
-    /// How often the server looks at `keys.json` for a rotation (default
-    /// 1 s).
+    /// How often the server looks at `keys.json` (SQLite), or at the
+    /// database's key set (PostgreSQL, besides the change feed), for a
+    /// rotation (default 1 s; keep it below
+    /// [`PUBLISH_DELAY`](crate::keys::PUBLISH_DELAY)).
     pub keys_check_every: Duration,
     /// Token issuer and audience.
     pub issuer: String,
@@ -219,6 +222,23 @@ pub enum ConfigError {
          (RPCGUARD_SECRET or --secret-file), which is an HS256 key: drop it, or use --jwt-alg HS256"
     )]
     GivenSecretIsHs256(crate::keys::KeyAlg),
+    /// The key set in the database (PostgreSQL) could not be read or
+    /// written.
+    #[error("the key set in the database: {0}")]
+    KeyDatabase(#[source] crate::store::StoreError),
+    /// A key row in the database is not usable.
+    #[error("key {kid} in the database is not valid: {reason}")]
+    KeyRow {
+        /// The key's id.
+        kid: String,
+        /// What is wrong (never any key material).
+        reason: String,
+    },
+    /// An admin command found no key set in the database.
+    #[error(
+        "no key set in the database: start `rpcguard serve` on it once (that creates the set)"
+    )]
+    NoKeySet,
     /// The system clock is before 1970.
     #[error("system clock is before the Unix epoch")]
     Clock,

@@ -42,16 +42,20 @@ enum Command {
     /// Manages accounts directly in the store.
     #[command(subcommand)]
     User(UserCommand),
-    /// Manages the token signing keys (`<data-dir>/keys.json`).
+    /// Manages the token signing keys (`<data-dir>/keys.json`, or the database's with
+    /// --database-url).
     #[command(subcommand)]
     Key(KeyCommand),
 }
 
 #[derive(Debug, Args)]
 struct KeyArgs {
-    /// Directory of the key set (keys.json).
+    /// Directory of the key set (keys.json), for a server on SQLite.
     #[arg(long, env = "RPCGUARD_DATA_DIR", default_value = "./rpcguard-data")]
     data_dir: PathBuf,
+    /// PostgreSQL URL (postgres://…): the key set every instance on that database shares.
+    #[arg(long, env = "RPCGUARD_DATABASE_URL")]
+    database_url: Option<String>,
     /// Token lifetime in seconds, as the server runs with: a retired key verifies this long
     /// (plus 5 s) after its rotation, then drops out.
     #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS)]
@@ -61,7 +65,8 @@ struct KeyArgs {
 #[derive(Debug, Subcommand)]
 enum KeyCommand {
     /// Makes a new signing key; older keys verify their tokens until those expire. A running
-    /// server on the same data dir sees the new key within seconds.
+    /// server on the same data dir, or every instance on the same database, sees the new key
+    /// within seconds.
     Rotate {
         /// Algorithm of the new key (default: the current signing key's).
         #[arg(long, value_parser = parse_alg)]
@@ -613,21 +618,44 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
 /// that the per-call log line costs no system call on the request path.
 /// The returned guard writes what is left when dropped, at the end of
 /// `main`.
-fn key(command: KeyCommand) -> anyhow::Result<()> {
+async fn key(command: KeyCommand) -> anyhow::Result<()> {
+    use rpcguard_accounts::config::ConfigError;
+    use rpcguard_accounts::keys::DbKeySet;
     let prepare = |args: &KeyArgs| -> anyhow::Result<Duration> {
-        rpcguard_accounts::config::prepare_data_dir(&args.data_dir)?;
+        if args.database_url.is_none() {
+            rpcguard_accounts::config::prepare_data_dir(&args.data_dir)?;
+        }
         Ok(Duration::from_secs(args.token_ttl))
     };
     match command {
         KeyCommand::Rotate { alg, keys } => {
             let ttl = prepare(&keys)?;
-            let set = rpcguard_accounts::keys::rotate_key_set(&keys.data_dir, alg, ttl)?;
+            let set = match &keys.database_url {
+                Some(url) => DbKeySet::connect(url).await?.rotate(alg, ttl).await?,
+                None => rpcguard_accounts::keys::rotate_key_set(&keys.data_dir, alg, ttl)?,
+            };
             let signing = set.signing()?;
-            println!("new signing key: {} ({})", signing.kid, signing.alg);
+            let now = rpcguard_accounts::auth::token::unix_now().unwrap_or(0);
+            match signing.state(now, ttl) {
+                rpcguard_accounts::keys::KeyState::Next { .. } => println!(
+                    "new signing key: {} ({}), published; {}",
+                    signing.kid,
+                    signing.alg,
+                    signing.state(now, ttl)
+                ),
+                _ => println!("new signing key: {} ({})", signing.kid, signing.alg),
+            }
         }
         KeyCommand::List { keys } => {
             let ttl = prepare(&keys)?;
-            let set = rpcguard_accounts::keys::open_key_set(&keys.data_dir, None, ttl)?;
+            let set = match &keys.database_url {
+                Some(url) => DbKeySet::connect(url)
+                    .await?
+                    .load()
+                    .await?
+                    .ok_or(ConfigError::NoKeySet)?,
+                None => rpcguard_accounts::keys::open_key_set(&keys.data_dir, None, ttl)?,
+            };
             let now = rpcguard_accounts::auth::token::unix_now().unwrap_or(0);
             for key in &set.keys {
                 println!("{}\t{}\t{}", key.kid, key.alg, key.state(now, ttl));
@@ -665,7 +693,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
-            Command::Key(command) => key(command),
+            Command::Key(command) => key(command).await,
         }
     });
     match result {

@@ -35,6 +35,10 @@ pub struct Args {
     /// at once; writes --soak-out instead of --out.
     #[arg(long, default_value_t = 0)]
     pub soak: u64,
+    /// Runs only these scenarios of a full run (repeatable): alternating,
+    /// flood, sessions, memory, propagation, algorithms. Default: all.
+    #[arg(long)]
+    pub only: Vec<String>,
     /// A PostgreSQL server (its admin URL) for scenario (i), the delay of
     /// a committed write to reach another instance: a fresh database is
     /// created there. Without it (i) is skipped.

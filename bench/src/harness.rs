@@ -95,15 +95,18 @@ impl Bench {
         sample_rss: bool,
     ) -> Measurement {
         let (server, other) = self.server_and_other(target);
-        let (load, (rss_peak, cpu)) = tokio::join!(
-            load::run(target, config),
-            sample_during_window(config, server.pid(), other.pid(), sample_rss)
-        );
-        Measurement {
-            server: server.name,
-            run: Run::new(load, cpu, config),
-            rss_peak,
-        }
+        measure_with(server, other, target, config, sample_rss).await
+    }
+
+    /// [`Bench::measure`] for a server of the scenario's own (the other
+    /// process whose CPU is told apart is the baseline), without RSS.
+    pub async fn measure_on(
+        &self,
+        server: &ServerProcess,
+        target: &Target,
+        config: LoadConfig,
+    ) -> Measurement {
+        measure_with(server, &self.baseline, target, config, false).await
     }
 
     /// Records a run of scenario `id` and prints it with its CPU reading.
@@ -152,6 +155,26 @@ impl Bench {
         } else {
             (&self.baseline, &self.rpcguard)
         }
+    }
+}
+
+/// Runs `target` against `server` (`other`: the other server whose CPU is
+/// counted apart) and measures what [`Bench::measure`] says.
+async fn measure_with(
+    server: &ServerProcess,
+    other: &ServerProcess,
+    target: &Target,
+    config: LoadConfig,
+    sample_rss: bool,
+) -> Measurement {
+    let (load, (rss_peak, cpu)) = tokio::join!(
+        load::run(target, config),
+        sample_during_window(config, server.pid(), other.pid(), sample_rss)
+    );
+    Measurement {
+        server: server.name,
+        run: Run::new(load, cpu, config),
+        rss_peak,
     }
 }
 

@@ -20,7 +20,9 @@
 //! in `alternating.rs`; (f) a `sign_in` flood at full bcrypt load, alone and
 //! while (a) runs (`flood.rs`); (g) N concurrent authenticated idle
 //! WebSocket sessions and the server's RSS per session (`sessions.rs`); (h)
-//! server RSS idle and under (a) (`memory.rs`). `--soak SECONDS` runs only
+//! server RSS idle and under (a) (`memory.rs`); (j) `get_caller` per
+//! `--jwt-alg` against the baseline, and sign/verify cost per algorithm
+//! (`algorithms.rs`). `--only NAME` runs some of them. `--soak SECONDS` runs only
 //! the soak of issue 10 instead (`soak.rs`): mixed load, CLI grants and
 //! revokes, and the server's RSS over minutes, reported in `bench/soak.md`.
 
@@ -55,7 +57,7 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(args.client_threads.max(1))
         .enable_all()
         .build()?;
-    let mut scenarios = scenarios::for_args(&args);
+    let mut scenarios = scenarios::for_args(&args)?;
     let measured = runtime.block_on(harness::run(args, command, nofile, &mut scenarios))?;
     if measured.args.soak > 0 {
         write_soak_report(&measured, &scenarios)

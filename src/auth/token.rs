@@ -126,11 +126,32 @@ type Remembered = (Arc<Claims>, Option<u64>);
 
 /// The decoded key set in use.
 struct ActiveKeys {
-    signing_header: Header,
-    signing: EncodingKey,
+    /// The keys that sign now or will (a key published ahead of its
+    /// switch, and the one it replaces until then), oldest first.
+    signers: Vec<Signer>,
     by_kid: HashMap<String, VerifyingKey>,
     /// The `kid` of the key that verifies tokens without one.
     legacy: Option<String>,
+}
+
+/// A key that signs from `from` until `until` (Unix seconds).
+struct Signer {
+    from: u64,
+    until: Option<u64>,
+    header: Header,
+    key: EncodingKey,
+}
+
+impl ActiveKeys {
+    /// The key that signs at `now`: the newest whose time it is (the
+    /// newest of all if, by the clock, none's is).
+    fn signer(&self, now: u64) -> Option<&Signer> {
+        self.signers
+            .iter()
+            .rev()
+            .find(|s| s.from <= now && s.until.is_none_or(|until| now < until))
+            .or_else(|| self.signers.last())
+    }
 }
 
 struct VerifyingKey {
@@ -232,7 +253,8 @@ impl TokenKeys {
 
     /// The `kid` of the key that signs now.
     pub fn signing_kid(&self) -> Option<String> {
-        self.current()?.signing_header.kid.clone()
+        let now = unix_now()?;
+        self.current()?.signer(now)?.header.kid.clone()
     }
 
     /// The public keys (RFC 7517) of the asymmetric keys that verify now,
@@ -278,7 +300,10 @@ impl TokenKeys {
         let active = self
             .current()
             .ok_or(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey))?;
-        let token = jsonwebtoken::encode(&active.signing_header, &claims, &active.signing)?;
+        let signer = active
+            .signer(now)
+            .ok_or(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey))?;
+        let token = jsonwebtoken::encode(&signer.header, &claims, &signer.key)?;
         Ok((token, claims))
     }
 
@@ -350,14 +375,14 @@ fn decode_set(
     ttl: Duration,
 ) -> Result<ActiveKeys, TokenError> {
     let now = unix_now().ok_or(TokenError::Clock)?;
-    let signing = set.signing()?;
-    let mut signing_key = None;
+    set.signing()?;
+    let mut signers = Vec::new();
     let mut by_kid = HashMap::new();
     let mut legacy = None;
     for stored in &set.keys {
         let until = match stored.state(now, ttl) {
             KeyState::Expired { .. } => continue,
-            KeyState::Signing => None,
+            KeyState::Signing | KeyState::Next { .. } => None,
             KeyState::Verifying { until } => Some(until),
         };
         let (encoding, decoding, public) = decode_key(stored)?;
@@ -366,8 +391,16 @@ fn decode_set(
         if stored.legacy {
             legacy = Some(stored.kid.clone());
         }
-        if stored.kid == signing.kid {
-            signing_key = Some(encoding);
+        // Signs now or later: not retired, or retired at a switch to come.
+        if stored.retired.is_none_or(|retired| now < retired) {
+            let mut header = Header::new(stored.alg.algorithm());
+            header.kid = Some(stored.kid.clone());
+            signers.push(Signer {
+                from: stored.signs_from.unwrap_or(0),
+                until: stored.retired,
+                header,
+                key: encoding,
+            });
         }
         by_kid.insert(
             stored.kid.clone(),
@@ -380,13 +413,11 @@ fn decode_set(
             },
         );
     }
-    let signing_key =
-        signing_key.ok_or(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey))?;
-    let mut signing_header = Header::new(signing.alg.algorithm());
-    signing_header.kid = Some(signing.kid.clone());
+    if signers.is_empty() {
+        return Err(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey));
+    }
     Ok(ActiveKeys {
-        signing_header,
-        signing: signing_key,
+        signers,
         by_kid,
         legacy,
     })

@@ -15,9 +15,10 @@
 //!   into the running [`TokenKeys`] when they change; a file that cannot be
 //!   read or parsed is logged and the keys in use are kept.
 //!
-//! The set is per data dir: instances on one PostgreSQL database must share
-//! the data dir's `keys.json` (a shared volume, or the same file deployed to
-//! each) to accept each other's tokens.
+//! The set is per data dir, for one instance on SQLite; instances on one
+//! PostgreSQL database keep theirs in the database instead
+//! ([`db`](super::db)), where this file (or `secret.key`) is imported on the
+//! first start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -45,18 +46,12 @@ pub fn open_key_set(
     let (mut set, mut changed) = match read_key_set(&path) {
         Ok(set) => (set, false),
         Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            (first_key_set(data_dir, alg, now)?, true)
+            let place = path.display().to_string();
+            (first_key_set(data_dir, alg, now, &place)?, true)
         }
         Err(other) => return Err(other),
     };
-    if let Some(alg) = alg {
-        if set.signing()?.alg != alg {
-            let kid = set.rotate(alg, now)?.kid.clone();
-            tracing::info!(%kid, %alg, "--jwt-alg differs from the signing key's: rotated to a new key");
-            changed = true;
-        }
-    }
-    changed |= set.prune(now, ttl);
+    changed |= set.settle(alg, now, ttl, Duration::ZERO)?;
     if changed {
         write_key_set(&path, &set)?;
     }
@@ -85,18 +80,25 @@ pub fn rotate_key_set(
     Ok(set)
 }
 
-fn first_key_set(data_dir: &Path, alg: Option<KeyAlg>, now: u64) -> Result<KeySet, ConfigError> {
+/// The first key set of `data_dir`, to be kept at `place` (the file, or
+/// the database): from its `secret.key` when there is one (rotated to
+/// `alg` when that is not HS256), else a new key of `alg` (default HS256).
+pub(crate) fn first_key_set(
+    data_dir: &Path,
+    alg: Option<KeyAlg>,
+    now: u64,
+    place: &str,
+) -> Result<KeySet, ConfigError> {
     let legacy = data_dir.join(SECRET_FILE_NAME);
     let mut set = match read_key_file(&legacy) {
         Ok(secret) => {
-            tracing::info!(path = %legacy.display(), "imported secret.key as the key set's first (HS256) key");
+            tracing::info!(path = %legacy.display(), into = %place, "imported secret.key as the key set's first (HS256) key");
             KeySet::of(vec![StoredKey::legacy_hs256(&secret, now)])
         }
         Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let set = KeySet::generate(alg.unwrap_or(KeyAlg::HS256), now)?;
             if let Ok(key) = set.signing() {
-                let path = data_dir.join(KEYS_FILE_NAME);
-                tracing::info!(path = %path.display(), kid = %key.kid, alg = %key.alg, "generated a new signing key");
+                tracing::info!(into = %place, kid = %key.kid, alg = %key.alg, "generated a new signing key");
             }
             return Ok(set);
         }

@@ -124,9 +124,16 @@ pub struct StoredKey {
     pub alg: KeyAlg,
     /// Unix seconds the key was made (or imported).
     pub created: u64,
-    /// Unix seconds the key stopped signing; `None` while it signs.
+    /// Unix seconds the key stopped (or stops) signing; `None` while it
+    /// signs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired: Option<u64>,
+    /// Unix seconds from which the key signs, when that is after it was
+    /// made: a key rotated in on PostgreSQL is published first, so that
+    /// every instance verifies its tokens before any instance signs with
+    /// it (see [`KeySet::rotate_at`]). `None`: from its creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signs_from: Option<u64>,
     /// Whether this key also verifies tokens without a `kid`: the key
     /// imported from `secret.key` (or given in `RPCGUARD_SECRET` /
     /// `--secret-file`), which signed tokens before key sets existed.
@@ -144,6 +151,7 @@ impl std::fmt::Debug for StoredKey {
             .field("alg", &self.alg)
             .field("created", &self.created)
             .field("retired", &self.retired)
+            .field("signs_from", &self.signs_from)
             .field("legacy", &self.legacy)
             .field("material", &"<redacted>")
             .finish()
@@ -163,6 +171,7 @@ impl StoredKey {
             alg,
             created: now,
             retired: None,
+            signs_from: None,
             legacy: false,
             material: URL_SAFE_NO_PAD.encode(material),
         })
@@ -179,9 +188,35 @@ impl StoredKey {
             alg: KeyAlg::HS256,
             created: now,
             retired: None,
+            signs_from: None,
             legacy: true,
             material: URL_SAFE_NO_PAD.encode(secret),
         }
+    }
+
+    /// A key read back from where it is stored (the database), its
+    /// material in the stored form (base64url, see the field's docs).
+    pub(crate) fn from_stored(
+        kid: String,
+        alg: KeyAlg,
+        (created, retired, signs_from): (u64, Option<u64>, Option<u64>),
+        legacy: bool,
+        material: String,
+    ) -> Self {
+        StoredKey {
+            kid,
+            alg,
+            created,
+            retired,
+            signs_from,
+            legacy,
+            material,
+        }
+    }
+
+    /// The material in its stored form (base64url), for writing it back.
+    pub(crate) fn stored_material(&self) -> &str {
+        &self.material
     }
 
     /// The private material (see the field's docs for its form).
@@ -198,8 +233,18 @@ impl StoredKey {
             .map(|retired| retired + ttl.as_secs() + RELOAD_SLACK.as_secs())
     }
 
+    /// Whether the key signs at `now` (it is past its `signs_from` and
+    /// not yet retired).
+    pub fn signs_at(&self, now: u64) -> bool {
+        self.signs_from.is_none_or(|from| from <= now)
+            && self.retired.is_none_or(|retired| now < retired)
+    }
+
     /// Where the key stands at `now`.
     pub fn state(&self, now: u64, ttl: Duration) -> KeyState {
+        if let Some(from) = self.signs_from.filter(|from| now < *from) {
+            return KeyState::Next { from };
+        }
         match self.verifies_until(ttl) {
             None => KeyState::Signing,
             Some(until) if now <= until => KeyState::Verifying { until },
@@ -211,6 +256,11 @@ impl StoredKey {
 /// Where a key stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
+    /// Published: verifies already, signs from `from` (Unix seconds).
+    Next {
+        /// When it starts signing.
+        from: u64,
+    },
     /// Signs new tokens (and verifies them).
     Signing,
     /// Retired: verifies the tokens it signed until `until` (Unix seconds).
@@ -229,6 +279,7 @@ pub enum KeyState {
 impl std::fmt::Display for KeyState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            KeyState::Next { from } => write!(f, "next, signs from {}", rfc3339(*from)),
             KeyState::Signing => f.write_str("signing"),
             KeyState::Verifying { until } => write!(f, "verifying until {}", rfc3339(*until)),
             KeyState::Expired { since } => write!(f, "expired since {}", rfc3339(*since)),
@@ -267,7 +318,8 @@ impl KeySet {
         KeySet { version: 1, keys }
     }
 
-    /// The key that signs: the newest one not retired.
+    /// The key that signs, or will once a pending switch is done: the
+    /// newest one not retired.
     pub fn signing(&self) -> Result<&StoredKey, KeyError> {
         self.keys
             .iter()
@@ -291,12 +343,52 @@ impl KeySet {
     /// Retires every signing key at `now` and adds a new key of `alg`,
     /// which signs from now on; returns it.
     pub fn rotate(&mut self, alg: KeyAlg, now: u64) -> Result<&StoredKey, KeyError> {
-        let new = StoredKey::generate(alg, now)?;
+        self.rotate_at(alg, now, now)
+    }
+
+    /// Adds a new key of `alg`, made at `now`, that signs from `switch`
+    /// (not before `now`), and retires every signing key at `switch`:
+    /// until then the old key signs and the new one only verifies, so
+    /// that every holder of the set can learn the new key before any
+    /// token of it exists. Returns the new key.
+    pub fn rotate_at(
+        &mut self,
+        alg: KeyAlg,
+        now: u64,
+        switch: u64,
+    ) -> Result<&StoredKey, KeyError> {
+        let switch = switch.max(now);
+        let mut new = StoredKey::generate(alg, now)?;
+        new.signs_from = (switch > now).then_some(switch);
         for key in &mut self.keys {
-            key.retired.get_or_insert(now);
+            key.retired.get_or_insert(switch);
         }
         self.keys.push(new);
         self.signing()
+    }
+
+    /// What a start with `--jwt-alg` (`alg`, when given) does to the set:
+    /// rotates to a new key of `alg` if the signing key has another
+    /// algorithm (one that signs `publish` later, see
+    /// [`KeySet::rotate_at`]), then removes the keys whose grace (for
+    /// tokens living `ttl`) has ended. Whether the set changed.
+    pub fn settle(
+        &mut self,
+        alg: Option<KeyAlg>,
+        now: u64,
+        ttl: Duration,
+        publish: Duration,
+    ) -> Result<bool, KeyError> {
+        let mut changed = false;
+        if let Some(alg) = alg {
+            if self.signing()?.alg != alg {
+                let switch = now + publish.as_secs();
+                let kid = self.rotate_at(alg, now, switch)?.kid.clone();
+                tracing::info!(%kid, %alg, "--jwt-alg differs from the signing key's: rotated to a new key");
+                changed = true;
+            }
+        }
+        Ok(self.prune(now, ttl) || changed)
     }
 
     /// Removes the keys whose grace ended before `now`; whether any was.
@@ -395,6 +487,22 @@ mod tests {
         assert!(set.prune(until + 1, TTL));
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.signing().expect("signing").kid, second);
+    }
+
+    #[test]
+    fn a_published_key_verifies_before_it_signs() {
+        let mut set = KeySet::generate(KeyAlg::HS256, 1000).expect("set");
+        let new = set
+            .rotate_at(KeyAlg::ES256, 1000, 1003)
+            .expect("rotate")
+            .clone();
+        let old = &set.keys[0];
+        assert_eq!(new.state(1000, TTL), KeyState::Next { from: 1003 });
+        assert!(old.signs_at(1002) && !new.signs_at(1002));
+        assert!(!old.signs_at(1003) && new.signs_at(1003));
+        assert_eq!(new.state(1003, TTL), KeyState::Signing);
+        let until = 1003 + 60 + RELOAD_SLACK.as_secs();
+        assert_eq!(old.state(1001, TTL), KeyState::Verifying { until });
     }
 
     #[test]

@@ -45,6 +45,12 @@
 //! no store read per call. Rotation changes nothing the auth check reads,
 //! so it invalidates nothing.
 //!
+//! **Key set** (PostgreSQL only): the same channel carries `k:` when the
+//! key set in the database changed (migration 0005); the listener wakes
+//! [`CachedStore::key_changes`], and the key watcher
+//! ([`crate::keys::db::watch_key_table`]) reads the set again. A reconnect
+//! wakes it too.
+//!
 //! A race between a lookup that reads the store and a write that drops the
 //! entry is settled by a generation counter: a read is kept only if no
 //! invalidation happened while it was in flight.
@@ -80,6 +86,10 @@ pub const CHANGE_LOG_RETENTION: Duration = Duration::from_secs(600);
 /// The prefix of a change-log key (or NOTIFY payload) that names a session.
 pub const SESSION_KEY_PREFIX: &str = "s:";
 
+/// The NOTIFY payload that announces a change of the key set in the
+/// database (migration 0005; see [`crate::keys::db`]).
+pub const KEYS_CHANGED_KEY: &str = "k:";
+
 /// A [`UserStore`] with an exact in-memory copy of recently used users and
 /// sessions.
 pub struct CachedStore {
@@ -88,6 +98,9 @@ pub struct CachedStore {
     sessions: Mutex<LruCache<String, Arc<SessionState>>>,
     generation: AtomicU64,
     freshness: Freshness,
+    /// Woken when the PostgreSQL feed announces a change of the key set
+    /// (or reconnects, when anything may have changed).
+    keys_changed: Arc<tokio::sync::Notify>,
 }
 
 /// How the map learns of writes made outside this process.
@@ -191,7 +204,15 @@ impl CachedStore {
             sessions: Mutex::new(LruCache::new(capacity.max(1))),
             generation: AtomicU64::new(0),
             freshness,
+            keys_changed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// What the change feed wakes when the key set in the database changed
+    /// (PostgreSQL only; on SQLite it is never woken): the key watcher
+    /// ([`crate::keys::db::watch_key_table`]) reads the set again then.
+    pub fn key_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.keys_changed.clone()
     }
 
     /// The number of users held in memory now.
@@ -388,6 +409,7 @@ async fn listen(url: String, store: Weak<CachedStore>, live: Arc<AtomicBool>) {
                     // Anything may have changed while nobody listened.
                     let Some(cache) = store.upgrade() else { return };
                     cache.forget_all();
+                    cache.keys_changed.notify_one();
                     live.store(true, Ordering::Release);
                     drop(cache);
                     pause = Duration::from_millis(100);
@@ -397,6 +419,7 @@ async fn listen(url: String, store: Weak<CachedStore>, live: Arc<AtomicBool>) {
                         let Some(cache) = store.upgrade() else { return };
                         match note.payload() {
                             "" => cache.forget_all(),
+                            KEYS_CHANGED_KEY => cache.keys_changed.notify_one(),
                             key => cache.forget(key),
                         }
                     }

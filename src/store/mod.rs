@@ -28,7 +28,8 @@ use rpcguard::error::RpcError;
 use rpcguard::security::Caller;
 
 pub use cached::{
-    CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY, SESSION_KEY_PREFIX,
+    CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY, KEYS_CHANGED_KEY,
+    SESSION_KEY_PREFIX,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -7,9 +7,9 @@ use crate::both_stores;
 use crate::helpers::*;
 
 /// Signs `claims` with the server's own (HS256) signing key, read from its
-/// data dir's key set, naming it by its `kid`, under the `alg` header given.
+/// key set (data dir or database), naming it by its `kid`, under the `alg` header given.
 pub fn forge(app: &TestApp, claims: &Value, alg: Algorithm) -> String {
-    let (kid, key) = signing_key(app.data_dir.path());
+    let (kid, key) = app_signing_key(app);
     let mut header = Header::new(alg);
     header.kid = Some(kid);
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(&key)).expect("encode")

@@ -878,3 +878,39 @@ pub fn signing_key(data_dir: &std::path::Path) -> (String, Vec<u8>) {
     let key = set.signing().expect("signing key");
     (key.kid.clone(), key.material().expect("material"))
 }
+
+/// The key set of the database at `url` (PostgreSQL), read on a thread of
+/// its own so that sync test code can call it inside the runtime.
+pub fn database_key_set(url: &str) -> rpcguard_accounts::keys::KeySet {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            rpcguard_accounts::keys::DbKeySet::connect(&url)
+                .await
+                .expect("connect")
+                .load()
+                .await
+                .expect("read the key set")
+                .expect("the database has a key set")
+        })
+    })
+    .join()
+    .expect("join")
+}
+
+/// The `kid` and private material of `app`'s signing key: from its data
+/// dir's key set on SQLite, from its database's on PostgreSQL.
+pub fn app_signing_key(app: &TestApp) -> (String, Vec<u8>) {
+    match &app.config.database_url {
+        None => signing_key(app.data_dir.path()),
+        Some(url) => {
+            let set = database_key_set(url);
+            let key = set.signing().expect("signing key");
+            (key.kid.clone(), key.material().expect("material"))
+        }
+    }
+}

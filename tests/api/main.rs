@@ -19,6 +19,7 @@ mod instances;
 mod keys;
 mod openrpc;
 mod params;
+mod pg_keys;
 mod policy;
 mod sessions;
 mod signin_path;

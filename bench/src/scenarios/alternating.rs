@@ -41,8 +41,8 @@ pub const A_HTTP_LOG: &str = "a-http-log";
 pub const BASE_HTTP_1: &str = "base-http-1";
 /// (a) `get_caller` over HTTP, one connection.
 pub const A_HTTP_1: &str = "a-http-1";
-/// (j) `get_caller` over HTTP on a server with a policy and rate limits.
-pub const J_POLICY: &str = "j-policy";
+/// (k) `get_caller` over HTTP on a server with a policy and rate limits.
+pub const K_POLICY: &str = "k-policy";
 
 /// (a)–(e) and their baselines.
 pub struct Alternating;
@@ -85,7 +85,7 @@ fn legs(bench: &Bench) -> Vec<Leg> {
             true,
         ),
         leg(
-            J_POLICY,
+            K_POLICY,
             requests::get_caller(&bench.rpcguard_policy, Transport::Http, &bench.policy_token),
             false,
         ),
@@ -130,7 +130,7 @@ fn legs(bench: &Bench) -> Vec<Leg> {
     ]
 }
 
-/// Odd rounds run the first three (baseline, (a), (j)) and each other
+/// Odd rounds run the first three (baseline, (a), (k)) and each other
 /// rpcguard/baseline pair the other way round, and (c)–(e) and the logging
 /// leg backwards.
 fn order_for_round(mut legs: Vec<Leg>, round: usize) -> Vec<Leg> {
@@ -201,9 +201,9 @@ impl Scenario for Alternating {
             ),
             throughput_verdict(
                 m,
-                J_POLICY,
+                K_POLICY,
                 A_HTTP,
-                "(j) get_caller with a policy and rate limits req/s ÷ (a) req/s",
+                "(k) get_caller with a policy and rate limits req/s ÷ (a) req/s",
                 0.9,
             ),
         ]
@@ -380,8 +380,8 @@ const ROWS: &[Row] = &[
         bar: Bar::Rpcguard,
     },
     Row {
-        id: J_POLICY,
-        label: "(j) get_caller, policy + limits",
+        id: K_POLICY,
+        label: "(k) get_caller, policy + limits",
         server: "rpcguard --policy",
         transport: "HTTP keep-alive",
         method: "`get_caller`, valid token, per-caller budget drawn",

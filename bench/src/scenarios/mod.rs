@@ -6,6 +6,7 @@
 //! their rows, targets, notes, sections and method bullets appear in the
 //! report in this order. `--soak` runs [`soak`] alone (see [`for_args`]).
 
+pub mod algorithms;
 pub mod alternating;
 pub mod flood;
 pub mod memory;
@@ -22,24 +23,42 @@ use crate::record::Measured;
 use crate::report::{Row, Verdict};
 
 /// The scenarios a run with `args` runs: the soak alone with `--soak`,
-/// else [`all`].
-pub fn for_args(args: &Args) -> Vec<Box<dyn Scenario>> {
+/// else [`all`], or those of them `--only` names.
+pub fn for_args(args: &Args) -> anyhow::Result<Vec<Box<dyn Scenario>>> {
     if args.soak > 0 {
-        vec![Box::new(soak::Soak::default())]
-    } else {
-        all()
+        return Ok(vec![Box::new(soak::Soak::default())]);
     }
+    let all = all();
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|name| !all.iter().any(|(known, _)| known == name))
+    {
+        anyhow::bail!(
+            "--only {unknown}: no such scenario (one of: {})",
+            all.iter()
+                .map(|(name, _)| *name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(all
+        .into_iter()
+        .filter(|(name, _)| args.only.is_empty() || args.only.iter().any(|only| only == name))
+        .map(|(_, scenario)| scenario)
+        .collect())
 }
 
 /// Every scenario of a full run (`bench/results.md`), in run and report
-/// order; the soak runs alone (see [`for_args`]).
-pub fn all() -> Vec<Box<dyn Scenario>> {
+/// order, with its `--only` name; the soak runs alone (see [`for_args`]).
+pub fn all() -> Vec<(&'static str, Box<dyn Scenario>)> {
     vec![
-        Box::new(alternating::Alternating),
-        Box::new(flood::Flood::default()),
-        Box::new(sessions::IdleSessions::default()),
-        Box::new(memory::Memory),
-        Box::new(propagation::Propagation::default()),
+        ("alternating", Box::new(alternating::Alternating)),
+        ("flood", Box::new(flood::Flood::default())),
+        ("sessions", Box::new(sessions::IdleSessions::default())),
+        ("memory", Box::new(memory::Memory)),
+        ("propagation", Box::new(propagation::Propagation::default())),
+        ("algorithms", Box::new(algorithms::Algorithms::default())),
     ]
 }
 
