@@ -52,17 +52,14 @@ impl BearerSecurity {
 
     /// The Bearer scheme's description.
     pub fn scheme_doc() -> SchemeDoc {
-        SchemeDoc {
-            name: BEARER.to_owned(),
-            kind: "bearer".to_owned(),
-            location: "header".to_owned(),
-            header: "Authorization".to_owned(),
-            bearer_format: Some("JWT".to_owned()),
-            description:
-                "A JWT access token from `sign_in`, sent as `Authorization: Bearer <token>` \
-                          (or, for a WebSocket upgrade, as the `access_token` query parameter)."
-                    .to_owned(),
-        }
+        SchemeDoc::bearer(
+            BEARER,
+            "JWT",
+            "A JWT access token from `sign_in`, sent as `Authorization: Bearer <token>` \
+             (or, for a WebSocket upgrade, as the `access_token` query parameter). Tokens \
+             signed with an asymmetric key (`--jwt-alg EdDSA`, `ES256`, `RS256`) can be \
+             verified by other services with the public keys at `GET /.well-known/jwks.json`.",
+        )
     }
 }
 

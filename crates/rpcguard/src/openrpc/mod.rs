@@ -284,6 +284,9 @@ fn security_schemes(decls: &[std::sync::Arc<MethodDecl>], schemes: &[SchemeDoc])
         }
         entry.insert("description".into(), json!(scheme.description));
         entry.insert("scopes".into(), Value::Object(scopes));
+        for (name, value) in &scheme.extensions {
+            entry.insert(name.clone(), value.clone());
+        }
         out.insert(scheme.name.clone(), Value::Object(entry));
     }
     Value::Object(out)
