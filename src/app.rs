@@ -33,6 +33,9 @@ pub enum AppError {
     /// The password hasher could not start.
     #[error("cannot start the password hasher: {0}")]
     Password(#[from] PasswordError),
+    /// The external issuer cannot be used.
+    #[error("external issuer: {0}")]
+    Oidc(#[from] rpcguard::security::oidc::OidcError),
     /// Methods could not be declared.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -116,13 +119,33 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
-    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys.clone(), store));
+    let bearer: SharedSecurity = Arc::new(BearerSecurity::new(keys.clone(), store));
+    let security = with_external_issuer(config, bearer).await?;
     Ok(AccountsKit {
         users,
         accounts: state,
         security,
         keys,
     })
+}
+
+/// The server's own Bearer check, and the external issuer's beside it
+/// when one is configured: a token goes to the issuer its `iss` names
+/// ([`IssuerRouter`](rpcguard::security::oidc::IssuerRouter)).
+async fn with_external_issuer(
+    config: &Config,
+    own: SharedSecurity,
+) -> Result<SharedSecurity, AppError> {
+    let Some(oidc) = &config.oidc else {
+        return Ok(own);
+    };
+    if oidc.issuer == config.issuer {
+        return Err(ConfigError::OidcIssuerIsOurs(oidc.issuer.clone()).into());
+    }
+    let external = rpcguard::security::oidc::OidcSecurity::connect(oidc.clone()).await?;
+    Ok(Arc::new(
+        rpcguard::security::oidc::IssuerRouter::new(Some(own)).issuer(external),
+    ))
 }
 
 /// The token keys: from a given secret (one HS256 key), else from the data

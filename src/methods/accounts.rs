@@ -43,6 +43,7 @@ use crate::throttle::SignInThrottle;
 use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::error::{self, AuthFailure, RpcError};
+use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
 
 /// The scope `require_scopes` demands.
@@ -286,6 +287,11 @@ async fn get_caller<S: AsRef<Accounts>>(
     let caller = ctx.caller()?;
     if let Some(user) = caller.detail::<Arc<User>>() {
         return Ok(user.clone());
+    }
+    // A caller of an external issuer is not in the store, whatever its
+    // `sub` (a local user of that name is someone else).
+    if let Some(external) = caller.detail::<ExternalIdentity>() {
+        return Ok(Arc::new(User::external(caller, external)));
     }
     // A custom security function may not attach the user: look it up.
     let accounts: &Accounts = (*ctx.state).as_ref();
