@@ -180,7 +180,7 @@ pub(crate) fn token_in_session(
 ) -> Result<Token, RpcError> {
     let (access_token, _claims) = accounts
         .keys
-        .issue(username, account_id, session_id)
+        .issue_with_scope(username, account_id, session_id, &scope)
         .map_err(RpcError::internal)?;
     Ok(Token {
         access_token,

@@ -278,7 +278,7 @@ fn readme_embedding_program_is_the_compiled_example() {
 }
 
 /// The example, as built by `cargo test` (examples are built with the tests).
-fn example_binary(name: &str) -> std::path::PathBuf {
+pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().expect("test exe");
     let profile = exe
         .parent()

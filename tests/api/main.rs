@@ -21,6 +21,7 @@ mod keys;
 mod oidc;
 mod openrpc;
 mod params;
+mod resource_server;
 mod sessions;
 mod signin_path;
 mod websocket;
