@@ -230,13 +230,11 @@ impl fmt::Display for Scope {
 /// A user as callers see it. It never carries the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct User {
-    /// The username as chosen at sign-up (for a caller of an external
-    /// identity provider: its token's `sub`).
+    /// The username as chosen at sign-up (for a caller of an external identity provider: its token's `sub`).
     pub username: String,
     /// Granted scopes per security scheme, e.g. `{"Bearer": ["scope1"]}`.
     pub scopes: BTreeMap<String, Vec<String>>,
-    /// When the account was created (RFC 3339, UTC; for a caller of an
-    /// external identity provider: when its token was issued).
+    /// When the account was created (RFC 3339, UTC; for a caller of an external identity provider: when its token was issued).
     pub created_at: String,
 }
 
