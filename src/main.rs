@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the server (HTTP + WebSocket on one port).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Prints the OpenRPC document (the content of openrpc.json).
     Openrpc(OpenrpcArgs),
     /// Manages accounts directly in the store.
@@ -597,7 +597,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
             Command::Key(command) => key(command),

@@ -265,13 +265,14 @@ fn usable_keys(body: &[u8]) -> Option<HashMap<String, Arc<VerifyingKey>>> {
     for entry in entries {
         let kid = entry.get("kid").and_then(Value::as_str).unwrap_or("");
         match usable_key(entry) {
-            Ok((kid, key)) => {
-                if keys.contains_key(&kid) {
-                    tracing::debug!(%kid, "JWKS key skipped: a key with this kid came first");
-                } else {
-                    keys.insert(kid, Arc::new(key));
+            Ok((kid, key)) => match keys.entry(kid) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    tracing::debug!(kid = %first.key(), "JWKS key skipped: a key with this kid came first");
                 }
-            }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(Arc::new(key));
+                }
+            },
             Err(why) => tracing::debug!(%kid, why, "JWKS key skipped"),
         }
     }
