@@ -84,6 +84,25 @@ impl Target {
         }
     }
 
+    /// A server on a fresh data dir with `args`, logging at debug level
+    /// (for the leak searches that want every line there is).
+    pub(crate) fn debug_logged(args: &[&str]) -> Target {
+        let dir = tempfile::tempdir().expect("dir");
+        let data_dir = dir.path().display().to_string();
+        let mut all = vec!["--data-dir", data_dir.as_str()];
+        all.extend_from_slice(args);
+        let process = ServerProcess::start(
+            &all,
+            &[("RUST_LOG", "info,rpcguard=debug,rpcguard_accounts=debug")],
+        );
+        Target {
+            process,
+            http: reqwest::Client::new(),
+            answers: Mutex::new(Vec::new()),
+            _dir: dir,
+        }
+    }
+
     /// Stops the server and hands back its data dir.
     pub(crate) fn into_dir(self) -> tempfile::TempDir {
         drop(self.process);
@@ -1022,18 +1041,8 @@ async fn short_keys_are_refused_and_generated_keys_are_private() {
 /// debug level), in an answer, or in the JWKS; the JWKS has public keys only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_material_never_leaks() {
-    let dir = tempfile::tempdir().expect("dir");
-    let data_dir = dir.path().display().to_string();
-    let process = ServerProcess::start(
-        &["--data-dir", &data_dir, "--jwt-alg", "ES256"],
-        &[("RUST_LOG", "info,rpcguard=debug,rpcguard_accounts=debug")],
-    );
-    let target = Target {
-        process,
-        http: reqwest::Client::new(),
-        answers: Mutex::new(Vec::new()),
-        _dir: dir,
-    };
+    let target = Target::debug_logged(&["--jwt-alg", "ES256"]);
+    let data_dir = target._dir.path().display().to_string();
     target.sign_up("alice", PASSWORD).await;
     let jwks_url = format!("{}.well-known/jwks.json", target.process.url);
     for alg in ["RS256", "EdDSA", "HS256"] {
@@ -1102,29 +1111,16 @@ async fn key_material_never_leaks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_tokens_never_leak() {
     let idp = crate::idp::FakeIdp::start().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let data_dir = dir.path().display().to_string();
-    let process = ServerProcess::start(
-        &[
-            "--data-dir",
-            &data_dir,
-            "--oidc-issuer",
-            &idp.issuer,
-            "--oidc-audience",
-            crate::idp::AUDIENCE,
-            "--oidc-jwks",
-            &idp.jwks_url,
-            "--oidc-scopes-claim",
-            "realm_access.roles",
-        ],
-        &[("RUST_LOG", "info,rpcguard=debug,rpcguard_accounts=debug")],
-    );
-    let target = Target {
-        process,
-        http: reqwest::Client::new(),
-        answers: Mutex::new(Vec::new()),
-        _dir: dir,
-    };
+    let target = Target::debug_logged(&[
+        "--oidc-issuer",
+        &idp.issuer,
+        "--oidc-audience",
+        crate::idp::AUDIENCE,
+        "--oidc-jwks",
+        &idp.jwks_url,
+        "--oidc-scopes-claim",
+        "realm_access.roles",
+    ]);
     let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
     let good = idp.rsa_token(&idp.claims("kc-leak", &["scope1"], |_| {}));
     let expired = idp.ec_token(&idp.claims("kc-leak", &[], |c| {

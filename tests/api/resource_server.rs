@@ -3,44 +3,9 @@
 //! secret and no database) and enforces the same `MethodSecurity`
 //! declarations, scopes from the token's `scope` claim.
 
-use std::io::BufRead;
-
 use serde_json::{json, Value};
 
-use crate::embedding::example_binary;
 use crate::helpers::*;
-
-/// The example process, killed on drop.
-struct Example(std::process::Child);
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the example against the rpcguard at `rpcguard_url`; its URL.
-fn start_example(rpcguard_url: &str) -> (Example, String) {
-    let mut child = std::process::Command::new(example_binary("resource_server"))
-        .env("RPCGUARD_URL", rpcguard_url)
-        .env("ADDR", "127.0.0.1:0")
-        .env_remove("RPCGUARD_SECRET")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run examples/resource_server (built by cargo test)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening on …")
-        .to_owned();
-    (Example(child), url)
-}
 
 fn client_of(url: &str, token: Option<&str>) -> jsonrpsee::http_client::HttpClient {
     jsonrpsee::http_client::HttpClientBuilder::default()
@@ -88,7 +53,13 @@ async fn the_resource_server_example_verifies_rpcguard_tokens_with_the_jwks_alon
     assert_eq!(token_claims(&alice)["scope"], "reports");
     assert!(token_claims(&bob).get("scope").is_none());
 
-    let (_example, url) = start_example(&rpcguard.url);
+    let example = ExampleProcess::start("resource_server", |command| {
+        command
+            .env("RPCGUARD_URL", &rpcguard.url)
+            .env("ADDR", "127.0.0.1:0")
+            .env_remove("RPCGUARD_SECRET")
+    });
+    let url = example.url.clone();
     let report = json!({ "month": "2026-11" });
     let as_alice = client_of(&url, Some(&alice));
     assert_eq!(
