@@ -214,6 +214,13 @@ impl FakeIdp {
         self.state.lock().expect("state").rsa.sign(claims)
     }
 
+    /// `claims` signed with the provider's RSA key under `header` (as is:
+    /// its `alg` and `kid` are the caller's choice).
+    pub fn sign_with_rsa(&self, header: &Header, claims: &Value) -> String {
+        let state = self.state.lock().expect("state");
+        jsonwebtoken::encode(header, claims, &state.rsa.encoding).expect("sign")
+    }
+
     /// `claims` signed with the provider's EC key.
     pub fn ec_token(&self, claims: &Value) -> String {
         self.state.lock().expect("state").ec.sign(claims)

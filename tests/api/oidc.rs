@@ -469,3 +469,42 @@ async fn serve_flags_and_environment_configure_the_issuer() {
     );
     assert!(ours.contains("own token issuer"), "{ours}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_verifies_in_its_own_algorithm_only() {
+    // An RSA key published for PS256 and an Ed25519 key, beside the
+    // provider's RS256 and ES256 keys.
+    let mut pss = IdpKey::generate(KeyAlg::RS256);
+    pss.kid = "kc-pss".to_owned();
+    pss.jwk["kid"] = json!("kc-pss");
+    pss.jwk["alg"] = json!("PS256");
+    let mut ed = IdpKey::generate(KeyAlg::EdDSA);
+    ed.kid = "kc-ed".to_owned();
+    ed.jwk["kid"] = json!("kc-ed");
+    let idp = FakeIdp::start_with(vec![pss.jwk.clone(), ed.jwk.clone()]).await;
+    let app = server_for(keycloak(&idp)).await;
+    let claims = idp.claims("kc-kim", &["scope1"], |_| {});
+    let signed = |key: &IdpKey, alg: Algorithm| {
+        let mut header = Header::new(alg);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).expect("encode")
+    };
+    assert!(get_caller(&app, &signed(&pss, Algorithm::PS256))
+        .await
+        .is_ok());
+    assert!(get_caller(&app, &signed(&ed, Algorithm::EdDSA))
+        .await
+        .is_ok());
+    // The same RSA key under RS256: not its algorithm.
+    assert_unauthenticated(
+        get_caller(&app, &signed(&pss, Algorithm::RS256)).await,
+        "invalid_token",
+    );
+    // The provider's RS256 key under PS256 (a valid PSS signature).
+    let (rsa_kid, _) = idp.rsa_public();
+    let mut header = Header::new(Algorithm::PS256);
+    header.kid = Some(rsa_kid);
+    let pss_with_rs256_key = idp.sign_with_rsa(&header, &claims);
+    assert_unauthenticated(get_caller(&app, &pss_with_rs256_key).await, "invalid_token");
+    assert_eq!(idp.hits(), 1, "known kids, no fetch");
+}
