@@ -194,6 +194,15 @@ async fn wrong_expired_and_forged_tokens_are_refused() {
         get_caller(&app, &idp.ec_token(&early)).await,
         "invalid_token",
     );
+    // Keycloak's ID token: same key, issuer and audience, not an access token.
+    let id_token = idp.claims("kc-frank", &["scope1"], |c| {
+        c.insert("typ".into(), json!("ID"));
+        c.insert("nonce".into(), json!("n-0S6_WzA2Mj"));
+    });
+    assert_unauthenticated(
+        get_caller(&app, &idp.rsa_token(&id_token)).await,
+        "invalid_token",
+    );
     for claim in ["exp", "sub", "aud"] {
         let without = idp.claims("kc-frank", &[], |c| {
             c.remove(claim);

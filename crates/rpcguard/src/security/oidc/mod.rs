@@ -15,7 +15,10 @@
 //! - its signature verifies, its `iss` is the configured issuer and its
 //!   `aud` (a string or a list) holds the configured audience; `exp`, `iss`,
 //!   `aud` and `sub` are present; `exp` has not passed and `nbf` (when
-//!   present) has (with [`OidcConfig::leeway`], zero by default).
+//!   present) has (with [`OidcConfig::leeway`], zero by default);
+//! - it is an access token: a `typ` claim, when present, says `Bearer` or
+//!   `at+jwt` (Keycloak's ID tokens, `typ: ID`, are signed by the same key
+//!   for the same issuer and often the same audience).
 //!
 //! Refusals: an expired token is `expired_token`, anything else
 //! `invalid_token` (the contract's reasons; a wrong issuer or audience is
@@ -65,6 +68,10 @@ pub use router::IssuerRouter;
 
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The values of a `typ` claim that mean an access token (Keycloak writes
+/// `Bearer`; its ID tokens say `ID`, and are refused).
+const ACCESS_TOKEN_TYPES: [&str; 3] = ["Bearer", "at+jwt", "application/at+jwt"];
 
 /// The algorithms an external issuer's keys may have.
 pub const ALGORITHMS: [&str; 9] = [
@@ -315,6 +322,20 @@ impl OidcSecurity {
 
     fn caller_of(&self, claims: Map<String, Value>) -> Result<Caller, AuthFailure> {
         let config = &self.inner.config;
+        // Keycloak types its tokens in a `typ` claim: its ID tokens are
+        // signed by the same key, for the same issuer and often the same
+        // audience, but they are not access tokens.
+        if claims
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(|typ| {
+                !ACCESS_TOKEN_TYPES
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(typ))
+            })
+        {
+            return Err(AuthFailure::InvalidToken);
+        }
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
