@@ -15,6 +15,7 @@ use crate::methods::accounts::{self, Accounts};
 use crate::store::{self, CachedStore, SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
 use rpcguard::api::{Api, ApiError};
+use rpcguard::security::oidc::{IssuerRouter, OidcSecurity};
 use rpcguard::security::SharedSecurity;
 use rpcguard::server::{self, RunningServer, ServerError};
 
@@ -106,6 +107,7 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
         hash_queue: config.signup_queue(),
     })
     .await?;
+    let external = external_issuer(config).await?;
     let state = Arc::new(Accounts {
         store: store.clone(),
         hasher,
@@ -116,11 +118,16 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
             config.throttle_max_keys,
         ),
         refresh_ttl: config.refresh_ttl,
+        external: external.clone(),
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
     let bearer: SharedSecurity = Arc::new(BearerSecurity::new(keys.clone(), store));
-    let security = with_external_issuer(config, bearer).await?;
+    // A token goes to the issuer its `iss` names (IssuerRouter's docs).
+    let security: SharedSecurity = match external {
+        Some(external) => Arc::new(IssuerRouter::new(Some(bearer)).issuer(external)),
+        None => bearer,
+    };
     Ok(AccountsKit {
         users,
         accounts: state,
@@ -129,23 +136,16 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     })
 }
 
-/// The server's own Bearer check, and the external issuer's beside it
-/// when one is configured: a token goes to the issuer its `iss` names
-/// ([`IssuerRouter`](rpcguard::security::oidc::IssuerRouter)).
-async fn with_external_issuer(
-    config: &Config,
-    own: SharedSecurity,
-) -> Result<SharedSecurity, AppError> {
+/// The external issuer of `config`, connected (its keys loaded), if any.
+async fn external_issuer(config: &Config) -> Result<Option<OidcSecurity>, AppError> {
     let Some(oidc) = &config.oidc else {
-        return Ok(own);
+        return Ok(None);
     };
+    // Tokens are routed by `iss`: ours and theirs must differ.
     if oidc.issuer == config.issuer {
         return Err(ConfigError::OidcIssuerIsOurs(oidc.issuer.clone()).into());
     }
-    let external = rpcguard::security::oidc::OidcSecurity::connect(oidc.clone()).await?;
-    Ok(Arc::new(
-        rpcguard::security::oidc::IssuerRouter::new(Some(own)).issuer(external),
-    ))
+    Ok(Some(OidcSecurity::connect(oidc.clone()).await?))
 }
 
 /// The token keys: from a given secret (one HS256 key), else from the data

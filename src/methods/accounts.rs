@@ -64,6 +64,9 @@ pub struct Accounts {
     /// Lifetime of a refresh token (each `refresh` issues one that lives
     /// this long).
     pub refresh_ttl: std::time::Duration,
+    /// The external issuer whose tokens are accepted beside ours, if any
+    /// (`authenticate` binds its tokens to a WebSocket session too).
+    pub external: Option<rpcguard::security::oidc::OidcSecurity>,
 }
 
 /// Params of `sign_up` and `sign_in`.

@@ -120,6 +120,43 @@ async fn provider_tokens_are_accepted_with_their_roles_beside_our_own() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authenticate_binds_a_provider_token_to_a_websocket_session() {
+    let idp = FakeIdp::start().await;
+    let app = server_for(keycloak(&idp)).await;
+    let ws = app.ws(None).await;
+    assert_unauthenticated(call(&ws, "get_caller", json!({})).await, "missing_token");
+    let token = idp.ec_token(&idp.claims("kc-lee", &["scope1"], |_| {}));
+    let user = call(&ws, "authenticate", json!({ "access_token": token }))
+        .await
+        .expect("authenticate");
+    assert_eq!(user["username"], "kc-lee");
+    assert_eq!(user["scopes"], json!({ "Bearer": ["scope1"] }));
+    let caller = call(&ws, "get_caller", json!({})).await.expect("bound");
+    assert_eq!(caller, user);
+    assert_eq!(
+        call(&ws, "require_scopes", json!({}))
+            .await
+            .expect("scope1"),
+        json!(true)
+    );
+    // A refused token binds nothing: the session keeps its caller.
+    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let expired = idp.rsa_token(&idp.claims("kc-mallory", &["scope1"], |c| {
+        c.insert("exp".into(), json!(now - 10));
+    }));
+    assert_unauthenticated(
+        call(&ws, "authenticate", json!({ "access_token": expired })).await,
+        "expired_token",
+    );
+    assert_eq!(
+        call(&ws, "get_caller", json!({}))
+            .await
+            .expect("still bound")["username"],
+        "kc-lee"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scope_claim_can_be_a_space_separated_string() {
     let idp = FakeIdp::start().await;
     let mut config = keycloak(&idp);
