@@ -92,6 +92,12 @@ pub struct AccountsKit {
 /// says: everything the account methods and the Bearer check need, for an
 /// embedder's own [`Api`] (see `examples/embedding.rs`).
 pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
+    accounts_kit(config, false).await
+}
+
+/// [`accounts()`]; with `publishing_jwks`, the Bearer scheme's document
+/// entry names the server's JWKS (the reference server serves it).
+async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<AccountsKit, AppError> {
     let keys = token_keys(config).await?;
     let users = store::open_cached(
         &config.database(),
@@ -122,7 +128,11 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
-    let bearer: SharedSecurity = Arc::new(BearerSecurity::new(keys.clone(), store));
+    let mut bearer = BearerSecurity::new(keys.clone(), store);
+    if publishing_jwks {
+        bearer = bearer.publishing_jwks(&config.issuer, &config.server.doc.server_url);
+    }
+    let bearer: SharedSecurity = Arc::new(bearer);
     // A token goes to the issuer its `iss` names (IssuerRouter's docs).
     let security: SharedSecurity = match external {
         Some(external) => Arc::new(IssuerRouter::new(Some(bearer)).issuer(external)),
@@ -178,7 +188,7 @@ async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
 /// Builds the reference server's parts from `config`: [`accounts()`] and the
 /// four reference methods.
 pub async fn reference(config: &Config) -> Result<Reference, AppError> {
-    let kit = accounts(config).await?;
+    let kit = accounts_kit(config, true).await?;
     let mut api = Api::new();
     accounts::declare(&mut api)?;
     Ok(Reference {

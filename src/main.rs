@@ -388,8 +388,11 @@ fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
     let mut api: rpcguard::Api<rpcguard_accounts::methods::accounts::Accounts> =
         rpcguard::Api::new();
     rpcguard_accounts::methods::accounts::declare(&mut api)?;
-    let schemes = [rpcguard_accounts::BearerSecurity::scheme_doc()];
-    let document = rpcguard::openrpc::document(&api, &schemes, &doc_info(args.public_url));
+    let schemes = [rpcguard_accounts::BearerSecurity::published_scheme_doc(
+        rpcguard_accounts::auth::token::TokenKeys::DEFAULT_ISSUER,
+        &args.public_url,
+    )];
+    let document = rpcguard::openrpc::document(&api, &schemes, &doc_info(args.public_url.clone()));
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, &document)?;
     writeln!(out)?;

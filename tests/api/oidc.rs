@@ -379,9 +379,17 @@ async fn the_document_names_the_external_issuer() {
         .await
         .expect("rpc.discover");
     let bearer = &document["components"]["x-securitySchemes"]["Bearer"];
+    // The server itself first (its JWKS under its public URL), then the
+    // external issuer.
+    let ours = json!({
+        "issuer": "rpcguard",
+        "audience": "rpcguard",
+        "jwks_uri": format!("{}.well-known/jwks.json", app.config.server.doc.server_url),
+        "scopes_claim": "scope",
+    });
     assert_eq!(
         bearer["x-issuers"],
-        json!([{
+        json!([ours, {
             "issuer": idp.issuer,
             "audience": AUDIENCE,
             "jwks_uri": idp.jwks_url,
@@ -395,15 +403,24 @@ async fn the_document_names_the_external_issuer() {
         description.contains("identity providers in `x-issuers`"),
         "{description}"
     );
-    // The server without one says nothing of issuers.
-    let plain = TestApp::spawn().await;
+    // The server without one names itself only, under its public URL.
+    let plain = TestApp::spawn_with(StoreKind::Sqlite, |c| {
+        c.server.doc.server_url = "https://rpc.example/api/".to_owned()
+    })
+    .await
+    .expect("sqlite");
     let document = plain
         .call(None, "rpc.discover", json!({}))
         .await
         .expect("discover");
-    assert!(document["components"]["x-securitySchemes"]["Bearer"]
-        .get("x-issuers")
-        .is_none());
+    let bearer = &document["components"]["x-securitySchemes"]["Bearer"];
+    assert_eq!(
+        bearer["x-issuers"][0]["jwks_uri"],
+        "https://rpc.example/api/.well-known/jwks.json"
+    );
+    assert_eq!(bearer["x-issuers"].as_array().map(Vec::len), Some(1));
+    let description = bearer["description"].as_str().expect("description");
+    assert!(!description.contains("identity providers"), "{description}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
