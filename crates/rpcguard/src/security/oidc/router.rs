@@ -160,3 +160,158 @@ impl SecurityFunction for IssuerRouter {
         docs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hyper::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+    use crate::security::oidc::{ExternalIdentity, JwksSource, OidcConfig};
+    use crate::BEARER;
+
+    /// A test-only Ed25519 key (PKCS#8 DER), made for these tests.
+    const TEST_KEY: &str = "302e020100300506032b657004220420928760ac93fb8c2702b0f3ff740a72fa7cf36b09986689a7e5547a3779c0a3de";
+    const ISSUER: &str = "https://idp.test/realms/acme";
+
+    /// Accepts any bearer token as the caller `local`.
+    struct Local;
+
+    #[async_trait]
+    impl SecurityFunction for Local {
+        async fn authenticate(
+            &self,
+            credentials: &Credentials,
+        ) -> Result<Option<Caller>, RpcError> {
+            Ok(credentials
+                .bearer_token()
+                .map_err(RpcError::Unauthenticated)?
+                .map(|_| Caller::new("local", BEARER, ["mine"])))
+        }
+
+        fn schemes(&self) -> Vec<SchemeDoc> {
+            vec![SchemeDoc::bearer(BEARER, "JWT", "Our own tokens.")]
+        }
+    }
+
+    fn key() -> EncodingKey {
+        EncodingKey::from_ed_der(&hex::decode(TEST_KEY).expect("hex"))
+    }
+
+    /// An issuer whose JWKS (a file in the temp dir) holds the test key.
+    async fn issuer(issuer: &str) -> OidcSecurity {
+        let mut jwk = Jwk::from_encoding_key(&key(), Algorithm::EdDSA).expect("jwk");
+        jwk.common.key_id = Some("k1".to_owned());
+        let path = std::env::temp_dir().join(format!(
+            "rpcguard-router-{}-{}.json",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::write(&path, json!({ "keys": [jwk] }).to_string()).expect("write JWKS");
+        let security = OidcSecurity::connect(OidcConfig::new(
+            issuer,
+            "rpc",
+            JwksSource::File(path.clone()),
+        ))
+        .await
+        .expect("connect");
+        let _ = std::fs::remove_file(path);
+        security
+    }
+
+    fn token(iss: &str) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("k1".to_owned());
+        let claims = json!({ "iss": iss, "aud": "rpc", "sub": "carol", "exp": 4_000_000_000u64, "scope": "a b" });
+        jsonwebtoken::encode(&header, &claims, &key()).expect("sign")
+    }
+
+    fn bearer(token: &str) -> Credentials {
+        let mut headers = HeaderMap::new();
+        let value = HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+        headers.insert(AUTHORIZATION, value);
+        Credentials::new(headers, None, None)
+    }
+
+    #[tokio::test]
+    async fn tokens_go_to_the_issuer_they_name() {
+        let local: SharedSecurity = Arc::new(Local);
+        let router = IssuerRouter::new(Some(local)).issuer(issuer(ISSUER).await);
+        let theirs = router
+            .authenticate(&bearer(&token(ISSUER)))
+            .await
+            .expect("verified")
+            .expect("a caller");
+        assert_eq!(theirs.subject, "carol");
+        assert_eq!(theirs.scopes.iter().collect::<Vec<_>>(), ["a", "b"]);
+        let identity = theirs.detail::<ExternalIdentity>().expect("identity");
+        assert_eq!(identity.issuer, ISSUER);
+        // Another issuer (ours, say), or a token that is no JWT: local.
+        for other in [token("rpcguard"), "opaque".to_owned()] {
+            let caller = router
+                .authenticate(&bearer(&other))
+                .await
+                .expect("ok")
+                .expect("caller");
+            assert_eq!(caller.subject, "local");
+        }
+        // Nothing presented: nobody.
+        let none = Credentials::new(HeaderMap::new(), None, None);
+        assert!(router.identities(&none).await.expect("ok").is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_local_tokens_of_other_issuers_are_refused() {
+        let router = IssuerRouter::new(None).issuer(issuer(ISSUER).await);
+        let found = router
+            .identities(&bearer(&token("https://elsewhere")))
+            .await
+            .expect("ok");
+        assert_eq!(
+            found.get(BEARER).and_then(Result::err),
+            Some(AuthFailure::InvalidToken)
+        );
+        // A token naming the issuer, its signature spoilt.
+        let mut forged = token(ISSUER);
+        forged.push('A');
+        let found = router.identities(&bearer(&forged)).await.expect("ok");
+        assert_eq!(
+            found.get(BEARER).and_then(Result::err),
+            Some(AuthFailure::InvalidToken)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_document_shows_one_bearer_scheme_with_every_issuer() {
+        let local: SharedSecurity = Arc::new(Local);
+        let router = IssuerRouter::new(Some(local))
+            .issuer(issuer(ISSUER).await)
+            .issuer(issuer("https://second.test").await);
+        let schemes = router.schemes();
+        assert_eq!(schemes.len(), 1);
+        let doc = &schemes[0];
+        assert!(doc.description.starts_with("Our own tokens."));
+        assert_eq!(doc.description.matches("Also accepted").count(), 1);
+        let issuers: Vec<&str> = doc.extensions["x-issuers"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter_map(|i| i["issuer"].as_str())
+            .collect();
+        assert_eq!(issuers, [ISSUER, "https://second.test"]);
+        assert!(
+            doc.extensions["x-issuers"][0].get("jwks_uri").is_none(),
+            "a file has no URL"
+        );
+        let alone = IssuerRouter::new(None)
+            .issuer(issuer(ISSUER).await)
+            .schemes();
+        assert_eq!(alone.len(), 1);
+        assert_eq!(
+            alone[0].extensions.keys().collect::<Vec<_>>(),
+            ["x-issuers"]
+        );
+    }
+}
