@@ -55,14 +55,11 @@ impl SecurityFunction for RobotKey {
     }
 
     fn schemes(&self) -> Vec<SchemeDoc> {
-        vec![SchemeDoc {
-            name: "Robot".to_owned(),
-            kind: "apiKey".to_owned(),
-            location: "header".to_owned(),
-            header: "X-Robot-Key".to_owned(),
-            bearer_format: None,
-            description: "The robots' shared key.".to_owned(),
-        }]
+        vec![SchemeDoc::api_key(
+            "Robot",
+            "X-Robot-Key",
+            "The robots' shared key.",
+        )]
     }
 }
 

@@ -18,6 +18,7 @@ use crate::methods::accounts::{self, Accounts};
 use crate::store::{self, CachedStore, SharedStore, StoreError};
 use crate::throttle::SignInThrottle;
 use rpcguard::api::{Api, ApiError};
+use rpcguard::security::oidc::{IssuerRouter, OidcSecurity};
 use rpcguard::security::SharedSecurity;
 use rpcguard::server::{self, RunningServer, ServerError};
 
@@ -36,6 +37,9 @@ pub enum AppError {
     /// The password hasher could not start.
     #[error("cannot start the password hasher: {0}")]
     Password(#[from] PasswordError),
+    /// The external issuer cannot be used.
+    #[error("external issuer: {0}")]
+    Oidc(#[from] rpcguard::security::oidc::OidcError),
     /// Methods could not be declared.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -91,6 +95,12 @@ pub struct AccountsKit {
 /// says: everything the account methods and the Bearer check need, for an
 /// embedder's own [`Api`] (see `examples/embedding.rs`).
 pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
+    accounts_kit(config, false).await
+}
+
+/// [`accounts()`]; with `publishing_jwks`, the Bearer scheme's document
+/// entry names the server's JWKS (the reference server serves it).
+async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<AccountsKit, AppError> {
     let database = config.database();
     let open_store = || store::open_cached(&database, config.db_pool_size, config.auth_cache_users);
     let (keys, users) = match &config.database_url {
@@ -113,6 +123,7 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
         hash_queue: config.signup_queue(),
     })
     .await?;
+    let external = external_issuer(config).await?;
     let state = Arc::new(Accounts {
         store: store.clone(),
         hasher,
@@ -123,16 +134,38 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
             config.throttle_max_keys,
         ),
         refresh_ttl: config.refresh_ttl,
+        external: external.clone(),
     });
     // Unknown users are verified at the cost most stored hashes have.
     accounts::refresh_dummy_cost(&state).await?;
-    let security: SharedSecurity = Arc::new(BearerSecurity::new(keys.clone(), store));
+    let mut bearer = BearerSecurity::new(keys.clone(), store);
+    if publishing_jwks {
+        bearer = bearer.publishing_jwks(&config.issuer, &config.server.doc.server_url);
+    }
+    let bearer: SharedSecurity = Arc::new(bearer);
+    // A token goes to the issuer its `iss` names (IssuerRouter's docs).
+    let security: SharedSecurity = match external {
+        Some(external) => Arc::new(IssuerRouter::new(Some(bearer)).issuer(external)),
+        None => bearer,
+    };
     Ok(AccountsKit {
         users,
         accounts: state,
         security,
         keys,
     })
+}
+
+/// The external issuer of `config`, connected (its keys loaded), if any.
+async fn external_issuer(config: &Config) -> Result<Option<OidcSecurity>, AppError> {
+    let Some(oidc) = &config.oidc else {
+        return Ok(None);
+    };
+    // Tokens are routed by `iss`: ours and theirs must differ.
+    if oidc.issuer == config.issuer {
+        return Err(ConfigError::OidcIssuerIsOurs(oidc.issuer.clone()).into());
+    }
+    Ok(Some(OidcSecurity::connect(oidc.clone()).await?))
 }
 
 /// The token keys on SQLite: from a given secret (one HS256 key), else from
@@ -206,7 +239,7 @@ async fn database_token_keys(
 /// Builds the reference server's parts from `config`: [`accounts()`] and the
 /// four reference methods.
 pub async fn reference(config: &Config) -> Result<Reference, AppError> {
-    let kit = accounts(config).await?;
+    let kit = accounts_kit(config, true).await?;
     let mut api = Api::new();
     accounts::declare(&mut api)?;
     Ok(Reference {

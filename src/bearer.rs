@@ -34,6 +34,8 @@ use crate::store::SharedStore;
 pub struct BearerSecurity {
     keys: TokenKeys,
     store: SharedStore,
+    /// The scheme's description in the document.
+    doc: SchemeDoc,
 }
 
 impl std::fmt::Debug for BearerSecurity {
@@ -47,22 +49,54 @@ impl std::fmt::Debug for BearerSecurity {
 impl BearerSecurity {
     /// A bearer security function over these keys and this store.
     pub fn new(keys: TokenKeys, store: SharedStore) -> Self {
-        BearerSecurity { keys, store }
+        BearerSecurity {
+            keys,
+            store,
+            doc: Self::scheme_doc(),
+        }
+    }
+
+    /// The same function, its scheme's entry in the document naming the
+    /// server as a token issuer (`x-issuers`) whose public keys are at
+    /// `server_url` + `.well-known/jwks.json`: for a server that serves
+    /// them ([`jwks_resource`](crate::keys::jwks_resource)).
+    #[must_use]
+    pub fn publishing_jwks(mut self, issuer: &str, server_url: &str) -> Self {
+        self.doc = Self::published_scheme_doc(issuer, server_url);
+        self
+    }
+
+    /// [`scheme_doc`](Self::scheme_doc) with the server named as a token
+    /// issuer in `x-issuers`: its `iss` and `aud` (`issuer`), the URL of its
+    /// JWKS (under `server_url`), and the claim its tokens carry their
+    /// scopes in (`scope`).
+    pub fn published_scheme_doc(issuer: &str, server_url: &str) -> SchemeDoc {
+        let jwks_uri = format!(
+            "{}{}",
+            server_url.trim_end_matches('/'),
+            crate::keys::JWKS_PATH
+        );
+        Self::scheme_doc().with_extension(
+            "x-issuers",
+            serde_json::json!([{
+                "issuer": issuer,
+                "audience": issuer,
+                "jwks_uri": jwks_uri,
+                "scopes_claim": "scope",
+            }]),
+        )
     }
 
     /// The Bearer scheme's description.
     pub fn scheme_doc() -> SchemeDoc {
-        SchemeDoc {
-            name: BEARER.to_owned(),
-            kind: "bearer".to_owned(),
-            location: "header".to_owned(),
-            header: "Authorization".to_owned(),
-            bearer_format: Some("JWT".to_owned()),
-            description:
-                "A JWT access token from `sign_in`, sent as `Authorization: Bearer <token>` \
-                          (or, for a WebSocket upgrade, as the `access_token` query parameter)."
-                    .to_owned(),
-        }
+        SchemeDoc::bearer(
+            BEARER,
+            "JWT",
+            "A JWT access token from `sign_in`, sent as `Authorization: Bearer <token>` \
+             (or, for a WebSocket upgrade, as the `access_token` query parameter). Tokens \
+             signed with an asymmetric key (`--jwt-alg EdDSA`, `ES256`, `RS256`) can be \
+             verified by other services with the public keys at `GET /.well-known/jwks.json`.",
+        )
     }
 }
 
@@ -158,6 +192,6 @@ impl SecurityFunction for BearerSecurity {
     }
 
     fn schemes(&self) -> Vec<SchemeDoc> {
-        vec![Self::scheme_doc()]
+        vec![self.doc.clone()]
     }
 }

@@ -107,6 +107,10 @@ pub struct Config {
     pub sign_up_per_ip: u32,
     /// Most keys each throttle limiter holds (default 100,000).
     pub throttle_max_keys: usize,
+    /// An external issuer whose Bearer tokens are accepted beside the
+    /// server's own (`--oidc-issuer` and friends); its `issuer` must differ
+    /// from [`Config::issuer`], which routes the server's own tokens.
+    pub oidc: Option<rpcguard::security::oidc::OidcConfig>,
     /// Server limits and identity.
     pub server: ServerConfig,
 }
@@ -132,6 +136,7 @@ impl Config {
             throttle: ThrottleConfig::default(),
             sign_up_per_ip: crate::throttle::DEFAULT_SIGN_UP_PER_IP,
             throttle_max_keys: crate::throttle::DEFAULT_MAX_KEYS,
+            oidc: None,
             server: ServerConfig {
                 doc: reference_doc("http://127.0.0.1:8080/"),
                 ..ServerConfig::default()
@@ -239,6 +244,12 @@ pub enum ConfigError {
         "no key set in the database: start `rpcguard serve` on it once (that creates the set)"
     )]
     NoKeySet,
+    /// The external issuer has the server's own `iss`: tokens are routed
+    /// by `iss`, so the two could not be told apart.
+    #[error(
+        "--oidc-issuer {0:?} is this server's own token issuer; an external issuer needs its own `iss`"
+    )]
+    OidcIssuerIsOurs(String),
     /// The system clock is before 1970.
     #[error("system clock is before the Unix epoch")]
     Clock,

@@ -15,6 +15,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rpcguard::openrpc::DocInfo;
 use rpcguard::policy::{Discover, Policy};
+use rpcguard::security::oidc::{JwksSource, OidcConfig};
 use rpcguard_accounts::app;
 use rpcguard_accounts::config::{Config, SecretSource};
 use rpcguard_accounts::keys::KeyAlg;
@@ -114,6 +115,24 @@ struct ServeArgs {
     /// key (HS256 for a new set); another one rotates the set to a new key of it at start.
     #[arg(long, env = "RPCGUARD_JWT_ALG", value_parser = parse_alg)]
     jwt_alg: Option<KeyAlg>,
+    /// An external identity provider whose Bearer tokens are accepted too: the exact `iss` of
+    /// its tokens (e.g. https://kc.example/realms/acme). Needs --oidc-audience and --oidc-jwks.
+    #[arg(long, env = "RPCGUARD_OIDC_ISSUER", requires_all = ["oidc_audience", "oidc_jwks"])]
+    oidc_issuer: Option<String>,
+    /// The audience the external issuer's tokens must name in `aud` (this service's client id).
+    #[arg(long, env = "RPCGUARD_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    oidc_audience: Option<String>,
+    /// The external issuer's public keys: an https:// URL of its JWKS, or a file.
+    #[arg(long, env = "RPCGUARD_OIDC_JWKS", requires = "oidc_issuer")]
+    oidc_jwks: Option<String>,
+    /// The claim of external tokens holding the scopes: a space-separated string (scope), a
+    /// list (scp, roles), or a dotted path (realm_access.roles).
+    #[arg(long, env = "RPCGUARD_OIDC_SCOPES_CLAIM", default_value = "scope")]
+    oidc_scopes_claim: String,
+    /// Least seconds between two fetches of the external JWKS caused by tokens naming an
+    /// unknown kid.
+    #[arg(long, env = "RPCGUARD_OIDC_JWKS_COOLDOWN", default_value_t = 30)]
+    oidc_jwks_cooldown: u64,
     /// Access-token lifetime in seconds.
     #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS)]
     token_ttl: u64,
@@ -312,6 +331,14 @@ fn serve_config(args: ServeArgs) -> Config {
     };
     config.token_ttl = Duration::from_secs(args.token_ttl);
     config.jwt_alg = args.jwt_alg;
+    if let (Some(issuer), Some(audience), Some(jwks)) =
+        (args.oidc_issuer, args.oidc_audience, args.oidc_jwks)
+    {
+        let mut oidc = OidcConfig::new(issuer, audience, JwksSource::parse(&jwks));
+        oidc.scopes_claim = args.oidc_scopes_claim;
+        oidc.cooldown = Duration::from_secs(args.oidc_jwks_cooldown);
+        config.oidc = Some(oidc);
+    }
     config.refresh_ttl = Duration::from_secs(args.refresh_ttl);
     if args.user_cache_ms != 0 {
         tracing::warn!("--user-cache-ms is deprecated and ignored: users are kept in memory, exactly, by default");
@@ -450,8 +477,11 @@ fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
     let mut api: rpcguard::Api<rpcguard_accounts::methods::accounts::Accounts> =
         rpcguard::Api::new();
     rpcguard_accounts::methods::accounts::declare(&mut api)?;
-    let schemes = [rpcguard_accounts::BearerSecurity::scheme_doc()];
-    let info = doc_info(args.public_url);
+    let schemes = [rpcguard_accounts::BearerSecurity::published_scheme_doc(
+        rpcguard_accounts::auth::token::TokenKeys::DEFAULT_ISSUER,
+        &args.public_url,
+    )];
+    let info = doc_info(args.public_url.clone());
     let document = match &args.policy {
         None => rpcguard::openrpc::document(&api, &schemes, &info),
         Some(path) => {

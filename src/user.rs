@@ -230,12 +230,36 @@ impl fmt::Display for Scope {
 /// A user as callers see it. It never carries the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct User {
-    /// The username as chosen at sign-up.
+    /// The username as chosen at sign-up (for a caller of an external identity provider: its token's `sub`).
     pub username: String,
     /// Granted scopes per security scheme, e.g. `{"Bearer": ["scope1"]}`.
     pub scopes: BTreeMap<String, Vec<String>>,
-    /// When the account was created (RFC 3339, UTC).
+    /// When the account was created (RFC 3339, UTC; for a caller of an external identity provider: when its token was issued).
     pub created_at: String,
+}
+
+impl User {
+    /// What `get_caller` shows for a caller of an external identity
+    /// provider, who has no account here: its `sub` as the username, the
+    /// scopes its token grants (in the caller's scheme), and the token's
+    /// `iat` (the time of the call when it has none) as `created_at`.
+    pub fn external(
+        caller: &rpcguard::Caller,
+        identity: &rpcguard::security::oidc::ExternalIdentity,
+    ) -> Self {
+        let issued = identity
+            .issued_at
+            .or_else(crate::auth::token::unix_now)
+            .unwrap_or(0);
+        User {
+            username: identity.subject.clone(),
+            scopes: BTreeMap::from([(
+                caller.scheme.clone(),
+                caller.scopes.iter().cloned().collect(),
+            )]),
+            created_at: crate::store::format_rfc3339(i64::try_from(issued).unwrap_or(0)),
+        }
+    }
 }
 
 /// The answer of `sign_in` and `refresh`: an OAuth2-style bearer token

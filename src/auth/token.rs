@@ -1,7 +1,9 @@
 //! Access tokens: JWT signed by the key set ([`crate::keys`]), with pinned
 //! verification rules.
 //!
-//! Claims are `sub uid sid iat exp iss aud jti`. Every token's header carries
+//! Claims are `sub uid sid iat exp iss aud jti`, and `scope` (the scopes
+//! the token may use when issued, for services that verify it with the JWKS
+//! alone; never read here) when it has any. Every token's header carries
 //! the `kid` of the key that signed it. Verification takes the key from the
 //! local key set by that `kid` (a token without `kid` only from the `legacy`
 //! key, the one that signed tokens before key sets) and accepts only that
@@ -52,6 +54,10 @@ use rpcguard::error::AuthFailure;
 pub const MIN_KEY_BYTES: usize = 32;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// The longest `scope` claim put in a token; a longer list of scopes is
+/// left out of the token (rpcguard does not read it; a service verifying
+/// with the JWKS alone then sees no scope).
+pub const MAX_SCOPE_CLAIM_BYTES: usize = 2048;
 
 /// Errors of token issuing and of key set-up.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +112,13 @@ pub struct Claims {
     pub aud: String,
     /// Unique token id.
     pub jti: String,
+    /// The Bearer scopes the token may use when issued, space-separated
+    /// (absent when none). rpcguard itself never reads it (it checks the
+    /// scopes held *now* on every call); it is for services that verify
+    /// the token with the JWKS alone (`examples/resource_server.rs`), for
+    /// which it holds until the token's `exp`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
 }
 
 /// Signs and verifies access tokens with a key set. Keys are decoded once,
@@ -279,12 +292,26 @@ impl TokenKeys {
 
     /// Issues a token for `subject`, the account whose id is `account_id`,
     /// in the session `session_id`, valid from now for the configured TTL,
-    /// signed by the signing key (its `kid` in the header).
+    /// signed by the signing key (its `kid` in the header), without a
+    /// `scope` claim.
     pub fn issue(
         &self,
         subject: &str,
         account_id: &str,
         session_id: &str,
+    ) -> Result<(String, Claims), TokenError> {
+        self.issue_with_scope(subject, account_id, session_id, "")
+    }
+
+    /// [`issue`](Self::issue), with `scope` (space-separated) as the
+    /// token's `scope` claim: what a service verifying it with the JWKS
+    /// alone takes as its scopes.
+    pub fn issue_with_scope(
+        &self,
+        subject: &str,
+        account_id: &str,
+        session_id: &str,
+        scope: &str,
     ) -> Result<(String, Claims), TokenError> {
         let now = unix_now().ok_or(TokenError::Clock)?;
         let claims = Claims {
@@ -296,6 +323,14 @@ impl TokenKeys {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
+            // A token must stay well within MAX_TOKEN_BYTES: a longer list
+            // is left out (a service reading it then sees no scope: it
+            // fails closed).
+            scope: if scope.len() <= MAX_SCOPE_CLAIM_BYTES {
+                scope.to_owned()
+            } else {
+                String::new()
+            },
         };
         let active = self
             .current()

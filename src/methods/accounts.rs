@@ -43,6 +43,7 @@ use crate::throttle::{draw_shared, SignInThrottle};
 use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::error::{self, AuthFailure, RpcError};
+use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
 
 /// The scope `require_scopes` demands.
@@ -63,6 +64,9 @@ pub struct Accounts {
     /// Lifetime of a refresh token (each `refresh` issues one that lives
     /// this long).
     pub refresh_ttl: std::time::Duration,
+    /// The external issuer whose tokens are accepted beside ours, if any
+    /// (`authenticate` binds its tokens to a WebSocket session too).
+    pub external: Option<rpcguard::security::oidc::OidcSecurity>,
 }
 
 /// Params of `sign_up` and `sign_in`.
@@ -289,6 +293,11 @@ async fn get_caller<S: AsRef<Accounts>>(
     let caller = ctx.caller()?;
     if let Some(user) = caller.detail::<Arc<User>>() {
         return Ok(user.clone());
+    }
+    // A caller of an external issuer is not in the store, whatever its
+    // `sub` (a local user of that name is someone else).
+    if let Some(external) = caller.detail::<ExternalIdentity>() {
+        return Ok(Arc::new(User::external(caller, external)));
     }
     // A custom security function may not attach the user: look it up.
     let accounts: &Accounts = (*ctx.state).as_ref();

@@ -29,6 +29,7 @@ use crate::store::StoreError;
 use crate::user::{Password, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
 use rpcguard::error::{self, AuthFailure, RpcError};
+use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
 
 /// Params of `refresh`.
@@ -180,7 +181,7 @@ pub(crate) fn token_in_session(
 ) -> Result<Token, RpcError> {
     let (access_token, _claims) = accounts
         .keys
-        .issue(username, account_id, session_id)
+        .issue_with_scope(username, account_id, session_id, &scope)
         .map_err(RpcError::internal)?;
     Ok(Token {
         access_token,
@@ -368,6 +369,25 @@ async fn authenticate<S: AsRef<Accounts>>(
                 .into(),
         ));
     };
+    // A token of the external issuer (routed by its `iss`, as every call's
+    // is): bound like ours, its caller shown as `get_caller` shows it.
+    if let Some(external) = accounts
+        .external
+        .as_ref()
+        .filter(|external| external.names_this_issuer(&params.access_token))
+    {
+        let caller = external
+            .verify(&params.access_token)
+            .await
+            .map_err(RpcError::Unauthenticated)?;
+        let identity = caller
+            .detail::<ExternalIdentity>()
+            .ok_or_else(|| RpcError::internal("an external caller without its identity"))?;
+        let user = Arc::new(User::external(&caller, identity));
+        slot.bind_bearer(&params.access_token, ctx.remote_addr())
+            .map_err(RpcError::Unauthenticated)?;
+        return Ok(user);
+    }
     let caller = caller_for_token(&accounts.keys, &accounts.store, &params.access_token).await?;
     slot.bind_bearer(&params.access_token, ctx.remote_addr())
         .map_err(RpcError::Unauthenticated)?;

@@ -84,6 +84,25 @@ impl Target {
         }
     }
 
+    /// A server on a fresh data dir with `args`, logging at debug level
+    /// (for the leak searches that want every line there is).
+    pub(crate) fn debug_logged(args: &[&str]) -> Target {
+        let dir = tempfile::tempdir().expect("dir");
+        let data_dir = dir.path().display().to_string();
+        let mut all = vec!["--data-dir", data_dir.as_str()];
+        all.extend_from_slice(args);
+        let process = ServerProcess::start(
+            &all,
+            &[("RUST_LOG", "info,rpcguard=debug,rpcguard_accounts=debug")],
+        );
+        Target {
+            process,
+            http: reqwest::Client::new(),
+            answers: Mutex::new(Vec::new()),
+            _dir: dir,
+        }
+    }
+
     /// Stops the server and hands back its data dir.
     pub(crate) fn into_dir(self) -> tempfile::TempDir {
         drop(self.process);
@@ -1125,6 +1144,61 @@ async fn key_material_never_leaks_on(database_url: Option<String>) {
         let standard = base64::engine::general_purpose::STANDARD.encode(&material);
         secrets.push(standard[..40].to_owned());
         secrets.push(hex::encode(&material[material.len() - 20..]));
+    }
+    let needles: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    target.assert_no_leaks(&needles);
+}
+
+/// Issue 12, external issuers: an external token (accepted, expired or
+/// forged) is never in the log (at debug level) or in an answer, and nor
+/// is anything of the provider's keys but their public halves; refusals
+/// are logged without error level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_tokens_never_leak() {
+    let idp = crate::idp::FakeIdp::start().await;
+    let target = Target::debug_logged(&[
+        "--oidc-issuer",
+        &idp.issuer,
+        "--oidc-audience",
+        crate::idp::AUDIENCE,
+        "--oidc-jwks",
+        &idp.jwks_url,
+        "--oidc-scopes-claim",
+        "realm_access.roles",
+    ]);
+    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let good = idp.rsa_token(&idp.claims("kc-leak", &["scope1"], |_| {}));
+    let expired = idp.ec_token(&idp.claims("kc-leak", &[], |c| {
+        c.insert("exp".into(), json!(now - 60));
+    }));
+    let stranger = crate::idp::IdpKey::generate(rpcguard_accounts::keys::KeyAlg::RS256)
+        .sign(&idp.claims("kc-leak", &["scope1"], |_| {}));
+    let answer = target.get_caller(auth(&format!("Bearer {good}"))).await;
+    assert_eq!(answer["result"]["username"], "kc-leak", "{answer}");
+    for refused in [&expired, &stranger] {
+        let answer = target.get_caller(auth(&format!("Bearer {refused}"))).await;
+        assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    }
+    let mut secrets: Vec<String> = Vec::new();
+    for token in [&good, &expired, &stranger] {
+        secrets.push(token.to_string());
+        // The signature alone, and the signed part alone.
+        let (signed, signature) = token.rsplit_once('.').expect("a JWT");
+        secrets.push(signature.to_owned());
+        secrets.push(signed.to_owned());
+    }
+    for material in idp.private_material() {
+        secrets.push(b64(&material)[..40].to_owned());
+        secrets.push(hex::encode(&material[material.len() - 20..]));
+    }
+    // The log is written in batches: wait for the refusal's lines.
+    let seen = Instant::now();
+    while !target.process.log().contains("fetching it again") {
+        assert!(
+            seen.elapsed() < Duration::from_secs(5),
+            "the unknown kid was not logged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let needles: Vec<&str> = secrets.iter().map(String::as_str).collect();
     target.assert_no_leaks(&needles);

@@ -277,47 +277,18 @@ fn readme_embedding_program_is_the_compiled_example() {
     );
 }
 
-/// The example, as built by `cargo test` (examples are built with the tests).
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let profile = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    profile.join("examples").join(name)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedding_example_runs_its_three_kinds_of_method() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().expect("dir");
     let data_dir = dir.path().join("data");
-    let mut child = std::process::Command::new(example_binary("embedding"))
-        .arg(&data_dir)
-        .env("ROBOT_KEY", "robot-secret")
-        .env("BCRYPT_COST", "4")
-        .env("ADDR", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run examples/embedding (built by cargo test)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .expect("listening on …")
-        .to_owned();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _child = Kill(child);
+    let example = ExampleProcess::start("embedding", |command| {
+        command
+            .arg(&data_dir)
+            .env("ROBOT_KEY", "robot-secret")
+            .env("BCRYPT_COST", "4")
+            .env("ADDR", "127.0.0.1:0")
+    });
+    let url = example.url.clone();
 
     let anonymous = client(&url, None);
     assert!(call(&anonymous, "motd", json!({}))

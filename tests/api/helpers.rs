@@ -914,3 +914,51 @@ pub fn app_signing_key(app: &TestApp) -> (String, Vec<u8>) {
         }
     }
 }
+
+/// An example program (`examples/NAME.rs`, built by `cargo test`) that
+/// printed `listening on URL`; killed on drop.
+pub struct ExampleProcess {
+    child: std::process::Child,
+    /// The URL it listens on.
+    pub url: String,
+}
+
+impl ExampleProcess {
+    /// Runs the example `name` with `command`'s arguments and environment
+    /// set by `setup`, and waits for its `listening on` line.
+    pub fn start(
+        name: &str,
+        setup: impl FnOnce(&mut std::process::Command) -> &mut std::process::Command,
+    ) -> ExampleProcess {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("test exe");
+        let profile = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>");
+        let mut command = std::process::Command::new(profile.join("examples").join(name));
+        setup(&mut command)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("run examples/{name} (built by cargo test): {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("examples/{name} did not say where it listens: {line:?}"))
+            .to_owned();
+        ExampleProcess { child, url }
+    }
+}
+
+impl Drop for ExampleProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -2,6 +2,7 @@
 //! All files form one test binary (one link, shared helpers).
 
 mod helpers;
+mod idp;
 
 mod attacks;
 mod auth_state;
@@ -17,10 +18,12 @@ mod embedding;
 mod hardening;
 mod instances;
 mod keys;
+mod oidc;
 mod openrpc;
 mod params;
 mod pg_keys;
 mod policy;
+mod resource_server;
 mod sessions;
 mod signin_path;
 mod websocket;

@@ -405,6 +405,30 @@ async fn official_validator_accepts_file_and_live_document() {
     node(dir, "validate.mjs", vec![file, app.url.clone()]).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_node,
+    ignore = "Node.js: run `npm ci --prefix tests/clients/openrpc`"
+)]
+async fn official_validator_accepts_the_document_with_an_external_issuer() {
+    let Some(dir) = node_tools() else { return };
+    let idp = crate::idp::FakeIdp::start().await;
+    let oidc = rpcguard::security::oidc::OidcConfig::new(
+        idp.issuer.clone(),
+        crate::idp::AUDIENCE,
+        rpcguard::security::oidc::JwksSource::parse(&idp.jwks_url),
+    );
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| c.oidc = Some(oidc))
+        .await
+        .expect("sqlite");
+    let live = app
+        .call(None, "rpc.discover", json!({}))
+        .await
+        .expect("rpc.discover");
+    assert!(live["components"]["x-securitySchemes"]["Bearer"]["x-issuers"].is_array());
+    node(dir, "validate.mjs", vec![app.url.clone()]).await;
+}
+
 #[tokio::test]
 #[cfg_attr(
     rpcguard_no_node,

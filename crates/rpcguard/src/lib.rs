@@ -19,6 +19,10 @@
 //!   Authorize dialog and a form per method ([`server::docs`]; off with
 //!   [`ServerConfig::docs`]).
 //!
+//! - With the cargo feature `oidc`: Bearer tokens of external identity
+//!   providers (Keycloak, Auth0, Entra ID, another rpcguard), verified with
+//!   their JWKS alone ([`security::oidc`]).
+//!
 //! This crate is the framework only: it compiles no database, no bcrypt
 //! and no command-line parser. Accounts with bcrypt passwords, JWT bearer
 //! tokens and a SQLite/PostgreSQL store are in `rpcguard-accounts`, which
@@ -56,6 +60,8 @@ pub mod server;
 pub use api::{Api, ApiError, CallContext, Example, Method, NoParams};
 pub use async_trait::async_trait;
 pub use error::{AuthFailure, RpcError};
+#[cfg(feature = "oidc")]
+pub use security::oidc::{IssuerRouter, OidcConfig, OidcSecurity};
 pub use security::{
     AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, MethodSecurity, Requirement,
     SchemeDoc, SecurityFunction, SessionCredentials, SharedSecurity, BEARER,

@@ -299,6 +299,9 @@ fn security_schemes(decls: &[Arc<MethodDecl>], schemes: &[SchemeDoc]) -> Value {
         }
         entry.insert("description".into(), json!(scheme.description));
         entry.insert("scopes".into(), Value::Object(scopes));
+        for (name, value) in &scheme.extensions {
+            entry.insert(name.clone(), value.clone());
+        }
         out.insert(scheme.name.clone(), Value::Object(entry));
     }
     Value::Object(out)

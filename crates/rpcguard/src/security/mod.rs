@@ -30,9 +30,11 @@
 //! service's does, and never as the user with the service's scopes.
 
 mod api_key;
+#[cfg(feature = "oidc")]
+pub mod oidc;
 mod session;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -664,6 +666,9 @@ pub struct SchemeDoc {
     pub bearer_format: Option<String>,
     /// What the scheme is and how to obtain a credential.
     pub description: String,
+    /// Extra fields of the scheme's entry, each named `x-…` (e.g.
+    /// `x-issuers`: the token issuers a bearer scheme accepts).
+    pub extensions: BTreeMap<String, serde_json::Value>,
 }
 
 impl SchemeDoc {
@@ -676,6 +681,7 @@ impl SchemeDoc {
             header: header.to_owned(),
             bearer_format: None,
             description: description.to_owned(),
+            extensions: BTreeMap::new(),
         }
     }
 
@@ -689,7 +695,16 @@ impl SchemeDoc {
             header: "Authorization".to_owned(),
             bearer_format: Some(bearer_format.to_owned()),
             description: description.to_owned(),
+            extensions: BTreeMap::new(),
         }
+    }
+
+    /// Adds the extra field `name` (which should start with `x-`) to the
+    /// scheme's entry in the document.
+    #[must_use]
+    pub fn with_extension(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extensions.insert(name.to_owned(), value);
+        self
     }
 }
 

@@ -29,8 +29,8 @@ use crate::security::{Caller, SchemeDoc};
 /// beyond get theirs built per call.
 const MAX_VIEWS: usize = 256;
 
-/// A caller's budget key: its scheme and subject, hashed with two secret
-/// keys into 128 bits (no allocation per call; no collision an outsider can
+/// A caller's budget key: its scheme and subject (and an external
+/// caller's issuer), hashed with two secret keys into 128 bits (no allocation per call; no collision an outsider can
 /// aim for).
 type CallerKey = u128;
 
@@ -41,6 +41,11 @@ fn caller_key(caller: &Caller) -> CallerKey {
         let mut h = state.build_hasher();
         caller.scheme.hash(&mut h);
         caller.subject.hash(&mut h);
+        // An external issuer's subject is not the local user of that name.
+        #[cfg(feature = "oidc")]
+        if let Some(external) = caller.detail::<crate::security::oidc::ExternalIdentity>() {
+            external.issuer.hash(&mut h);
+        }
         h.finish()
     };
     (u128::from(hash(a)) << 64) | u128::from(hash(b))

@@ -1,0 +1,409 @@
+//! Bearer tokens of an external identity provider (OpenID Connect: Keycloak,
+//! Auth0, Entra ID, another rpcguard): [`OidcSecurity`], and
+//! [`IssuerRouter`] to accept them beside a server's own tokens.
+//!
+//! Needs the cargo feature `oidc`.
+//!
+//! A token is accepted when:
+//!
+//! - its header names a `kid` of the provider's JWKS ([`JwksSource`]; see
+//!   `jwks.rs` for which keys are used and when the set is fetched again),
+//!   and its `alg` is that key's one algorithm (asymmetric only: `RS*`,
+//!   `PS*`, `ES256`, `ES384`, `EdDSA`). `alg: none`, an HMAC "signed" with
+//!   a public key, and anything the header points at (`jku`, `x5u`, `x5c`,
+//!   an embedded `jwk`) are never used: `invalid_token`;
+//! - its signature verifies, its `iss` is the configured issuer and its
+//!   `aud` (a string or a list) holds the configured audience; `exp`, `iss`,
+//!   `aud` and `sub` are present; `exp` has not passed and `nbf` (when
+//!   present) has (with [`OidcConfig::leeway`], zero by default);
+//! - it is an access token: a `typ` claim, when present, says `Bearer` or
+//!   `at+jwt` (Keycloak's ID tokens, `typ: ID`, are signed by the same key
+//!   for the same issuer and often the same audience).
+//!
+//! Refusals: an expired token is `expired_token`, anything else
+//! `invalid_token` (the contract's reasons; a wrong issuer or audience is
+//! `invalid_token`, as for the server's own tokens).
+//!
+//! The caller ([`Caller`]) is the `sub` claim, in the Bearer scheme (or
+//! [`OidcConfig::scheme`]), with the scopes of the claim
+//! [`OidcConfig::scopes_claim`] names, and an [`ExternalIdentity`] detail
+//! with the issuer and every claim, for handlers that need more (`email`,
+//! `name`).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use rpcguard::security::oidc::{IssuerRouter, JwksSource, OidcConfig, OidcSecurity};
+//! use rpcguard::SharedSecurity;
+//!
+//! # async fn run(own_tokens: SharedSecurity) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut keycloak = OidcConfig::new(
+//!     "https://kc.example/realms/acme",
+//!     "rpc",
+//!     JwksSource::parse("https://kc.example/realms/acme/protocol/openid-connect/certs"),
+//! );
+//! keycloak.scopes_claim = "realm_access.roles".to_owned();
+//! let keycloak = OidcSecurity::connect(keycloak).await?;
+//! // Keycloak's tokens and the server's own, both as `Authorization: Bearer`.
+//! let security: SharedSecurity = Arc::new(IssuerRouter::new(Some(own_tokens)).issuer(keycloak));
+//! # let _ = security; Ok(()) }
+//! ```
+
+mod claims;
+mod jwks;
+mod router;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde_json::{json, Map, Value};
+
+use super::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
+use crate::error::{AuthFailure, RpcError};
+
+pub use jwks::{JwksError, JwksSource};
+pub use router::IssuerRouter;
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The values of a `typ` claim that mean an access token (Keycloak writes
+/// `Bearer`; its ID tokens say `ID`, and are refused).
+const ACCESS_TOKEN_TYPES: [&str; 3] = ["Bearer", "at+jwt", "application/at+jwt"];
+
+/// The algorithms an external issuer's keys may have.
+pub const ALGORITHMS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// One external issuer: whose tokens, for whom, verified with which keys.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OidcConfig {
+    /// The exact `iss` of its tokens (`https://kc.example/realms/acme`).
+    pub issuer: String,
+    /// The audience its tokens must name in `aud` (this service's client
+    /// id at the provider).
+    pub audience: String,
+    /// Where its public keys are.
+    pub jwks: JwksSource,
+    /// The claim holding the caller's scopes: a space-separated string
+    /// (`scope`), a list (`scp`, `roles`), or a dotted path into objects
+    /// (`realm_access.roles`). Default `scope`.
+    pub scopes_claim: String,
+    /// The scheme its callers are in (default `Bearer`, so that methods
+    /// declared with [`MethodSecurity::bearer`](crate::MethodSecurity::bearer)
+    /// accept them).
+    pub scheme: String,
+    /// Least time between two fetches made because a token named an unknown
+    /// `kid` (default 30 s): a flood of made-up `kid`s costs one fetch per
+    /// cooldown, and a key the provider has just rotated in is found within
+    /// one.
+    pub cooldown: Duration,
+    /// How often the set is fetched in the background (default 15 min), so
+    /// that a key the provider withdrew stops verifying.
+    pub refresh_every: Duration,
+    /// Time allowed for one fetch (default 5 s).
+    pub fetch_timeout: Duration,
+    /// Clock skew allowed on `exp` and `nbf` (default zero).
+    pub leeway: Duration,
+}
+
+impl OidcConfig {
+    /// The issuer `issuer`, audience `audience`, keys from `jwks`, with the
+    /// defaults above.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>, jwks: JwksSource) -> Self {
+        OidcConfig {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            jwks,
+            scopes_claim: "scope".to_owned(),
+            scheme: BEARER.to_owned(),
+            cooldown: Duration::from_secs(30),
+            refresh_every: Duration::from_secs(15 * 60),
+            fetch_timeout: Duration::from_secs(5),
+            leeway: Duration::ZERO,
+        }
+    }
+}
+
+/// Why an external issuer cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OidcError {
+    /// The issuer or audience is empty.
+    #[error("an external issuer needs a non-empty issuer and audience")]
+    Incomplete,
+    /// The JWKS URL is not a URL.
+    #[error("the JWKS URL {0} is not a valid URL")]
+    BadUrl(String),
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("cannot set up the HTTP client: {0}")]
+    Client(String),
+    /// The JWKS file could not be loaded at start.
+    #[error(transparent)]
+    Jwks(#[from] JwksError),
+}
+
+/// Who an external token says the caller is: attached to its [`Caller`]
+/// (read it with `caller.detail::<ExternalIdentity>()`).
+#[derive(Debug, Clone)]
+pub struct ExternalIdentity {
+    /// The token's issuer (`iss`).
+    pub issuer: String,
+    /// The token's subject (`sub`), also the caller's
+    /// [`subject`](Caller::subject).
+    pub subject: String,
+    /// When the token was issued (`iat`, Unix seconds), if it says.
+    pub issued_at: Option<u64>,
+    /// When it expires (`exp`, Unix seconds).
+    pub expires_at: u64,
+    /// Every claim of the token.
+    pub claims: Arc<Map<String, Value>>,
+}
+
+/// Accepts the Bearer tokens of one external issuer (see the
+/// [module](self) for the rules). Cloning shares the key cache.
+#[derive(Clone)]
+pub struct OidcSecurity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: OidcConfig,
+    keys: jwks::JwksCache,
+    template: Validation,
+}
+
+impl std::fmt::Debug for OidcSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSecurity")
+            .field("issuer", &self.inner.config.issuer)
+            .field("audience", &self.inner.config.audience)
+            .field("jwks", &self.inner.config.jwks)
+            .finish()
+    }
+}
+
+impl OidcSecurity {
+    /// Sets the issuer up and loads its keys once. A JWKS file that cannot
+    /// be loaded is an error; a URL that cannot be fetched now is logged
+    /// and fetched again when a token needs it (so the server starts, and
+    /// its own tokens work, while the provider is down). Keeps the set
+    /// fresh in the background (every [`OidcConfig::refresh_every`]) until
+    /// the last clone is dropped.
+    pub async fn connect(config: OidcConfig) -> Result<Self, OidcError> {
+        if config.issuer.is_empty() || config.audience.is_empty() {
+            return Err(OidcError::Incomplete);
+        }
+        let http = match &config.jwks {
+            JwksSource::Url(url) => {
+                let parsed =
+                    reqwest::Url::parse(url).map_err(|_| OidcError::BadUrl(url.clone()))?;
+                if parsed.scheme() == "http"
+                    && !matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
+                {
+                    tracing::warn!(jwks = %url, "the JWKS is fetched over plain HTTP: anyone on the path can swap the keys; use https");
+                }
+                let timeout = config.fetch_timeout;
+                // Loading the system's trust store reads files: not on a
+                // worker thread.
+                let client = tokio::task::spawn_blocking(move || {
+                    reqwest::Client::builder()
+                        .timeout(timeout)
+                        .connect_timeout(timeout)
+                        .redirect(reqwest::redirect::Policy::limited(3))
+                        .user_agent(concat!("rpcguard/", env!("CARGO_PKG_VERSION")))
+                        .build()
+                })
+                .await
+                .map_err(|e| OidcError::Client(e.to_string()))?
+                .map_err(|e| OidcError::Client(e.to_string()))?;
+                Some(client)
+            }
+            JwksSource::File(_) => None,
+        };
+        let keys = jwks::JwksCache::new(config.jwks.clone(), http, config.cooldown);
+        match keys.load_now().await {
+            Ok(count) => {
+                tracing::info!(issuer = %config.issuer, jwks = %config.jwks, keys = count, "external issuer keys loaded");
+            }
+            // A file is configuration: unreadable at start is an error.
+            Err(err) if config.jwks.url().is_none() => return Err(err.into()),
+            Err(err) => {
+                tracing::warn!(issuer = %config.issuer, error = %err, "external issuer keys not loaded yet; fetched again when a token needs them");
+            }
+        }
+        let mut template = Validation::new(Algorithm::RS256);
+        template.leeway = config.leeway.as_secs();
+        template.validate_exp = true;
+        template.validate_nbf = true;
+        template.validate_aud = true;
+        template.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        template.set_issuer(&[&config.issuer]);
+        template.set_audience(&[&config.audience]);
+        let security = OidcSecurity {
+            inner: Arc::new(Inner {
+                config,
+                keys,
+                template,
+            }),
+        };
+        security.spawn_refresh();
+        Ok(security)
+    }
+
+    /// Fetches the set every `refresh_every` while a clone is alive.
+    fn spawn_refresh(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.config.refresh_every.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.tick().await; // the first tick is now; the set was just loaded
+            loop {
+                ticks.tick().await;
+                let Some(inner) = weak.upgrade() else {
+                    return;
+                };
+                inner.keys.refresh().await;
+            }
+        });
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &OidcConfig {
+        &self.inner.config
+    }
+
+    /// How many of the provider's keys are in use now.
+    pub fn key_count(&self) -> usize {
+        self.inner.keys.len()
+    }
+
+    /// True when `token` names this issuer in `iss` (read without
+    /// verifying: only to choose a verifier, see [`IssuerRouter`]).
+    pub fn names_this_issuer(&self, token: &str) -> bool {
+        token.len() <= MAX_TOKEN_BYTES
+            && claims::unverified_issuer(token).as_deref()
+                == Some(self.inner.config.issuer.as_str())
+    }
+
+    /// Verifies `token` and returns its caller, or why it is refused.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthFailure> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthFailure::InvalidToken);
+        }
+        // `alg: none` and unknown algorithms fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
+        let kid = header.kid.as_deref().ok_or(AuthFailure::InvalidToken)?;
+        let key = match self.inner.keys.get(kid) {
+            Some(key) => key,
+            None => self
+                .inner
+                .keys
+                .refetch_for(kid)
+                .await
+                .ok_or(AuthFailure::InvalidToken)?,
+        };
+        if header.alg != key.alg {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let mut validation = self.inner.template.clone();
+        validation.algorithms = vec![key.alg];
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
+                _ => AuthFailure::InvalidToken,
+            })?;
+        self.caller_of(data.claims)
+    }
+
+    fn caller_of(&self, claims: Map<String, Value>) -> Result<Caller, AuthFailure> {
+        let config = &self.inner.config;
+        // Keycloak types its tokens in a `typ` claim: its ID tokens are
+        // signed by the same key, for the same issuer and often the same
+        // audience, but they are not access tokens.
+        if claims
+            .get("typ")
+            .and_then(Value::as_str)
+            .is_some_and(|typ| {
+                !ACCESS_TOKEN_TYPES
+                    .iter()
+                    .any(|t| t.eq_ignore_ascii_case(typ))
+            })
+        {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .filter(|sub| !sub.is_empty())
+            .ok_or(AuthFailure::InvalidToken)?
+            .to_owned();
+        let scopes = claims::scopes_at(&claims, &config.scopes_claim);
+        let identity = ExternalIdentity {
+            issuer: config.issuer.clone(),
+            subject: subject.clone(),
+            issued_at: claims.get("iat").and_then(Value::as_u64),
+            expires_at: claims.get("exp").and_then(Value::as_u64).unwrap_or(0),
+            claims: Arc::new(claims),
+        };
+        Ok(Caller::new(subject, &config.scheme, scopes).with_detail(identity))
+    }
+
+    /// What the document says about this issuer: an entry of the scheme's
+    /// `x-issuers` list.
+    pub fn issuer_doc(&self) -> Value {
+        let config = &self.inner.config;
+        let mut doc = json!({
+            "issuer": config.issuer,
+            "audience": config.audience,
+            "algorithms": ALGORITHMS,
+            "scopes_claim": config.scopes_claim,
+        });
+        if let (Some(url), Some(map)) = (config.jwks.url(), doc.as_object_mut()) {
+            map.insert("jwks_uri".to_owned(), json!(url));
+        }
+        doc
+    }
+
+    /// This issuer's scheme, for the document: a JWT bearer scheme whose
+    /// `x-issuers` names the issuer, its audience and its JWKS URL.
+    pub fn scheme_doc(&self) -> SchemeDoc {
+        let config = &self.inner.config;
+        SchemeDoc::bearer(
+            &config.scheme,
+            "JWT",
+            &format!(
+                "A JWT access token of the identity provider `{}` (audience `{}`, asymmetric \
+                 algorithms only, keys from its JWKS), sent as `Authorization: Bearer <token>` \
+                 (or, for a WebSocket upgrade, as the `access_token` query parameter). \
+                 Scopes come from its `{}` claim.",
+                config.issuer, config.audience, config.scopes_claim
+            ),
+        )
+        .with_extension("x-issuers", json!([self.issuer_doc()]))
+    }
+}
+
+#[async_trait]
+impl SecurityFunction for OidcSecurity {
+    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
+        let Some(token) = credentials
+            .bearer_token()
+            .map_err(RpcError::Unauthenticated)?
+        else {
+            return Ok(None);
+        };
+        self.verify(token)
+            .await
+            .map(Some)
+            .map_err(RpcError::Unauthenticated)
+    }
+
+    fn schemes(&self) -> Vec<SchemeDoc> {
+        vec![self.scheme_doc()]
+    }
+}
