@@ -518,3 +518,29 @@ fn sighup_without_a_policy_file_changes_nothing() {
         assert!(method(&doc, "get_caller").is_some());
     });
 }
+
+/// The README's complete example file is valid for the reference server,
+/// and does what its comments say.
+#[tokio::test]
+async fn the_readme_policy_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let from = readme
+        .find("A complete example, every key used:")
+        .expect("the README's Policy section");
+    let start = readme[from..].find("```toml\n").expect("its toml block") + from + 8;
+    let end = readme[start..].find("```").expect("end of the block") + start;
+    let example = policy(&readme[start..end]);
+    assert!(!example.methods["sign_up"].enabled);
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| c.server.policy = example)
+        .await
+        .expect("sqlite");
+    assert_error(
+        app.sign_up("alice", PASSWORD).await,
+        -32601,
+        "Method not found",
+    );
+    assert_unauthenticated(
+        app.call(None, "rpc.discover", json!({})).await,
+        "missing_token",
+    );
+}
