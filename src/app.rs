@@ -16,7 +16,7 @@ use crate::keys::{
 };
 use crate::methods::accounts::{self, Accounts};
 use crate::store::{self, CachedStore, SharedStore, StoreError};
-use crate::throttle::SignInThrottle;
+use crate::throttle::{RefreshThrottle, SignInThrottle};
 use rpcguard::api::{Api, ApiError};
 use rpcguard::security::oidc::{IssuerRouter, OidcSecurity};
 use rpcguard::security::SharedSecurity;
@@ -98,6 +98,9 @@ pub async fn accounts(config: &Config) -> Result<AccountsKit, AppError> {
     accounts_kit(config, false).await
 }
 
+/// The setting under which the server publishes its bcrypt cost.
+pub const BCRYPT_COST_SETTING: &str = "bcrypt_cost";
+
 /// [`accounts()`]; with `publishing_jwks`, the Bearer scheme's document
 /// entry names the server's JWKS (the reference server serves it).
 async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<AccountsKit, AppError> {
@@ -123,6 +126,11 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         hash_queue: config.signup_queue(),
     })
     .await?;
+    // `rpcguard user add` hashes at this cost on a store with no hashes
+    // yet, so a new account never answers at another cost than the dummy.
+    store
+        .put_setting(BCRYPT_COST_SETTING, &config.bcrypt_cost.to_string())
+        .await?;
     let external = external_issuer(config).await?;
     let state = Arc::new(Accounts {
         store: store.clone(),
@@ -133,6 +141,8 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
             config.sign_up_per_ip,
             config.throttle_max_keys,
         ),
+        refresh_throttle: RefreshThrottle::new(config.refresh_throttle, config.throttle_max_keys),
+        limits: config.session_limits,
         refresh_ttl: config.refresh_ttl,
         external: external.clone(),
     });
@@ -298,6 +308,7 @@ fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
                 return;
             };
             accounts.throttle.retain_recent();
+            accounts.refresh_throttle.retain_recent();
             if let Err(err) = accounts.store.purge_shared_budgets().await {
                 tracing::warn!(error = %err, "cannot purge refilled shared budgets");
             }

@@ -107,6 +107,10 @@ pub struct Config {
     pub sign_up_per_ip: u32,
     /// Most keys each throttle limiter holds (default 100,000).
     pub throttle_max_keys: usize,
+    /// `refresh` budgets (per client address and per session).
+    pub refresh_throttle: crate::throttle::RefreshConfig,
+    /// What a caller can make the server keep per session and account.
+    pub session_limits: crate::session::SessionLimits,
     /// An external issuer whose Bearer tokens are accepted beside the
     /// server's own (`--oidc-issuer` and friends); its `issuer` must differ
     /// from [`Config::issuer`], which routes the server's own tokens.
@@ -136,6 +140,8 @@ impl Config {
             throttle: ThrottleConfig::default(),
             sign_up_per_ip: crate::throttle::DEFAULT_SIGN_UP_PER_IP,
             throttle_max_keys: crate::throttle::DEFAULT_MAX_KEYS,
+            refresh_throttle: crate::throttle::RefreshConfig::default(),
+            session_limits: crate::session::SessionLimits::default(),
             oidc: None,
             server: ServerConfig {
                 doc: reference_doc("http://127.0.0.1:8080/"),

@@ -19,7 +19,8 @@ use rpcguard::security::oidc::{JwksSource, OidcConfig};
 use rpcguard_accounts::app;
 use rpcguard_accounts::config::{Config, SecretSource};
 use rpcguard_accounts::keys::KeyAlg;
-use rpcguard_accounts::throttle::ThrottleConfig;
+use rpcguard_accounts::session::SessionLimits;
+use rpcguard_accounts::throttle::{RefreshConfig, ThrottleConfig};
 use rpcguard_accounts::user::{Password, Scope, Username};
 use tracing_subscriber::EnvFilter;
 
@@ -199,6 +200,24 @@ struct ServeArgs {
     /// Most keys each throttle limiter keeps (memory bound); when full, new keys share one budget.
     #[arg(long, env = "RPCGUARD_THROTTLE_MAX_KEYS", default_value_t = rpcguard_accounts::throttle::DEFAULT_MAX_KEYS)]
     throttle_max_keys: usize,
+    /// refresh calls per minute per client IP (IPv6: per /64); 0 disables.
+    #[arg(long, env = "RPCGUARD_REFRESH_PER_IP", default_value_t = RefreshConfig::default().per_ip)]
+    refresh_per_ip: u32,
+    /// refresh calls per minute per session; 0 disables.
+    #[arg(long, env = "RPCGUARD_REFRESH_PER_SESSION", default_value_t = RefreshConfig::default().per_session)]
+    refresh_per_session: u32,
+    /// Most scopes one sign_in may ask for (more: -32602).
+    #[arg(long, env = "RPCGUARD_MAX_SIGN_IN_SCOPES", default_value_t = SessionLimits::DEFAULT_MAX_SCOPES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=10_000))]
+    max_sign_in_scopes: usize,
+    /// Most bytes of the scopes one sign_in asks for, spaces counted (more: -32602).
+    #[arg(long, env = "RPCGUARD_MAX_SIGN_IN_SCOPE_BYTES", default_value_t = SessionLimits::DEFAULT_MAX_SCOPE_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_048_576))]
+    max_sign_in_scope_bytes: usize,
+    /// Most live sessions per account; a sign_in beyond it ends the oldest. 0 = no bound.
+    #[arg(long, env = "RPCGUARD_MAX_SESSIONS_PER_ACCOUNT", default_value_t = SessionLimits::DEFAULT_MAX_SESSIONS)]
+    max_sessions_per_account: u32,
+    /// Rotated refresh tokens kept per session for reuse detection (between N and 2N); 0 = all.
+    #[arg(long, env = "RPCGUARD_REFRESH_HISTORY", default_value_t = SessionLimits::DEFAULT_REFRESH_HISTORY)]
+    refresh_history: u32,
     /// URL the OpenRPC document gives in `servers` (default: http://ADDR/).
     #[arg(long, env = "RPCGUARD_PUBLIC_URL")]
     public_url: Option<String>,
@@ -257,15 +276,17 @@ struct ScopeArgs {
 enum UserCommand {
     /// Creates a user; the password is read from the first line of stdin.
     ///
-    /// The hash is made at the cost the store's hashes have (the cost the
-    /// server writes at), so that the account answers a wrong password as
-    /// fast as every other one; 12 (the server's default) on an empty store.
+    /// The hash is made at the cost most stored hashes have (the cost the
+    /// server verifies unknown users at), so that the account answers a
+    /// wrong password as fast as every other one and as an unknown name; on
+    /// a store with no hashes yet, at the cost the server last started with
+    /// (it publishes it in the store), else 12.
     Add {
         /// Username.
         name: String,
         #[command(flatten)]
         store: StoreArgs,
-        /// bcrypt cost (default: the cost most stored hashes have, else 12).
+        /// bcrypt cost (default: the cost most stored hashes have, else the server's, else 12).
         #[arg(long, env = "RPCGUARD_BCRYPT_COST", value_parser = clap::value_parser!(u32).range(4..=31))]
         bcrypt_cost: Option<u32>,
     },
@@ -357,6 +378,16 @@ fn serve_config(args: ServeArgs) -> Config {
     };
     config.sign_up_per_ip = args.signup_per_ip;
     config.throttle_max_keys = args.throttle_max_keys;
+    config.refresh_throttle = RefreshConfig {
+        per_ip: args.refresh_per_ip,
+        per_session: args.refresh_per_session,
+    };
+    config.session_limits = SessionLimits {
+        max_scopes: args.max_sign_in_scopes,
+        max_scope_bytes: args.max_sign_in_scope_bytes,
+        max_sessions: args.max_sessions_per_account,
+        refresh_history: args.refresh_history,
+    };
     config.server.max_body_bytes = args.max_body_bytes;
     config.server.max_batch_len = args.max_batch_len;
     config.server.max_connections = args.max_connections;
@@ -572,10 +603,17 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let store = app::open_existing_store(&store_config(store)).await?;
             let bcrypt_cost = match bcrypt_cost {
                 Some(cost) => cost,
-                None => rpcguard_accounts::auth::password::prevailing_cost(
-                    &store.password_hash_costs().await?,
-                    Config::new(".").bcrypt_cost,
-                ),
+                None => {
+                    let servers = store
+                        .setting(app::BCRYPT_COST_SETTING)
+                        .await?
+                        .and_then(|cost| cost.parse().ok())
+                        .unwrap_or(Config::new(".").bcrypt_cost);
+                    rpcguard_accounts::auth::password::prevailing_cost(
+                        &store.password_hash_costs().await?,
+                        servers,
+                    )
+                }
             };
             let hasher =
                 rpcguard_accounts::auth::password::PasswordHasher::new(bcrypt_cost, 1, 1).await?;

@@ -75,6 +75,14 @@ pub struct NewSession<'a> {
     pub now: i64,
     /// When the first refresh token expires, Unix seconds.
     pub refresh_expires_at: i64,
+    /// The account's credentials epoch when its password was verified
+    /// ([`StoredUser::epoch`](crate::store::StoredUser::epoch)): the session
+    /// opens only if it is still this one (no password change, disable or
+    /// end of every session committed meanwhile).
+    pub epoch: i64,
+    /// Most live sessions of the account: the oldest beyond it are ended
+    /// when this one opens (`0`: no bound).
+    pub max_sessions: u32,
 }
 
 impl std::fmt::Debug for NewSession<'_> {
@@ -85,6 +93,93 @@ impl std::fmt::Debug for NewSession<'_> {
             .field("scope_limit", &self.scope_limit)
             .finish_non_exhaustive()
     }
+}
+
+/// What a caller can make the server keep per session and per account,
+/// each with a flag of `rpcguard serve`. The README's Limits section gives
+/// the worst-case bytes per account that follow from them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLimits {
+    /// Most scopes one `sign_in` may list (`--max-sign-in-scopes`).
+    pub max_scopes: usize,
+    /// Most bytes of those scopes together, separators counted
+    /// (`--max-sign-in-scope-bytes`).
+    pub max_scope_bytes: usize,
+    /// Most live sessions per account (`--max-sessions-per-account`): a
+    /// `sign_in` beyond it ends the account's oldest sessions, so the newest
+    /// sign-in always works and a forgotten device drops out. `0`: no bound.
+    pub max_sessions: u32,
+    /// Rotated-out refresh tokens kept per session for reuse detection
+    /// (`--refresh-history`): at least the last this many, at most twice as
+    /// many (older ones are deleted in bulk every this many rotations).
+    /// Presenting a token older than that is `invalid_token`, not reuse.
+    pub refresh_history: u32,
+}
+
+impl SessionLimits {
+    /// The default bound on scopes per `sign_in`.
+    pub const DEFAULT_MAX_SCOPES: usize = 16;
+    /// The default bound on their bytes.
+    pub const DEFAULT_MAX_SCOPE_BYTES: usize = 512;
+    /// The default bound on live sessions per account.
+    pub const DEFAULT_MAX_SESSIONS: u32 = 50;
+    /// The default number of rotated refresh tokens kept per session.
+    pub const DEFAULT_REFRESH_HISTORY: u32 = 8;
+
+    /// Checks the scopes a `sign_in` asks for against the bounds: `Err`
+    /// names the bound (for `-32602`), never the scopes.
+    pub fn check_scopes<S: AsRef<str>>(&self, scopes: &[S]) -> Result<(), String> {
+        if scopes.len() > self.max_scopes {
+            return Err(format!(
+                "scopes: at most {} scopes per sign_in (--max-sign-in-scopes); got {}",
+                self.max_scopes,
+                scopes.len()
+            ));
+        }
+        let bytes = scopes
+            .iter()
+            .map(|s| s.as_ref().len())
+            .sum::<usize>()
+            .saturating_add(scopes.len().saturating_sub(1));
+        if bytes > self.max_scope_bytes {
+            return Err(format!(
+                "scopes: at most {} bytes of scopes per sign_in (--max-sign-in-scope-bytes); got {bytes}",
+                self.max_scope_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            max_scopes: Self::DEFAULT_MAX_SCOPES,
+            max_scope_bytes: Self::DEFAULT_MAX_SCOPE_BYTES,
+            max_sessions: Self::DEFAULT_MAX_SESSIONS,
+            refresh_history: Self::DEFAULT_REFRESH_HISTORY,
+        }
+    }
+}
+
+/// A presented refresh token as stored, found by its hash
+/// ([`UserStore::find_refresh`](crate::store::UserStore::find_refresh)):
+/// what `refresh` needs to draw from the session's budget before it
+/// rotates anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    /// The token's session.
+    pub session_id: String,
+    /// The token's generation.
+    pub generation: i64,
+    /// When the token expires, Unix seconds.
+    pub expires_at: i64,
+    /// The session's current generation.
+    pub current: i64,
+    /// Whether the session has ended.
+    pub ended: bool,
+    /// The lower-cased name of the session's user.
+    pub username_key: String,
 }
 
 /// What presenting a refresh token came to.

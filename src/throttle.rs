@@ -9,6 +9,8 @@
 //! | `sign_in` | (account, client address) | 5 |
 //! | `sign_in` | account, any client | 30 |
 //! | `sign_up` | client address | 10 |
+//! | `refresh` | client address | 120 |
+//! | `refresh` | session | 6 |
 //!
 //! An empty budget gives `-32005` with `retry_after_s`. Every check happens
 //! before any bcrypt work, and no budget is drawn for an attempt the bcrypt
@@ -218,6 +220,115 @@ impl SignInThrottle {
     }
 }
 
+/// `refresh` budgets per minute; `0` disables that budget.
+///
+/// A client refreshes once per access-token lifetime (15 minutes by
+/// default), so 6 a minute per session leaves room for retries and clock
+/// skew while a loop that rotates one session as fast as it can is held to
+/// one rotation (and one stored row) every 10 s. The address budget is
+/// checked first, before the token is even looked up; the session's once
+/// the token names one (see [`RefreshThrottle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshConfig {
+    /// Refreshes per client address over all sessions.
+    pub per_ip: u32,
+    /// Refreshes per session.
+    pub per_session: u32,
+}
+
+impl Default for RefreshConfig {
+    fn default() -> Self {
+        RefreshConfig {
+            per_ip: 120,
+            per_session: 6,
+        }
+    }
+}
+
+/// The throttle of `refresh`: a budget per client address, drawn before
+/// the presented token is looked up (so a flood of made-up tokens is
+/// refused without a read once it is spent), and one per session, drawn
+/// once the token is found. On PostgreSQL both are also drawn from the
+/// budgets every instance shares ([`RefreshThrottle::shared`]), like the
+/// sign-in budgets.
+#[derive(Clone)]
+pub struct RefreshThrottle {
+    inner: Arc<RefreshLimiters>,
+}
+
+struct RefreshLimiters {
+    config: RefreshConfig,
+    ip: Option<Budget<Option<IpAddr>>>,
+    session: Option<Budget<String>>,
+}
+
+impl std::fmt::Debug for RefreshThrottle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshThrottle")
+            .field("config", &self.inner.config)
+            .field("tracked", &self.tracked())
+            .finish()
+    }
+}
+
+impl RefreshThrottle {
+    /// A throttle with these budgets and at most `max_keys` keys per
+    /// limiter.
+    pub fn new(config: RefreshConfig, max_keys: usize) -> Self {
+        RefreshThrottle {
+            inner: Arc::new(RefreshLimiters {
+                config,
+                ip: Budget::per_minute(config.per_ip, max_keys),
+                session: Budget::per_minute(config.per_session, max_keys),
+            }),
+        }
+    }
+
+    /// Draws one `refresh` from `client`'s budget: `-32005` when empty.
+    pub fn check_address(&self, client: Option<IpAddr>) -> Result<(), RpcError> {
+        draw(self.inner.ip.as_ref(), &client.map(client_key))
+    }
+
+    /// Draws one `refresh` from the session's budget: `-32005` when empty.
+    pub fn check_session(&self, session_id: &str) -> Result<(), RpcError> {
+        match &self.inner.session {
+            Some(budget) => draw(Some(budget), &session_id.to_owned()),
+            None => Ok(()),
+        }
+    }
+
+    /// The draws of one `refresh` from the budgets every server on the
+    /// store shares: the address's, then the session's.
+    pub fn shared(&self, client: Option<IpAddr>, session_id: &str) -> Vec<SharedDraw> {
+        let c = &self.inner.config;
+        [
+            (c.per_ip, format!("refresh.ip:{}", address(client))),
+            (c.per_session, format!("refresh.session:{session_id}")),
+        ]
+        .into_iter()
+        .filter_map(|(per_minute, key)| {
+            Rate::per_minute(per_minute).map(|rate| SharedDraw { key, rate })
+        })
+        .collect()
+    }
+
+    /// Drops keys whose budget has fully refilled, bounding memory.
+    pub fn retain_recent(&self) {
+        if let Some(b) = &self.inner.ip {
+            b.sweep();
+        }
+        if let Some(b) = &self.inner.session {
+            b.sweep();
+        }
+    }
+
+    /// The number of keys currently tracked.
+    pub fn tracked(&self) -> usize {
+        self.inner.ip.as_ref().map_or(0, Budget::len)
+            + self.inner.session.as_ref().map_or(0, Budget::len)
+    }
+}
+
 /// A client address as a budget key: IPv6 by /64, unknown as `-`.
 fn address(client: Option<IpAddr>) -> String {
     client
@@ -384,6 +495,44 @@ mod tests {
         throttle
             .check(&name(1), attacker)
             .expect("sign_in from the address");
+    }
+
+    #[test]
+    fn refresh_budgets_are_per_address_and_per_session() {
+        let throttle = RefreshThrottle::new(
+            RefreshConfig {
+                per_ip: 10,
+                per_session: 3,
+            },
+            100,
+        );
+        for _ in 0..3 {
+            throttle.check_session("s1").expect("within budget");
+        }
+        assert!(throttle.check_session("s1").is_err());
+        throttle.check_session("s2").expect("another session");
+        let client = ip([10, 0, 0, 1]);
+        for _ in 0..10 {
+            throttle.check_address(client).expect("within budget");
+        }
+        assert!(throttle.check_address(client).is_err());
+        throttle.check_address(ip([10, 0, 0, 2])).expect("another");
+        let shared = throttle.shared(client, "s1");
+        assert_eq!(shared.len(), 2);
+        assert_eq!(shared[0].key, "refresh.ip:10.0.0.1");
+        assert_eq!(shared[1].key, "refresh.session:s1");
+        let off = RefreshThrottle::new(
+            RefreshConfig {
+                per_ip: 0,
+                per_session: 0,
+            },
+            100,
+        );
+        for _ in 0..100 {
+            off.check_session("s").expect("off");
+            off.check_address(client).expect("off");
+        }
+        assert!(off.shared(client, "s").is_empty());
     }
 
     #[test]

@@ -38,8 +38,9 @@ use serde_json::json;
 
 use crate::auth::password::{prevailing_cost, PasswordHasher};
 use crate::auth::token::{unix_now, TokenKeys};
+use crate::session::SessionLimits;
 use crate::store::{SharedStore, StoreError};
-use crate::throttle::{draw_shared, SignInThrottle};
+use crate::throttle::{draw_shared, RefreshThrottle, SignInThrottle};
 use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::error::{self, AuthFailure, RpcError};
@@ -61,6 +62,10 @@ pub struct Accounts {
     pub keys: TokenKeys,
     /// Brute-force protection for `sign_in`, and the `sign_up` budget.
     pub throttle: SignInThrottle,
+    /// The `refresh` budgets (per client address and per session).
+    pub refresh_throttle: RefreshThrottle,
+    /// What a caller can make the server keep per session and account.
+    pub limits: SessionLimits,
     /// Lifetime of a refresh token (each `refresh` issues one that lives
     /// this long).
     pub refresh_ttl: std::time::Duration,
@@ -223,6 +228,12 @@ async fn sign_in<S: AsRef<Accounts>>(
     ctx: CallContext<S>,
 ) -> Result<Token, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
+    if let Some(scopes) = &params.scopes {
+        accounts
+            .limits
+            .check_scopes(scopes)
+            .map_err(RpcError::InvalidParams)?;
+    }
     let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_verify()?;
     accounts.throttle.check(&params.username, client)?;
@@ -249,14 +260,7 @@ async fn sign_in<S: AsRef<Accounts>>(
     let limit = params
         .scopes
         .map(|scopes| scopes.into_iter().map(String::from).collect());
-    super::sessions::open(
-        accounts,
-        &user.username,
-        &user.account_id,
-        &user.scopes,
-        limit,
-    )
-    .await
+    super::sessions::open(accounts, &user, limit).await
 }
 
 /// Re-hashes a correct password at the configured cost and stores it, unless

@@ -25,7 +25,7 @@ use super::accounts::Accounts;
 use crate::auth::token::unix_now;
 use crate::bearer::{caller_for_token, presented_claims};
 use crate::session::{self, join_scopes, NewSession, Rotation};
-use crate::store::StoreError;
+use crate::store::{StoreError, StoredUser};
 use crate::user::{Password, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
 use rpcguard::error::{self, AuthFailure, RpcError};
@@ -192,13 +192,13 @@ pub(crate) fn token_in_session(
     })
 }
 
-/// Opens a session for a user whose password was just checked, limited to
-/// `limit` when given; answers its first `Token`.
+/// Opens a session for a user whose password was just checked (in the
+/// credentials epoch `user.epoch`), limited to `limit` when given; answers
+/// its first `Token`. `-32002` when the account changed since it was read
+/// (deleted, disabled, password changed, every session ended).
 pub(crate) async fn open(
     accounts: &Accounts,
-    username: &str,
-    account_id: &str,
-    held: &[String],
+    user: &StoredUser,
     limit: Option<Vec<String>>,
 ) -> Result<Token, RpcError> {
     let now = now_secs()?;
@@ -211,32 +211,44 @@ pub(crate) async fn open(
     });
     let expires = now.saturating_add(refresh_ttl_secs(accounts));
     let new = NewSession {
-        username,
-        account_id,
+        username: &user.username,
+        account_id: &user.account_id,
         session_id: &session_id,
         scope_limit: limit.as_deref(),
         refresh_hash: &refresh_hash,
         now,
         refresh_expires_at: expires,
+        epoch: user.epoch,
+        max_sessions: accounts.limits.max_sessions,
     };
     match accounts.store.open_session(new).await {
-        Ok(()) => {}
-        // Deleted between the password check and now.
+        Ok(ended) if !ended.is_empty() => {
+            tracing::info!(
+                username = %user.username,
+                sessions_ended = ended.len(),
+                "oldest sessions ended: at most {} per account",
+                accounts.limits.max_sessions
+            );
+        }
+        Ok(_) => {}
+        // Deleted, disabled, or its credentials changed between the
+        // password check and now: what was verified is not the account's
+        // password any more.
         Err(StoreError::NotFound) => return Err(RpcError::AuthenticationFailed),
         Err(other) => return Err(other.into()),
     }
     let state = session::SessionState {
         id: session_id.clone(),
-        account_id: account_id.to_owned(),
-        username_key: username.to_ascii_lowercase(),
+        account_id: user.account_id.clone(),
+        username_key: user.username.to_ascii_lowercase(),
         scope_limit: limit,
         ended: false,
     };
-    let scope = join_scopes(state.scopes_in_force(held));
+    let scope = join_scopes(state.scopes_in_force(&user.scopes));
     token_in_session(
         accounts,
-        username,
-        account_id,
+        &user.username,
+        &user.account_id,
         &session_id,
         refresh_token,
         scope,
@@ -252,15 +264,34 @@ async fn refresh<S: AsRef<Accounts>>(
     ctx: CallContext<S>,
 ) -> Result<Token, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
+    let client = ctx.remote_addr().map(|a| a.ip());
+    accounts.refresh_throttle.check_address(client)?;
     let Some(old_hash) = session::refresh_token_hash(&params.refresh_token) else {
         return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
     };
+    let Some(record) = accounts.store.find_refresh(&old_hash).await? else {
+        return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
+    };
+    accounts
+        .refresh_throttle
+        .check_session(&record.session_id)?;
+    crate::throttle::draw_shared(
+        &*accounts.store,
+        &accounts.refresh_throttle.shared(client, &record.session_id),
+    )
+    .await?;
     let now = now_secs()?;
     let (next, next_hash) = session::new_refresh_token();
     let expires = now.saturating_add(refresh_ttl_secs(accounts));
     let session = match accounts
         .store
-        .rotate_refresh(&old_hash, &next_hash, now, expires)
+        .rotate_refresh(
+            &record,
+            &next_hash,
+            now,
+            expires,
+            accounts.limits.refresh_history,
+        )
         .await?
     {
         Rotation::Rotated(session) => session,

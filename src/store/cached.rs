@@ -69,7 +69,7 @@ use hashlink::LruCache;
 
 use super::wal_index::{SeenStamp, WalIndex};
 use super::{Account, SharedDraw, SharedStore, StoreError, StoredUser, UserStore};
-use crate::session::{NewSession, Rotation, SessionState};
+use crate::session::{NewSession, RefreshRecord, Rotation, SessionState};
 use crate::user::{Scope, Username};
 
 /// The PostgreSQL channel the triggers of migration 0003 notify.
@@ -554,8 +554,15 @@ impl UserStore for CachedStore {
         changed
     }
 
-    async fn open_session(&self, new: NewSession<'_>) -> Result<(), StoreError> {
-        self.inner.open_session(new).await
+    async fn open_session(&self, new: NewSession<'_>) -> Result<Vec<String>, StoreError> {
+        let opened = self.inner.open_session(new).await;
+        match &opened {
+            // The oldest sessions beyond the bound ended.
+            Ok(ended) => self.forget_sessions(ended),
+            Err(StoreError::NotFound) => {}
+            Err(_) => self.forget_all_sessions(),
+        }
+        opened
     }
 
     async fn find_session(
@@ -582,16 +589,21 @@ impl UserStore for CachedStore {
         Ok(session)
     }
 
+    async fn find_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError> {
+        self.inner.find_refresh(hash).await
+    }
+
     async fn rotate_refresh(
         &self,
-        old_hash: &str,
+        record: &RefreshRecord,
         new_hash: &str,
         now: i64,
         new_expires_at: i64,
+        history: u32,
     ) -> Result<Rotation, StoreError> {
         let rotation = self
             .inner
-            .rotate_refresh(old_hash, new_hash, now, new_expires_at)
+            .rotate_refresh(record, new_hash, now, new_expires_at, history)
             .await;
         match &rotation {
             // Reuse ended the session.
@@ -664,5 +676,13 @@ impl UserStore for CachedStore {
 
     async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {
         self.inner.purge_shared_budgets().await
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.inner.put_setting(key, value).await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.setting(key).await
     }
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::session::{NewSession, Rotation, SessionState};
+use crate::session::{NewSession, RefreshRecord, Rotation, SessionState};
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
 use rpcguard::security::Caller;
@@ -91,6 +91,11 @@ pub struct StoredUser {
     /// Disabled by an operator (`rpcguard user disable`): `sign_in` answers
     /// -32004 after a correct password, and the account's tokens stop.
     pub disabled: bool,
+    /// The credentials epoch: moves on with every password change, disable
+    /// and end of every session of the account. A session is opened only
+    /// against the epoch its password was verified in
+    /// ([`NewSession::epoch`]).
+    pub epoch: i64,
 }
 
 impl std::fmt::Debug for StoredUser {
@@ -102,6 +107,7 @@ impl std::fmt::Debug for StoredUser {
             .field("scopes", &self.scopes)
             .field("created_at", &self.created_at)
             .field("disabled", &self.disabled)
+            .field("epoch", &self.epoch)
             .finish()
     }
 }
@@ -254,25 +260,39 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
 
     /// Opens a session of the account `new.account_id` (named
     /// `new.username`, any case) with its first refresh token (stored as
-    /// its hash); [`StoreError::NotFound`] when that account is gone.
-    async fn open_session(&self, new: NewSession<'_>) -> Result<(), StoreError>;
+    /// its hash), only if the account's credentials epoch is still
+    /// `new.epoch` and it is not disabled, in one conditional insert;
+    /// [`StoreError::NotFound`] otherwise (gone, disabled, or a password
+    /// change / disable / end of every session committed since the
+    /// password was verified). Then ends the account's oldest live sessions
+    /// beyond `new.max_sessions`, in the same transaction, and returns
+    /// their ids.
+    async fn open_session(&self, new: NewSession<'_>) -> Result<Vec<String>, StoreError>;
 
     /// A session by id, with its account's id and name. What every
     /// secured call asks for; [`CachedStore`] answers it from memory.
     async fn find_session(&self, session_id: &str)
         -> Result<Option<Arc<SessionState>>, StoreError>;
 
-    /// Presents the refresh token whose hash is `old_hash`: rotates it to
-    /// `new_hash` (valid until `new_expires_at`) if it is its session's
-    /// current one and unexpired, and ends the session if it was already
-    /// rotated. Of two concurrent calls with one token exactly one rotates
-    /// (a conditional `UPDATE`); the other counts as reuse.
+    /// The refresh token whose hash is `hash`, with its session's state;
+    /// `None` when there is none (never issued, trimmed or purged). One
+    /// indexed read; nothing changes.
+    async fn find_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+
+    /// Presents the refresh token `record` (from [`Self::find_refresh`]):
+    /// rotates it to `new_hash` (valid until `new_expires_at`) if it is its
+    /// session's current one and unexpired, and ends the session if it was
+    /// already rotated. Of two concurrent calls with one token exactly one
+    /// rotates (a conditional `UPDATE`); the other counts as reuse. Keeps
+    /// between `history` and twice as many rotated-out tokens per session
+    /// (`0`: all, until they expire).
     async fn rotate_refresh(
         &self,
-        old_hash: &str,
+        record: &RefreshRecord,
         new_hash: &str,
         now: i64,
         new_expires_at: i64,
+        history: u32,
     ) -> Result<Rotation, StoreError>;
 
     /// Ends one session; `false` when it was already ended or unknown.
@@ -323,6 +343,13 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
         let _ = draws;
         Ok(None)
     }
+
+    /// Publishes a setting for the CLI and the other instances
+    /// (`bcrypt_cost`, see `0005_integrity.sql`).
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// A setting published with [`Self::put_setting`], if any.
+    async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
 
     /// Deletes the shared budgets that have refilled; returns how many.
     async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {

@@ -38,6 +38,7 @@ impl PostgresStore {
 }
 
 impl HasDb for PostgresStore {
+    const INSERT_SESSION: &'static str = super::session_sql::insert_session_sql!("FOR SHARE");
     type Db = sqlx::Postgres;
 }
 

@@ -9,9 +9,35 @@
 /// The session and its account, by session id.
 pub(crate) const FIND_SESSION: &str = "SELECT s.id, s.scope_limit, s.ended_at, \
      u.account_id, u.username_key FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1";
-pub(crate) const INSERT_SESSION: &str = "INSERT INTO sessions \
-     (id, user_id, scope_limit, generation, created_at, refresh_expires_at) \
-     SELECT $1, id, $2, 0, $3, $4 FROM users WHERE username_key = $5 AND account_id = $6";
+/// A new session, only for the account verified and only if its
+/// credentials epoch is still the one verified and it is not disabled
+/// (`$7`). `{lock}` is the backend's row lock (PostgreSQL: `FOR SHARE`, so a
+/// concurrent change of the account is waited for and re-checked; SQLite
+/// has one writer at a time and needs none).
+macro_rules! insert_session_sql {
+    ($lock:literal) => {
+        concat!(
+            "INSERT INTO sessions ",
+            "(id, user_id, scope_limit, generation, created_at, refresh_expires_at) ",
+            "SELECT $1, id, $2, 0, $3, $4 FROM users WHERE username_key = $5 AND account_id = $6 ",
+            "AND credentials_epoch = $7 AND disabled = 0 ",
+            $lock
+        )
+    };
+}
+pub(crate) use insert_session_sql;
+/// Ends the account's live sessions beyond the newest `$3` (not counting
+/// the new session `$1`, which is kept); returns their ids.
+pub(crate) const END_OLDEST: &str = "UPDATE sessions SET ended_at = $2 WHERE id IN \
+     (SELECT id FROM sessions WHERE user_id = (SELECT user_id FROM sessions WHERE id = $1) \
+     AND id <> $1 AND ended_at IS NULL AND refresh_expires_at >= $2 \
+     ORDER BY created_at DESC, id DESC LIMIT 1000000000 OFFSET $3) RETURNING id";
+/// Moves an account's credentials epoch on (see `0005_integrity.sql`).
+pub(crate) const BUMP_EPOCH: &str =
+    "UPDATE users SET credentials_epoch = credentials_epoch + 1 WHERE username_key = $1";
+/// Deletes a session's rotated-out refresh tokens older than generation `$2`.
+pub(crate) const TRIM_REFRESH: &str =
+    "DELETE FROM refresh_tokens WHERE session_id = $1 AND generation < $2";
 pub(crate) const INSERT_REFRESH: &str =
     "INSERT INTO refresh_tokens (hash, session_id, generation, expires_at) VALUES ($1, $2, $3, $4)";
 /// What a presented refresh token belongs to.
@@ -47,20 +73,24 @@ macro_rules! impl_session_store {
             async fn sessions_open(
                 &self,
                 new: $crate::session::NewSession<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                use sqlx::Row;
                 use $crate::store::session_sql as q;
                 let limit = new.scope_limit.map(|s| s.join(" "));
                 let mut tx = self.pool.begin().await?;
-                let inserted = sqlx::query(q::INSERT_SESSION)
+                let inserted = sqlx::query(<$store as q::HasDb>::INSERT_SESSION)
                     .bind(new.session_id)
                     .bind(limit)
                     .bind(new.now)
                     .bind(new.refresh_expires_at)
                     .bind(new.username.to_ascii_lowercase())
                     .bind(new.account_id)
+                    .bind(new.epoch)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() == 0 {
+                    // Deleted, disabled, or its credentials changed since
+                    // they were verified.
                     return Err($crate::store::StoreError::NotFound);
                 }
                 sqlx::query(q::INSERT_REFRESH)
@@ -70,8 +100,21 @@ macro_rules! impl_session_store {
                     .bind(new.refresh_expires_at)
                     .execute(&mut *tx)
                     .await?;
+                let ended = if new.max_sessions > 0 {
+                    let rows = sqlx::query(q::END_OLDEST)
+                        .bind(new.session_id)
+                        .bind(new.now)
+                        .bind(i64::from(new.max_sessions) - 1)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    rows.iter()
+                        .map(|row| row.try_get::<String, _>("id"))
+                        .collect::<Result<Vec<_>, _>>()?
+                } else {
+                    Vec::new()
+                };
                 tx.commit().await?;
-                Ok(())
+                Ok(ended)
             }
 
             async fn sessions_find(
@@ -100,53 +143,76 @@ macro_rules! impl_session_store {
                 })))
             }
 
-            async fn sessions_rotate(
+            async fn sessions_find_refresh(
                 &self,
-                old_hash: &str,
-                new_hash: &str,
-                now: i64,
-                new_expires_at: i64,
-            ) -> Result<$crate::session::Rotation, $crate::store::StoreError> {
+                hash: &str,
+            ) -> Result<Option<$crate::session::RefreshRecord>, $crate::store::StoreError> {
                 use sqlx::Row;
-                use $crate::session::Rotation;
-                use $crate::store::session_sql as q;
-                let Some(row) = sqlx::query(q::FIND_REFRESH)
-                    .bind(old_hash)
+                let Some(row) = sqlx::query($crate::store::session_sql::FIND_REFRESH)
+                    .bind(hash)
                     .fetch_optional(&self.pool)
                     .await?
                 else {
-                    return Ok(Rotation::Unknown);
+                    return Ok(None);
                 };
-                let session_id: String = row.try_get("session_id")?;
-                let generation: i64 = row.try_get("generation")?;
-                let expires_at: i64 = row.try_get("expires_at")?;
-                let current: i64 = row.try_get("current")?;
                 let ended_at: Option<i64> = row.try_get("ended_at")?;
-                let username_key: String = row.try_get("username_key")?;
-                if ended_at.is_some() {
+                Ok(Some($crate::session::RefreshRecord {
+                    session_id: row.try_get("session_id")?,
+                    generation: row.try_get("generation")?,
+                    expires_at: row.try_get("expires_at")?,
+                    current: row.try_get("current")?,
+                    ended: ended_at.is_some(),
+                    username_key: row.try_get("username_key")?,
+                }))
+            }
+
+            async fn sessions_rotate(
+                &self,
+                record: &$crate::session::RefreshRecord,
+                new_hash: &str,
+                now: i64,
+                new_expires_at: i64,
+                history: u32,
+            ) -> Result<$crate::session::Rotation, $crate::store::StoreError> {
+                use $crate::session::Rotation;
+                use $crate::store::session_sql as q;
+                if record.ended {
                     return Ok(Rotation::Ended);
                 }
-                if generation == current {
-                    if expires_at < now {
+                let session_id = record.session_id.as_str();
+                if record.generation == record.current {
+                    if record.expires_at < now {
                         return Ok(Rotation::Expired);
                     }
+                    let next = record.generation + 1;
                     let mut tx = self.pool.begin().await?;
                     let moved = sqlx::query(q::ROTATE)
-                        .bind(session_id.as_str())
-                        .bind(generation)
+                        .bind(session_id)
+                        .bind(record.generation)
                         .bind(new_expires_at)
                         .execute(&mut *tx)
                         .await?;
                     if moved.rows_affected() == 1 {
                         sqlx::query(q::INSERT_REFRESH)
                             .bind(new_hash)
-                            .bind(session_id.as_str())
-                            .bind(generation + 1)
+                            .bind(session_id)
+                            .bind(next)
                             .bind(new_expires_at)
                             .execute(&mut *tx)
                             .await?;
+                        // Every `history` rotations, the tokens older than
+                        // the last `history` go (between history and
+                        // 2 x history rotated tokens are kept).
+                        let history = i64::from(history);
+                        if history > 0 && next % history == 0 {
+                            sqlx::query(q::TRIM_REFRESH)
+                                .bind(session_id)
+                                .bind(next - history)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
                         tx.commit().await?;
-                        return match self.sessions_find(&session_id).await? {
+                        return match self.sessions_find(session_id).await? {
                             Some(session) => Ok(Rotation::Rotated((*session).clone())),
                             None => Ok(Rotation::Unknown),
                         };
@@ -156,13 +222,13 @@ macro_rules! impl_session_store {
                     // session ended meanwhile): this one is reuse.
                 }
                 sqlx::query(q::END_SESSION)
-                    .bind(session_id.as_str())
+                    .bind(session_id)
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
                 Ok(Rotation::Reused {
-                    session_id,
-                    username_key,
+                    session_id: record.session_id.clone(),
+                    username_key: record.username_key.clone(),
                 })
             }
 
@@ -179,26 +245,46 @@ macro_rules! impl_session_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn sessions_end_all<'e, E>(
-                executor: E,
+            /// Ends every live session of `username` but `keep`, and
+            /// moves its credentials epoch on first (which, on PostgreSQL,
+            /// takes the account row's lock: a `sign_in` inserting a session
+            /// meanwhile either waits and is refused, or commits first and
+            /// its session is ended here).
+            async fn sessions_end_all(
+                conn: &mut <<$store as $crate::store::session_sql::HasDb>::Db as sqlx::Database>::Connection,
                 username: &str,
                 keep: Option<&str>,
                 now: i64,
-            ) -> Result<Vec<String>, $crate::store::StoreError>
-            where
-                E: sqlx::Executor<'e, Database = <$store as $crate::store::session_sql::HasDb>::Db>,
-            {
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
                 use sqlx::Row;
-                let rows = sqlx::query($crate::store::session_sql::END_SESSIONS)
-                    .bind(username.to_ascii_lowercase())
+                use $crate::store::session_sql as q;
+                let key = username.to_ascii_lowercase();
+                sqlx::query(q::BUMP_EPOCH)
+                    .bind(key.as_str())
+                    .execute(&mut *conn)
+                    .await?;
+                let rows = sqlx::query(q::END_SESSIONS)
+                    .bind(key.as_str())
                     .bind(now)
                     .bind(keep.unwrap_or(""))
-                    .fetch_all(executor)
+                    .fetch_all(&mut *conn)
                     .await?;
                 Ok(rows
                     .iter()
                     .map(|row| row.try_get::<String, _>("id"))
                     .collect::<Result<Vec<_>, _>>()?)
+            }
+
+            async fn sessions_end_everywhere(
+                &self,
+                username: &str,
+                keep: Option<&str>,
+                now: i64,
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let ended = Self::sessions_end_all(&mut *tx, username, keep, now).await?;
+                tx.commit().await?;
+                Ok(ended)
             }
 
             async fn sessions_set_disabled(
@@ -300,4 +386,6 @@ pub(crate) use impl_session_store;
 pub(crate) trait HasDb {
     /// The sqlx database.
     type Db: sqlx::Database;
+    /// The backend's [`insert_session_sql`].
+    const INSERT_SESSION: &'static str;
 }

@@ -11,7 +11,7 @@
 macro_rules! select_user_sql {
     ($agg:literal, $where:literal) => {
         concat!(
-            "SELECT u.username, u.account_id, u.password_hash, u.created_at, u.disabled, ",
+            "SELECT u.username, u.account_id, u.password_hash, u.created_at, u.disabled, u.credentials_epoch, ",
             "(SELECT ",
             $agg,
             " FROM user_scopes s WHERE s.user_id = u.id) AS scopes ",
@@ -30,6 +30,9 @@ pub(crate) const REVOKE_SCOPE: &str = "DELETE FROM user_scopes \
      WHERE scope = $2 AND user_id = (SELECT id FROM users WHERE username_key = $1)";
 pub(crate) const DELETE_USER: &str = "DELETE FROM users WHERE username_key = $1";
 pub(crate) const COUNT_USERS: &str = "SELECT COUNT(*) FROM users";
+pub(crate) const PUT_SETTING: &str = "INSERT INTO settings (key, value) VALUES ($1, $2) \
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+pub(crate) const GET_SETTING: &str = "SELECT value FROM settings WHERE key = $1";
 /// Replaces a hash only if it is still the one that was read (`$2`), so a
 /// concurrent change of password is never overwritten.
 pub(crate) const REPLACE_HASH: &str =
@@ -52,6 +55,7 @@ macro_rules! impl_user_store {
                     created_at: row.try_get("created_at")?,
                     scopes: $crate::store::split_scopes(row.try_get("scopes")?),
                     disabled: row.try_get::<i64, _>("disabled")? != 0,
+                    epoch: row.try_get("credentials_epoch")?,
                 })
             }
 
@@ -110,6 +114,7 @@ macro_rules! impl_user_store {
                         scopes: Vec::new(),
                         created_at,
                         disabled: false,
+                        epoch: 0,
                     }),
                     Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                         Err($crate::store::StoreError::UsernameTaken)
@@ -222,7 +227,7 @@ macro_rules! impl_user_store {
             async fn open_session(
                 &self,
                 new: $crate::session::NewSession<'_>,
-            ) -> Result<(), $crate::store::StoreError> {
+            ) -> Result<Vec<String>, $crate::store::StoreError> {
                 self.sessions_open(new).await
             }
 
@@ -236,14 +241,22 @@ macro_rules! impl_user_store {
                 self.sessions_find(session_id).await
             }
 
+            async fn find_refresh(
+                &self,
+                hash: &str,
+            ) -> Result<Option<$crate::session::RefreshRecord>, $crate::store::StoreError> {
+                self.sessions_find_refresh(hash).await
+            }
+
             async fn rotate_refresh(
                 &self,
-                old_hash: &str,
+                record: &$crate::session::RefreshRecord,
                 new_hash: &str,
                 now: i64,
                 new_expires_at: i64,
+                history: u32,
             ) -> Result<$crate::session::Rotation, $crate::store::StoreError> {
-                self.sessions_rotate(old_hash, new_hash, now, new_expires_at)
+                self.sessions_rotate(record, new_hash, now, new_expires_at, history)
                     .await
             }
 
@@ -261,7 +274,7 @@ macro_rules! impl_user_store {
                 keep: Option<&str>,
                 now: i64,
             ) -> Result<Vec<String>, $crate::store::StoreError> {
-                Self::sessions_end_all(&self.pool, username, keep, now).await
+                self.sessions_end_everywhere(username, keep, now).await
             }
 
             async fn change_password(
@@ -289,6 +302,29 @@ macro_rules! impl_user_store {
 
             async fn session_rows(&self) -> Result<(u64, u64), $crate::store::StoreError> {
                 self.sessions_rows().await
+            }
+
+            async fn put_setting(
+                &self,
+                key: &str,
+                value: &str,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::PUT_SETTING)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn setting(
+                &self,
+                key: &str,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar($crate::store::sql::GET_SETTING)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
             $($($own)*)?

@@ -80,6 +80,7 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
 }
 
 impl HasDb for SqliteStore {
+    const INSERT_SESSION: &'static str = super::session_sql::insert_session_sql!("");
     type Db = sqlx::Sqlite;
 }
 

@@ -17,6 +17,7 @@ mod durability;
 mod embedding;
 mod hardening;
 mod instances;
+mod integrity;
 mod keys;
 mod oidc;
 mod openrpc;

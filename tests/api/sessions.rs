@@ -12,12 +12,18 @@ use crate::both_stores;
 use crate::cli::rpcguard_user;
 use crate::helpers::*;
 
-/// No sign-in budgets: these tests sign in many times from one address.
+/// No sign-in or refresh budgets: these tests sign in and refresh many
+/// times from one address (the budgets have tests of their own in
+/// `signin_path.rs` and `integrity.rs`).
 fn unthrottled(config: &mut rpcguard_accounts::config::Config) {
     config.throttle = rpcguard_accounts::throttle::ThrottleConfig {
         per_account_and_ip: 0,
         per_ip: 0,
         per_account: 0,
+    };
+    config.refresh_throttle = rpcguard_accounts::throttle::RefreshConfig {
+        per_ip: 0,
+        per_session: 0,
     };
 }
 

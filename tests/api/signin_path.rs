@@ -354,8 +354,13 @@ fn user_add(data_dir: &std::path::Path, name: &str, extra: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_add_writes_at_the_cost_the_server_uses() {
     let target = Target::start(&["--bcrypt-cost", "6"]);
-    target.sign_up("bob", PASSWORD).await;
     let dir = target._dir.path();
+    // No hash stored yet: the cost the server published at its start (not
+    // the CLI's default 12, which would make this account slower to refuse
+    // a wrong password than an unknown name).
+    user_add(dir, "alice", &[]);
+    assert_eq!(stored_cost(dir, "alice").await, 6);
+    target.sign_up("bob", PASSWORD).await;
     // No --bcrypt-cost: the cost the stored hashes (written by the server) have.
     user_add(dir, "carol", &[]);
     assert_eq!(stored_cost(dir, "carol").await, 6);
