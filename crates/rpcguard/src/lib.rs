@@ -51,6 +51,7 @@
 pub mod api;
 pub mod error;
 pub mod limit;
+pub mod metrics;
 pub mod openrpc;
 pub mod policy;
 mod schema;

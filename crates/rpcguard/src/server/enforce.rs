@@ -232,6 +232,11 @@ impl Enforcement {
         self.methods.get(method)
     }
 
+    /// Every declared method's name (disabled ones too).
+    pub fn method_names(&self) -> impl Iterator<Item = &str> {
+        self.methods.keys().map(String::as_str)
+    }
+
     /// `GET /openrpc.json`.
     pub fn resource(&self) -> &Resource {
         &self.resource

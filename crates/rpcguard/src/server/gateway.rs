@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub resources: Vec<super::ExtraResource>,
     /// What executes JSON-RPC messages.
     pub pipeline: Pipeline,
+    /// Where connections and sessions are counted.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// One connection's context: its peer, its slot, and the shared settings.
@@ -85,6 +87,8 @@ pub(crate) struct Connection {
     /// The connection's slot, held until the connection (or the WebSocket
     /// session it became) ends.
     pub _slot: Slot,
+    /// Counts the connection in the metrics while it is open.
+    pub _counted: crate::metrics::GaugeGuard,
     /// The server's settings.
     pub shared: Arc<Shared>,
     /// Where WebSocket sessions are spawned, so that shutdown waits for them.

@@ -17,8 +17,11 @@
 //! `call` logic above it, so this layer implements `batch` itself by running
 //! each entry through its own `call`.
 //!
-//! It also writes the one log line per call: method, caller, outcome code
-//! and latency. Never params, never headers.
+//! It also writes the one log line per call (target `rpcguard::call`:
+//! method, caller, outcome code, latency, client address; never params,
+//! never headers) and records the call in the server's [`Metrics`]
+//! (calls by method and outcome, latency, refused credentials by reason,
+//! calls refused by a policy budget).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +36,7 @@ use tower::Layer;
 use super::dispatch::each_entry;
 use super::enforce::{Enforced, PolicyCell};
 use crate::error::{AuthFailure, RpcError};
+use crate::metrics::{MethodTable, Metrics};
 use crate::security::{self, Caller, RemoteAddr, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
@@ -45,21 +49,31 @@ struct Shared {
     policy: Arc<PolicyCell>,
     security: SharedSecurity,
     max_response_bytes: usize,
+    metrics: Metrics,
+    methods: MethodTable,
 }
 
 impl SecurityLayer {
     /// Enforces the declarations under the policy in force in `policy` with
     /// `security`; batch answers are capped at `max_response_bytes`.
+    /// Calls are recorded in `metrics`.
     pub(crate) fn new(
         policy: Arc<PolicyCell>,
         security: SharedSecurity,
         max_response_bytes: usize,
+        metrics: Metrics,
     ) -> Self {
+        let methods = {
+            let snapshot = policy.load_full();
+            metrics.methods(snapshot.method_names())
+        };
         SecurityLayer {
             shared: Arc::new(Shared {
                 policy,
                 security,
                 max_response_bytes,
+                metrics,
+                methods,
             }),
         }
     }
@@ -107,10 +121,13 @@ impl<S> SecurityService<S> {
         };
         match drawn {
             Ok(()) => admitted,
-            Err(error) => Err(Denied {
-                error,
-                caller: admitted.unwrap_or_else(|denied| denied.caller),
-            }),
+            Err(error) => {
+                self.shared.metrics.throttled("policy");
+                Err(Denied {
+                    error,
+                    caller: admitted.unwrap_or_else(|denied| denied.caller),
+                })
+            }
         }
     }
 
@@ -184,9 +201,9 @@ where
     ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         let this = self.clone();
         async move {
-            // The clock is read only for the log line, when it is on.
-            let started = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO)
-                .then(Instant::now);
+            let started = Instant::now();
+            let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
+            let client = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
             // One snapshot of the policy for the whole call.
             let policy = this.shared.policy.load_full();
             let enforced = policy.get(&req.method).filter(|e| e.enabled);
@@ -202,31 +219,47 @@ where
                 Some(enforced) => match this.admit(enforced, req.extensions()).await {
                     Ok(caller) => {
                         // Kept for the log line only.
-                        let subject = started.and(caller.as_ref()).map(|c| c.subject.clone());
+                        let subject = caller
+                            .as_ref()
+                            .filter(|_| logging)
+                            .map(|c| c.subject.clone());
                         if let Some(caller) = caller {
                             req.extensions_mut().insert(caller);
                         }
                         (this.inner.call(req).await, subject)
                     }
                     Err(denied) => {
-                        let subject = started
-                            .and(denied.caller.as_ref())
+                        if let RpcError::Unauthenticated(reason) = &denied.error {
+                            this.shared.metrics.auth_failure(*reason);
+                        }
+                        let subject = denied
+                            .caller
+                            .as_ref()
+                            .filter(|_| logging)
                             .map(|c| c.subject.clone());
                         let error = ErrorObjectOwned::from(denied.error);
                         (MethodResponse::error(req.id.clone(), error), subject)
                     }
                 },
             };
-            if let Some(started) = started {
+            // Only declared names: a caller's made-up name is not logged
+            // nor counted under its own label.
+            let method = match enforced {
+                Some(e) => e.decl.name.as_ref(),
+                None => crate::metrics::UNKNOWN_METHOD,
+            };
+            let elapsed = started.elapsed();
+            let outcome = response.as_error_code();
+            if let Some(recorder) = this.shared.methods.get(method) {
+                recorder.record(outcome, elapsed);
+            }
+            if logging {
                 log_call(
-                    // Only declared names: a caller's made-up name is not logged.
-                    match enforced {
-                        Some(e) => e.decl.name.as_ref(),
-                        None => "<unknown>",
-                    },
+                    method,
                     subject.as_deref(),
-                    &response,
-                    started,
+                    outcome.unwrap_or(0),
+                    elapsed,
+                    client,
                 );
             }
             response
@@ -271,15 +304,31 @@ impl From<RpcError> for Denied {
     }
 }
 
-fn log_call(method: &str, caller: Option<&str>, response: &MethodResponse, started: Instant) {
-    let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let outcome = response.as_error_code().unwrap_or(0);
-    tracing::info!(
-        target: "rpcguard::call",
-        method,
-        caller = caller.unwrap_or("-"),
-        outcome,
-        elapsed_us,
-        "call"
-    );
+fn log_call(
+    method: &str,
+    caller: Option<&str>,
+    outcome: i32,
+    elapsed: std::time::Duration,
+    client: Option<std::net::IpAddr>,
+) {
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    match client {
+        Some(client_addr) => tracing::info!(
+            target: "rpcguard::call",
+            method,
+            caller = caller.unwrap_or("-"),
+            outcome,
+            latency_us,
+            %client_addr,
+            "call"
+        ),
+        None => tracing::info!(
+            target: "rpcguard::call",
+            method,
+            caller = caller.unwrap_or("-"),
+            outcome,
+            latency_us,
+            "call"
+        ),
+    }
 }

@@ -127,6 +127,10 @@ pub struct ServerConfig {
     /// What `rpc.discover` answers: the whole document (default) or only
     /// what the caller may call.
     pub discover: Discover,
+    /// Where the server records its calls, connections and refusals
+    /// ([`crate::metrics`]; default: a fresh registry). Serve it with
+    /// [`crate::metrics::serve`] on a listener of its own.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Default for ServerConfig {
@@ -149,6 +153,7 @@ impl Default for ServerConfig {
             resources: Vec::new(),
             policy: Policy::default(),
             discover: Discover::All,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 }
@@ -406,8 +411,13 @@ pub fn spawn<S: Send + Sync + 'static>(
 
     let credential_headers = credential_headers(&security);
     let methods: jsonrpsee::Methods = module.into();
-    let security = SecurityLayer::new(policy.clone(), security, config.max_response_bytes as usize)
-        .layer(Executor::new(methods, config.max_response_bytes as usize));
+    let security = SecurityLayer::new(
+        policy.clone(),
+        security,
+        config.max_response_bytes as usize,
+        config.metrics.clone(),
+    )
+    .layer(Executor::new(methods, config.max_response_bytes as usize));
     let shared = Arc::new(Shared {
         credential_headers,
         max_body_bytes: config.max_body_bytes as usize,
@@ -422,6 +432,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         pipeline: Pipeline::new(security, config.max_batch_len as usize),
         docs,
         resources: config.resources.clone(),
+        metrics: config.metrics.clone(),
     });
     let (stop, handle) = stop_channel();
     let slots = ConnectionSlots::new(slot_limits(&config));
@@ -466,6 +477,7 @@ pub fn spawn<S: Send + Sync + 'static>(
             let conn = Arc::new(Connection {
                 peer,
                 _slot: slot,
+                _counted: config.metrics.connection(),
                 shared: shared.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),

@@ -119,6 +119,7 @@ pub(crate) fn upgrade(
 /// client may not be reading) nothing else moves, and while
 /// `max_in_flight` calls are unanswered the next message is not read.
 async fn run(upgraded: Upgraded, mut extensions: Extensions, conn: &Connection) {
+    let _counted = conn.shared.metrics.ws_session();
     extensions.insert(SessionCredentials::default());
     let settings = conn.shared.ws;
     let config = WebSocketConfig::default()
