@@ -132,6 +132,11 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         .put_setting(BCRYPT_COST_SETTING, &config.bcrypt_cost.to_string())
         .await?;
     let external = external_issuer(config).await?;
+    let account_metrics = crate::metrics::AccountMetrics::register(&config.server.metrics);
+    hasher.record_into(crate::auth::password::QueueMetrics {
+        depth: account_metrics.bcrypt_queue_depth.clone(),
+        wait: account_metrics.bcrypt_wait.clone(),
+    });
     let state = Arc::new(Accounts {
         store: store.clone(),
         hasher,
@@ -143,6 +148,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         ),
         refresh_throttle: RefreshThrottle::new(config.refresh_throttle, config.throttle_max_keys),
         limits: config.session_limits,
+        metrics: account_metrics.clone(),
         refresh_ttl: config.refresh_ttl,
         external: external.clone(),
     });

@@ -18,6 +18,7 @@ mod files;
 pub mod keys;
 pub mod logging;
 pub mod methods;
+pub mod metrics;
 pub mod session;
 pub mod store;
 pub mod throttle;

@@ -33,6 +33,19 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log format on standard error: text (for a person) or json (one JSON object per line:
+    /// timestamp, level, target, message and the event's fields).
+    #[arg(long, global = true, env = "RPCGUARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -228,6 +241,10 @@ struct ServeArgs {
     /// rate limits (README, "Policy"). Checked at start; SIGHUP reloads it.
     #[arg(long, env = "RPCGUARD_POLICY")]
     policy: Option<PathBuf>,
+    /// Serve Prometheus metrics at GET /metrics on this address (a listener of its own, e.g.
+    /// 127.0.0.1:9464; never the API's port, so the public side cannot reach it). Default: off.
+    #[arg(long, env = "RPCGUARD_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// What rpc.discover answers: `all` (the whole document) or `caller` (only the methods the
     /// caller may call).
     #[arg(long, env = "RPCGUARD_DISCOVER", default_value = "all", value_parser = parse_discover)]
@@ -403,9 +420,10 @@ fn serve_config(args: ServeArgs) -> Config {
     config
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     let addr = args.addr;
     let policy_file = args.policy.clone();
+    let metrics_addr = args.metrics_addr;
     let mut config = serve_config(args);
     if let Some(path) = &policy_file {
         config.server.policy = Policy::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
@@ -441,9 +459,32 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         hangups(),
         policy_file,
         server.policy(),
+        config.server.metrics.clone(),
+        log_format,
     ));
-    // Tests and scripts read this line to learn the port when --addr ends in :0.
-    eprintln!("rpcguard listening on http://{bound}/");
+    if let Some(metrics_addr) = metrics_addr {
+        let listener = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {metrics_addr}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(addr = %bound, path = rpcguard::metrics::METRICS_PATH, "metrics listening");
+        if log_format == LogFormat::Text {
+            eprintln!(
+                "rpcguard metrics on http://{bound}{}",
+                rpcguard::metrics::METRICS_PATH
+            );
+        }
+        tokio::spawn(rpcguard::metrics::serve(
+            listener,
+            config.server.metrics.clone(),
+            std::future::pending(),
+        ));
+    }
+    // Tests and scripts read this line to learn the port when --addr ends
+    // in :0 (in JSON, the "rpcguard listening" object's `addr`).
+    if log_format == LogFormat::Text {
+        eprintln!("rpcguard listening on http://{bound}/");
+    }
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
     Ok(())
 }
@@ -480,7 +521,10 @@ async fn reload_policy_on_sighup(
     mut hangups: Hangups,
     path: Option<PathBuf>,
     handle: rpcguard::server::PolicyHandle,
+    metrics: rpcguard::metrics::Metrics,
+    log_format: LogFormat,
 ) {
+    use rpcguard::audit::{Audit, Event};
     #[cfg(unix)]
     while let Some(Some(())) = match hangups.as_mut() {
         Some(hangups) => Some(hangups.recv().await),
@@ -492,13 +536,21 @@ async fn reload_policy_on_sighup(
         };
         match Policy::load(path).and_then(|policy| handle.replace(policy)) {
             Ok(()) => {
+                metrics.policy_reload(true);
+                Audit::new(Event::PolicyReloaded).emit();
                 tracing::info!(file = %path.display(), "policy reloaded");
                 // Tests and scripts wait for this line.
-                eprintln!("rpcguard policy reloaded");
+                if log_format == LogFormat::Text {
+                    eprintln!("rpcguard policy reloaded");
+                }
             }
             Err(err) => {
+                metrics.policy_reload(false);
+                Audit::new(Event::PolicyRefused).reason("invalid").emit();
                 tracing::error!(error = %err, "policy reload refused; the policy in force stays");
-                eprintln!("rpcguard policy reload refused: {err}");
+                if log_format == LogFormat::Text {
+                    eprintln!("rpcguard policy reload refused: {err}");
+                }
             }
         }
     }
@@ -733,22 +785,33 @@ async fn key(command: KeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_logging() -> rpcguard_accounts::logging::FlushGuard {
+fn start_logging(format: LogFormat) -> rpcguard_accounts::logging::FlushGuard {
     let (writer, guard) = rpcguard_accounts::logging::BatchedStderr::start();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(writer)
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
         // Colours only for a person at a terminal, never in a file or pipe.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        // The event's fields beside timestamp, level, target and message;
+        // no span list (calls log no spans).
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
     guard
 }
 
 fn main() -> ExitCode {
-    let _flush_log_at_exit = start_logging();
     let cli = Cli::parse();
+    let cli_log_format = cli.log_format;
+    let _flush_log_at_exit = start_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -758,7 +821,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(*args).await,
+            Command::Serve(args) => serve(*args, cli.log_format).await,
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
             Command::Key(command) => key(command).await,
@@ -767,7 +830,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            match cli_log_format {
+                LogFormat::Text => eprintln!("error: {err:#}"),
+                LogFormat::Json => tracing::error!(error = %format!("{err:#}"), "rpcguard stopped"),
+            }
             ExitCode::FAILURE
         }
     }

@@ -233,6 +233,18 @@ struct Inner {
     dummy_cost: AtomicU32,
     /// Dummy hashes (of random passwords) by cost.
     dummies: Arc<Mutex<HashMap<u32, String>>>,
+    /// Where the queue's depth and wait are recorded, once set.
+    metrics: std::sync::OnceLock<QueueMetrics>,
+}
+
+/// The bcrypt queue's depth (jobs waiting for a thread) and the time each
+/// job waited.
+#[derive(Debug, Clone)]
+pub struct QueueMetrics {
+    /// Jobs waiting for a thread.
+    pub depth: prometheus_client::metrics::gauge::Gauge,
+    /// Time from a job's submission to a thread taking it.
+    pub wait: rpcguard::metrics::AtomicHistogram,
 }
 
 impl Drop for Inner {
@@ -298,12 +310,27 @@ impl Reservation {
         F: FnOnce() -> Result<T, bcrypt::BcryptError> + Send + 'static,
     {
         let (answer, result) = oneshot::channel();
+        let metrics = self.hasher.inner.metrics.get().cloned();
+        let queued = std::time::Instant::now();
+        if let Some(metrics) = &metrics {
+            metrics.depth.inc();
+        }
+        let taken = metrics.clone();
         let job: Job = Box::new(move || {
+            if let Some(metrics) = taken {
+                metrics.depth.dec();
+                metrics.wait.observe(queued.elapsed());
+            }
             let _ = answer.send(work());
         });
         // From here the place is the queued job's; a worker frees it when it
         // takes the job.
-        self.hasher.inner.shared.submit(self.kind, job)?;
+        if let Err(err) = self.hasher.inner.shared.submit(self.kind, job) {
+            if let Some(metrics) = &metrics {
+                metrics.depth.dec();
+            }
+            return Err(err);
+        }
         self.held = false;
         let outcome = result
             .await
@@ -403,6 +430,7 @@ impl PasswordHasher {
                 shared: shared.clone(),
                 dummy_cost: AtomicU32::new(cost),
                 dummies: Arc::new(Mutex::new(HashMap::from([(cost, dummy)]))),
+                metrics: std::sync::OnceLock::new(),
             }),
         };
         for n in 0..workers {
@@ -419,6 +447,12 @@ impl PasswordHasher {
                 .map_err(|e| PasswordError::Workers(e.to_string()))?;
         }
         Ok(hasher)
+    }
+
+    /// Records the queue's depth and wait into `metrics` from now on (the
+    /// first call wins).
+    pub fn record_into(&self, metrics: QueueMetrics) {
+        let _ = self.inner.metrics.set(metrics);
     }
 
     /// The number of bcrypt worker threads.

@@ -43,6 +43,7 @@ use crate::store::{SharedStore, StoreError};
 use crate::throttle::{draw_shared, RefreshThrottle, SignInThrottle};
 use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
+use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
 use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
@@ -66,6 +67,8 @@ pub struct Accounts {
     pub refresh_throttle: RefreshThrottle,
     /// What a caller can make the server keep per session and account.
     pub limits: SessionLimits,
+    /// Sign-ins, sessions, bcrypt and the store, in the server's metrics.
+    pub metrics: crate::metrics::AccountMetrics,
     /// Lifetime of a refresh token (each `refresh` issues one that lives
     /// this long).
     pub refresh_ttl: std::time::Duration,
@@ -209,6 +212,34 @@ async fn sign_up<S: AsRef<Accounts>>(
 ) -> Result<User, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
+    let username = params.username.clone();
+    let created = create_account(params, &ctx).await;
+    match &created {
+        Ok(_) => Audit::new(Event::SignUp)
+            .username(username.as_str())
+            .client(client)
+            .request_id(ctx.request_id())
+            .emit(),
+        Err(RpcError::TooManyRequests { .. }) => {
+            accounts.metrics.throttled("sign_up");
+            Audit::new(Event::Throttled)
+                .username(username.as_str())
+                .client(client)
+                .request_id(ctx.request_id())
+                .reason("sign_up")
+                .emit();
+        }
+        Err(_) => {}
+    }
+    created
+}
+
+async fn create_account<S: AsRef<Accounts>>(
+    params: AccountParams,
+    ctx: &CallContext<S>,
+) -> Result<User, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    let client = ctx.remote_addr().map(|a| a.ip());
     let place = accounts.hasher.reserve_hash()?;
     accounts.throttle.check_sign_up(client)?;
     draw_shared(&*accounts.store, &accounts.throttle.shared_sign_up(client)).await?;
@@ -228,6 +259,55 @@ async fn sign_in<S: AsRef<Accounts>>(
     ctx: CallContext<S>,
 ) -> Result<Token, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
+    let client = ctx.remote_addr().map(|a| a.ip());
+    let username = params.username.clone();
+    let signed_in = open_session(params, &ctx).await;
+    let audit = Audit::new(Event::SignInFailed)
+        .username(username.as_str())
+        .client(client)
+        .request_id(ctx.request_id());
+    match &signed_in {
+        Ok((_, session)) => {
+            accounts.metrics.sign_in("ok");
+            accounts.metrics.session_opened();
+            Audit::new(Event::SignIn)
+                .username(username.as_str())
+                .client(client)
+                .request_id(ctx.request_id())
+                .session(session)
+                .emit();
+        }
+        // Unknown user and wrong password are one event (no enumeration
+        // oracle in the audit log); the debug line says which.
+        Err(RpcError::AuthenticationFailed) => {
+            accounts.metrics.sign_in("failed");
+            audit.reason("bad_credentials").emit();
+        }
+        Err(RpcError::AccountDisabled) => {
+            accounts.metrics.sign_in("disabled");
+            audit.reason("disabled").emit();
+        }
+        Err(RpcError::TooManyRequests { .. }) => {
+            accounts.metrics.sign_in("throttled");
+            accounts.metrics.throttled("sign_in");
+            Audit::new(Event::Throttled)
+                .username(username.as_str())
+                .client(client)
+                .request_id(ctx.request_id())
+                .reason("sign_in")
+                .emit();
+        }
+        Err(_) => {}
+    }
+    signed_in.map(|(token, _)| token)
+}
+
+/// `sign_in` without its metrics and events: the token and its session.
+async fn open_session<S: AsRef<Accounts>>(
+    params: SignInParams,
+    ctx: &CallContext<S>,
+) -> Result<(Token, String), RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
     if let Some(scopes) = &params.scopes {
         accounts
             .limits
@@ -244,7 +324,14 @@ async fn sign_in<S: AsRef<Accounts>>(
     let valid = place.verify(&params.password, hash).await?;
     let user = match user {
         Some(user) if valid => user,
-        _ => return Err(RpcError::AuthenticationFailed),
+        Some(_) => {
+            tracing::debug!(username = %params.username, "sign_in: wrong password");
+            return Err(RpcError::AuthenticationFailed);
+        }
+        None => {
+            tracing::debug!(username = %params.username, "sign_in: no such user");
+            return Err(RpcError::AuthenticationFailed);
+        }
     };
     if user.disabled {
         return Err(RpcError::AccountDisabled);

@@ -24,10 +24,12 @@ use serde_json::json;
 use super::accounts::Accounts;
 use crate::auth::token::unix_now;
 use crate::bearer::{caller_for_token, presented_claims};
+use crate::metrics::EndCause;
 use crate::session::{self, join_scopes, NewSession, Rotation};
 use crate::store::{StoreError, StoredUser};
 use crate::user::{Password, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
+use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
 use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
@@ -194,13 +196,14 @@ pub(crate) fn token_in_session(
 
 /// Opens a session for a user whose password was just checked (in the
 /// credentials epoch `user.epoch`), limited to `limit` when given; answers
-/// its first `Token`. `-32002` when the account changed since it was read
-/// (deleted, disabled, password changed, every session ended).
+/// its first `Token` and the session's id. `-32002` when the account
+/// changed since it was read (deleted, disabled, password changed, every
+/// session ended).
 pub(crate) async fn open(
     accounts: &Accounts,
     user: &StoredUser,
     limit: Option<Vec<String>>,
-) -> Result<Token, RpcError> {
+) -> Result<(Token, String), RpcError> {
     let now = now_secs()?;
     let session_id = session::new_session_id();
     let (refresh_token, refresh_hash) = session::new_refresh_token();
@@ -223,18 +226,25 @@ pub(crate) async fn open(
     };
     match accounts.store.open_session(new).await {
         Ok(ended) if !ended.is_empty() => {
-            tracing::info!(
-                username = %user.username,
-                sessions_ended = ended.len(),
-                "oldest sessions ended: at most {} per account",
-                accounts.limits.max_sessions
-            );
+            accounts
+                .metrics
+                .sessions_ended(EndCause::SessionLimit, ended.len());
+            for id in &ended {
+                Audit::new(Event::SessionsEnded)
+                    .username(&user.username)
+                    .session(id)
+                    .reason("session_limit")
+                    .emit();
+            }
         }
         Ok(_) => {}
         // Deleted, disabled, or its credentials changed between the
         // password check and now: what was verified is not the account's
         // password any more.
-        Err(StoreError::NotFound) => return Err(RpcError::AuthenticationFailed),
+        Err(StoreError::NotFound) => {
+            tracing::debug!(username = %user.username, "sign_in: the account changed since its password was verified");
+            return Err(RpcError::AuthenticationFailed);
+        }
         Err(other) => return Err(other.into()),
     }
     let state = session::SessionState {
@@ -245,14 +255,15 @@ pub(crate) async fn open(
         ended: false,
     };
     let scope = join_scopes(state.scopes_in_force(&user.scopes));
-    token_in_session(
+    let token = token_in_session(
         accounts,
         &user.username,
         &user.account_id,
         &session_id,
         refresh_token,
         scope,
-    )
+    )?;
+    Ok((token, session_id))
 }
 
 fn refresh_ttl_secs(accounts: &Accounts) -> i64 {
@@ -263,6 +274,35 @@ async fn refresh<S: AsRef<Accounts>>(
     params: RefreshParams,
     ctx: CallContext<S>,
 ) -> Result<Token, RpcError> {
+    let accounts: &Accounts = (*ctx.state).as_ref();
+    let client = ctx.remote_addr().map(|a| a.ip());
+    let refreshed = rotate(params, &ctx).await;
+    match &refreshed {
+        Ok((_, session, username)) => Audit::new(Event::Refresh)
+            .username(username)
+            .client(client)
+            .request_id(ctx.request_id())
+            .session(session)
+            .emit(),
+        Err(RpcError::TooManyRequests { .. }) => {
+            accounts.metrics.throttled("refresh");
+            Audit::new(Event::Throttled)
+                .client(client)
+                .request_id(ctx.request_id())
+                .reason("refresh")
+                .emit();
+        }
+        Err(_) => {}
+    }
+    refreshed.map(|(token, _, _)| token)
+}
+
+/// `refresh` without its metrics and events: the new token, its session
+/// and its user.
+async fn rotate<S: AsRef<Accounts>>(
+    params: RefreshParams,
+    ctx: &CallContext<S>,
+) -> Result<(Token, String, String), RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
     accounts.refresh_throttle.check_address(client)?;
@@ -298,7 +338,18 @@ async fn refresh<S: AsRef<Accounts>>(
         Rotation::Unknown => return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken)),
         Rotation::Expired => return Err(RpcError::Unauthenticated(AuthFailure::ExpiredToken)),
         Rotation::Ended => return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken)),
-        Rotation::Reused { username_key, .. } => {
+        Rotation::Reused {
+            username_key,
+            session_id,
+        } => {
+            accounts.metrics.refresh_reuse();
+            Audit::new(Event::RefreshReuse)
+                .username(&username_key)
+                .client(client)
+                .request_id(ctx.request_id())
+                .session(&session_id)
+                .reason("rotated_token_presented")
+                .emit();
             tracing::warn!(username = %username_key, "refresh token reused: session ended");
             return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
         }
@@ -313,14 +364,15 @@ async fn refresh<S: AsRef<Accounts>>(
         return Err(RpcError::Unauthenticated(AuthFailure::RevokedToken));
     }
     let scope = join_scopes(session.scopes_in_force(&account.scopes));
-    token_in_session(
+    let token = token_in_session(
         accounts,
         &account.user.username,
         &session.account_id,
         &session.id,
         next,
         scope,
-    )
+    )?;
+    Ok((token, session.id, account.user.username.clone()))
 }
 
 async fn sign_out<S: AsRef<Accounts>>(
@@ -331,15 +383,25 @@ async fn sign_out<S: AsRef<Accounts>>(
     let caller = ctx.caller()?;
     let claims = presented_claims(&accounts.keys, ctx.credentials().as_ref())?;
     let now = now_secs()?;
+    let audit = Audit::new(Event::SignOut)
+        .username(&caller.subject)
+        .client(ctx.remote_addr().map(|a| a.ip()))
+        .request_id(ctx.request_id())
+        .session(&claims.sid);
     if params.everywhere.unwrap_or(false) {
         let ended = accounts
             .store
             .end_sessions(&caller.subject, None, now)
             .await?;
-        tracing::info!(username = %caller.subject, sessions = ended.len(), "signed out everywhere");
+        accounts
+            .metrics
+            .sessions_ended(EndCause::SignOutEverywhere, ended.len());
+        audit.reason("everywhere").emit();
     } else {
-        accounts.store.end_session(&claims.sid, now).await?;
-        tracing::info!(username = %caller.subject, "signed out");
+        if accounts.store.end_session(&claims.sid, now).await? {
+            accounts.metrics.sessions_ended(EndCause::SignOut, 1);
+        }
+        audit.reason("this_session").emit();
     }
     Ok(true)
 }
@@ -384,7 +446,15 @@ async fn change_password<S: AsRef<Accounts>>(
         // Changed by someone else meanwhile: the old password is not the
         // password any more.
         .ok_or(RpcError::AuthenticationFailed)?;
-    tracing::info!(%username, other_sessions_ended = ended.len(), "password changed");
+    accounts
+        .metrics
+        .sessions_ended(EndCause::PasswordChange, ended.len());
+    Audit::new(Event::PasswordChanged)
+        .username(username.as_str())
+        .client(client)
+        .request_id(ctx.request_id())
+        .session(&keep)
+        .emit();
     Ok(true)
 }
 

@@ -286,6 +286,14 @@ impl<S> CallContext<S> {
         self.extensions.get::<RemoteAddr>().map(|r| r.0)
     }
 
+    /// The id of the request this call came in ([`RequestId`](crate::security::RequestId)),
+    /// for the handler's own log lines.
+    pub fn request_id(&self) -> Option<&str> {
+        self.extensions
+            .get::<crate::security::RequestId>()
+            .map(|id| id.0.as_ref())
+    }
+
     /// The WebSocket session's credential slot, to bind new credentials for
     /// the session's later calls ([`SessionCredentials`]); `None` on HTTP,
     /// where there is no session.

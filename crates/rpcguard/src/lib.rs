@@ -49,6 +49,7 @@
 //! ```
 
 pub mod api;
+pub mod audit;
 pub mod error;
 pub mod limit;
 pub mod metrics;

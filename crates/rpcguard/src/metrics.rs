@@ -44,6 +44,10 @@ use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::error::AuthFailure;
 
+/// The crate the registry is made with, for the application's own metrics
+/// (`prometheus_client::metrics::counter::Counter` and friends).
+pub use prometheus_client;
+
 /// The prefix of every metric the framework registers.
 pub const PREFIX: &str = "rpcguard";
 /// The path [`serve`] answers.

@@ -510,6 +510,13 @@ impl From<Option<Caller>> for Identities {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RemoteAddr(pub SocketAddr);
 
+/// The id of the HTTP request (or WebSocket upgrade) a call came in:
+/// taken from a trusted proxy's `X-Request-Id`, else made by the server;
+/// echoed in the answer's `X-Request-Id` header and written in the call's
+/// log line and audit events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub std::sync::Arc<str>);
+
 /// What the caller presented: the request headers its security schemes
 /// read (for WebSocket, those of the upgrade request) and, on a WebSocket
 /// upgrade only, the `access_token` query parameter (RFC 6750 §2.3; never

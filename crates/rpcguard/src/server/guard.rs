@@ -35,9 +35,10 @@ use tower::Layer;
 
 use super::dispatch::each_entry;
 use super::enforce::{Enforced, PolicyCell};
+use crate::audit::{Audit, Event};
 use crate::error::{AuthFailure, RpcError};
 use crate::metrics::{MethodTable, Metrics};
-use crate::security::{self, Caller, RemoteAddr, SharedSecurity};
+use crate::security::{self, Caller, RemoteAddr, RequestId, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
 #[derive(Clone)]
@@ -204,6 +205,9 @@ where
             let started = Instant::now();
             let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
             let client = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
+            let request_id = logging
+                .then(|| req.extensions().get::<RequestId>().cloned())
+                .flatten();
             // One snapshot of the policy for the whole call.
             let policy = this.shared.policy.load_full();
             let enforced = policy.get(&req.method).filter(|e| e.enabled);
@@ -231,6 +235,13 @@ where
                     Err(denied) => {
                         if let RpcError::Unauthenticated(reason) = &denied.error {
                             this.shared.metrics.auth_failure(*reason);
+                            Audit::new(Event::TokenRefused)
+                                .client(client)
+                                .request_id(
+                                    req.extensions().get::<RequestId>().map(|id| id.0.as_ref()),
+                                )
+                                .reason(reason.as_str())
+                                .emit();
                         }
                         let subject = denied
                             .caller
@@ -254,13 +265,14 @@ where
                 recorder.record(outcome, elapsed);
             }
             if logging {
-                log_call(
+                log_call(CallLine {
                     method,
-                    subject.as_deref(),
-                    outcome.unwrap_or(0),
+                    caller: subject.as_deref(),
+                    outcome: outcome.unwrap_or(0),
                     elapsed,
                     client,
-                );
+                    request_id: request_id.as_ref().map(|id| id.0.as_ref()),
+                });
             }
             response
         }
@@ -304,31 +316,38 @@ impl From<RpcError> for Denied {
     }
 }
 
-fn log_call(
-    method: &str,
-    caller: Option<&str>,
+/// What the per-call log line says.
+struct CallLine<'a> {
+    method: &'a str,
+    caller: Option<&'a str>,
     outcome: i32,
     elapsed: std::time::Duration,
     client: Option<std::net::IpAddr>,
-) {
-    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-    match client {
-        Some(client_addr) => tracing::info!(
-            target: "rpcguard::call",
-            method,
-            caller = caller.unwrap_or("-"),
-            outcome,
-            latency_us,
-            %client_addr,
-            "call"
-        ),
-        None => tracing::info!(
-            target: "rpcguard::call",
-            method,
-            caller = caller.unwrap_or("-"),
-            outcome,
-            latency_us,
-            "call"
-        ),
+    request_id: Option<&'a str>,
+}
+
+fn log_call(line: CallLine<'_>) {
+    let latency_us = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
+    tracing::info!(
+        target: "rpcguard::call",
+        method = line.method,
+        caller = line.caller.unwrap_or("-"),
+        outcome = line.outcome,
+        latency_us,
+        client_addr = %Addr(line.client),
+        request_id = line.request_id.unwrap_or("-"),
+        "call"
+    );
+}
+
+/// An address written without an allocation (`-` when unknown).
+struct Addr(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
