@@ -10,6 +10,8 @@
 //! - `rpcguard_no_pyjwt`: `python3` cannot `import jwt, cryptography`
 //!   (`pip install pyjwt cryptography`; checked when this script runs:
 //!   `touch build.rs` after installing);
+//! - `rpcguard_no_prometheus`: `prometheus` or `promtool` is not on `PATH`
+//!   (Debian's package is `prometheus`);
 //! - `rpcguard_no_chromium`: no Chromium (`RPCGUARD_CHROMIUM`, else
 //!   `chromium` on `PATH`; Debian's package is `chromium`), or the browser
 //!   driver is not installed (`npm ci --prefix tests/clients/browser`), or
@@ -27,12 +29,14 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_chromium)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_jose)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_pyjwt)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_prometheus)");
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
         "RPCGUARD_REQUIRE_POSTGRES",
         "RPCGUARD_REQUIRE_NODE",
         "RPCGUARD_REQUIRE_CHROMIUM",
         "RPCGUARD_REQUIRE_PYJWT",
+        "RPCGUARD_REQUIRE_PROMETHEUS",
         "RPCGUARD_CHROMIUM",
         "PATH",
     ] {
@@ -65,6 +69,10 @@ fn main() {
         .is_ok_and(|status| status.success());
     if !pyjwt_ready && !required("RPCGUARD_REQUIRE_PYJWT") {
         println!("cargo::rustc-cfg=rpcguard_no_pyjwt");
+    }
+
+    if !(on_path("prometheus") && on_path("promtool")) && !required("RPCGUARD_REQUIRE_PROMETHEUS") {
+        println!("cargo::rustc-cfg=rpcguard_no_prometheus");
     }
 
     let chromium = match std::env::var_os("RPCGUARD_CHROMIUM") {

@@ -19,6 +19,7 @@ mod hardening;
 mod instances;
 mod integrity;
 mod keys;
+mod metrics;
 mod oidc;
 mod openrpc;
 mod params;

@@ -38,7 +38,6 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, N
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
@@ -86,6 +85,12 @@ struct BudgetLabel {
     budget: String,
 }
 
+/// A `version` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: String,
+}
+
 /// An `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -126,7 +131,11 @@ impl Metrics {
     /// A registry with the framework's metrics (all at zero), the process
     /// metrics, and `rpcguard_build_info{version}` of this crate.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix(PREFIX);
+        // The process metrics keep their standard names (no prefix); the
+        // rest live in a sub-registry under `rpcguard_`.
+        let mut root = Registry::default();
+        root.register_collector(Box::new(ProcessCollector));
+        let registry = root.sub_registry_with_prefix(PREFIX);
         let calls = Family::<CallLabels, Counter>::default();
         let durations: Family<MethodLabel, AtomicHistogram, fn() -> AtomicHistogram> =
             Family::new_with_constructor(AtomicHistogram::latency);
@@ -171,12 +180,15 @@ impl Metrics {
             "Open WebSocket sessions",
             ws_sessions.clone(),
         );
-        registry.register(
-            "build",
-            "The rpcguard framework version",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
-        registry.register_collector(Box::new(ProcessCollector));
+        // A gauge at 1 rather than an OpenMetrics `info`, which the
+        // Prometheus text parser (and `promtool check metrics`) refuses.
+        let build = Family::<VersionLabel, Gauge>::default();
+        build
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        registry.register("build_info", "The rpcguard framework version", build);
         for reason in [
             AuthFailure::MissingToken,
             AuthFailure::InvalidToken,
@@ -190,7 +202,7 @@ impl Metrics {
         }
         Metrics {
             inner: Arc::new(Inner {
-                registry: Mutex::new(registry),
+                registry: Mutex::new(root),
                 calls,
                 durations,
                 auth_failures,
@@ -207,7 +219,9 @@ impl Metrics {
     /// the registry keeps one, the application records into the other.
     pub fn register(&self, name: &str, help: &str, metric: impl Metric) {
         if let Ok(mut registry) = self.inner.registry.lock() {
-            registry.register(name, help, metric);
+            registry
+                .sub_registry_with_prefix(PREFIX)
+                .register(name, help, metric);
         }
     }
 
@@ -215,13 +229,49 @@ impl Metrics {
     /// which the name gets as a suffix.
     pub fn register_with_unit(&self, name: &str, help: &str, unit: Unit, metric: impl Metric) {
         if let Ok(mut registry) = self.inner.registry.lock() {
-            registry.register_with_unit(name, help, unit, metric);
+            registry
+                .sub_registry_with_prefix(PREFIX)
+                .register_with_unit(name, help, unit, metric);
         }
     }
 
-    /// The registry in the Prometheus text exposition format
-    /// (`# EOF`-terminated OpenMetrics text, which Prometheus and
-    /// `promtool check metrics` read).
+    /// The registry in the Prometheus text exposition format 0.0.4, what
+    /// Prometheus scrapes by default and `promtool check metrics` reads:
+    /// [`Metrics::encode`]'s OpenMetrics with a counter's `HELP` and `TYPE`
+    /// under its sample name (`…_total`), and without `UNIT` and `EOF`.
+    pub fn encode_prometheus_text(&self) -> String {
+        let open = self.encode();
+        let counters: std::collections::HashSet<&str> = open
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.strip_suffix(" counter"))
+            .collect();
+        let mut out = String::with_capacity(open.len() + 64 * counters.len());
+        for line in open.lines() {
+            if line.starts_with("# UNIT ") || line == "# EOF" {
+                continue;
+            }
+            let family = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+                .and_then(|rest| rest.split(' ').next())
+                .filter(|name| counters.contains(name));
+            match family {
+                Some(name) => {
+                    let (head, tail) = line.split_at(7 + name.len());
+                    out.push_str(head);
+                    out.push_str("_total");
+                    out.push_str(tail);
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The registry as OpenMetrics text (`# EOF`-terminated), what
+    /// Prometheus asks for in its `Accept` header.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let Ok(registry) = self.inner.registry.lock() else {
@@ -301,7 +351,7 @@ impl Metrics {
             ok: counter("ok"),
             errors: COMMON_CODES
                 .iter()
-                .map(|&code| (code, counter(&code.to_string())))
+                .map(|&code| (code, std::sync::OnceLock::new()))
                 .collect(),
             duration: self
                 .inner
@@ -316,8 +366,9 @@ impl Metrics {
     }
 }
 
-/// The error codes whose counters every method gets up front (others are
-/// made at their first use).
+/// The error codes whose counters a method keeps at hand once made (at
+/// their first use, so the output lists only outcomes that happened; other
+/// codes are looked up in the family each time).
 const COMMON_CODES: [i32; 10] = [
     -32700, -32600, -32601, -32602, -32603, -32001, -32099, -32002, -32004, -32005,
 ];
@@ -325,13 +376,25 @@ const COMMON_CODES: [i32; 10] = [
 /// A declared method's recorders.
 pub(crate) struct MethodMetrics {
     ok: Counter,
-    errors: Vec<(i32, Counter)>,
+    errors: Vec<(i32, std::sync::OnceLock<Counter>)>,
     duration: AtomicHistogram,
     name: Box<str>,
     metrics: Metrics,
 }
 
 impl MethodMetrics {
+    /// The counter of this method's calls answered with `code`.
+    fn counter(&self, code: i32) -> Counter {
+        self.metrics
+            .inner
+            .calls
+            .get_or_create(&CallLabels {
+                method: self.name.to_string(),
+                outcome: code.to_string(),
+            })
+            .clone()
+    }
+
     /// Records one answered call: `error` is its error code, if any.
     pub(crate) fn record(&self, error: Option<i32>, elapsed: Duration) {
         match error {
@@ -340,17 +403,10 @@ impl MethodMetrics {
             }
             Some(code) => match self.errors.iter().find(|(c, _)| *c == code) {
                 Some((_, counter)) => {
-                    counter.inc();
+                    counter.get_or_init(|| self.counter(code)).inc();
                 }
                 None => {
-                    self.metrics
-                        .inner
-                        .calls
-                        .get_or_create(&CallLabels {
-                            method: self.name.to_string(),
-                            outcome: code.to_string(),
-                        })
-                        .inc();
+                    self.counter(code).inc();
                 }
             },
         }
@@ -600,8 +656,6 @@ pub async fn serve(
     metrics: Metrics,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
     use hyper_util::rt::TokioIo;
     tokio::pin!(shutdown);
     loop {
@@ -620,22 +674,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                 let metrics = metrics.clone();
-                async move {
-                    let response =
-                        if req.method() == hyper::Method::GET && req.uri().path() == METRICS_PATH {
-                            hyper::Response::builder()
-                                .header(
-                                    hyper::header::CONTENT_TYPE,
-                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                )
-                                .body(Full::new(Bytes::from(metrics.encode())))
-                        } else {
-                            hyper::Response::builder()
-                                .status(hyper::StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::new()))
-                        };
-                    response
-                }
+                async move { Ok::<_, std::convert::Infallible>(answer(&req, &metrics)) }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -647,6 +686,43 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// The answer to a request of the metrics listener.
+fn answer<B>(
+    req: &hyper::Request<B>,
+    metrics: &Metrics,
+) -> hyper::Response<http_body_util::Full<hyper::body::Bytes>> {
+    use http_body_util::Full;
+    let mut response = hyper::Response::new(Full::default());
+    if req.method() != hyper::Method::GET || req.uri().path() != METRICS_PATH {
+        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+        return response;
+    }
+    // OpenMetrics when the scraper asks for it (as Prometheus does), else
+    // the classic text format.
+    let open_metrics = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let (content_type, body) = if open_metrics {
+        (
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        )
+    } else {
+        (
+            "text/plain; version=0.0.4; charset=utf-8",
+            metrics.encode_prometheus_text(),
+        )
+    };
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    *response.body_mut() = Full::new(hyper::body::Bytes::from(body));
+    response
 }
 
 #[cfg(test)]
@@ -682,6 +758,11 @@ mod tests {
         }
         assert!(!text.contains("made-up"));
         assert!(text.trim_end().ends_with("# EOF"));
+        let classic = metrics.encode_prometheus_text();
+        assert!(classic.contains("# TYPE rpcguard_calls_total counter\n"));
+        assert!(classic.contains("# HELP rpcguard_calls_total JSON-RPC calls"));
+        assert!(classic.contains("# TYPE rpcguard_call_duration_seconds histogram\n"));
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
     }
 
     #[test]
