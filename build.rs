@@ -71,7 +71,8 @@ fn main() {
         println!("cargo::rustc-cfg=rpcguard_no_pyjwt");
     }
 
-    if !(on_path("prometheus") && on_path("promtool")) && !required("RPCGUARD_REQUIRE_PROMETHEUS") {
+    let prometheus_ready = on_path("prometheus") && on_path("promtool");
+    if !prometheus_ready && !required("RPCGUARD_REQUIRE_PROMETHEUS") {
         println!("cargo::rustc-cfg=rpcguard_no_prometheus");
     }
 
