@@ -506,9 +506,19 @@ impl From<Option<Caller>> for Identities {
     }
 }
 
-/// The TCP peer of a connection, in the request extensions of every call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RemoteAddr(pub SocketAddr);
+/// Where a call came from, in the request extensions of every call: the
+/// client's address (resolved behind a trusted proxy, see
+/// [`crate::server::TrustedProxies`]), the TCP peer's, and the server's
+/// drain signal.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteAddr {
+    /// The client: the TCP peer, or the address a trusted proxy named.
+    pub client: SocketAddr,
+    /// The TCP peer (the proxy, behind one).
+    pub peer: SocketAddr,
+    /// The server's drain switch.
+    pub drain: Arc<crate::server::lifecycle::DrainSwitch>,
+}
 
 /// What the caller presented: the request headers its security schemes
 /// read (for WebSocket, those of the upgrade request) and, on a WebSocket
@@ -588,7 +598,9 @@ impl Credentials {
         self.0.query_token.as_deref()
     }
 
-    /// The TCP peer's address, when known.
+    /// The client's address, when known: the TCP peer's, or behind a
+    /// trusted proxy the address it forwarded for
+    /// ([`crate::server::TrustedProxies`]).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.0.remote_addr
     }

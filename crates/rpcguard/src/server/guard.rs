@@ -103,7 +103,7 @@ impl<S> SecurityService<S> {
                 caller: Some(caller),
                 ..
             }) => enforced.draw_caller(caller),
-            _ => enforced.draw_ip(extensions.get::<RemoteAddr>().map(|a| a.0.ip())),
+            _ => enforced.draw_ip(extensions.get::<RemoteAddr>().map(|a| a.client.ip())),
         };
         match drawn {
             Ok(()) => admitted,
