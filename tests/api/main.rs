@@ -13,6 +13,7 @@ mod clients;
 mod conformance;
 mod contract;
 mod docs_page;
+mod drain;
 mod durability;
 mod embedding;
 mod hardening;
