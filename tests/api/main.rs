@@ -24,6 +24,7 @@ mod openrpc;
 mod params;
 mod pg_keys;
 mod policy;
+mod proxy;
 mod resource_server;
 mod sessions;
 mod signin_path;
