@@ -5,9 +5,13 @@
 //! Only the origins listed, exactly, get CORS headers: a preflight for
 //! `POST` with `Authorization` and `Content-Type` (and the headers of the
 //! server's other security schemes) is answered, and `GET`
-//! (`/openrpc.json`, `/health`, `/ready`) is readable. Any other origin
-//! gets no `Access-Control-Allow-*` header, so its browser refuses to hand
-//! the answer to the page. No credentials mode: the API's credentials are
+//! (`/openrpc.json`, `/health`, `/ready`) is readable. A request with any
+//! other `Origin` (or none) does not go through the layer at all: it gets
+//! no `Access-Control-*` header (tower-http would answer every preflight
+//! with the allowed methods and headers, whatever its origin), only
+//! `Vary: Origin`, so a cache keeps the answers apart; its browser refuses
+//! to hand the answer to the page, and a preflight is answered as any
+//! `OPTIONS` is (405). No credentials mode: the API's credentials are
 //! headers the page sets, never cookies.
 //!
 //! tower-http's layer fits the stack as it is: the HTTP front is a hyper
@@ -15,9 +19,10 @@
 //! configured, so a server without CORS runs exactly the code it ran
 //! before.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, ORIGIN};
 use hyper::Method;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -26,28 +31,48 @@ use super::ServerError;
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
-/// The layer for `origins` (none: no layer), allowing `POST` with
-/// `credential_headers` and `Content-Type`, and `GET`.
-pub(crate) fn layer(
-    origins: &[String],
-    credential_headers: &[HeaderName],
-) -> Result<Option<CorsLayer>, ServerError> {
-    if origins.is_empty() {
-        return Ok(None);
-    }
-    let origins = origins
-        .iter()
-        .map(|origin| parse_origin(origin))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut headers = credential_headers.to_vec();
-    headers.push(CONTENT_TYPE);
-    Ok(Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
+/// The server's CORS rules: the listed origins and the layer that answers
+/// them.
+#[derive(Debug, Clone)]
+pub(crate) struct Cors {
+    /// tower-http's layer, for requests from a listed origin.
+    pub layer: CorsLayer,
+    origins: Arc<[HeaderValue]>,
+}
+
+impl Cors {
+    /// The rules for `origins` (none: CORS off), allowing `POST` with
+    /// `credential_headers` and `Content-Type`, and `GET`.
+    pub(crate) fn new(
+        origins: &[String],
+        credential_headers: &[HeaderName],
+    ) -> Result<Option<Cors>, ServerError> {
+        if origins.is_empty() {
+            return Ok(None);
+        }
+        let origins = origins
+            .iter()
+            .map(|origin| parse_origin(origin))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut headers = credential_headers.to_vec();
+        headers.push(CONTENT_TYPE);
+        let layer = CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins.clone()))
             .allow_methods([Method::GET, Method::HEAD, Method::POST])
             .allow_headers(headers)
-            .max_age(PREFLIGHT_MAX_AGE),
-    ))
+            .max_age(PREFLIGHT_MAX_AGE);
+        Ok(Some(Cors {
+            layer,
+            origins: origins.into(),
+        }))
+    }
+
+    /// Whether the request comes from a listed origin.
+    pub(crate) fn allows(&self, headers: &HeaderMap) -> bool {
+        headers
+            .get(ORIGIN)
+            .is_some_and(|origin| self.origins.contains(origin))
+    }
 }
 
 /// An origin as browsers send it: `scheme://host[:port]`, lower case, no

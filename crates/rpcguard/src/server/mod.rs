@@ -57,7 +57,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderName, AUTHORIZATION};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jsonrpsee::server::{stop_channel, ServerHandle};
 use tokio::io::AsyncWriteExt;
@@ -485,7 +487,7 @@ pub fn spawn<S: Send + Sync + 'static>(
     }
 
     let credential_headers = credential_headers(&security);
-    let cors = cors::layer(&config.cors_origins, &credential_headers)?;
+    let cors = cors::Cors::new(&config.cors_origins, &credential_headers)?;
     let methods: jsonrpsee::Methods = module.into();
     // Cancelled at the shutdown deadline: calls still running are cut off.
     let deadline = CancellationToken::new();
@@ -632,8 +634,8 @@ struct ConnectionSettings {
     header_timeout: Duration,
     /// Cancelled at the shutdown deadline.
     deadline: CancellationToken,
-    /// The CORS layer, when origins are configured.
-    cors: Option<tower_http::cors::CorsLayer>,
+    /// The CORS rules, when origins are configured.
+    cors: Option<cors::Cors>,
 }
 
 /// Answers a refused connection with a one-line 503 (if the socket takes
@@ -668,8 +670,22 @@ async fn serve_connection(socket: TcpStream, conn: Arc<Connection>, settings: Co
             serve_http(socket, service, stop, settings).await;
         }
         Some(cors) => {
-            let service = cors.layer(tower::service_fn(front));
-            let service = hyper_util::service::TowerToHyperService::new(service);
+            // Only requests from a listed origin go through the layer.
+            let with_cors = cors.layer.layer(tower::service_fn(front.clone()));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let listed = cors.allows(req.headers());
+                let (with_cors, front) = (with_cors.clone(), front.clone());
+                async move {
+                    if listed {
+                        return tower::ServiceExt::oneshot(with_cors, req).await;
+                    }
+                    let mut response = front(req).await?;
+                    response
+                        .headers_mut()
+                        .append(hyper::header::VARY, HeaderValue::from_static("origin"));
+                    Ok(response)
+                }
+            });
             serve_http(socket, service, stop, settings).await;
         }
     }
