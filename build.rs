@@ -88,7 +88,8 @@ fn main() {
         Some(path) => Path::new(&path).is_file(),
         None => on_path("nginx") || Path::new("/usr/sbin/nginx").is_file(),
     };
-    if !(nginx && on_path("openssl")) && !required("RPCGUARD_REQUIRE_NGINX") {
+    let nginx_ready = nginx && on_path("openssl");
+    if !nginx_ready && !required("RPCGUARD_REQUIRE_NGINX") {
         println!("cargo::rustc-cfg=rpcguard_no_nginx");
     }
 }

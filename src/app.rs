@@ -289,7 +289,7 @@ pub fn serve(
 const STORE_PING: Duration = Duration::from_secs(1);
 
 /// `GET /ready`'s check: the store answers a cheap query (an indexed
-/// look-up of a name no account has) within [`STORE_PING`] (else
+/// look-up of a name no account has) within one second (else
 /// `"store"`), and the key set has a signing key (else `"keys"`).
 pub fn readiness(users: Arc<CachedStore>, keys: TokenKeys) -> ReadinessCheck {
     ReadinessCheck::new(move || {

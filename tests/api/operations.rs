@@ -131,7 +131,7 @@ async fn ready_names_what_is_wrong() {
     assert_eq!(health.status(), 200);
 
     let hanging = framework_server(ServerConfig {
-        readiness: Some(ReadinessCheck::new(|| std::future::pending())),
+        readiness: Some(ReadinessCheck::new(std::future::pending)),
         ready_timeout: Duration::from_millis(200),
         ..ServerConfig::default()
     })
