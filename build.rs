@@ -15,10 +15,14 @@
 //! - `rpcguard_no_chromium`: no Chromium (`RPCGUARD_CHROMIUM`, else
 //!   `chromium` on `PATH`; Debian's package is `chromium`), or the browser
 //!   driver is not installed (`npm ci --prefix tests/clients/browser`), or
-//!   `node` is not on `PATH`.
+//!   `node` is not on `PATH`;
+//! - `rpcguard_no_nginx`: no nginx (`RPCGUARD_NGINX`, else `nginx` on
+//!   `PATH` or `/usr/sbin/nginx`; Debian's package is `nginx`) or no
+//!   `openssl` on `PATH` (it makes the test's certificate).
 //!
 //! CI sets `RPCGUARD_REQUIRE_POSTGRES=1` / `RPCGUARD_REQUIRE_NODE=1` (also
-//! for `jose`) / `RPCGUARD_REQUIRE_PYJWT=1` / `RPCGUARD_REQUIRE_CHROMIUM=1`:
+//! for `jose`) / `RPCGUARD_REQUIRE_PYJWT=1` / `RPCGUARD_REQUIRE_CHROMIUM=1` /
+//! `RPCGUARD_REQUIRE_NGINX=1`:
 //! then nothing is marked, and a missing tool fails its tests.
 
 use std::path::Path;
@@ -30,6 +34,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_jose)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_pyjwt)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_prometheus)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_nginx)");
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
         "RPCGUARD_REQUIRE_POSTGRES",
@@ -38,6 +43,8 @@ fn main() {
         "RPCGUARD_REQUIRE_PYJWT",
         "RPCGUARD_REQUIRE_PROMETHEUS",
         "RPCGUARD_CHROMIUM",
+        "RPCGUARD_REQUIRE_NGINX",
+        "RPCGUARD_NGINX",
         "PATH",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
@@ -84,6 +91,15 @@ fn main() {
         npm_installed(Path::new("tests/clients/browser")) && node_on_path && chromium;
     if !browser_ready && !required("RPCGUARD_REQUIRE_CHROMIUM") {
         println!("cargo::rustc-cfg=rpcguard_no_chromium");
+    }
+
+    let nginx = match std::env::var_os("RPCGUARD_NGINX") {
+        Some(path) => Path::new(&path).is_file(),
+        None => on_path("nginx") || Path::new("/usr/sbin/nginx").is_file(),
+    };
+    let nginx_ready = nginx && on_path("openssl");
+    if !nginx_ready && !required("RPCGUARD_REQUIRE_NGINX") {
+        println!("cargo::rustc-cfg=rpcguard_no_nginx");
     }
 }
 

@@ -15,12 +15,12 @@ use crate::keys::{
     StoredKey, KEYS_FILE_NAME,
 };
 use crate::methods::accounts::{self, Accounts};
-use crate::store::{self, CachedStore, SharedStore, StoreError};
+use crate::store::{self, CachedStore, SharedStore, StoreError, UserStore};
 use crate::throttle::{RefreshThrottle, SignInThrottle};
 use rpcguard::api::{Api, ApiError};
 use rpcguard::security::oidc::{IssuerRouter, OidcSecurity};
 use rpcguard::security::SharedSecurity;
-use rpcguard::server::{self, RunningServer, ServerError};
+use rpcguard::server::{self, ReadinessCheck, RunningServer, ServerError};
 
 /// Errors of starting the reference server.
 #[derive(Debug, thiserror::Error)]
@@ -282,7 +282,7 @@ pub fn serve(
     listener: TcpListener,
 ) -> Result<RunningServer, AppError> {
     let Reference {
-        users: _,
+        users,
         api,
         state,
         security,
@@ -290,6 +290,7 @@ pub fn serve(
     } = parts;
     spawn_upkeep(Arc::downgrade(&state));
     let mut server_config = config.server.clone();
+    server_config.readiness = Some(readiness(users, keys.clone()));
     server_config.resources.push(jwks_resource(keys));
     Ok(server::spawn(
         listener,
@@ -298,6 +299,37 @@ pub fn serve(
         security,
         server_config,
     )?)
+}
+
+/// How long the store has to answer the readiness query.
+const STORE_PING: Duration = Duration::from_secs(1);
+
+/// `GET /ready`'s check: the store answers a cheap query (an indexed
+/// look-up of a name no account has) within one second (else
+/// `"store"`), and the key set has a signing key (else `"keys"`).
+pub fn readiness(users: Arc<CachedStore>, keys: TokenKeys) -> ReadinessCheck {
+    ReadinessCheck::new(move || {
+        let (users, keys) = (users.clone(), keys.clone());
+        async move {
+            let mut why = Vec::new();
+            match tokio::time::timeout(STORE_PING, users.find_user("")).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "readiness: the store failed");
+                    why.push("store".to_owned());
+                }
+                Err(_) => why.push("store".to_owned()),
+            }
+            if keys.signing_kid().is_none() {
+                why.push("keys".to_owned());
+            }
+            if why.is_empty() {
+                Ok(())
+            } else {
+                Err(why)
+            }
+        }
+    })
 }
 
 /// Every minute: keeps the throttle's memory bounded, points the dummy

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use rpcguard::openrpc::DocInfo;
 use rpcguard::policy::{Discover, Policy};
 use rpcguard::security::oidc::{JwksSource, OidcConfig};
+use rpcguard::server::{ForwardedHeader, ProxyListError, TrustedProxies};
 use rpcguard_accounts::app;
 use rpcguard_accounts::config::{Config, SecretSource};
 use rpcguard_accounts::keys::KeyAlg;
@@ -180,9 +181,31 @@ struct ServeArgs {
     /// Most open connections (HTTP and WebSocket).
     #[arg(long, env = "RPCGUARD_MAX_CONNECTIONS", default_value_t = 20_000)]
     max_connections: u32,
-    /// Most open connections from one client address (IPv6: per /64); 0 = no limit (behind a proxy).
+    /// Most open connections from one client address (IPv6: per /64); 0 = no limit. Behind a
+    /// trusted proxy: requests in flight and WebSocket sessions per client (the proxy is exempt).
     #[arg(long, env = "RPCGUARD_MAX_CONNECTIONS_PER_IP", default_value_t = 1_000)]
     max_connections_per_ip: u32,
+    /// Reverse proxies (addresses or CIDR blocks, comma-separated) whose X-Forwarded-For (or
+    /// Forwarded) names the client: the right-most address that is not a trusted proxy. From any
+    /// other peer those headers are ignored.
+    #[arg(long, env = "RPCGUARD_TRUSTED_PROXIES", default_value = "", value_parser = parse_trusted_proxies)]
+    trusted_proxies: TrustedProxies,
+    /// The header the trusted proxies write the client in: `x-forwarded-for` or `forwarded`
+    /// (RFC 7239); the other one is ignored.
+    #[arg(long, env = "RPCGUARD_FORWARDED_HEADER", default_value = "x-forwarded-for", value_parser = parse_forwarded_header)]
+    forwarded_header: ForwardedHeader,
+    /// Seconds the server keeps serving after SIGTERM (with GET /ready answering 503) before it
+    /// closes its listener.
+    #[arg(long, env = "RPCGUARD_DRAIN_DELAY", default_value_t = 5)]
+    drain_delay: u64,
+    /// Seconds in-flight calls (HTTP and WebSocket) get to finish once the listener is closed;
+    /// calls still running then are answered -32603 {"reason":"shutting_down"}.
+    #[arg(long, env = "RPCGUARD_SHUTDOWN_GRACE", default_value_t = 10)]
+    shutdown_grace: u64,
+    /// Browser origins (exact, e.g. https://app.example.com; repeat or comma-separate) allowed
+    /// to call the API and read /openrpc.json (CORS). Off by default.
+    #[arg(long = "cors-origin", env = "RPCGUARD_CORS_ORIGIN", value_delimiter = ',', num_args = 1..)]
+    cors_origins: Vec<String>,
     /// Seconds a client has from connecting (or from its previous answer) to a complete request head.
     #[arg(long, env = "RPCGUARD_HEADER_TIMEOUT", default_value_t = 10)]
     header_timeout: u64,
@@ -252,6 +275,14 @@ struct ServeArgs {
 }
 
 fn parse_discover(value: &str) -> Result<Discover, String> {
+    value.parse()
+}
+
+fn parse_trusted_proxies(value: &str) -> Result<TrustedProxies, String> {
+    value.parse().map_err(|err: ProxyListError| err.to_string())
+}
+
+fn parse_forwarded_header(value: &str) -> Result<ForwardedHeader, String> {
     value.parse()
 }
 
@@ -417,6 +448,15 @@ fn serve_config(args: ServeArgs) -> Config {
     config.server.doc = doc_info(args.public_url.unwrap_or_else(|| format!("http://{addr}/")));
     config.server.docs = args.docs == OnOff::On;
     config.server.discover = args.discover;
+    config.server.trusted_proxies = args.trusted_proxies;
+    config.server.forwarded_header = args.forwarded_header;
+    config.server.drain_delay = Duration::from_secs(args.drain_delay);
+    config.server.shutdown_grace = Duration::from_secs(args.shutdown_grace);
+    config.server.cors_origins = args
+        .cors_origins
+        .into_iter()
+        .filter(|origin| !origin.trim().is_empty())
+        .collect();
     config
 }
 

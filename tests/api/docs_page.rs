@@ -299,7 +299,7 @@ async fn server_with_markup_in_its_docs(
 
 /// Chromium for the browser test, or `None` (after saying why); CI sets
 /// RPCGUARD_REQUIRE_CHROMIUM=1 to make that a failure.
-fn chromium() -> Option<(PathBuf, &'static Path)> {
+pub(crate) fn chromium() -> Option<(PathBuf, &'static Path)> {
     let dir = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/browser"

@@ -344,9 +344,14 @@ async fn get_openrpc_json_answers_the_discover_document() {
     let post = app.http.post(&url).send().await.expect("POST");
     assert_eq!(post.status(), 405);
     assert_eq!(header(&post, "allow").as_deref(), Some("GET, HEAD"));
-    // The JSON-RPC path keeps refusing GET.
-    let root = app.http.get(&app.url).send().await.expect("GET /");
-    assert_eq!(root.status(), 405);
+    // The JSON-RPC path keeps refusing GET (`GET /` points to the docs).
+    let rpc = app
+        .http
+        .get(format!("{}api/v1", app.url))
+        .send()
+        .await
+        .expect("GET /api/v1");
+    assert_eq!(rpc.status(), 405);
 }
 
 /// The npm project with the official OpenRPC tools, or `None` (after saying

@@ -26,6 +26,7 @@ use crate::error::{self, AuthFailure, RpcError};
 use crate::security::{
     Caller, Credentials, MethodSecurity, RemoteAddr, SchemeDoc, SessionCredentials,
 };
+use crate::server::Draining;
 
 /// The name of the OpenRPC service-discovery method every server has.
 pub const DISCOVER: &str = "rpc.discover";
@@ -281,9 +282,29 @@ impl<S> CallContext<S> {
         self.caller.as_deref()
     }
 
-    /// The TCP peer's address, when known.
+    /// The client's address, when known: the TCP peer's, or — when the
+    /// peer is a trusted proxy
+    /// ([`ServerConfig::trusted_proxies`](crate::ServerConfig::trusted_proxies))
+    /// — the address it forwarded for (its port is the one the proxy
+    /// reported, else 0). The per-address budgets and limits count this
+    /// address.
     pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.extensions.get::<RemoteAddr>().map(|r| r.0)
+        self.extensions.get::<RemoteAddr>().map(|r| r.client)
+    }
+
+    /// The TCP peer's address, when known: the proxy's, behind one (else
+    /// the same as [`remote_addr`](Self::remote_addr)).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.extensions.get::<RemoteAddr>().map(|r| r.peer)
+    }
+
+    /// Whether the server is draining (shutting down): a long-running
+    /// handler may end early once it turns true ([`Draining`]); outside a
+    /// server it never does.
+    pub fn draining(&self) -> Draining {
+        self.extensions
+            .get::<RemoteAddr>()
+            .map_or_else(Draining::never, |r| r.drain.signal())
     }
 
     /// The id of the request this call came in ([`RequestId`](crate::security::RequestId)),

@@ -506,9 +506,19 @@ impl From<Option<Caller>> for Identities {
     }
 }
 
-/// The TCP peer of a connection, in the request extensions of every call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RemoteAddr(pub SocketAddr);
+/// Where a call came from, in the request extensions of every call: the
+/// client's address (resolved behind a trusted proxy, see
+/// [`crate::server::TrustedProxies`]), the TCP peer's, and the server's
+/// drain signal.
+#[derive(Debug, Clone)]
+pub(crate) struct RemoteAddr {
+    /// The client: the TCP peer, or the address a trusted proxy named.
+    pub client: SocketAddr,
+    /// The TCP peer (the proxy, behind one).
+    pub peer: SocketAddr,
+    /// The server's drain switch.
+    pub drain: Arc<crate::server::lifecycle::DrainSwitch>,
+}
 
 /// The id of the HTTP request (or WebSocket upgrade) a call came in:
 /// taken from a trusted proxy's `X-Request-Id`, else made by the server;
@@ -595,7 +605,9 @@ impl Credentials {
         self.0.query_token.as_deref()
     }
 
-    /// The TCP peer's address, when known.
+    /// The client's address, when known: the TCP peer's, or behind a
+    /// trusted proxy the address it forwarded for
+    /// ([`crate::server::TrustedProxies`]).
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.0.remote_addr
     }

@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::server::helpers::prepare_error;
@@ -28,6 +29,7 @@ use jsonrpsee::types::{ErrorObject, Id, InvalidRequest, Params, Request, TwoPoin
 use jsonrpsee::Extensions;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
 
 use super::guard::SecurityService;
 
@@ -36,17 +38,38 @@ use super::guard::SecurityService;
 pub(crate) struct Executor {
     methods: Methods,
     max_response_bytes: usize,
+    /// Cancelled at the shutdown deadline: a handler still running then is
+    /// dropped and its call answered [`shutting_down`].
+    deadline: Arc<CancellationToken>,
 }
 
 impl Executor {
     /// Runs the handlers of `methods`, with answers capped at
-    /// `max_response_bytes`.
-    pub(crate) fn new(methods: Methods, max_response_bytes: usize) -> Self {
+    /// `max_response_bytes`, until `deadline` is cancelled.
+    pub(crate) fn new(
+        methods: Methods,
+        max_response_bytes: usize,
+        deadline: CancellationToken,
+    ) -> Self {
         Executor {
             methods,
             max_response_bytes,
+            deadline: Arc::new(deadline),
         }
     }
+}
+
+/// The answer to a call whose handler was still running at the shutdown
+/// deadline: `-32603 Internal error`, `data {"reason":"shutting_down"}`.
+fn shutting_down(id: Id<'_>) -> MethodResponse {
+    MethodResponse::error(
+        id,
+        ErrorObject::owned(
+            ErrorCode::InternalError.code(),
+            ErrorCode::InternalError.message(),
+            Some(serde_json::json!({ "reason": "shutting_down" })),
+        ),
+    )
 }
 
 impl RpcServiceT for Executor {
@@ -72,12 +95,15 @@ impl RpcServiceT for Executor {
                 ErrorObject::from(ErrorCode::MethodNotFound),
             )),
             Some((_, MethodCallback::Sync(callback))) => Ok(callback(id, params, max, extensions)),
-            Some((_, MethodCallback::Async(callback))) => Err(callback(
-                id.into_owned(),
-                params.into_owned(),
-                ConnectionId(0),
-                max,
-                extensions,
+            Some((_, MethodCallback::Async(callback))) => Err((
+                callback(
+                    id.clone().into_owned(),
+                    params.into_owned(),
+                    ConnectionId(0),
+                    max,
+                    extensions,
+                ),
+                id,
             )),
             // rpcguard registers no subscriptions; jsonrpsee's HTTP service
             // answers them the same way.
@@ -86,10 +112,21 @@ impl RpcServiceT for Executor {
                 ErrorObject::from(ErrorCode::InternalError),
             )),
         };
+        // What the deadline needs is cheap: `id` borrows the message (no
+        // copy), the token is shared, and it is watched only when the
+        // handler does not finish at its first poll.
+        let cut = self.deadline.clone();
         async move {
             match pending {
                 Ok(answer) => answer,
-                Err(future) => future.await,
+                Err((future, id)) => tokio::select! {
+                    biased;
+                    answer = future => answer,
+                    () = cut.cancelled() => {
+                        tracing::warn!(method = %method, "call cut off at the shutdown deadline");
+                        shutting_down(id)
+                    }
+                },
             }
         }
     }

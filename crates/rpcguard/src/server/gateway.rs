@@ -1,8 +1,14 @@
 //! The HTTP front of every request, before its calls are executed.
 //!
-//! - routes `GET /health`, `GET /openrpc.json` (the OpenRPC document,
+//! - routes `GET /health` (liveness), `GET /ready` (readiness,
+//!   [`super::lifecycle`]), `GET /openrpc.json` (the OpenRPC document,
 //!   [`super::document`]), `GET /docs` and its files (the docs page,
-//!   [`super::docs`], unless turned off) and refuses unknown paths with 404;
+//!   [`super::docs`], unless turned off), `GET /` (a redirect to `/docs`,
+//!   or a JSON pointer to the API when the page is off) and refuses
+//!   unknown paths with 404;
+//! - takes the client's address: the TCP peer's, or, from a trusted proxy
+//!   only, the one its header names ([`super::proxy`]), with a slot of that
+//!   client's for as long as the request (or WebSocket session) lasts;
 //! - reads a JSON-RPC request body itself, under the size limit and a
 //!   deadline (`body_timeout`), so a client that announces a body and never
 //!   sends it cannot hold a connection slot; a body over the limit (up to
@@ -19,10 +25,13 @@
 //! - hands the body to [`super::dispatch`] ([`execute`]), after giving
 //!   requests whose id jsonrpsee cannot carry an answer ([`super::ids`]);
 //! - gives every JSON-RPC answer HTTP 200 (jsonrpsee's own HTTP service
-//!   sends a parse error with 400) and a notification-only request 204.
+//!   sends a parse error with 400) and a notification-only request 204;
+//! - while the server drains, asks the client to close the connection
+//!   after each answer (`Connection: close`), so keep-alive clients move to
+//!   another instance before the listener closes.
 //!
 //! Every call of a message carries the message's extensions (the
-//! credentials and the peer); a WebSocket session puts the upgrade's into
+//! credentials, the client's and the peer's address); a WebSocket session puts the upgrade's into
 //! every call it makes (see [`super::ws`]), so the security middleware
 //! reads one place on both transports.
 
@@ -46,9 +55,11 @@ use super::docs::DocsPage;
 use super::document::DOCUMENT_PATH;
 use super::enforce::PolicyCell;
 use super::ids::{self, Normalized, Restore};
-use super::slots::Slot;
+use super::lifecycle::{DrainSwitch, Ready, READY_PATH};
+use super::proxy::ClientAddrs;
+use super::slots::{ConnectionSlots, Slot};
 use super::ws::{self, WsSettings};
-use crate::security::{Credentials, RemoteAddr};
+use crate::security::{Credentials, RemoteAddr, RequestId};
 
 /// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a
 /// trailing slash is accepted too.
@@ -77,6 +88,15 @@ pub(crate) struct Shared {
     pub pipeline: Pipeline,
     /// Where connections and sessions are counted.
     pub metrics: crate::metrics::Metrics,
+    /// How clients' addresses are found behind trusted proxies.
+    pub clients: ClientAddrs,
+    /// The connection slots (a trusted proxy's clients take theirs per
+    /// request).
+    pub slots: Arc<ConnectionSlots>,
+    /// What `GET /ready` consults.
+    pub ready: Ready,
+    /// Whether the server is draining.
+    pub drain: Arc<DrainSwitch>,
 }
 
 /// One connection's context: its peer, its slot, and the shared settings.
@@ -84,6 +104,8 @@ pub(crate) struct Shared {
 pub(crate) struct Connection {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// Whether the peer is a trusted proxy (its header names the client).
+    pub trusted: bool,
     /// The connection's slot, held until the connection (or the WebSocket
     /// session it became) ends.
     pub _slot: Slot,
@@ -97,8 +119,59 @@ pub(crate) struct Connection {
     pub stop: jsonrpsee::server::StopHandle,
 }
 
-/// Answers one HTTP request of `conn`.
+/// Answers one HTTP request of `conn`; while the server drains, with
+/// `Connection: close`.
 pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> HttpResponse {
+    let drain = conn.shared.drain.clone();
+    let request_id = request_id(&req, conn.trusted);
+    let echo = HeaderValue::from_str(&request_id.0).ok();
+    let mut response = route(req, conn, request_id).await;
+    if let Some(echo) = echo {
+        response.headers_mut().insert(X_REQUEST_ID, echo);
+    }
+    if drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The request id header, taken from a trusted proxy and echoed on every
+/// answer.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id: a trusted proxy's `X-Request-Id` when it is a sane
+/// token (1 to 128 of `A-Za-z0-9-_.:/`), else a new one (a per-process
+/// random prefix and a counter: unique, cheap, never secret).
+fn request_id<B>(req: &Request<B>, trusted: bool) -> RequestId {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if trusted {
+        let given = req
+            .headers()
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                (1..=128).contains(&v.len())
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
+            });
+        if let Some(given) = given {
+            return RequestId(Arc::from(given));
+        }
+    }
+    let prefix = PREFIX.get_or_init(|| format!("{:08x}", rand::random::<u32>()));
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    RequestId(Arc::from(format!("{prefix}-{n:x}")))
+}
+
+/// The answer of the path's owner.
+async fn route(
+    req: Request<Incoming>,
+    conn: Arc<Connection>,
+    request_id: RequestId,
+) -> HttpResponse {
     let path = req.uri().path();
     if path == HEALTH_PATH {
         return if req.method() == Method::GET {
@@ -106,6 +179,9 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
         } else {
             plain(StatusCode::METHOD_NOT_ALLOWED, "")
         };
+    }
+    if path == READY_PATH {
+        return conn.shared.ready.respond(req.method()).await;
     }
     if path == DOCUMENT_PATH {
         return conn
@@ -125,6 +201,23 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
         return plain(StatusCode::NOT_FOUND, "");
     }
     let is_upgrade = jsonrpsee::server::ws::is_upgrade_request(&req);
+    if path == "/" && !is_upgrade && req.method() == Method::GET {
+        return root(conn.shared.docs.is_some());
+    }
+    // The client: the peer, or the one a trusted proxy names, who then
+    // holds a slot of its own while this request (or session) lasts.
+    let (client, client_slot) = if conn.trusted {
+        let client = conn.shared.clients.resolve(conn.peer, req.headers());
+        match conn.shared.slots.admit_client(client.ip()) {
+            Ok(slot) => (client, Some(slot)),
+            Err(why) => {
+                tracing::debug!(%client, proxy = %conn.peer, ?why, "request refused");
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "");
+            }
+        }
+    } else {
+        (conn.peer, None)
+    };
     let query_token = if is_upgrade {
         req.uri()
             .query()
@@ -137,13 +230,18 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
         req.headers(),
         &conn.shared.credential_headers,
         query_token,
-        Some(conn.peer),
+        Some(client),
     );
     let mut extensions = Extensions::new();
     extensions.insert(credentials);
-    extensions.insert(RemoteAddr(conn.peer));
+    extensions.insert(RemoteAddr {
+        client,
+        peer: conn.peer,
+        drain: conn.shared.drain.clone(),
+    });
+    extensions.insert(request_id);
     if is_upgrade {
-        return ws::upgrade(req, extensions, conn);
+        return ws::upgrade(req, extensions, conn, client_slot);
     }
     if req.method() != Method::POST {
         return response::method_not_allowed();
@@ -156,11 +254,29 @@ pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> Htt
     if !jsonrpsee::server::http::is_json(parts.headers.get(CONTENT_TYPE)) {
         return response::unsupported_content_type();
     }
-    match execute(&conn.shared.pipeline, body, extensions).await {
+    let response = match execute(&conn.shared.pipeline, body, extensions).await {
         Outcome::Answer(answer) => json(answer),
         Outcome::Refused(answer) => plain(StatusCode::OK, answer),
         Outcome::Nothing => plain(StatusCode::NO_CONTENT, ""),
+    };
+    drop(client_slot);
+    response
+}
+
+/// `GET /`: to the docs page when it is on, else where the API is.
+fn root(docs_on: bool) -> HttpResponse {
+    if docs_on {
+        let mut response = plain(StatusCode::TEMPORARY_REDIRECT, "");
+        response.headers_mut().insert(
+            hyper::header::LOCATION,
+            HeaderValue::from_static(super::DOCS_PATH),
+        );
+        return response;
     }
+    plain(
+        StatusCode::OK,
+        "{\"docs\":null,\"openrpc\":\"/openrpc.json\",\"rpc\":\"POST /\"}",
+    )
 }
 
 /// What one JSON-RPC message (a request or a batch) came to.

@@ -118,7 +118,7 @@ impl<S> SecurityService<S> {
                 caller: Some(caller),
                 ..
             }) => enforced.draw_caller(caller),
-            _ => enforced.draw_ip(extensions.get::<RemoteAddr>().map(|a| a.0.ip())),
+            _ => enforced.draw_ip(extensions.get::<RemoteAddr>().map(|a| a.client.ip())),
         };
         match drawn {
             Ok(()) => admitted,
@@ -204,7 +204,7 @@ where
         async move {
             let started = Instant::now();
             let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
-            let client = req.extensions().get::<RemoteAddr>().map(|a| a.0.ip());
+            let client = req.extensions().get::<RemoteAddr>().map(|a| a.client.ip());
             let request_id = logging
                 .then(|| req.extensions().get::<RequestId>().cloned())
                 .flatten();

@@ -1,9 +1,16 @@
 //! The server: one port for JSON-RPC over HTTP POST and over WebSocket,
-//! plus `GET /health`, `GET /openrpc.json` (the document `rpc.discover`
-//! answers, for tools that fetch it by URL) and `GET /docs` (an interactive
-//! page built from that document, [`docs`]; [`ServerConfig::docs`] turns it
+//! plus `GET /health` (liveness), `GET /ready` (readiness, [`READY_PATH`]),
+//! `GET /openrpc.json` (the document `rpc.discover` answers, for tools that
+//! fetch it by URL), `GET /docs` (an interactive page built from that
+//! document, [`docs`]; [`ServerConfig::docs`] turns it off; `GET /`
+//! redirects there, or answers a small JSON pointer to the API when it is
 //! off), and the embedder's own plain-HTTP resources
 //! ([`ServerConfig::resources`], [`ExtraResource`]: a JWKS, for one).
+//!
+//! Behind a reverse proxy, the client's address comes from the proxy's
+//! header when the proxy is trusted ([`TrustedProxies`],
+//! [`ServerConfig::trusted_proxies`]); browser applications on other
+//! origins are allowed with [`ServerConfig::cors_origins`].
 //!
 //! The caller binds the listener (tests bind `127.0.0.1:0`) and the server
 //! runs its own accept loop, so that it knows each peer's address (for the
@@ -23,10 +30,14 @@
 //! limits again. A client that opens with the HTTP/2 preface gets a
 //! protocol error and is closed.
 //!
-//! Shutdown is graceful: on stop the server accepts nothing new, lets
-//! requests in flight (WebSocket calls included) finish, and gives up on
-//! stragglers after a grace period.
+//! Shutdown is graceful ([`lifecycle`]): on stop the server first drains
+//! (`/ready` answers 503, everything else is served for
+//! [`ServerConfig::drain_delay`]), then closes its listener, lets requests
+//! in flight (WebSocket calls included) finish within
+//! [`ServerConfig::shutdown_grace`], and answers the calls still running
+//! then with a JSON-RPC error (WebSocket sessions close with 1001).
 
+mod cors;
 mod dispatch;
 pub mod docs;
 pub(crate) mod document;
@@ -35,6 +46,8 @@ mod extra;
 mod gateway;
 mod guard;
 mod ids;
+pub mod lifecycle;
+pub mod proxy;
 pub(crate) mod resource;
 mod slots;
 mod ws;
@@ -44,12 +57,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderName, AUTHORIZATION};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use jsonrpsee::server::{stop_channel, ServerHandle};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Layer;
 
@@ -58,6 +74,8 @@ pub use document::DOCUMENT_PATH;
 pub use enforce::{document_with_policy, PolicyHandle};
 pub use extra::ExtraResource;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
+pub use lifecycle::{Draining, Readiness, ReadinessCheck, READY_PATH};
+pub use proxy::{ForwardedHeader, ProxyListError, TrustedProxies};
 pub use slots::client_key;
 
 use crate::api::{Api, ApiError, DISCOVER};
@@ -71,6 +89,8 @@ use docs::DocsPage;
 use enforce::{Base, PolicyCell};
 use gateway::{Connection, Shared};
 use guard::SecurityLayer;
+use lifecycle::{DrainSwitch, Ready};
+use proxy::ClientAddrs;
 use slots::{ConnectionSlots, Refused, SlotLimits};
 use ws::WsSettings;
 
@@ -88,7 +108,10 @@ pub struct ServerConfig {
     /// lowered at start to what the open-file limit allows).
     pub max_connections: u32,
     /// Most open connections from one client address, IPv6 counted by /64
-    /// (default 1,000; 0 = no per-address limit, e.g. behind a proxy).
+    /// (default 1,000; 0 = no per-address limit). Behind a trusted proxy
+    /// it caps each client's requests in flight and WebSocket sessions,
+    /// and the proxy's own connections are exempt (see
+    /// [`trusted_proxies`](Self::trusted_proxies)).
     pub max_connections_per_ip: u32,
     /// Connections admitted past `max_connections` for addresses that hold
     /// none yet, so a health check gets in while the slots are taken
@@ -107,8 +130,39 @@ pub struct ServerConfig {
     /// A WebSocket session that sends nothing (not even a pong) for this
     /// long is closed (default 90 s).
     pub ws_idle_timeout: Duration,
-    /// Time in-flight requests get to finish on shutdown (default 10 s).
+    /// Time in-flight calls (HTTP and WebSocket alike) get to finish once
+    /// the listener is closed on shutdown (default 10 s); a call still
+    /// running then is answered `-32603` with `data
+    /// {"reason":"shutting_down"}` ([`lifecycle`]).
     pub shutdown_grace: Duration,
+    /// Time the server keeps serving after a stop began, with `GET /ready`
+    /// answering 503, before it closes its listener, so a load balancer
+    /// sees it leave before connections are refused (default 0; the
+    /// `rpcguard` server's `--drain-delay` defaults to 5 s).
+    pub drain_delay: Duration,
+    /// What `GET /ready` asks the application (its store answers, its keys
+    /// are loaded, …); `None` (the default): ready while not draining.
+    pub readiness: Option<ReadinessCheck>,
+    /// Longest time the readiness check may take; past it `GET /ready`
+    /// answers 503 with `"why":["timeout"]` (default 2 s).
+    pub ready_timeout: Duration,
+    /// The reverse proxies whose `X-Forwarded-For` (or `Forwarded`, see
+    /// [`forwarded_header`](Self::forwarded_header)) names the client
+    /// (default none: the client is always the TCP peer). Only a
+    /// connection from one of these networks is asked; the client is the
+    /// right-most address of the header that is not itself a trusted proxy
+    /// ([`proxy`]). [`CallContext::remote_addr`](crate::CallContext::remote_addr),
+    /// the policy's `per_ip` limits and the per-address connection cap all
+    /// use that address.
+    pub trusted_proxies: TrustedProxies,
+    /// Which header a trusted proxy writes the client in (default
+    /// `X-Forwarded-For`); the other one is ignored.
+    pub forwarded_header: ForwardedHeader,
+    /// Origins (`https://app.example.com`, exact) whose browser pages may
+    /// call the API and read `GET /openrpc.json` (CORS; default none,
+    /// CORS off). A malformed origin, `*` or `null` is refused at start
+    /// ([`ServerError::CorsOrigin`]).
+    pub cors_origins: Vec<String>,
     /// What the OpenRPC document says about this server: set your own title
     /// and version (the default is "JSON-RPC API" 0.0.0); an empty
     /// `server_url` (the default) becomes `http://<bound address>/`.
@@ -148,6 +202,12 @@ impl Default for ServerConfig {
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(90),
             shutdown_grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
+            readiness: None,
+            ready_timeout: Duration::from_secs(2),
+            trusted_proxies: TrustedProxies::none(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
+            cors_origins: Vec::new(),
             doc: DocInfo::new("JSON-RPC API", "0.0.0"),
             docs: true,
             resources: Vec::new(),
@@ -182,13 +242,16 @@ pub enum ServerError {
     #[error("building the OpenRPC document failed: {0}")]
     Document(#[from] serde_json::Error),
     /// An extra resource's path is one the server uses itself (a JSON-RPC
-    /// path, `/health`, `/openrpc.json`, `/docs…`), is taken twice, or does
+    /// path, `/health`, `/ready`, `/openrpc.json`, `/docs…`), is taken twice, or does
     /// not start with `/`.
     #[error("extra resource path {0:?} is taken or not a path")]
     ResourcePath(String),
     /// The policy names a method or scheme the server does not have.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// A CORS origin is not `scheme://host[:port]` (or is `*` or `null`).
+    #[error("CORS origin {0:?} is not an exact origin such as https://app.example.com")]
+    CorsOrigin(String),
     /// The listener failed.
     #[error("listener error: {0}")]
     Io(#[from] std::io::Error),
@@ -203,6 +266,8 @@ pub struct RunningServer {
     handle: ServerHandle,
     task: JoinHandle<()>,
     policy: PolicyHandle,
+    drain: Arc<DrainSwitch>,
+    drain_delay: Duration,
 }
 
 impl RunningServer {
@@ -217,9 +282,25 @@ impl RunningServer {
         self.policy.clone()
     }
 
-    /// Stops accepting, lets in-flight requests and WebSocket calls finish
-    /// (up to the grace period) and waits until they are answered.
+    /// Whether the server is draining: turns true when [`stop`](Self::stop)
+    /// begins.
+    pub fn draining(&self) -> Draining {
+        self.drain.signal()
+    }
+
+    /// Stops the server as [`lifecycle`] says: drains (`/ready` 503) for
+    /// the drain delay, closes the listener, lets in-flight requests and
+    /// WebSocket calls finish within the grace period, answers the rest
+    /// with an error, and returns once all are answered.
     pub async fn stop(self) {
+        self.drain.start();
+        if !self.drain_delay.is_zero() {
+            tracing::info!(
+                drain_delay_ms = self.drain_delay.as_millis() as u64,
+                "draining: /ready answers 503, still serving"
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let _ = self.handle.stop();
         let _ = self.task.await;
     }
@@ -354,6 +435,7 @@ fn check_resource_paths(resources: &[ExtraResource]) -> Result<(), ServerError> 
                 .iter()
                 .any(|rpc| path.trim_end_matches('/') == rpc.trim_end_matches('/'))
             || path == HEALTH_PATH
+            || path == READY_PATH
             || path == DOCUMENT_PATH
             || DocsPage::owns(path)
             || !seen.insert(path);
@@ -410,14 +492,23 @@ pub fn spawn<S: Send + Sync + 'static>(
     }
 
     let credential_headers = credential_headers(&security);
+    let cors = cors::Cors::new(&config.cors_origins, &credential_headers)?;
     let methods: jsonrpsee::Methods = module.into();
+    // Cancelled at the shutdown deadline: calls still running are cut off.
+    let deadline = CancellationToken::new();
     let security = SecurityLayer::new(
         policy.clone(),
         security,
         config.max_response_bytes as usize,
         config.metrics.clone(),
     )
-    .layer(Executor::new(methods, config.max_response_bytes as usize));
+    .layer(Executor::new(
+        methods,
+        config.max_response_bytes as usize,
+        deadline.clone(),
+    ));
+    let drain = Arc::new(DrainSwitch::new());
+    let slots = ConnectionSlots::new(slot_limits(&config));
     let shared = Arc::new(Shared {
         credential_headers,
         max_body_bytes: config.max_body_bytes as usize,
@@ -433,9 +524,23 @@ pub fn spawn<S: Send + Sync + 'static>(
         docs,
         resources: config.resources.clone(),
         metrics: config.metrics.clone(),
+        clients: ClientAddrs {
+            trusted: config.trusted_proxies.clone(),
+            header: config.forwarded_header,
+        },
+        slots: slots.clone(),
+        ready: Ready::new(
+            config.readiness.clone(),
+            config.ready_timeout,
+            drain.clone(),
+        ),
+        drain: drain.clone(),
     });
+    if !config.trusted_proxies.is_empty() {
+        let trusted: Vec<String> = config.trusted_proxies.entries().collect();
+        tracing::info!(?trusted, header = ?config.forwarded_header, "trusted proxies");
+    }
     let (stop, handle) = stop_channel();
-    let slots = ConnectionSlots::new(slot_limits(&config));
     let tasks = TaskTracker::new();
     // Rate budgets drop the keys that have refilled, once a minute.
     let sweeper = {
@@ -453,6 +558,11 @@ pub fn spawn<S: Send + Sync + 'static>(
         })
     };
     let handle_policy = PolicyHandle::new(policy);
+    let settings = ConnectionSettings {
+        header_timeout: config.header_timeout,
+        deadline: deadline.clone(),
+        cors,
+    };
     let task = tokio::spawn(async move {
         loop {
             let (socket, peer) = tokio::select! {
@@ -467,7 +577,15 @@ pub fn spawn<S: Send + Sync + 'static>(
                 },
                 _ = stop.clone().shutdown() => break,
             };
-            let slot = match slots.admit(peer.ip()) {
+            // A trusted proxy's connections are exempt from the
+            // per-address cap; its clients are counted per request.
+            let trusted = shared.clients.trusts(peer);
+            let admitted = if trusted {
+                slots.admit_proxy()
+            } else {
+                slots.admit(peer.ip())
+            };
+            let slot = match admitted {
                 Ok(slot) => slot,
                 Err(why) => {
                     refuse(socket, peer, why);
@@ -476,21 +594,34 @@ pub fn spawn<S: Send + Sync + 'static>(
             };
             let conn = Arc::new(Connection {
                 peer,
+                trusted,
                 _slot: slot,
                 _counted: config.metrics.connection(),
                 shared: shared.clone(),
                 tasks: tasks.clone(),
                 stop: stop.clone(),
             });
-            let settings = (config.header_timeout, config.shutdown_grace);
-            tasks.spawn(serve_connection(socket, conn, settings));
+            tasks.spawn(serve_connection(socket, conn, settings.clone()));
         }
+        // Closed now, not when the last connection ends: new connections
+        // are refused by the kernel instead of waiting in its backlog.
+        drop(listener);
         tracing::info!("server stopped accepting connections");
         tasks.close();
-        let drained =
-            tokio::time::timeout(config.shutdown_grace + Duration::from_secs(1), tasks.wait());
-        if drained.await.is_err() {
-            tracing::warn!("some connections were still open at the end of the grace period");
+        let grace = config.shutdown_grace;
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            let running = tasks.len();
+            tracing::warn!(
+                connections = running,
+                "shutdown grace period over: answering the calls still running with an error"
+            );
+            deadline.cancel();
+            if tokio::time::timeout(FLUSH_TIME, tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some connections did not take their last answer in time");
+            }
         }
         sweeper.abort();
     });
@@ -499,7 +630,24 @@ pub fn spawn<S: Send + Sync + 'static>(
         handle,
         task,
         policy: handle_policy,
+        drain,
+        drain_delay: config.drain_delay,
     })
+}
+
+/// Time the answers to calls cut off at the shutdown deadline (and the
+/// WebSocket close frames) get to be written.
+const FLUSH_TIME: Duration = Duration::from_secs(1);
+
+/// What every connection task needs besides its [`Connection`].
+#[derive(Clone)]
+struct ConnectionSettings {
+    /// Time to a complete request head.
+    header_timeout: Duration,
+    /// Cancelled at the shutdown deadline.
+    deadline: CancellationToken,
+    /// The CORS rules, when origins are configured.
+    cors: Option<cors::Cors>,
 }
 
 /// Answers a refused connection with a one-line 503 (if the socket takes
@@ -515,25 +663,61 @@ fn refuse(socket: TcpStream, peer: SocketAddr, why: Refused) {
 }
 
 /// Serves one TCP connection (HTTP/1.1, possibly upgraded to a WebSocket
-/// session) until it closes or the server stops.
-async fn serve_connection(
-    socket: TcpStream,
-    conn: Arc<Connection>,
-    (header_timeout, grace): (Duration, Duration),
-) {
+/// session) until it closes or the server stops, through the CORS layer
+/// when there is one.
+async fn serve_connection(socket: TcpStream, conn: Arc<Connection>, settings: ConnectionSettings) {
     let _ = socket.set_nodelay(true);
     let stop = conn.stop.clone();
-    let service = {
+    let front = {
         let conn = conn.clone();
-        hyper::service::service_fn(move |req| {
+        move |req| {
             let conn = conn.clone();
             async move { Ok::<_, std::convert::Infallible>(gateway::handle(req, conn).await) }
-        })
+        }
     };
     drop(conn);
+    match settings.cors.clone() {
+        None => {
+            let service = hyper::service::service_fn(front);
+            serve_http(socket, service, stop, settings).await;
+        }
+        Some(cors) => {
+            // Only requests from a listed origin go through the layer.
+            let with_cors = cors.layer.layer(tower::service_fn(front.clone()));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let listed = cors.allows(req.headers());
+                let (with_cors, front) = (with_cors.clone(), front.clone());
+                async move {
+                    if listed {
+                        return tower::ServiceExt::oneshot(with_cors, req).await;
+                    }
+                    let mut response = front(req).await?;
+                    response
+                        .headers_mut()
+                        .append(hyper::header::VARY, HeaderValue::from_static("origin"));
+                    Ok(response)
+                }
+            });
+            serve_http(socket, service, stop, settings).await;
+        }
+    }
+}
+
+/// Runs hyper's HTTP/1.1 connection with `service` until it ends; on stop,
+/// lets the request in flight finish (its calls are cut off at the
+/// shutdown deadline, then it has [`FLUSH_TIME`] to be written).
+async fn serve_http<S>(
+    socket: TcpStream,
+    service: S,
+    stop: jsonrpsee::server::StopHandle,
+    settings: ConnectionSettings,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = jsonrpsee::server::HttpBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
+        .header_read_timeout(settings.header_timeout)
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -542,11 +726,15 @@ async fn serve_connection(
             if let Err(err) = result {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
+            return;
         }
-        _ = stop.shutdown() => {
-            connection.as_mut().graceful_shutdown();
-            if tokio::time::timeout(grace, connection).await.is_err() {
-                tracing::warn!("connection did not finish within the shutdown grace period");
+        _ = stop.shutdown() => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = settings.deadline.cancelled() => {
+            if tokio::time::timeout(FLUSH_TIME, connection).await.is_err() {
+                tracing::warn!("connection did not take its last answer in time");
             }
         }
     }

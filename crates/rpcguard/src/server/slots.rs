@@ -17,6 +17,17 @@
 //!
 //! A [`Slot`] is held for the connection's whole life, WebSocket session
 //! included, and given back when dropped.
+//!
+//! Behind a trusted proxy ([`super::proxy`]) every connection comes from
+//! the proxy, so the per-address cap means something else there:
+//!
+//! - a trusted proxy's connections are exempt from the per-address cap
+//!   (they still count towards `max`, and never use the reserve);
+//! - each request it forwards, and each WebSocket session it carries, takes
+//!   a slot of the resolved client's address for as long as it lasts
+//!   ([`ConnectionSlots::admit_client`]): per-address cap only, counted
+//!   together with that address's direct connections. Over the cap the
+//!   request (or upgrade) is answered 503.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -97,7 +108,41 @@ impl ConnectionSlots {
         *held.by_address.entry(key).or_insert(0) += 1;
         Ok(Slot {
             slots: self.clone(),
-            key,
+            key: Some(key),
+            counted: true,
+        })
+    }
+
+    /// Admits a connection of a trusted proxy: no per-address cap, and
+    /// none of the reserve.
+    pub(crate) fn admit_proxy(self: &Arc<Self>) -> Result<Slot, Refused> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.total >= self.limits.max {
+            return Err(Refused::Full);
+        }
+        held.total += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            key: None,
+            counted: true,
+        })
+    }
+
+    /// Admits a request or WebSocket session that a trusted proxy forwarded
+    /// for `ip`: the per-address cap only (the proxy's connection holds the
+    /// slot counted in all).
+    pub(crate) fn admit_client(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        let key = client_key(ip);
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let of_address = held.by_address.get(&key).copied().unwrap_or(0);
+        if self.limits.per_ip > 0 && of_address >= self.limits.per_ip {
+            return Err(Refused::PerAddress);
+        }
+        *held.by_address.entry(key).or_insert(0) += 1;
+        Ok(Slot {
+            slots: self.clone(),
+            key: Some(key),
+            counted: false,
         })
     }
 
@@ -112,17 +157,24 @@ impl ConnectionSlots {
 #[derive(Debug)]
 pub(crate) struct Slot {
     slots: Arc<ConnectionSlots>,
-    key: IpAddr,
+    /// The address it counts for (none: a trusted proxy's connection).
+    key: Option<IpAddr>,
+    /// Whether it counts towards `max`.
+    counted: bool,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
-        held.total = held.total.saturating_sub(1);
-        if let Some(count) = held.by_address.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                held.by_address.remove(&self.key);
+        if self.counted {
+            held.total = held.total.saturating_sub(1);
+        }
+        if let Some(key) = &self.key {
+            if let Some(count) = held.by_address.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    held.by_address.remove(key);
+                }
             }
         }
     }
@@ -158,6 +210,41 @@ mod tests {
         drop(a1);
         assert_eq!(slots.held(), 3);
         let _d = slots.admit(ip("10.0.0.4")).expect("freed slot");
+    }
+
+    #[test]
+    fn proxies_are_exempt_and_their_clients_counted() {
+        let slots = ConnectionSlots::new(SlotLimits {
+            max: 3,
+            reserve: 1,
+            per_ip: 1,
+        });
+        let p1 = slots.admit_proxy().expect("proxy 1");
+        let _p2 = slots.admit_proxy().expect("proxy 2: no per-address cap");
+        let c1 = slots
+            .admit_client(ip("10.0.0.1"))
+            .expect("client via proxy");
+        assert_eq!(
+            slots.admit_client(ip("10.0.0.1")).unwrap_err(),
+            Refused::PerAddress
+        );
+        // The same client connecting directly shares its count.
+        assert_eq!(
+            slots.admit(ip("10.0.0.1")).unwrap_err(),
+            Refused::PerAddress
+        );
+        let _c2 = slots.admit_client(ip("10.0.0.2")).expect("another client");
+        assert_eq!(slots.held(), 2, "client slots do not count in all");
+        let _p3 = slots.admit_proxy().expect("proxy 3");
+        assert_eq!(
+            slots.admit_proxy().unwrap_err(),
+            Refused::Full,
+            "no reserve"
+        );
+        drop(c1);
+        drop(p1);
+        let _c1 = slots.admit_client(ip("10.0.0.1")).expect("freed");
+        let _p4 = slots.admit_proxy().expect("freed");
     }
 
     #[test]

@@ -49,6 +49,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::dispatch::Pipeline;
 use super::gateway::{execute, plain, Connection, Outcome};
+use super::slots::Slot;
 use crate::security::SessionCredentials;
 
 /// Limits of a WebSocket session.
@@ -70,6 +71,7 @@ pub(crate) fn upgrade(
     mut req: Request<Incoming>,
     extensions: Extensions,
     conn: Arc<Connection>,
+    client_slot: Option<Slot>,
 ) -> HttpResponse {
     if req.method() != Method::GET {
         return plain(StatusCode::BAD_REQUEST, "");
@@ -98,8 +100,10 @@ pub(crate) fn upgrade(
             Ok(upgraded) => run(upgraded, extensions, &conn).await,
             Err(err) => tracing::debug!(error = %err, "WebSocket upgrade failed"),
         }
-        // `conn` (and with it the connection slot) lives as long as the session.
+        // `conn` (and with it the connection slot), and the slot of the
+        // client a trusted proxy named, live as long as the session.
         drop(conn);
+        drop(client_slot);
     });
     let mut response = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let headers = response.headers_mut();
