@@ -522,9 +522,19 @@ impl ServerProcess {
                 .lines()
                 .map_while(Result::ok)
             {
-                if let Some(rest) = line.strip_prefix("rpcguard listening on http://") {
+                // Text: the plain line; JSON: the "rpcguard listening" event.
+                let listening = line
+                    .strip_prefix("rpcguard listening on http://")
+                    .map(|rest| rest.trim_end_matches('/').to_owned())
+                    .or_else(|| {
+                        let event: Value = serde_json::from_str(&line).ok()?;
+                        (event["message"] == "rpcguard listening")
+                            .then(|| event["addr"].as_str().map(str::to_owned))
+                            .flatten()
+                    });
+                if let Some(addr) = listening {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.trim_end_matches('/').to_owned());
+                        let _ = tx.send(addr);
                     }
                 }
                 if let Ok(mut log) = sink.lock() {

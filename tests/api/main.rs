@@ -5,6 +5,7 @@ mod helpers;
 mod idp;
 
 mod attacks;
+mod audit;
 mod auth_state;
 mod availability;
 mod batch;
