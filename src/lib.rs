@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backup;
 pub mod bearer;
 pub mod config;
 mod files;

@@ -62,6 +62,21 @@ enum Command {
     /// --database-url).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Backs up a live SQLite store and its key set into DIR (SQLite's online backup: safe
+    /// while the server writes; files mode 0600). On PostgreSQL, use pg_dump.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    /// A new directory for the backup (created mode 0700).
+    dir: PathBuf,
+    /// The server's data dir (rpcguard.db and keys.json).
+    #[arg(long, env = "RPCGUARD_DATA_DIR", default_value = "./rpcguard-data")]
+    data_dir: PathBuf,
+    /// A PostgreSQL store is backed up with pg_dump instead (this only says so).
+    #[arg(long, env = "RPCGUARD_DATABASE_URL")]
+    database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +110,18 @@ enum KeyCommand {
         #[command(flatten)]
         keys: KeyArgs,
     },
+}
+
+fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    use rpcguard_accounts::backup::{backup_sqlite, BackupError};
+    if args.database_url.is_some() {
+        return Err(BackupError::Postgres.into());
+    }
+    let done = backup_sqlite(&args.data_dir, &args.dir)?;
+    for file in &done.files {
+        println!("{}", file.display());
+    }
+    Ok(())
 }
 
 fn parse_alg(raw: &str) -> Result<KeyAlg, String> {
@@ -865,6 +892,7 @@ fn main() -> ExitCode {
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
             Command::Key(command) => key(command).await,
+            Command::Backup(args) => backup(args),
         }
     });
     match result {

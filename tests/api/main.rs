@@ -8,6 +8,7 @@ mod attacks;
 mod audit;
 mod auth_state;
 mod availability;
+mod backup;
 mod batch;
 mod cli;
 mod clients;
