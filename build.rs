@@ -10,6 +10,8 @@
 //! - `rpcguard_no_pyjwt`: `python3` cannot `import jwt, cryptography`
 //!   (`pip install pyjwt cryptography`; checked when this script runs:
 //!   `touch build.rs` after installing);
+//! - `rpcguard_no_systemd`: `systemd-analyze` is not on `PATH` (Debian's
+//!   `systemd` package);
 //! - `rpcguard_no_prometheus`: `prometheus` or `promtool` is not on `PATH`
 //!   (Debian's package is `prometheus`);
 //! - `rpcguard_no_chromium`: no Chromium (`RPCGUARD_CHROMIUM`, else
@@ -34,6 +36,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_jose)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_pyjwt)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_prometheus)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_systemd)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_nginx)");
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
@@ -42,6 +45,7 @@ fn main() {
         "RPCGUARD_REQUIRE_CHROMIUM",
         "RPCGUARD_REQUIRE_PYJWT",
         "RPCGUARD_REQUIRE_PROMETHEUS",
+        "RPCGUARD_REQUIRE_SYSTEMD",
         "RPCGUARD_CHROMIUM",
         "RPCGUARD_REQUIRE_NGINX",
         "RPCGUARD_NGINX",
@@ -76,6 +80,10 @@ fn main() {
         .is_ok_and(|status| status.success());
     if !pyjwt_ready && !required("RPCGUARD_REQUIRE_PYJWT") {
         println!("cargo::rustc-cfg=rpcguard_no_pyjwt");
+    }
+
+    if !on_path("systemd-analyze") && !required("RPCGUARD_REQUIRE_SYSTEMD") {
+        println!("cargo::rustc-cfg=rpcguard_no_systemd");
     }
 
     let prometheus_ready = on_path("prometheus") && on_path("promtool");

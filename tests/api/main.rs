@@ -15,6 +15,7 @@ mod clients;
 mod conformance;
 mod contract;
 mod cors;
+mod deploy;
 mod docs_page;
 mod drain;
 mod durability;
