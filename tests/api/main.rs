@@ -19,6 +19,7 @@ mod hardening;
 mod instances;
 mod keys;
 mod oidc;
+mod oidc_provider;
 mod openrpc;
 mod params;
 mod pg_keys;

@@ -40,6 +40,12 @@
 //!   - with [`OidcConfig::require_at_jwt`] (`--oidc-require-at-jwt`), only
 //!     `typ: at+jwt` in the header is accepted.
 //!
+//!   An untyped ID token without any of those claims (oidc-provider's, from
+//!   a code flow without `nonce`: `iss sub aud exp iat` only) cannot be told
+//!   from an access token: against such a provider, make the audience the
+//!   API's resource identifier (ID tokens name the client), or require
+//!   `at+jwt` when it types its access tokens.
+//!
 //! Refusals: an expired token is `expired_token`, anything else
 //! `invalid_token` (the contract's reasons; a wrong issuer or audience is
 //! `invalid_token`, as for the server's own tokens).
