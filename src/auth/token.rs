@@ -362,13 +362,17 @@ impl TokenKeys {
                 Ok(claims)
             };
         }
-        // `alg: none` and unknown algorithms fail to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
-        // No JOSE extension is understood here (RFC 7515 §4.1.11). Only a
-        // token not remembered gets here, once: a scan of its header bytes.
-        if !rpcguard::security::jose::crit_free(token) {
+        // The header, decoded once. No JOSE extension is understood here
+        // (RFC 7515 §4.1.11): a `crit` member refuses the token (a scan of
+        // the bytes, only for a token not remembered). `alg: none` and
+        // unknown algorithms fail to parse.
+        let header_json =
+            rpcguard::security::jose::header_json(token).ok_or(AuthFailure::InvalidToken)?;
+        if !rpcguard::security::jose::crit_free_json(&header_json) {
             return Err(AuthFailure::InvalidToken);
         }
+        let header: Header =
+            serde_json::from_slice(&header_json).map_err(|_| AuthFailure::InvalidToken)?;
         let active = self.current().ok_or(AuthFailure::InvalidToken)?;
         let kid = match header.kid.as_deref() {
             Some(kid) => Some(kid),

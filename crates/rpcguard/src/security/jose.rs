@@ -80,29 +80,37 @@ pub fn segments(token: &str) -> Option<(&str, &str, &str)> {
     parts.next().is_none().then_some(found)
 }
 
-/// False when the JOSE header of `token` has a `crit` member, or is not a
-/// base64url segment of a three-segment token, or names `crit` in bytes
-/// that are not a JSON object (fail closed); true otherwise. A header that
-/// is no JSON at all but cannot name `crit` passes: the verifier that reads
-/// it next refuses it.
+/// The decoded JOSE header of `token` (the JSON bytes of its first
+/// segment), or `None` when `token` is not three segments or its first is
+/// not base64url (unpadded). For a caller that parses the header itself and
+/// checks [`crit_free_json`] on the same bytes, decoding them once.
+pub fn header_json(token: &str) -> Option<Vec<u8>> {
+    let (header, _, _) = segments(token)?;
+    URL_SAFE_NO_PAD.decode(header).ok()
+}
+
+/// False when the JOSE header JSON `bytes` has a `crit` member, or names
+/// `crit` in bytes that are not a JSON object (fail closed); true
+/// otherwise. Bytes that are no JSON at all but cannot name `crit` pass:
+/// the verifier that parses them next refuses them.
 ///
-/// Cheap enough for the hot path: the JSON is parsed only when its bytes
+/// Cheap enough for the hot path: the JSON is parsed only when the bytes
 /// could name `crit` (they contain `crit`, or an escape that could spell
 /// it); the usual header (`{"typ":"JWT","alg":"HS256","kid":"…"}`) is only
-/// base64-decoded and scanned.
-pub fn crit_free(token: &str) -> bool {
-    let Some((header, _, _)) = segments(token) else {
-        return false;
-    };
-    let Ok(bytes) = URL_SAFE_NO_PAD.decode(header) else {
-        return false;
-    };
+/// scanned.
+pub fn crit_free_json(bytes: &[u8]) -> bool {
     let could_name_crit = bytes.contains(&b'\\') || bytes.windows(4).any(|w| w == b"crit");
     if !could_name_crit {
         return true;
     }
-    serde_json::from_slice::<Map<String, Value>>(&bytes)
+    serde_json::from_slice::<Map<String, Value>>(bytes)
         .is_ok_and(|members| !members.contains_key("crit"))
+}
+
+/// [`crit_free_json`] of the header of `token`; false when `token` has no
+/// decodable header ([`header_json`]).
+pub fn crit_free(token: &str) -> bool {
+    header_json(token).is_some_and(|bytes| crit_free_json(&bytes))
 }
 
 #[cfg(test)]
