@@ -7,6 +7,9 @@
 //!   (`npm ci --prefix tests/clients/openrpc`) or `node` is not on `PATH`;
 //! - `rpcguard_no_jose`: `jose` is not installed
 //!   (`npm ci --prefix tests/clients/jwks`) or `node` is not on `PATH`;
+//! - `rpcguard_no_oidc_provider`: the OpenID provider `oidc-provider` is
+//!   not installed (`npm ci --prefix tests/clients/oidc`) or `node` is not
+//!   on `PATH`;
 //! - `rpcguard_no_pyjwt`: `python3` cannot `import jwt, cryptography`
 //!   (`pip install pyjwt cryptography`; checked when this script runs:
 //!   `touch build.rs` after installing);
@@ -23,8 +26,8 @@
 //!   `openssl` on `PATH` (it makes the test's certificate).
 //!
 //! CI sets `RPCGUARD_REQUIRE_POSTGRES=1` / `RPCGUARD_REQUIRE_NODE=1` (also
-//! for `jose`) / `RPCGUARD_REQUIRE_PYJWT=1` / `RPCGUARD_REQUIRE_CHROMIUM=1` /
-//! `RPCGUARD_REQUIRE_NGINX=1`:
+//! for `jose` and `oidc-provider`) / `RPCGUARD_REQUIRE_PYJWT=1` / `RPCGUARD_REQUIRE_CHROMIUM=1` /
+//! `RPCGUARD_REQUIRE_NGINX=1` / `RPCGUARD_REQUIRE_PROMETHEUS=1` / `RPCGUARD_REQUIRE_SYSTEMD=1`:
 //! then nothing is marked, and a missing tool fails its tests.
 
 use std::path::Path;
@@ -38,6 +41,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_prometheus)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_systemd)");
     println!("cargo::rustc-check-cfg=cfg(rpcguard_no_nginx)");
+    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_oidc_provider)");
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
         "RPCGUARD_REQUIRE_POSTGRES",
@@ -70,6 +74,11 @@ fn main() {
     let jose_ready = npm_installed(Path::new("tests/clients/jwks")) && node_on_path;
     if !jose_ready && !required("RPCGUARD_REQUIRE_NODE") {
         println!("cargo::rustc-cfg=rpcguard_no_jose");
+    }
+
+    let oidc_provider_ready = npm_installed(Path::new("tests/clients/oidc")) && node_on_path;
+    if !oidc_provider_ready && !required("RPCGUARD_REQUIRE_NODE") {
+        println!("cargo::rustc-cfg=rpcguard_no_oidc_provider");
     }
 
     let pyjwt_ready = std::process::Command::new("python3")

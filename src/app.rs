@@ -37,9 +37,10 @@ pub enum AppError {
     /// The password hasher could not start.
     #[error("cannot start the password hasher: {0}")]
     Password(#[from] PasswordError),
-    /// The external issuer cannot be used.
+    /// The external issuer cannot be used. (Its cause is in the message,
+    /// not a `source`: an error chain printed whole names it once.)
     #[error("external issuer: {0}")]
-    Oidc(#[from] rpcguard::security::oidc::OidcError),
+    Oidc(rpcguard::security::oidc::OidcError),
     /// Methods could not be declared.
     #[error(transparent)]
     Api(#[from] ApiError),
@@ -49,6 +50,12 @@ pub enum AppError {
     /// An admin command found no database where it looked.
     #[error("no rpcguard database at {0}: run `rpcguard serve` once there, or pass the right --data-dir or --database-url")]
     NoStore(String),
+}
+
+impl From<rpcguard::security::oidc::OidcError> for AppError {
+    fn from(err: rpcguard::security::oidc::OidcError) -> Self {
+        AppError::Oidc(err)
+    }
 }
 
 /// The reference server's parts, before serving.

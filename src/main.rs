@@ -164,9 +164,15 @@ struct ServeArgs {
     /// The audience the external issuer's tokens must name in `aud` (this service's client id).
     #[arg(long, env = "RPCGUARD_OIDC_AUDIENCE", requires = "oidc_issuer")]
     oidc_audience: Option<String>,
-    /// The external issuer's public keys: an https:// URL of its JWKS, or a file.
+    /// The external issuer's public keys: an https:// URL of its JWKS (http:// is accepted, with
+    /// a warning unless on loopback), or a file.
     #[arg(long, env = "RPCGUARD_OIDC_JWKS", requires = "oidc_issuer")]
     oidc_jwks: Option<String>,
+    /// Accept only external tokens whose JOSE header says `typ: at+jwt` (RFC 9068), for
+    /// providers that always set it. Without it, an untyped token is accepted unless it
+    /// carries a claim only ID tokens carry.
+    #[arg(long, env = "RPCGUARD_OIDC_REQUIRE_AT_JWT")]
+    oidc_require_at_jwt: bool,
     /// The claim of external tokens holding the scopes: a space-separated string (scope), a
     /// list (scp, roles), or a dotted path (realm_access.roles).
     #[arg(long, env = "RPCGUARD_OIDC_SCOPES_CLAIM", default_value = "scope")]
@@ -433,6 +439,7 @@ fn serve_config(args: ServeArgs) -> Config {
         let mut oidc = OidcConfig::new(issuer, audience, JwksSource::parse(&jwks));
         oidc.scopes_claim = args.oidc_scopes_claim;
         oidc.cooldown = Duration::from_secs(args.oidc_jwks_cooldown);
+        oidc.require_at_jwt = args.oidc_require_at_jwt;
         config.oidc = Some(oidc);
     }
     config.refresh_ttl = Duration::from_secs(args.refresh_ttl);

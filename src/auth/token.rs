@@ -11,7 +11,9 @@
 //! HS256 token "signed" with an asymmetric key's public half, for one), an
 //! unknown `kid` and a retired key past its grace are all `invalid_token`.
 //! Header fields such as `jku`, `x5u`, `x5c` or an embedded `jwk` are
-//! ignored; nothing is ever fetched. It needs `exp`, `iss`, `aud`, `sub`,
+//! ignored; nothing is ever fetched. A header with a `crit` member (RFC
+//! 7515 §4.1.11: extensions the recipient must understand; rpcguard
+//! understands none, and never writes one) is `invalid_token`. It needs `exp`, `iss`, `aud`, `sub`,
 //! `uid` and `sid`, checks `nbf` when present, and refuses an `iat` in the
 //! future. Leeway is zero: a token expired by one second is expired.
 //!
@@ -360,8 +362,17 @@ impl TokenKeys {
                 Ok(claims)
             };
         }
-        // `alg: none` and unknown algorithms fail to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
+        // The header, decoded once. No JOSE extension is understood here
+        // (RFC 7515 §4.1.11): a `crit` member refuses the token (a scan of
+        // the bytes, only for a token not remembered). `alg: none` and
+        // unknown algorithms fail to parse.
+        let header_json =
+            rpcguard::security::jose::header_json(token).ok_or(AuthFailure::InvalidToken)?;
+        if !rpcguard::security::jose::crit_free_json(&header_json) {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let header: Header =
+            serde_json::from_slice(&header_json).map_err(|_| AuthFailure::InvalidToken)?;
         let active = self.current().ok_or(AuthFailure::InvalidToken)?;
         let kid = match header.kid.as_deref() {
             Some(kid) => Some(kid),
@@ -585,6 +596,51 @@ mod tests {
         expired["exp"] = serde_json::json!(now - 1);
         let token = jsonwebtoken::encode(&header, &expired, &key).expect("encode");
         assert_eq!(keys.verify(&token), Err(AuthFailure::ExpiredToken));
+    }
+
+    #[test]
+    fn a_crit_header_is_refused_whatever_it_lists() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        let keys = keys();
+        let key = EncodingKey::from_secret(&[7u8; 32]);
+        let now = unix_now().expect("clock");
+        let claims = serde_json::json!({
+            "sub": "alice", "uid": UID, "sid": SID, "iat": now, "exp": now + 60,
+            "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
+        });
+        // The same header and claims without `crit` verify (the key, the
+        // signing and the claims are right).
+        let signed = |header: &str| {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(claims.to_string())
+            );
+            let signature =
+                jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::HS256).expect("sign");
+            format!("{input}.{signature}")
+        };
+        assert!(keys
+            .verify(&signed(r#"{"alg":"HS256","typ":"JWT"}"#))
+            .is_ok());
+        for header in [
+            r#"{"alg":"HS256","typ":"JWT","crit":["exp"],"exp":1}"#,
+            r#"{"alg":"HS256","crit":[]}"#,
+            r#"{"alg":"HS256","crit":null}"#,
+            r#"{"alg":"HS256","cr\u0069t":["b64"],"b64":false}"#,
+        ] {
+            assert_eq!(
+                keys.verify(&signed(header)),
+                Err(AuthFailure::InvalidToken),
+                "{header}"
+            );
+        }
+        // jsonwebtoken's own `crit` field, too.
+        let mut header = Header::new(Algorithm::HS256);
+        header.crit = Some(vec!["exp".to_owned()]);
+        let token = jsonwebtoken::encode(&header, &claims, &key).expect("encode");
+        assert_eq!(keys.verify(&token), Err(AuthFailure::InvalidToken));
     }
 
     fn set_of(alg: KeyAlg) -> KeySet {

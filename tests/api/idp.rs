@@ -221,6 +221,13 @@ impl FakeIdp {
         jsonwebtoken::encode(header, claims, &state.rsa.encoding).expect("sign")
     }
 
+    /// `claims` signed with the provider's RSA key (RS256) under `header`,
+    /// a JSON object used as is (any `typ`, `crit`, or `alg` spelling).
+    pub fn sign_raw_with_rsa(&self, header: &Value, claims: &Value) -> String {
+        let state = self.state.lock().expect("state");
+        sign_raw(header, claims, &state.rsa.encoding, Algorithm::RS256)
+    }
+
     /// `claims` signed with the provider's EC key.
     pub fn ec_token(&self, claims: &Value) -> String {
         self.state.lock().expect("state").ec.sign(claims)
@@ -245,6 +252,20 @@ impl Drop for FakeIdp {
             server.abort();
         }
     }
+}
+
+/// `claims` under `header` (a JSON object, used as is), signed with `key`
+/// in `alg` whatever the header says.
+pub fn sign_raw(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("sign");
+    format!("{input}.{signature}")
 }
 
 fn jwks_of(state: &Mutex<State>) -> Value {

@@ -26,6 +26,7 @@ mod integrity;
 mod keys;
 mod metrics;
 mod oidc;
+mod oidc_provider;
 mod openrpc;
 mod operations;
 mod params;

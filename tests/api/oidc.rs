@@ -14,7 +14,7 @@ use rpcguard_accounts::keys::KeyAlg;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::idp::{FakeIdp, IdpKey, Trap, AUDIENCE};
+use crate::idp::{sign_raw, FakeIdp, IdpKey, Trap, AUDIENCE};
 
 /// The provider's configuration as a Keycloak deployment would give it:
 /// realm roles as scopes.
@@ -273,11 +273,12 @@ async fn wrong_expired_and_forged_tokens_are_refused() {
     }
     assert_eq!(idp.hits(), hits, "a known kid fetches nothing");
     // The symmetric key of the set is never used, whoever read the set:
-    // its kid is unknown here (one fetch of the JWKS, then refused).
+    // an HMAC algorithm is refused before its kid is even looked up (no
+    // fetch).
     let header = json!({ "alg": "HS256", "typ": "JWT", "kid": "kc-hmac" });
     let token = hmac_token(&header, &good, oct_secret);
     assert_unauthenticated(get_caller(&app, &token).await, "invalid_token");
-    assert_eq!(idp.hits(), hits + 1, "exactly one fetch for an unknown kid");
+    assert_eq!(idp.hits(), hits, "an HMAC token fetches nothing");
 
     // A key of the attacker's, offered through jku / x5u / an embedded
     // jwk: never fetched, never used, whatever the kid.
@@ -296,8 +297,8 @@ async fn wrong_expired_and_forged_tokens_are_refused() {
         0,
         "a URL from a token header was fetched"
     );
-    // The attacker's kid is unknown too, but within the cooldown: no fetch.
-    assert_eq!(idp.hits(), hits + 1);
+    // The attacker's kid is unknown: exactly one fetch for it.
+    assert_eq!(idp.hits(), hits + 1, "exactly one fetch for an unknown kid");
 
     // A correctly signed token of a key the provider never published.
     let stranger = theirs.sign(&good);
@@ -570,4 +571,235 @@ async fn each_key_verifies_in_its_own_algorithm_only() {
     let pss_with_rs256_key = idp.sign_with_rsa(&header, &claims);
     assert_unauthenticated(get_caller(&app, &pss_with_rs256_key).await, "invalid_token");
     assert_eq!(idp.hits(), 1, "known kids, no fetch");
+}
+
+/// `claims` signed with the provider's RSA key under a header of our
+/// making (as JSON: any `typ`, `crit`, or `alg` spelling).
+fn rsa_token_with_header(idp: &FakeIdp, header: Value, claims: &Value) -> String {
+    let (kid, _) = idp.rsa_public();
+    let mut header = header;
+    header["kid"] = json!(kid);
+    idp.sign_raw_with_rsa(&header, claims)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_tokens_are_refused_by_every_signal_even_when_the_audience_is_the_client_id() {
+    // The audience is the client id (`rpc`): an ID token of the provider
+    // names it in `aud`, signed by the same key for the same issuer.
+    let idp = FakeIdp::start().await;
+    let app = server_for(keycloak(&idp)).await;
+    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    // An access token of a provider that types nothing (no `typ` claim, no
+    // header `typ`): accepted, and under every spelling of `at+jwt` and `JWT`.
+    let untyped = idp.claims("op-alice", &["scope1"], |c| {
+        c.remove("typ");
+    });
+    for typ in [
+        json!("at+jwt"),
+        json!("application/AT+JWT"),
+        json!("JWT"),
+        json!("jwt"),
+    ] {
+        let token = rsa_token_with_header(&idp, json!({ "alg": "RS256", "typ": typ }), &untyped);
+        assert!(get_caller(&app, &token).await.is_ok(), "typ {typ}");
+    }
+    let no_typ = rsa_token_with_header(&idp, json!({ "alg": "RS256" }), &untyped);
+    assert!(get_caller(&app, &no_typ).await.is_ok(), "no typ");
+
+    // ID tokens, untyped or `JWT`: each ID-token-only claim is enough.
+    let id_token_claims: Vec<(&str, Value)> = vec![
+        ("nonce", json!("n-0S6_WzA2Mj")),
+        ("at_hash", json!("77QmUPtjPfzWtF2AnpK9RQ")),
+        ("c_hash", json!("LDktKdoQak3Pk0cnXxCltA")),
+        ("s_hash", json!("x")),
+    ];
+    for (claim, value) in &id_token_claims {
+        let id_token = idp.claims("op-alice", &["scope1"], |c| {
+            c.remove("typ");
+            c.insert((*claim).into(), value.clone());
+        });
+        for header in [
+            json!({ "alg": "RS256" }),
+            json!({ "alg": "RS256", "typ": "JWT" }),
+        ] {
+            let token = rsa_token_with_header(&idp, header, &id_token);
+            assert_unauthenticated(get_caller(&app, &token).await, "invalid_token");
+        }
+    }
+    // `auth_time` with `azp` = the configured audience: issued to this
+    // service as a client. The same with `azp` naming another client is an
+    // access token that client asked for.
+    let to_us = idp.claims("op-alice", &["scope1"], |c| {
+        c.remove("typ");
+        c.insert("auth_time".into(), json!(now - 30));
+        c.insert("azp".into(), json!(AUDIENCE));
+    });
+    let to_us = rsa_token_with_header(&idp, json!({ "alg": "RS256" }), &to_us);
+    assert_unauthenticated(get_caller(&app, &to_us).await, "invalid_token");
+    let to_them = idp.claims("op-alice", &["scope1"], |c| {
+        c.remove("typ");
+        c.insert("auth_time".into(), json!(now - 30));
+        c.insert("azp".into(), json!("web-app"));
+    });
+    let to_them = rsa_token_with_header(&idp, json!({ "alg": "RS256" }), &to_them);
+    assert!(get_caller(&app, &to_them).await.is_ok());
+
+    // Other explicit types, and a `typ` that is not a string, in the header
+    // or the claim.
+    for typ in [
+        json!("id_token+jwt"),
+        json!("logout+jwt"),
+        json!(null),
+        json!(1),
+    ] {
+        let token = rsa_token_with_header(&idp, json!({ "alg": "RS256", "typ": typ }), &untyped);
+        assert_unauthenticated(get_caller(&app, &token).await, "invalid_token");
+    }
+    for typ in [json!(null), json!(["Bearer"]), json!(1), json!("ID")] {
+        let claims = idp.claims("op-alice", &["scope1"], |c| {
+            c.insert("typ".into(), typ.clone());
+        });
+        let token =
+            rsa_token_with_header(&idp, json!({ "alg": "RS256", "typ": "at+jwt" }), &claims);
+        assert_unauthenticated(get_caller(&app, &token).await, "invalid_token");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crit_headers_and_future_iat_are_refused_for_both_kinds_of_token() {
+    let idp = FakeIdp::start().await;
+    let app = server_for(keycloak(&idp)).await;
+    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let good = idp.claims("op-bob", &["scope1"], |_| {});
+    assert!(get_caller(&app, &idp.rsa_token(&good)).await.is_ok());
+    for crit in [
+        json!({ "alg": "RS256", "typ": "JWT", "crit": ["exp"], "exp": now + 60 }),
+        json!({ "alg": "RS256", "crit": [] }),
+        json!({ "alg": "RS256", "crit": null }),
+    ] {
+        let token = rsa_token_with_header(&idp, crit.clone(), &good);
+        assert_unauthenticated(get_caller(&app, &token).await, "invalid_token");
+    }
+    // An `iat` in the future: beyond the 60 s skew refused, within it not.
+    for (iat, accepted) in [(now + 3600, false), (now + 120, false), (now + 30, true)] {
+        let claims = idp.claims("op-bob", &[], |c| {
+            c.insert("iat".into(), json!(iat));
+        });
+        let answer = get_caller(&app, &idp.ec_token(&claims)).await;
+        if accepted {
+            assert!(answer.is_ok(), "iat now+{}", iat - now);
+        } else {
+            assert_unauthenticated(answer, "invalid_token");
+        }
+    }
+    let not_a_number = idp.claims("op-bob", &[], |c| {
+        c.insert("iat".into(), json!("yesterday"));
+    });
+    assert_unauthenticated(
+        get_caller(&app, &idp.rsa_token(&not_a_number)).await,
+        "invalid_token",
+    );
+
+    // The server's own tokens: a validly signed one with `crit` is refused.
+    let own = app.signed_in("carol").await;
+    let mut claims = token_claims(&own);
+    claims["jti"] = json!("crit-test");
+    let (kid, secret) = app_signing_key(&app);
+    let header = json!({ "alg": "HS256", "typ": "JWT", "kid": kid, "crit": ["exp"], "exp": 1 });
+    let forged = hmac_token(&header, &claims, &secret);
+    assert_unauthenticated(get_caller(&app, &forged).await, "invalid_token");
+    // The same header without `crit` verifies (the forging is right).
+    let header = json!({ "alg": "HS256", "typ": "JWT", "kid": kid });
+    let plain = hmac_token(&header, &claims, &secret);
+    assert!(get_caller(&app, &plain).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ed25519_is_eddsa_in_the_jwks_and_the_token_header() {
+    // RFC 9864's name: `alg: Ed25519` on the key and in the token header.
+    let mut ed = IdpKey::generate(KeyAlg::EdDSA);
+    ed.kid = "op-ed25519".to_owned();
+    ed.jwk["kid"] = json!("op-ed25519");
+    ed.jwk["alg"] = json!("Ed25519");
+    let idp = FakeIdp::start_with(vec![ed.jwk.clone()]).await;
+    let app = server_for(keycloak(&idp)).await;
+    let claims = idp.claims("op-ed", &["scope1"], |_| {});
+    let signed = |alg: &str| {
+        let header = json!({ "alg": alg, "typ": "at+jwt", "kid": "op-ed25519" });
+        sign_raw(&header, &claims, &ed.encoding, Algorithm::EdDSA)
+    };
+    for alg in ["Ed25519", "EdDSA"] {
+        let user = get_caller(&app, &signed(alg)).await.expect(alg);
+        assert_eq!(user["username"], "op-ed");
+    }
+    // Other spellings are no algorithm here.
+    for alg in ["ed25519", "Ed448", "EDDSA"] {
+        assert_unauthenticated(get_caller(&app, &signed(alg)).await, "invalid_token");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_at_jwt_accepts_only_tokens_typed_so() {
+    let idp = FakeIdp::start().await;
+    let app = server_for(keycloak(&idp).requiring_at_jwt()).await;
+    let claims = idp.claims("op-carl", &["scope1"], |_| {});
+    let typed = rsa_token_with_header(&idp, json!({ "alg": "RS256", "typ": "at+jwt" }), &claims);
+    assert!(get_caller(&app, &typed).await.is_ok());
+    // Keycloak's `typ: Bearer` claim is not enough, nor is `JWT`.
+    for header in [
+        json!({ "alg": "RS256", "typ": "JWT" }),
+        json!({ "alg": "RS256" }),
+    ] {
+        let token = rsa_token_with_header(&idp, header, &claims);
+        assert_unauthenticated(get_caller(&app, &token).await, "invalid_token");
+    }
+    // The flag does it for `rpcguard serve`.
+    let dir = tempfile::tempdir().expect("dir");
+    let server = ServerProcess::start(
+        &[
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--oidc-issuer",
+            &idp.issuer,
+            "--oidc-audience",
+            AUDIENCE,
+            "--oidc-jwks",
+            &idp.jwks_url,
+            "--oidc-require-at-jwt",
+        ],
+        &[],
+    );
+    let client = server.client(Some(&typed));
+    assert!(call(&client, "get_caller", json!({})).await.is_ok());
+    let untyped = idp.rsa_token(&claims);
+    let client = server.client(Some(&untyped));
+    assert_unauthenticated(
+        call(&client, "get_caller", json!({})).await,
+        "invalid_token",
+    );
+}
+
+#[test]
+fn an_unreadable_jwks_file_stops_the_server_naming_its_cause_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("missing-jwks.json");
+    let out = serve_refused(
+        &[
+            "--data-dir",
+            dir.path().to_str().expect("utf-8 path"),
+            "--oidc-issuer",
+            "https://op.example",
+            "--oidc-audience",
+            AUDIENCE,
+            "--oidc-jwks",
+            missing.to_str().expect("utf-8 path"),
+        ],
+        &[],
+    );
+    let error = out
+        .lines()
+        .find(|line| line.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line: {out}"));
+    assert!(error.contains("missing-jwks.json"), "{error}");
+    assert_eq!(error.matches("No such file").count(), 1, "{error}");
 }

@@ -38,7 +38,10 @@ per_ip = "40/min"
 
 [limits.methods.refresh]
 per_ip = "3/min"
-per_caller = "3/min"
+
+# A secured method's own per-caller budget (refresh, public, can have none).
+[limits.methods.require_scopes]
+per_caller = "600/min"
 "#;
 
 fn policy(text: &str) -> Policy {
@@ -415,6 +418,109 @@ fn sighup_reloads_the_policy_file_while_calls_are_in_flight() {
             method(&doc, "get_caller").expect("listed")["x-security"],
             json!({"Bearer": ["reader"]})
         );
+    });
+}
+
+#[test]
+fn a_file_that_sets_nothing_or_a_public_per_caller_stops_the_server() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("policy.toml");
+    let data = dir.path().join("data");
+    let args = [
+        "--policy",
+        file.to_str().expect("utf-8"),
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ];
+    for (text, needle) in [
+        ("", "`empty = true`"),
+        ("# the policy, cut before its first entry\n", "`empty = true`"),
+        (
+            "[methods.sign_up]\nenabled = false\n\n[limits.methods.refresh]\nper_ip = \"60/min\"\nper_caller = \"30/min\"\n",
+            ":4: limits.methods.\"refresh\": `per_caller` cannot apply: the method is public",
+        ),
+        (
+            "empty = true\n[methods.sign_up]\nenabled = false\n",
+            ":1: `empty = true`, but the file has entries",
+        ),
+    ] {
+        std::fs::write(&file, text).expect("write");
+        let stderr = serve_refused(&args, &[]);
+        assert!(stderr.contains("policy.toml"), "{stderr}");
+        assert!(stderr.contains(needle), "{needle} in {stderr}");
+    }
+    // Said on purpose, an empty policy starts the server.
+    std::fs::write(&file, "empty = true\n").expect("write");
+    let server = ServerProcess::start(&args, &[]);
+    assert!(std::net::TcpStream::connect(server.addr).is_ok());
+}
+
+/// A reload is fail-closed: an empty file, one cut before its first entry,
+/// and one with a budget that cannot apply are each refused (with the log
+/// saying why) and the policy in force stays; `empty = true` is obeyed.
+#[test]
+fn sighup_refuses_an_empty_or_cut_file_and_keeps_the_policy_in_force() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("policy.toml");
+    let in_force =
+        "[methods.sign_up]\nenabled = false\n\n[limits.methods.sign_in]\nper_ip = \"100/min\"\n";
+    std::fs::write(&file, in_force).expect("write");
+    let data = dir.path().join("data");
+    let server = ServerProcess::start(
+        &[
+            "--policy",
+            file.to_str().expect("utf-8"),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ],
+        &[],
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = server.client(None);
+        let sign_up = |name: &'static str| {
+            let client = client.clone();
+            async move {
+                call(
+                    &client,
+                    "sign_up",
+                    json!({ "username": name, "password": PASSWORD }),
+                )
+                .await
+            }
+        };
+        assert_error(sign_up("alice").await, -32601, "Method not found");
+        for (refused, (text, why)) in [
+            ("", "`empty = true`"),
+            ("# sign_up stays off\n", "`empty = true`"),
+            (
+                "[methods.sign_up]\nenabled = false\n\n[limits.methods.refresh]\nper_caller = \"30/min\"\n",
+                "limits.methods.\"refresh\"",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            std::fs::write(&file, text).expect("write");
+            hangup(&server);
+            wait_for_log(&server, "rpcguard policy reload refused", refused + 1);
+            let log = server.log();
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("rpcguard policy reload refused"))
+                .unwrap_or_default();
+            assert!(last.contains(why), "{why} in {last}");
+            // The policy in force stayed: sign_up is still off.
+            assert_error(sign_up("alice").await, -32601, "Method not found");
+        }
+        assert_eq!(server.log().matches("rpcguard policy reloaded").count(), 0);
+        // Said on purpose: no policy, sign_up back.
+        std::fs::write(&file, "empty = true\n").expect("write");
+        hangup(&server);
+        wait_for_log(&server, "rpcguard policy reloaded", 1);
+        let user = sign_up("alice").await.expect("sign_up is on again");
+        assert_eq!(user["username"], "alice");
     });
 }
 

@@ -48,11 +48,22 @@
 //!   callers or addresses tracked per budget, default 100,000).
 //! - `[limits.methods.NAME]`: `per_caller`, `per_ip`: the method's own
 //!   budget, instead of the global one (it does not also draw from it).
+//!   `per_caller` on a method that is public (under the policy) is an
+//!   error: no caller is authenticated for a public method, so it could
+//!   never apply (e.g. `refresh`: give it `per_ip`).
+//! - `empty = true` (top level): the file means to set nothing.
 //!
 //! Any other key, a malformed rate or scope, or (when the server starts or
 //! takes a new policy) a method the API does not declare or a scheme the
 //! security function does not provide is an error naming the file, the line
 //! and the key ([`PolicyError`]).
+//!
+//! **Fail-closed.** A file that sets nothing (empty, only comments, or cut
+//! before its first entry by a half-finished write) is refused unless it
+//! says `empty = true`, at start and on reload alike: a reload never drops
+//! every restriction in force by accident, and the policy in force stays
+//! (the refusal says why). A policy built in code ([`Policy::new`]) is
+//! explicit as it is.
 //!
 //! **Budgets.** A budget is kept per server process: N instances behind a
 //! load balancer allow N times each rate. Keys are the caller's scheme and
@@ -210,6 +221,8 @@ pub struct PolicyError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
+    /// `empty = true`: the file means to set nothing.
+    empty: Option<Spanned<bool>>,
     #[serde(default)]
     methods: BTreeMap<Spanned<String>, RawMethod>,
     #[serde(default)]
@@ -274,6 +287,33 @@ impl<'de> Deserialize<'de> for Scope {
             ))
         }
     }
+}
+
+/// A file that sets nothing is refused unless it says `empty = true`, so
+/// that an empty or cut file (written half-way when the server started or
+/// got SIGHUP) never passes for "no policy" and silently lifts every
+/// restriction; and `empty = true` with entries is a contradiction.
+fn check_empty_on_purpose(
+    text: &str,
+    empty: Option<Spanned<bool>>,
+    sets_something: bool,
+) -> Result<(), PolicyError> {
+    let line = empty.as_ref().map(|e| line_of(text, e.span().start));
+    let said_empty = empty.is_some_and(|e| *e.get_ref());
+    let message = match (sets_something, said_empty) {
+        (false, false) => {
+            "the file sets nothing (no [methods.*] or [limits] entry): an empty or \
+                           cut file is not taken for a policy; write `empty = true` to run \
+                           without one"
+        }
+        (true, true) => "`empty = true`, but the file has entries: remove one or the other",
+        _ => return Ok(()),
+    };
+    Err(PolicyError {
+        file: None,
+        line,
+        message: message.to_owned(),
+    })
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -359,6 +399,11 @@ impl Policy {
             origin.lines.insert(("methods", name.clone()), line);
             methods.insert(name, policy);
         }
+        let sets_limits = raw.limits.per_caller.is_some()
+            || raw.limits.per_ip.is_some()
+            || raw.limits.max_keys.is_some()
+            || !raw.limits.methods.is_empty();
+        check_empty_on_purpose(text, raw.empty, !methods.is_empty() || sets_limits)?;
         let mut limits = Limits {
             per_caller: raw.limits.per_caller.map(|r| r.0),
             per_ip: raw.limits.per_ip.map(|r| r.0),
@@ -467,6 +512,29 @@ impl Policy {
         Some(decl)
     }
 
+    /// Refuses a `per_caller` budget of `[limits.methods.NAME]` when the
+    /// method is public under this policy (`public`): no caller is
+    /// authenticated for a public method, so the budget could never apply
+    /// (its calls draw from `per_ip`).
+    pub(crate) fn check_budgets(&self, name: &str, public: bool) -> Result<(), PolicyError> {
+        let own_per_caller = self
+            .limits
+            .methods
+            .get(name)
+            .is_some_and(|limits| limits.per_caller.is_some());
+        if public && own_per_caller {
+            return Err(self.error(
+                "limits.methods",
+                name,
+                "`per_caller` cannot apply: the method is public, so no caller is \
+                 authenticated for it and its calls draw from `per_ip` (set `per_ip`, or \
+                 secure the method with [methods.NAME] scopes)"
+                    .replace("NAME", name),
+            ));
+        }
+        Ok(())
+    }
+
     fn error(&self, table: &'static str, name: &str, why: String) -> PolicyError {
         PolicyError {
             file: self.origin.file.clone(),
@@ -556,6 +624,55 @@ per_ip = "5/min"
         assert_eq!(e.line, Some(1), "{e}");
         let e = error("[limits]\nmax_keys = 0\n");
         assert!(e.message.contains("max_keys"), "{e}");
+    }
+
+    #[test]
+    fn a_file_that_sets_nothing_must_say_so() {
+        for nothing in [
+            "",
+            "\n",
+            "# the policy\n",
+            "[limits]\n",
+            "[methods]\n",
+            "empty = false\n",
+        ] {
+            let e = error(nothing);
+            assert!(e.message.contains("`empty = true`"), "{nothing:?}: {e}");
+        }
+        let empty = Policy::parse("# no policy, on purpose\nempty = true\n").expect("explicit");
+        assert_eq!(empty.methods, BTreeMap::new());
+        assert_eq!(empty.limits, Limits::default());
+        let e = error("empty = true\n\n[methods.sign_up]\nenabled = false\n");
+        assert_eq!(e.line, Some(1), "{e}");
+        assert!(e.message.contains("has entries"), "{e}");
+        // One entry is enough, whichever.
+        for one in [
+            "[methods.x]\nenabled = true\n",
+            "[limits]\nmax_keys = 10\n",
+            "[limits]\nper_ip = \"1/s\"\n",
+            "[limits.methods.x]\n",
+        ] {
+            Policy::parse(one).expect(one);
+        }
+    }
+
+    #[test]
+    fn per_caller_on_a_public_method_is_refused_naming_the_entry() {
+        let policy = Policy::parse(
+            "[limits]\nper_caller = \"1/s\"\n\n[limits.methods.refresh]\nper_ip = \"1/s\"\nper_caller = \"1/s\"\n",
+        )
+        .expect("parses");
+        let e = policy.check_budgets("refresh", true).expect_err("public");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.message.contains("limits.methods.\"refresh\""), "{e}");
+        assert!(e.message.contains("public"), "{e}");
+        // Secured, or only per_ip, or the global per_caller: fine.
+        policy.check_budgets("refresh", false).expect("secured");
+        policy
+            .check_budgets("sign_in", true)
+            .expect("no own per_caller");
+        let per_ip = Policy::parse("[limits.methods.refresh]\nper_ip = \"1/s\"\n").expect("parses");
+        per_ip.check_budgets("refresh", true).expect("per_ip");
     }
 
     #[test]

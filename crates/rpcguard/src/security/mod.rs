@@ -30,6 +30,7 @@
 //! service's does, and never as the user with the service's scopes.
 
 mod api_key;
+pub mod jose;
 #[cfg(feature = "oidc")]
 pub mod oidc;
 mod session;

@@ -174,6 +174,9 @@ impl Enforcement {
                 Some(decl) => (decl, true),
                 None => (declared.clone(), false),
             };
+            if enabled {
+                policy.check_budgets(name, decl.security.is_public())?;
+            }
             let own = limits.methods.get(name);
             let per_caller = slot_budget(
                 name,
@@ -408,5 +411,8 @@ pub fn document_with_policy<S: Send + Sync + 'static>(
         .iter()
         .filter_map(|decl| policy.apply(decl, false))
         .collect();
+    for decl in &decls {
+        policy.check_budgets(&decl.name, decl.security.is_public())?;
+    }
     Ok(openrpc::document_of(&decls, schemes, info))
 }

@@ -1,5 +1,6 @@
 //! Reading claims: the issuer a token names (before it is verified, only to
-//! pick its verifier) and the scopes a verified token grants.
+//! pick its verifier), the claims of a token whose signature verified, and
+//! the scopes they grant.
 
 use std::borrow::Cow;
 
@@ -27,6 +28,13 @@ pub(crate) fn unverified_issuer(token: &str) -> Option<String> {
     let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let issuer: Issuer<'_> = serde_json::from_slice(&bytes).ok()?;
     issuer.iss.map(Cow::into_owned)
+}
+
+/// The claims in a token's payload segment (base64url of a JSON object);
+/// `None` for anything else.
+pub(crate) fn payload(segment: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The scopes at `path` in `claims`.

@@ -5,8 +5,9 @@
 //!   signatures (`use` absent or `sig`, `key_ops` absent or with `verify`)
 //!   and is asymmetric: RSA (`RS256`, `RS384`, `RS512`, `PS256`, `PS384`,
 //!   `PS512`; 2048 bits at least), EC P-256 (`ES256`), EC P-384 (`ES384`)
-//!   or Ed25519 (`EdDSA`). The key's own `alg` (or, without one, its type
-//!   and curve: RSA → `RS256`) is the one algorithm it verifies. Symmetric
+//!   or Ed25519 (`EdDSA`, also when its `alg` is RFC 9864's `Ed25519`). The
+//!   key's own `alg` (or, without one, its type and curve: RSA → `RS256`)
+//!   is the one algorithm it verifies. Symmetric
 //!   (`oct`) keys, encryption keys and anything unknown are skipped (and
 //!   logged at debug level), never used: a symmetric key in a public set
 //!   would let anyone who read the set sign tokens.
@@ -304,7 +305,12 @@ fn usable_key(entry: &Value) -> Result<(String, VerifyingKey), &'static str> {
     {
         return Err("not a verification key (key_ops)");
     }
-    let declared = jwk.common.key_algorithm;
+    // RFC 9864 names EdDSA on Ed25519 `Ed25519`; jsonwebtoken reads that
+    // name as an unknown algorithm.
+    let declared = match entry.get("alg").and_then(Value::as_str) {
+        Some("Ed25519") => Some(KeyAlgorithm::EdDSA),
+        _ => jwk.common.key_algorithm,
+    };
     let alg = match &jwk.algorithm {
         AlgorithmParameters::RSA(rsa) => rsa_algorithm(rsa, declared)?,
         AlgorithmParameters::EllipticCurve(ec) => match (&ec.curve, declared) {
@@ -388,6 +394,7 @@ mod tests {
             with(rsa.clone(), json!({ "kid": "b-ps256", "alg": "PS256", "use": "sig" })),
             with(ec("P-256"), json!({ "kid": "c-es256" })),
             with(json!({ "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }), json!({ "kid": "d-eddsa", "alg": "EdDSA" })),
+            with(json!({ "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }), json!({ "kid": "e-ed25519", "alg": "Ed25519" })),
         ]});
         assert_eq!(
             algs(document),
@@ -396,6 +403,7 @@ mod tests {
                 ("b-ps256".to_owned(), Algorithm::PS256),
                 ("c-es256".to_owned(), Algorithm::ES256),
                 ("d-eddsa".to_owned(), Algorithm::EdDSA),
+                ("e-ed25519".to_owned(), Algorithm::EdDSA),
             ]
         );
     }
@@ -413,6 +421,7 @@ mod tests {
             with(json!({ "kty": "RSA", "n": modulus(128), "e": "AQAB" }), json!({ "kid": "short" })),
             with(ec("P-256"), json!({ "kid": "ec-wrong-alg", "alg": "ES384" })),
             with(ec("P-521"), json!({ "kid": "p521" })),
+            with(ec("P-256"), json!({ "kid": "ec-ed25519", "alg": "Ed25519" })),
             { "kty": "XYZ", "kid": "unknown" },
             "not an object",
             with(rsa, json!({ "kid": "good" })),

@@ -6,19 +6,45 @@
 //!
 //! A token is accepted when:
 //!
+//! - its JOSE header has no `crit` member (RFC 7515 §4.1.11: no extension
+//!   is understood here, so any `crit` is refused, whatever it lists);
 //! - its header names a `kid` of the provider's JWKS ([`JwksSource`]; see
 //!   `jwks.rs` for which keys are used and when the set is fetched again),
 //!   and its `alg` is that key's one algorithm (asymmetric only: `RS*`,
-//!   `PS*`, `ES256`, `ES384`, `EdDSA`). `alg: none`, an HMAC "signed" with
-//!   a public key, and anything the header points at (`jku`, `x5u`, `x5c`,
-//!   an embedded `jwk`) are never used: `invalid_token`;
+//!   `PS*`, `ES256`, `ES384`, `EdDSA`, or RFC 9864's `Ed25519` as a name of
+//!   `EdDSA`). `alg: none`, an HMAC "signed" with a public key, and anything
+//!   the header points at (`jku`, `x5u`, `x5c`, an embedded `jwk`) are never
+//!   used: `invalid_token`;
 //! - its signature verifies, its `iss` is the configured issuer and its
 //!   `aud` (a string or a list) holds the configured audience; `exp`, `iss`,
-//!   `aud` and `sub` are present; `exp` has not passed and `nbf` (when
-//!   present) has (with [`OidcConfig::leeway`], zero by default);
-//! - it is an access token: a `typ` claim, when present, says `Bearer` or
-//!   `at+jwt` (Keycloak's ID tokens, `typ: ID`, are signed by the same key
-//!   for the same issuer and often the same audience).
+//!   `aud` and `sub` are present; `exp` has not passed, `nbf` (when present)
+//!   has (with [`OidcConfig::leeway`], zero by default), and `iat` (when
+//!   present) is not more than 60 s (or the leeway, if larger) in the
+//!   future; each time is a number;
+//! - it is an access token, not an OpenID Connect ID token (signed by the
+//!   same key for the same issuer, and naming this service in `aud` when
+//!   the configured audience is a client id), by every signal it gives:
+//!   - the header's `typ` (RFC 9068 §2.1, compared without case, with or
+//!     without `application/`): `at+jwt` is an access token; `JWT` or no
+//!     `typ` says nothing (see below); any other value (`id_token+jwt`,
+//!     `logout+jwt`, …) and a `typ` that is not a string (`null`, a number)
+//!     are refused;
+//!   - a `typ` claim (Keycloak's), when present, must be the string
+//!     `Bearer` or `at+jwt` (Keycloak's ID tokens say `ID`);
+//!   - a token that neither says `at+jwt` in its header nor `Bearer` in a
+//!     `typ` claim is refused when it carries a claim only ID tokens carry:
+//!     `nonce`, `at_hash`, `c_hash` or `s_hash`; or `auth_time` together
+//!     with an `azp` equal to the configured audience (an ID token is
+//!     issued *to* its client and says when the user signed in; an access
+//!     token's `azp` names the client that asked for it, not this service);
+//!   - with [`OidcConfig::require_at_jwt`] (`--oidc-require-at-jwt`), only
+//!     `typ: at+jwt` in the header is accepted.
+//!
+//!   An untyped ID token without any of those claims (oidc-provider's, from
+//!   a code flow without `nonce`: `iss sub aud exp iat` only) cannot be told
+//!   from an access token: against such a provider, make the audience the
+//!   API's resource identifier (ID tokens name the client), or require
+//!   `at+jwt` when it types its access tokens.
 //!
 //! Refusals: an expired token is `expired_token`, anything else
 //! `invalid_token` (the contract's reasons; a wrong issuer or audience is
@@ -51,15 +77,16 @@
 mod claims;
 mod jwks;
 mod router;
+mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Algorithm;
 use serde_json::{json, Map, Value};
 
+use super::jose::{self, JoseHeader};
 use super::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
 use crate::error::{AuthFailure, RpcError};
 
@@ -69,14 +96,23 @@ pub use router::IssuerRouter;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// The values of a `typ` claim that mean an access token (Keycloak writes
-/// `Bearer`; its ID tokens say `ID`, and are refused).
-const ACCESS_TOKEN_TYPES: [&str; 3] = ["Bearer", "at+jwt", "application/at+jwt"];
-
-/// The algorithms an external issuer's keys may have.
+/// The algorithms an external issuer's keys may have (`Ed25519`, RFC
+/// 9864's name for EdDSA on Ed25519, is accepted as `EdDSA` too).
 pub const ALGORITHMS: [&str; 9] = [
     "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
 ];
+
+/// The algorithm a token header's or a JWK's `alg` names, if it is one of
+/// [`ALGORITHMS`] or `Ed25519`.
+fn algorithm_named(name: &str) -> Option<Algorithm> {
+    if name == "Ed25519" {
+        return Some(Algorithm::EdDSA);
+    }
+    if !ALGORITHMS.contains(&name) {
+        return None;
+    }
+    name.parse().ok()
+}
 
 /// One external issuer: whose tokens, for whom, verified with which keys.
 #[derive(Debug, Clone)]
@@ -107,8 +143,14 @@ pub struct OidcConfig {
     pub refresh_every: Duration,
     /// Time allowed for one fetch (default 5 s).
     pub fetch_timeout: Duration,
-    /// Clock skew allowed on `exp` and `nbf` (default zero).
+    /// Clock skew allowed on `exp` and `nbf` (default zero); an `iat` may
+    /// be this much, or 60 s when that is more, in the future.
     pub leeway: Duration,
+    /// Accept only tokens whose JOSE header says `typ: at+jwt` (RFC 9068),
+    /// for providers that always set it (default false: an untyped token
+    /// is accepted when nothing in it says ID token; see the
+    /// [module](self) docs).
+    pub require_at_jwt: bool,
 }
 
 impl OidcConfig {
@@ -125,7 +167,16 @@ impl OidcConfig {
             refresh_every: Duration::from_secs(15 * 60),
             fetch_timeout: Duration::from_secs(5),
             leeway: Duration::ZERO,
+            require_at_jwt: false,
         }
+    }
+
+    /// The same configuration, accepting only tokens typed `at+jwt`
+    /// ([`require_at_jwt`](Self::require_at_jwt)).
+    #[must_use]
+    pub fn requiring_at_jwt(mut self) -> Self {
+        self.require_at_jwt = true;
+        self
     }
 }
 
@@ -174,7 +225,6 @@ pub struct OidcSecurity {
 struct Inner {
     config: OidcConfig,
     keys: jwks::JwksCache,
-    template: Validation,
 }
 
 impl std::fmt::Debug for OidcSecurity {
@@ -236,20 +286,8 @@ impl OidcSecurity {
                 tracing::warn!(issuer = %config.issuer, error = %err, "external issuer keys not loaded yet; fetched again when a token needs them");
             }
         }
-        let mut template = Validation::new(Algorithm::RS256);
-        template.leeway = config.leeway.as_secs();
-        template.validate_exp = true;
-        template.validate_nbf = true;
-        template.validate_aud = true;
-        template.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        template.set_issuer(&[&config.issuer]);
-        template.set_audience(&[&config.audience]);
         let security = OidcSecurity {
-            inner: Arc::new(Inner {
-                config,
-                keys,
-                template,
-            }),
+            inner: Arc::new(Inner { config, keys }),
         };
         security.spawn_refresh();
         Ok(security)
@@ -292,50 +330,51 @@ impl OidcSecurity {
 
     /// Verifies `token` and returns its caller, or why it is refused.
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthFailure> {
+        let invalid = AuthFailure::InvalidToken;
         if token.len() > MAX_TOKEN_BYTES {
-            return Err(AuthFailure::InvalidToken);
+            return Err(invalid);
         }
-        // `alg: none` and unknown algorithms fail to parse here.
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::InvalidToken)?;
-        let kid = header.kid.as_deref().ok_or(AuthFailure::InvalidToken)?;
+        let (header_b64, payload_b64, signature) = jose::segments(token).ok_or(invalid)?;
+        let header = JoseHeader::of_token(token).ok_or(invalid)?;
+        // No extension is understood here (RFC 7515 §4.1.11).
+        if header.crit {
+            return Err(invalid);
+        }
+        // `alg: none`, HMAC and unknown algorithms are no algorithm here.
+        let alg = algorithm_named(&header.alg).ok_or(invalid)?;
+        let kid = header.kid.as_deref().ok_or(invalid)?;
         let key = match self.inner.keys.get(kid) {
             Some(key) => key,
-            None => self
-                .inner
-                .keys
-                .refetch_for(kid)
-                .await
-                .ok_or(AuthFailure::InvalidToken)?,
+            None => self.inner.keys.refetch_for(kid).await.ok_or(invalid)?,
         };
-        if header.alg != key.alg {
-            return Err(AuthFailure::InvalidToken);
+        if alg != key.alg {
+            return Err(invalid);
         }
-        let mut validation = self.inner.template.clone();
-        validation.algorithms = vec![key.alg];
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
-                _ => AuthFailure::InvalidToken,
-            })?;
-        self.caller_of(data.claims)
+        // The signing input is the token's own two first segments, as sent.
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let signed =
+            jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key.decoding, alg);
+        if !matches!(signed, Ok(true)) {
+            return Err(invalid);
+        }
+        let claims = claims::payload(payload_b64).ok_or(invalid)?;
+        let config = &self.inner.config;
+        let expected = validate::Expected {
+            issuer: &config.issuer,
+            audience: &config.audience,
+            leeway: config.leeway.as_secs(),
+            require_at_jwt: config.require_at_jwt,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|_| invalid)?
+            .as_secs();
+        validate::check(&header.typ, &claims, &expected, now)?;
+        self.caller_of(claims)
     }
 
     fn caller_of(&self, claims: Map<String, Value>) -> Result<Caller, AuthFailure> {
         let config = &self.inner.config;
-        // Keycloak types its tokens in a `typ` claim: its ID tokens are
-        // signed by the same key, for the same issuer and often the same
-        // audience, but they are not access tokens.
-        if claims
-            .get("typ")
-            .and_then(Value::as_str)
-            .is_some_and(|typ| {
-                !ACCESS_TOKEN_TYPES
-                    .iter()
-                    .any(|t| t.eq_ignore_ascii_case(typ))
-            })
-        {
-            return Err(AuthFailure::InvalidToken);
-        }
         let subject = claims
             .get("sub")
             .and_then(Value::as_str)
