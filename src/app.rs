@@ -112,7 +112,15 @@ pub const BCRYPT_COST_SETTING: &str = "bcrypt_cost";
 /// entry names the server's JWKS (the reference server serves it).
 async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<AccountsKit, AppError> {
     let database = config.database();
-    let open_store = || store::open_cached(&database, config.db_pool_size, config.auth_cache_users);
+    let metrics = crate::metrics::AccountMetrics::register(&config.server.metrics);
+    let open_store = || {
+        store::open_cached(
+            &database,
+            config.db_pool_size,
+            config.auth_cache_users,
+            metrics.clone(),
+        )
+    };
     let (keys, users) = match &config.database_url {
         // The key set lives in the database: the store (which migrates
         // it, and whose change feed announces rotations) comes first.
@@ -188,7 +196,9 @@ async fn external_issuer(config: &Config) -> Result<Option<OidcSecurity>, AppErr
     if oidc.issuer == config.issuer {
         return Err(ConfigError::OidcIssuerIsOurs(oidc.issuer.clone()).into());
     }
-    Ok(Some(OidcSecurity::connect(oidc.clone()).await?))
+    let mut oidc = oidc.clone();
+    oidc.metrics = config.server.metrics.clone();
+    Ok(Some(OidcSecurity::connect(oidc).await?))
 }
 
 /// The token keys on SQLite: from a given secret (one HS256 key), else from
@@ -214,6 +224,7 @@ async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
         config.data_dir.join(KEYS_FILE_NAME),
         keys.clone(),
         config.keys_check_every,
+        crate::metrics::AccountMetrics::register(&config.server.metrics),
     );
     Ok(keys)
 }
@@ -255,6 +266,7 @@ async fn database_token_keys(
         &set,
         config.keys_check_every,
         users.key_changes(),
+        crate::metrics::AccountMetrics::register(&config.server.metrics),
     );
     Ok(keys)
 }

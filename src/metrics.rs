@@ -77,8 +77,13 @@ pub struct AccountMetrics {
 }
 
 impl AccountMetrics {
-    /// Registers the reference server's metrics in `metrics`.
+    /// The reference server's metrics in `metrics`, registered there the
+    /// first time.
     pub fn register(metrics: &Metrics) -> Self {
+        metrics.shared(Self::make)
+    }
+
+    fn make(metrics: &Metrics) -> Self {
         let this = AccountMetrics {
             framework: metrics.clone(),
             sign_ins: Family::default(),
@@ -195,9 +200,12 @@ impl AccountMetrics {
         }
     }
 
-    /// Counts a signing-key rotation seen.
-    pub fn key_rotation(&self) {
+    /// Counts a change of the signing key, and writes its audit event.
+    pub fn key_rotation(&self, kid: &str) {
         self.key_rotations.inc();
+        rpcguard::audit::Audit::new(rpcguard::audit::Event::KeyRotated)
+            .reason(kid)
+            .emit();
     }
 }
 

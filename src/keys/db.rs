@@ -347,8 +347,10 @@ pub fn watch_key_table(
     current: &KeySet,
     period: Duration,
     changed: Arc<Notify>,
+    metrics: crate::metrics::AccountMetrics,
 ) -> tokio::task::JoinHandle<()> {
     let mut seen = stamp_of(current);
+    let mut newest = super::file::newest_kid(current);
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -386,7 +388,12 @@ pub fn watch_key_table(
                         tracing::info!(
                             keys = set.keys.len(),
                             "key set changed in the database; now in use"
-                        )
+                        );
+                        let kid = super::file::newest_kid(&set);
+                        if kid.is_some() && kid != newest {
+                            metrics.key_rotation(kid.as_deref().unwrap_or_default());
+                            newest = kid;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "key set changed in the database but is unusable; keeping the keys in use")

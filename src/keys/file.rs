@@ -179,13 +179,17 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 /// Watches `path` every `period` and swaps a changed key set into `keys`
 /// (see the module docs). Stops when every other holder of `keys` is gone.
+/// A key added to the set (its `kid` is new) counts as a rotation in
+/// `metrics` and the audit stream.
 pub fn watch_key_file(
     path: PathBuf,
     keys: TokenKeys,
     period: Duration,
+    metrics: crate::metrics::AccountMetrics,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen = stamp(&path);
+        let mut newest = read_key_set(&path).ok().and_then(|set| newest_kid(&set));
         let mut ticks = tokio::time::interval(period);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -204,11 +208,18 @@ pub fn watch_key_file(
             };
             match read {
                 Ok(Ok(set)) => match keys.replace_keys(&set) {
-                    Ok(()) => tracing::info!(
-                        path = %path.display(),
-                        keys = set.keys.len(),
-                        "key set changed on disk; now in use"
-                    ),
+                    Ok(()) => {
+                        tracing::info!(
+                            path = %path.display(),
+                            keys = set.keys.len(),
+                            "key set changed on disk; now in use"
+                        );
+                        let kid = newest_kid(&set);
+                        if kid.is_some() && kid != newest {
+                            metrics.key_rotation(kid.as_deref().unwrap_or_default());
+                            newest = kid;
+                        }
+                    }
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %e, "key set changed on disk but is unusable; keeping the keys in use")
                     }
@@ -220,6 +231,11 @@ pub fn watch_key_file(
             }
         }
     })
+}
+
+/// The `kid` of the set's newest key.
+pub(crate) fn newest_kid(set: &KeySet) -> Option<String> {
+    set.keys.last().map(|key| key.kid.clone())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! - the schema is created or migrated when the store is opened.
 
 mod cached;
+mod metered;
 mod postgres;
 mod session_sql;
 mod sql;
@@ -31,6 +32,7 @@ pub use cached::{
     CachedStore, CHANGES_CHANNEL, CHANGE_LOG_RETENTION, DEFAULT_CAPACITY, KEYS_CHANGED_KEY,
     SESSION_KEY_PREFIX,
 };
+pub use metered::MeteredStore;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -377,14 +379,19 @@ pub async fn open(url_or_path: &str, pool_size: u32) -> Result<SharedStore, Stor
     open_uncached(url_or_path, pool_size).await
 }
 
-/// Opens the store a URL names (see [`open`]) wrapped in a [`CachedStore`]
-/// of `capacity` users: what the server uses.
+/// Opens the store a URL names (see [`open`]), timed into `metrics`
+/// ([`MeteredStore`]) and wrapped in a [`CachedStore`] of `capacity` users:
+/// what the server uses.
 pub async fn open_cached(
     url_or_path: &str,
     pool_size: u32,
     capacity: usize,
+    metrics: crate::metrics::AccountMetrics,
 ) -> Result<Arc<CachedStore>, StoreError> {
-    let inner = open_uncached(url_or_path, pool_size).await?;
+    let inner: SharedStore = Arc::new(MeteredStore::new(
+        open_uncached(url_or_path, pool_size).await?,
+        metrics,
+    ));
     if is_postgres(url_or_path) {
         Ok(CachedStore::postgres(inner, url_or_path, capacity))
     } else {

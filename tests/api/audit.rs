@@ -319,3 +319,27 @@ async fn an_untrusted_peer_names_no_request_id() {
     .await;
     assert_ne!(echoed, second, "ids are unique");
 }
+
+/// A key rotated by the CLI while the server runs is one `key_rotated`
+/// event, naming the new key's id, when the server picks the key up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_seen_by_the_server_is_an_event() {
+    let dir = tempfile::tempdir().expect("dir");
+    let server = json_server(dir.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args(["key", "rotate", "--alg", "EdDSA", "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("rpcguard key rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines_when(&server, |l| l["event"] == "key_rotated");
+    let rotated = events(&lines, "key_rotated");
+    assert_eq!(rotated.len(), 1, "{rotated:?}");
+    let kid = rotated[0]["reason"].as_str().expect("kid");
+    assert!(kid.starts_with("eddsa-"), "{kid}");
+}

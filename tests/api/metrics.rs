@@ -226,6 +226,11 @@ async fn prometheus_scrapes_what_the_load_did() {
             9.0,
         ),
         (r#"rpcguard_build_info"#, 1.0),
+        (
+            r#"rpcguard_store_duration_seconds_count{op="create_user"}"#,
+            3.0,
+        ),
+        (r#"rpcguard_store_errors_total"#, 0.0),
     ] {
         prometheus.wait_for(query, expected).await;
     }

@@ -52,7 +52,7 @@ pub enum Event {
     ScopesRevoked,
     /// Sessions were ended by an operator or a limit (reason says which).
     SessionsEnded,
-    /// The signing key changed.
+    /// A new signing key joined the key set (reason: its `kid`).
     KeyRotated,
     /// A policy was put in force.
     PolicyReloaded,

@@ -91,6 +91,14 @@ struct VersionLabel {
     version: String,
 }
 
+/// `issuer` and `outcome` labels (the issuer is the operator's
+/// configuration, never a token's claim).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IssuerOutcome {
+    issuer: String,
+    outcome: String,
+}
+
 /// An `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -106,11 +114,14 @@ pub struct Metrics {
 
 struct Inner {
     registry: Mutex<Registry>,
+    /// The application's recorder sets, one per type ([`Metrics::shared`]).
+    shared: Mutex<HashMap<std::any::TypeId, Box<dyn std::any::Any + Send + Sync>>>,
     calls: Family<CallLabels, Counter>,
     durations: Family<MethodLabel, AtomicHistogram, fn() -> AtomicHistogram>,
     auth_failures: Family<ReasonLabel, Counter>,
     throttled: Family<BudgetLabel, Counter>,
     policy_reloads: Family<OutcomeLabel, Counter>,
+    jwks_fetches: Family<IssuerOutcome, Counter>,
     connections: Gauge,
     ws_sessions: Gauge,
 }
@@ -142,6 +153,7 @@ impl Metrics {
         let auth_failures = Family::<ReasonLabel, Counter>::default();
         let throttled = Family::<BudgetLabel, Counter>::default();
         let policy_reloads = Family::<OutcomeLabel, Counter>::default();
+        let jwks_fetches = Family::<IssuerOutcome, Counter>::default();
         let connections = Gauge::default();
         let ws_sessions = Gauge::default();
         registry.register(
@@ -169,6 +181,11 @@ impl Metrics {
             "policy_reloads",
             "Policy reloads (SIGHUP), by outcome (applied or refused)",
             policy_reloads.clone(),
+        );
+        registry.register(
+            "jwks_fetches",
+            "Fetches of an external issuer's JWKS, by issuer and outcome (ok or failed)",
+            jwks_fetches.clone(),
         );
         registry.register(
             "connections",
@@ -203,11 +220,13 @@ impl Metrics {
         Metrics {
             inner: Arc::new(Inner {
                 registry: Mutex::new(root),
+                shared: Mutex::new(HashMap::new()),
                 calls,
                 durations,
                 auth_failures,
                 throttled,
                 policy_reloads,
+                jwks_fetches,
                 connections,
                 ws_sessions,
             }),
@@ -223,6 +242,30 @@ impl Metrics {
                 .sub_registry_with_prefix(PREFIX)
                 .register(name, help, metric);
         }
+    }
+
+    /// The application's recorders of type `T`, made (and registered) by
+    /// `make` the first time only: a server restarted on the same registry
+    /// records into the same families instead of registering them twice.
+    pub fn shared<T: Clone + Send + Sync + 'static>(&self, make: impl FnOnce(&Metrics) -> T) -> T {
+        let id = std::any::TypeId::of::<T>();
+        if let Some(found) = self
+            .inner
+            .shared
+            .lock()
+            .ok()
+            .and_then(|shared| shared.get(&id).and_then(|b| b.downcast_ref::<T>().cloned()))
+        {
+            return found;
+        }
+        let made = make(self);
+        if let Ok(mut shared) = self.inner.shared.lock() {
+            if let Some(first) = shared.get(&id).and_then(|b| b.downcast_ref::<T>()) {
+                return first.clone();
+            }
+            shared.insert(id, Box::new(made.clone()));
+        }
+        made
     }
 
     /// [`Metrics::register`] with a unit (`Unit::Seconds` for a duration),
@@ -311,6 +354,17 @@ impl Metrics {
             .policy_reloads
             .get_or_create(&OutcomeLabel {
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a fetch of `issuer`'s JWKS.
+    pub fn jwks_fetch(&self, issuer: &str, ok: bool) {
+        self.inner
+            .jwks_fetches
+            .get_or_create(&IssuerOutcome {
+                issuer: issuer.to_owned(),
+                outcome: if ok { "ok" } else { "failed" }.to_owned(),
             })
             .inc();
     }

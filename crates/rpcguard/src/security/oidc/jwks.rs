@@ -107,6 +107,19 @@ pub enum JwksError {
     NotJwks(String),
 }
 
+impl JwksError {
+    /// A fixed word for the failure (audit events, never a URL's content).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JwksError::Fetch { .. } => "fetch_failed",
+            JwksError::Status(..) => "http_status",
+            JwksError::File(..) => "file_unreadable",
+            JwksError::TooLarge(_) => "too_large",
+            JwksError::NotJwks(_) => "not_a_jwks",
+        }
+    }
+}
+
 /// One usable key: the only algorithm it verifies, and the key.
 pub(crate) struct VerifyingKey {
     pub(crate) alg: Algorithm,
@@ -129,6 +142,8 @@ pub(crate) struct JwksCache {
     /// Held while fetching; holds when the last fetch for a miss began.
     fetching: tokio::sync::Mutex<Option<Instant>>,
     cooldown: Duration,
+    /// The issuer, and where its fetches are counted.
+    observed: (String, crate::metrics::Metrics),
 }
 
 impl JwksCache {
@@ -137,6 +152,7 @@ impl JwksCache {
         source: JwksSource,
         http: Option<reqwest::Client>,
         cooldown: Duration,
+        observed: (String, crate::metrics::Metrics),
     ) -> Self {
         JwksCache {
             source,
@@ -144,6 +160,7 @@ impl JwksCache {
             loaded: RwLock::new(Arc::new(Loaded::default())),
             fetching: tokio::sync::Mutex::new(None),
             cooldown,
+            observed,
         }
     }
 
@@ -189,6 +206,21 @@ impl JwksCache {
     /// Loads the set now (holding no lock; callers serialise through
     /// `fetching` where that matters). On success the new set is in use.
     pub(crate) async fn load_now(&self) -> Result<usize, JwksError> {
+        use crate::audit::{Audit, Event};
+        let loaded = self.fetch_and_use().await;
+        let (issuer, metrics) = &self.observed;
+        metrics.jwks_fetch(issuer, loaded.is_ok());
+        match &loaded {
+            Ok(_) => Audit::new(Event::JwksFetched).issuer(issuer).emit(),
+            Err(err) => Audit::new(Event::JwksFailed)
+                .issuer(issuer)
+                .reason(err.kind())
+                .emit(),
+        }
+        loaded
+    }
+
+    async fn fetch_and_use(&self) -> Result<usize, JwksError> {
         let body = self.read_source().await?;
         let keys = usable_keys(&body).ok_or_else(|| JwksError::NotJwks(self.source.to_string()))?;
         let count = keys.len();

@@ -151,6 +151,10 @@ pub struct OidcConfig {
     /// is accepted when nothing in it says ID token; see the
     /// [module](self) docs).
     pub require_at_jwt: bool,
+    /// Where JWKS fetches are counted (`rpcguard_jwks_fetches_total
+    /// {issuer,outcome}`; default: a registry of its own, not served). Give
+    /// it the server's ([`ServerConfig::metrics`](crate::ServerConfig::metrics)).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl OidcConfig {
@@ -168,6 +172,7 @@ impl OidcConfig {
             fetch_timeout: Duration::from_secs(5),
             leeway: Duration::ZERO,
             require_at_jwt: false,
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -275,7 +280,12 @@ impl OidcSecurity {
             }
             JwksSource::File(_) => None,
         };
-        let keys = jwks::JwksCache::new(config.jwks.clone(), http, config.cooldown);
+        let keys = jwks::JwksCache::new(
+            config.jwks.clone(),
+            http,
+            config.cooldown,
+            (config.issuer.clone(), config.metrics.clone()),
+        );
         match keys.load_now().await {
             Ok(count) => {
                 tracing::info!(issuer = %config.issuer, jwks = %config.jwks, keys = count, "external issuer keys loaded");
