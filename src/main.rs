@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rpcguard::audit::Event;
 use rpcguard::openrpc::DocInfo;
 use rpcguard::policy::{Discover, Policy};
 use rpcguard::security::oidc::{JwksSource, OidcConfig};
@@ -687,8 +688,33 @@ async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
         }
         other => other?,
     };
+    let changed: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let event = if grant {
+        Event::ScopesGranted
+    } else {
+        Event::ScopesRevoked
+    };
+    announce(&*store, event, &user.username, &changed.join(" ")).await;
     println!("{}: {}", user.username, user.scopes.join(" "));
     Ok(())
+}
+
+/// Tells the running servers what an operator changed, for their audit
+/// stream; the change itself is done whatever happens here.
+async fn announce(
+    store: &dyn rpcguard_accounts::store::UserStore,
+    event: Event,
+    username: &str,
+    detail: &str,
+) {
+    let change = rpcguard_accounts::store::AdminChange {
+        event,
+        username,
+        detail,
+    };
+    if let Err(err) = store.announce(&change).await {
+        tracing::warn!(error = %err, "the change is done, but the servers' audit stream will not show it");
+    }
 }
 
 /// `user disable` (`disabled = true`) or `user enable`.
@@ -705,8 +731,15 @@ async fn set_disabled(name: String, store: StoreArgs, disabled: bool) -> anyhow:
             bail!("no user {username} in {}", where_users_live(&config))
         }
         Err(other) => return Err(other.into()),
-        Ok(ended) if disabled => println!("{username}: disabled, {} sessions ended", ended.len()),
-        Ok(_) => println!("{username}: enabled"),
+        Ok(ended) if disabled => {
+            let detail = format!("{} sessions ended", ended.len());
+            announce(&*store, Event::AccountDisabled, username.as_str(), &detail).await;
+            println!("{username}: disabled, {} sessions ended", ended.len())
+        }
+        Ok(_) => {
+            announce(&*store, Event::AccountEnabled, username.as_str(), "").await;
+            println!("{username}: enabled")
+        }
     }
     Ok(())
 }
@@ -765,6 +798,7 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             if !store.delete_user(&username).await? {
                 bail!("no user {username} in {}", where_users_live(&config));
             }
+            announce(&*store, Event::AccountDeleted, username.as_str(), "").await;
             println!("deleted {username}");
         }
         UserCommand::List { store } => {
@@ -802,6 +836,8 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let ended = store
                 .end_sessions(username.as_str(), None, i64::try_from(now)?)
                 .await?;
+            let detail = format!("{} sessions ended", ended.len());
+            announce(&*store, Event::SessionsEnded, username.as_str(), &detail).await;
             println!("{username}: {} sessions ended", ended.len());
         }
     }

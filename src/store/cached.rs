@@ -312,7 +312,11 @@ impl CachedStore {
                     self.forget_all();
                 } else {
                     for key in &changes.keys {
-                        self.forget(key);
+                        if key.starts_with(super::ADMIN_KEY_PREFIX) {
+                            super::AdminChange::emit_from_key(key);
+                        } else {
+                            self.forget(key);
+                        }
                     }
                 }
                 feed.last_seq.store(changes.last, Ordering::Release);
@@ -420,6 +424,9 @@ async fn listen(url: String, store: Weak<CachedStore>, live: Arc<AtomicBool>) {
                         match note.payload() {
                             "" => cache.forget_all(),
                             KEYS_CHANGED_KEY => cache.keys_changed.notify_one(),
+                            key if key.starts_with(super::ADMIN_KEY_PREFIX) => {
+                                super::AdminChange::emit_from_key(key)
+                            }
                             key => cache.forget(key),
                         }
                     }
@@ -680,6 +687,10 @@ impl UserStore for CachedStore {
 
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
         self.inner.put_setting(key, value).await
+    }
+
+    async fn announce(&self, change: &super::AdminChange<'_>) -> Result<(), StoreError> {
+        self.inner.announce(change).await
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {

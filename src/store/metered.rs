@@ -201,6 +201,10 @@ impl UserStore for MeteredStore {
             .await
     }
 
+    async fn announce(&self, change: &super::AdminChange<'_>) -> Result<(), StoreError> {
+        self.time("announce", self.inner.announce(change)).await
+    }
+
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.time("setting", self.inner.setting(key)).await
     }

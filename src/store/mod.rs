@@ -353,9 +353,68 @@ pub trait UserStore: std::fmt::Debug + Send + Sync + 'static {
     /// A setting published with [`Self::put_setting`], if any.
     async fn setting(&self, key: &str) -> Result<Option<String>, StoreError>;
 
+    /// Tells the servers on this store that an operator changed an account
+    /// ([`AdminChange`]): they write it to their audit stream when they
+    /// see it (SQLite: the change log; PostgreSQL: the change channel). A
+    /// store no server watches ignores it.
+    async fn announce(&self, change: &AdminChange<'_>) -> Result<(), StoreError> {
+        let _ = change;
+        Ok(())
+    }
+
     /// Deletes the shared budgets that have refilled; returns how many.
     async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+}
+
+/// A change an operator made with `rpcguard user …`, announced to the
+/// running servers ([`UserStore::announce`]) so that it is in their audit
+/// stream. Carried as the change-log key `a:<event>:<username>:<detail>`
+/// (a username never holds `:`; the detail, last, may).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminChange<'a> {
+    /// The audit event.
+    pub event: rpcguard::audit::Event,
+    /// The account.
+    pub username: &'a str,
+    /// What changed (the scopes granted or revoked, the sessions ended).
+    pub detail: &'a str,
+}
+
+/// The change-log key prefix of an [`AdminChange`].
+pub const ADMIN_KEY_PREFIX: &str = "a:";
+
+impl AdminChange<'_> {
+    /// Its change-log key.
+    pub fn key(&self) -> String {
+        format!(
+            "{ADMIN_KEY_PREFIX}{}:{}:{}",
+            self.event.as_str(),
+            self.username,
+            self.detail
+        )
+    }
+
+    /// Writes the audit event a change-log key `key` (`a:…`) announces.
+    pub fn emit_from_key(key: &str) {
+        let Some(rest) = key.strip_prefix(ADMIN_KEY_PREFIX) else {
+            return;
+        };
+        let mut parts = rest.splitn(3, ':');
+        let (Some(event), Some(username)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let detail = parts.next().unwrap_or_default();
+        let Some(event) = rpcguard::audit::Event::from_name(event) else {
+            return;
+        };
+        // `reason`: "admin", then what changed.
+        let reason = format!("admin {detail}");
+        rpcguard::audit::Audit::new(event)
+            .username(username)
+            .reason(reason.trim_end())
+            .emit();
     }
 }
 

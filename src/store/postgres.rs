@@ -39,6 +39,7 @@ impl PostgresStore {
 
 impl HasDb for PostgresStore {
     const INSERT_SESSION: &'static str = super::session_sql::insert_session_sql!("FOR SHARE");
+    const ANNOUNCE: &'static str = "SELECT pg_notify('rpcguard_users', $1)";
     type Db = sqlx::Postgres;
 }
 

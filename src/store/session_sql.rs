@@ -388,4 +388,7 @@ pub(crate) trait HasDb {
     type Db: sqlx::Database;
     /// The backend's [`insert_session_sql`].
     const INSERT_SESSION: &'static str;
+    /// Announces a change-log key `$1` to the servers (see
+    /// [`AdminChange`](crate::store::AdminChange)).
+    const ANNOUNCE: &'static str;
 }

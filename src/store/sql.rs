@@ -317,6 +317,18 @@ macro_rules! impl_user_store {
                 Ok(())
             }
 
+            async fn announce(
+                &self,
+                change: &$crate::store::AdminChange<'_>,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::session_sql::HasDb;
+                sqlx::query(<$store as HasDb>::ANNOUNCE)
+                    .bind(change.key())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn setting(
                 &self,
                 key: &str,

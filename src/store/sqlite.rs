@@ -81,6 +81,7 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
 
 impl HasDb for SqliteStore {
     const INSERT_SESSION: &'static str = super::session_sql::insert_session_sql!("");
+    const ANNOUNCE: &'static str = "INSERT INTO changes (key) VALUES ($1)";
     type Db = sqlx::Sqlite;
 }
 

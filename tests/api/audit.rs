@@ -343,3 +343,82 @@ async fn a_rotation_seen_by_the_server_is_an_event() {
     let kid = rotated[0]["reason"].as_str().expect("kid");
     assert!(kid.starts_with("eddsa-"), "{kid}");
 }
+
+/// `rpcguard user …` run against the server's store: the server writes
+/// each change in its own audit stream when it sees it (SQLite: at its next
+/// call, from the change log; PostgreSQL: from the change channel).
+async fn admin_changes_reach_the_servers_audit_stream(database_url: Option<String>) {
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().to_str().expect("utf-8").to_owned();
+    let mut args = vec!["--data-dir", data_dir.as_str(), "--log-format", "json"];
+    if let Some(url) = &database_url {
+        args.extend(["--database-url", url.as_str()]);
+    }
+    let server = ServerProcess::start(&args, &[]);
+    let client = server.client(None);
+    call(
+        &client,
+        "sign_up",
+        json!({ "username": "erin", "password": PASSWORD }),
+    )
+    .await
+    .expect("sign_up");
+    let witness = signed_in_through(&client, "fred").await;
+    let cli = |words: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"));
+        command
+            .arg("user")
+            .args(words)
+            .args(["--data-dir", &data_dir])
+            .env("RUST_LOG", "warn");
+        if let Some(url) = &database_url {
+            command.args(["--database-url", url]);
+        }
+        let out = command.output().expect("rpcguard user");
+        assert!(
+            out.status.success(),
+            "{words:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&["grant", "erin", "reports", "admin"]);
+    cli(&["revoke", "erin", "admin"]);
+    cli(&["disable", "erin"]);
+    cli(&["enable", "erin"]);
+    cli(&["sign-out", "erin"]);
+    cli(&["delete", "erin"]);
+    // A secured call makes a SQLite server look at its change log.
+    call(&server.client(Some(&witness)), "get_caller", json!({}))
+        .await
+        .expect("get_caller");
+    let lines = lines_when(&server, |l| l["event"] == "account_deleted");
+    for (event, reason) in [
+        ("scopes_granted", "admin reports admin"),
+        ("scopes_revoked", "admin admin"),
+        ("account_disabled", "admin 0 sessions ended"),
+        ("account_enabled", "admin"),
+        ("sessions_ended", "admin 0 sessions ended"),
+        ("account_deleted", "admin"),
+    ] {
+        let found = events(&lines, event);
+        assert_eq!(found.len(), 1, "{event}: {found:?}");
+        assert_eq!(found[0]["username"], "erin", "{event}");
+        assert_eq!(found[0]["reason"], reason, "{event}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_reach_the_audit_stream_sqlite() {
+    admin_changes_reach_the_servers_audit_stream(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_postgres,
+    ignore = "PostgreSQL: set RPCGUARD_TEST_DATABASE_URL=postgres://user:pw@host/db"
+)]
+async fn admin_changes_reach_the_audit_stream_postgres() {
+    if let Some(url) = fresh_postgres_database().await {
+        admin_changes_reach_the_servers_audit_stream(Some(url)).await;
+    }
+}

@@ -92,6 +92,35 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The event of this name ([`Event::as_str`]).
+    pub fn from_name(name: &str) -> Option<Event> {
+        const ALL: [Event; 20] = [
+            Event::SignUp,
+            Event::SignIn,
+            Event::SignInFailed,
+            Event::Throttled,
+            Event::TokenRefused,
+            Event::Refresh,
+            Event::RefreshReuse,
+            Event::SignOut,
+            Event::PasswordChanged,
+            Event::AccountDisabled,
+            Event::AccountEnabled,
+            Event::AccountDeleted,
+            Event::ScopesGranted,
+            Event::ScopesRevoked,
+            Event::SessionsEnded,
+            Event::KeyRotated,
+            Event::PolicyReloaded,
+            Event::PolicyRefused,
+            Event::JwksFetched,
+            Event::JwksFailed,
+        ];
+        ALL.into_iter().find(|event| event.as_str() == name)
+    }
+}
+
 /// One security event, built field by field and written with
 /// [`Audit::emit`].
 #[derive(Debug, Clone, Copy)]
