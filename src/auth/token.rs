@@ -243,12 +243,17 @@ impl TokenKeys {
     /// tokens are forgotten. On error the keys in use stay.
     pub fn replace_keys(&self, set: &KeySet) -> Result<(), TokenError> {
         let active = Arc::new(decode_set(set, &self.template, self.ttl)?);
-        if let Ok(mut current) = self.active.write() {
-            *current = active;
-        }
-        if let Ok(mut verified) = self.verified.lock() {
-            verified.clear();
-        }
+        // A panic elsewhere while a lock was held cannot leave these half
+        // written (each is one assignment): write through the poison, so a
+        // rotation reported done is done.
+        *self
+            .active
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = active;
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         Ok(())
     }
 
@@ -258,7 +263,12 @@ impl TokenKeys {
     }
 
     fn current(&self) -> Option<Arc<ActiveKeys>> {
-        self.active.read().ok().map(|active| active.clone())
+        Some(
+            self.active
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
     }
 
     /// The lifetime of issued tokens.
