@@ -115,6 +115,11 @@ impl WalIndex {
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))
             .map_err(|e| e.to_string())?;
         let header = map_region_zero(&conn)?;
+        // From now on it only reads the change log, on the call path (a
+        // tokio worker): never wait for a lock; a busy database makes that
+        // call read the store instead (asynchronously).
+        conn.busy_timeout(std::time::Duration::ZERO)
+            .map_err(|e| e.to_string())?;
         Ok(WalIndex {
             header,
             conn: Mutex::new(conn),
@@ -138,10 +143,11 @@ impl WalIndex {
         }
     }
 
-    /// The connection (for reading what changed), or `None` if a thread
-    /// panicked while holding it.
+    /// The connection (for reading what changed), or `None` when another
+    /// call is reading with it (or a thread panicked holding it): the caller
+    /// then reads the store instead of blocking its worker on the mutex.
     pub(super) fn connection(&self) -> Option<MutexGuard<'_, Connection>> {
-        self.conn.lock().ok()
+        self.conn.try_lock().ok()
     }
 }
 
