@@ -81,9 +81,9 @@ pub use slots::client_key;
 use crate::api::{Api, ApiError, DISCOVER};
 use crate::openrpc::{self, DocInfo};
 use crate::policy::{Discover, Policy, PolicyError};
-use crate::security::Caller;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
+use crate::security::{Caller, ConnectionInfo};
 use dispatch::{Executor, Pipeline};
 use docs::DocsPage;
 use enforce::{Base, PolicyCell};
@@ -492,11 +492,7 @@ pub fn spawn<S: Send + Sync + 'static>(
     // Cancelled at the shutdown deadline: calls still running are cut off.
     let deadline = CancellationToken::new();
     let security = SecurityLayer::new(policy.clone(), security, config.max_response_bytes as usize)
-        .layer(Executor::new(
-            methods,
-            config.max_response_bytes as usize,
-            deadline.clone(),
-        ));
+        .layer(Executor::new(methods, config.max_response_bytes as usize));
     let drain = Arc::new(DrainSwitch::new());
     let slots = ConnectionSlots::new(slot_limits(&config));
     let shared = Arc::new(Shared {
@@ -547,6 +543,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         })
     };
     let handle_policy = PolicyHandle::new(policy);
+    let drain_switch = drain.clone();
     let settings = ConnectionSettings {
         header_timeout: config.header_timeout,
         deadline: deadline.clone(),
@@ -581,9 +578,15 @@ pub fn spawn<S: Send + Sync + 'static>(
                     continue;
                 }
             };
+            let info = Arc::new(ConnectionInfo {
+                peer,
+                drain: drain_switch.clone(),
+                deadline: settings.deadline.clone(),
+            });
             let conn = Arc::new(Connection {
                 peer,
                 trusted,
+                info,
                 _slot: slot,
                 shared: shared.clone(),
                 tasks: tasks.clone(),
