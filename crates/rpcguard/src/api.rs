@@ -295,7 +295,7 @@ impl<S> CallContext<S> {
     /// The TCP peer's address, when known: the proxy's, behind one (else
     /// the same as [`remote_addr`](Self::remote_addr)).
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.extensions.get::<RemoteAddr>().map(|r| r.peer)
+        self.extensions.get::<RemoteAddr>().map(|r| r.conn.peer)
     }
 
     /// Whether the server is draining (shutting down): a long-running
@@ -304,7 +304,7 @@ impl<S> CallContext<S> {
     pub fn draining(&self) -> Draining {
         self.extensions
             .get::<RemoteAddr>()
-            .map_or_else(Draining::never, |r| r.drain.signal())
+            .map_or_else(Draining::never, |r| r.conn.drain.signal())
     }
 
     /// The id of the request this call came in ([`RequestId`](crate::security::RequestId)),

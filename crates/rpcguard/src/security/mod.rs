@@ -509,16 +509,27 @@ impl From<Option<Caller>> for Identities {
 
 /// Where a call came from, in the request extensions of every call: the
 /// client's address (resolved behind a trusted proxy, see
-/// [`crate::server::TrustedProxies`]), the TCP peer's, and the server's
-/// drain signal.
+/// [`crate::server::TrustedProxies`]) and its connection's
+/// [`ConnectionInfo`].
 #[derive(Debug, Clone)]
 pub(crate) struct RemoteAddr {
     /// The client: the TCP peer, or the address a trusted proxy named.
     pub client: SocketAddr,
+    /// The connection it came on.
+    pub conn: Arc<ConnectionInfo>,
+}
+
+/// What a connection's calls share, made once at accept: a request clones
+/// this connection's own handle, never a counter every connection shares.
+#[derive(Debug)]
+pub(crate) struct ConnectionInfo {
     /// The TCP peer (the proxy, behind one).
     pub peer: SocketAddr,
     /// The server's drain switch.
     pub drain: Arc<crate::server::lifecycle::DrainSwitch>,
+    /// Cancelled at the shutdown deadline: calls still running are cut
+    /// off.
+    pub deadline: tokio_util::sync::CancellationToken,
 }
 
 /// The id of the HTTP request (or WebSocket upgrade) a call came in:

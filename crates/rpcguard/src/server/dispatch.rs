@@ -18,7 +18,6 @@
 
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::Arc;
 
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::server::helpers::prepare_error;
@@ -29,32 +28,27 @@ use jsonrpsee::types::{ErrorObject, Id, InvalidRequest, Params, Request, TwoPoin
 use jsonrpsee::Extensions;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
 
 use super::guard::SecurityService;
+use crate::security::RemoteAddr;
 
 /// The innermost service: finds the handler of a call and runs it.
 #[derive(Clone)]
 pub(crate) struct Executor {
     methods: Methods,
     max_response_bytes: usize,
-    /// Cancelled at the shutdown deadline: a handler still running then is
-    /// dropped and its call answered [`shutting_down`].
-    deadline: Arc<CancellationToken>,
 }
 
 impl Executor {
     /// Runs the handlers of `methods`, with answers capped at
-    /// `max_response_bytes`, until `deadline` is cancelled.
-    pub(crate) fn new(
-        methods: Methods,
-        max_response_bytes: usize,
-        deadline: CancellationToken,
-    ) -> Self {
+    /// `max_response_bytes`. A handler still running when its
+    /// connection's shutdown deadline
+    /// ([`ConnectionInfo::deadline`](crate::security::ConnectionInfo)) is
+    /// cancelled is dropped and its call answered [`shutting_down`].
+    pub(crate) fn new(methods: Methods, max_response_bytes: usize) -> Self {
         Executor {
             methods,
             max_response_bytes,
-            deadline: Arc::new(deadline),
         }
     }
 }
@@ -87,6 +81,8 @@ impl RpcServiceT for Executor {
             ..
         } = req;
         let params = Params::new(params.as_ref().map(|p| RawValue::get(p)));
+        // The connection's own handle (no counter every connection shares).
+        let conn = extensions.get::<RemoteAddr>().map(|r| r.conn.clone());
         // Handlers get a connection id from jsonrpsee; none of ours uses
         // it (rpcguard has no subscriptions), so every call gets 0.
         let pending: Result<MethodResponse, _> = match self.methods.method_with_name(&method) {
@@ -113,16 +109,16 @@ impl RpcServiceT for Executor {
             )),
         };
         // What the deadline needs is cheap: `id` borrows the message (no
-        // copy), the token is shared, and it is watched only when the
-        // handler does not finish at its first poll.
-        let cut = self.deadline.clone();
+        // copy), and the token is watched only when the handler does not
+        // finish at its first poll.
         async move {
-            match pending {
-                Ok(answer) => answer,
-                Err((future, id)) => tokio::select! {
+            match (pending, conn) {
+                (Ok(answer), _) => answer,
+                (Err((future, _)), None) => future.await,
+                (Err((future, id)), Some(conn)) => tokio::select! {
                     biased;
                     answer = future => answer,
-                    () = cut.cancelled() => {
+                    () = conn.deadline.cancelled() => {
                         tracing::warn!(method = %method, "call cut off at the shutdown deadline");
                         shutting_down(id)
                     }

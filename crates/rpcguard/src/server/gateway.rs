@@ -31,9 +31,9 @@
 //!   another instance before the listener closes.
 //!
 //! Every call of a message carries the message's extensions (the
-//! credentials, the client's and the peer's address); a WebSocket session puts the upgrade's into
-//! every call it makes (see [`super::ws`]), so the security middleware
-//! reads one place on both transports.
+//! credentials, the client's and the peer's address); a WebSocket session
+//! puts the upgrade's into every call it makes (see [`super::ws`]), so the
+//! security middleware reads one place on both transports.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,7 +59,7 @@ use super::lifecycle::{DrainSwitch, Ready, READY_PATH};
 use super::proxy::ClientAddrs;
 use super::slots::{ConnectionSlots, Slot};
 use super::ws::{self, WsSettings};
-use crate::security::{Credentials, RemoteAddr, RequestId};
+use crate::security::{ConnectionInfo, Credentials, RemoteAddr, RequestId};
 
 /// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a
 /// trailing slash is accepted too.
@@ -106,6 +106,8 @@ pub(crate) struct Connection {
     pub peer: SocketAddr,
     /// Whether the peer is a trusted proxy (its header names the client).
     pub trusted: bool,
+    /// What its calls share (the peer, the drain, the deadline).
+    pub info: Arc<ConnectionInfo>,
     /// The connection's slot, held until the connection (or the WebSocket
     /// session it became) ends.
     pub _slot: Slot,
@@ -122,14 +124,13 @@ pub(crate) struct Connection {
 /// Answers one HTTP request of `conn`; while the server drains, with
 /// `Connection: close`.
 pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> HttpResponse {
-    let drain = conn.shared.drain.clone();
     let request_id = request_id(&req, conn.trusted);
     let echo = HeaderValue::from_str(&request_id.0).ok();
-    let mut response = route(req, conn, request_id).await;
+    let mut response = route(req, &conn, request_id).await;
     if let Some(echo) = echo {
         response.headers_mut().insert(X_REQUEST_ID, echo);
     }
-    if drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+    if conn.shared.drain.is_draining() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -169,7 +170,7 @@ fn request_id<B>(req: &Request<B>, trusted: bool) -> RequestId {
 /// The answer of the path's owner.
 async fn route(
     req: Request<Incoming>,
-    conn: Arc<Connection>,
+    conn: &Arc<Connection>,
     request_id: RequestId,
 ) -> HttpResponse {
     let path = req.uri().path();
@@ -236,12 +237,11 @@ async fn route(
     extensions.insert(credentials);
     extensions.insert(RemoteAddr {
         client,
-        peer: conn.peer,
-        drain: conn.shared.drain.clone(),
+        conn: conn.info.clone(),
     });
     extensions.insert(request_id);
     if is_upgrade {
-        return ws::upgrade(req, extensions, conn, client_slot);
+        return ws::upgrade(req, extensions, conn.clone(), client_slot);
     }
     if req.method() != Method::POST {
         return response::method_not_allowed();

@@ -81,9 +81,9 @@ pub use slots::client_key;
 use crate::api::{Api, ApiError, DISCOVER};
 use crate::openrpc::{self, DocInfo};
 use crate::policy::{Discover, Policy, PolicyError};
-use crate::security::Caller;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
+use crate::security::{Caller, ConnectionInfo};
 use dispatch::{Executor, Pipeline};
 use docs::DocsPage;
 use enforce::{Base, PolicyCell};
@@ -502,11 +502,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         config.max_response_bytes as usize,
         config.metrics.clone(),
     )
-    .layer(Executor::new(
-        methods,
-        config.max_response_bytes as usize,
-        deadline.clone(),
-    ));
+    .layer(Executor::new(methods, config.max_response_bytes as usize));
     let drain = Arc::new(DrainSwitch::new());
     let slots = ConnectionSlots::new(slot_limits(&config));
     let shared = Arc::new(Shared {
@@ -558,6 +554,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         })
     };
     let handle_policy = PolicyHandle::new(policy);
+    let drain_switch = drain.clone();
     let settings = ConnectionSettings {
         header_timeout: config.header_timeout,
         deadline: deadline.clone(),
@@ -592,9 +589,15 @@ pub fn spawn<S: Send + Sync + 'static>(
                     continue;
                 }
             };
+            let info = Arc::new(ConnectionInfo {
+                peer,
+                drain: drain_switch.clone(),
+                deadline: settings.deadline.clone(),
+            });
             let conn = Arc::new(Connection {
                 peer,
                 trusted,
+                info,
                 _slot: slot,
                 _counted: config.metrics.connection(),
                 shared: shared.clone(),
