@@ -134,6 +134,14 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         }
     };
     let store: SharedStore = users.clone();
+    if config.bcrypt_cost >= 14 {
+        // One bcrypt run at this cost takes seconds: say why nothing happens.
+        tracing::info!(
+            cost = config.bcrypt_cost,
+            "preparing bcrypt (one hash at this cost; about {} s)",
+            1u64 << config.bcrypt_cost.saturating_sub(14)
+        );
+    }
     let hasher = PasswordHasher::start(HasherConfig {
         cost: config.bcrypt_cost,
         workers: config.bcrypt_workers,

@@ -70,6 +70,19 @@ impl BatchedStderr {
     }
 }
 
+impl BatchedStderr {
+    /// Writes `text` and a newline to standard error now, after every line
+    /// buffered before it (the order of lines is kept): for the plain lines
+    /// the command prints for people and scripts (where it listens, an
+    /// error that stops it).
+    pub fn say(&self, text: &str) {
+        let mut buffer = self.shared.lock();
+        buffer.extend_from_slice(text.as_bytes());
+        buffer.push(b'\n');
+        write_out(&mut buffer);
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         // A panic while holding the lock leaves at worst a partial line.

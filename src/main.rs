@@ -41,6 +41,23 @@ struct Cli {
     log_format: LogFormat,
 }
 
+/// The plain lines `serve` prints for people and scripts (where it
+/// listens, a policy reload), in text format only, after every log line
+/// written before them.
+#[derive(Clone)]
+struct Say {
+    out: rpcguard_accounts::logging::BatchedStderr,
+    on: bool,
+}
+
+impl Say {
+    fn line(&self, line: String) {
+        if self.on {
+            self.out.say(&line);
+        }
+    }
+}
+
 /// The log's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum LogFormat {
@@ -495,7 +512,16 @@ fn serve_config(args: ServeArgs) -> Config {
     config
 }
 
-async fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
+async fn serve(
+    args: ServeArgs,
+    log_format: LogFormat,
+    out: rpcguard_accounts::logging::BatchedStderr,
+) -> anyhow::Result<()> {
+    let say = Say {
+        out,
+        on: log_format == LogFormat::Text,
+    };
+    let docs_on = args.docs == OnOff::On;
     let addr = args.addr;
     let policy_file = args.policy.clone();
     let metrics_addr = args.metrics_addr;
@@ -535,7 +561,7 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
         policy_file,
         server.policy(),
         config.server.metrics.clone(),
-        log_format,
+        say.clone(),
     ));
     if let Some(metrics_addr) = metrics_addr {
         let listener = tokio::net::TcpListener::bind(metrics_addr)
@@ -543,12 +569,10 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen for metrics on {metrics_addr}"))?;
         let bound = listener.local_addr()?;
         tracing::info!(addr = %bound, path = rpcguard::metrics::METRICS_PATH, "metrics listening");
-        if log_format == LogFormat::Text {
-            eprintln!(
-                "rpcguard metrics on http://{bound}{}",
-                rpcguard::metrics::METRICS_PATH
-            );
-        }
+        say.line(format!(
+            "rpcguard metrics on http://{bound}{}",
+            rpcguard::metrics::METRICS_PATH
+        ));
         tokio::spawn(rpcguard::metrics::serve(
             listener,
             config.server.metrics.clone(),
@@ -557,8 +581,12 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     }
     // Tests and scripts read this line to learn the port when --addr ends
     // in :0 (in JSON, the "rpcguard listening" object's `addr`).
-    if log_format == LogFormat::Text {
-        eprintln!("rpcguard listening on http://{bound}/");
+    say.line(format!("rpcguard listening on http://{bound}/"));
+    if docs_on {
+        say.line(format!(
+            "rpcguard docs on http://{bound}{}",
+            rpcguard::server::DOCS_PATH
+        ));
     }
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
     Ok(())
@@ -597,7 +625,7 @@ async fn reload_policy_on_sighup(
     path: Option<PathBuf>,
     handle: rpcguard::server::PolicyHandle,
     metrics: rpcguard::metrics::Metrics,
-    log_format: LogFormat,
+    say: Say,
 ) {
     use rpcguard::audit::{Audit, Event};
     #[cfg(unix)]
@@ -615,17 +643,13 @@ async fn reload_policy_on_sighup(
                 Audit::new(Event::PolicyReloaded).emit();
                 tracing::info!(file = %path.display(), "policy reloaded");
                 // Tests and scripts wait for this line.
-                if log_format == LogFormat::Text {
-                    eprintln!("rpcguard policy reloaded");
-                }
+                say.line("rpcguard policy reloaded".to_owned());
             }
             Err(err) => {
                 metrics.policy_reload(false);
                 Audit::new(Event::PolicyRefused).reason("invalid").emit();
                 tracing::error!(error = %err, "policy reload refused; the policy in force stays");
-                if log_format == LogFormat::Text {
-                    eprintln!("rpcguard policy reload refused: {err}");
-                }
+                say.line(format!("rpcguard policy reload refused: {err}"));
             }
         }
     }
@@ -895,8 +919,14 @@ async fn key(command: KeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_logging(format: LogFormat) -> rpcguard_accounts::logging::FlushGuard {
+fn start_logging(
+    format: LogFormat,
+) -> (
+    rpcguard_accounts::logging::BatchedStderr,
+    rpcguard_accounts::logging::FlushGuard,
+) {
     let (writer, guard) = rpcguard_accounts::logging::BatchedStderr::start();
+    let out = writer.clone();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -915,13 +945,13 @@ fn start_logging(format: LogFormat) -> rpcguard_accounts::logging::FlushGuard {
             .with_span_list(false)
             .init(),
     }
-    guard
+    (out, guard)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let cli_log_format = cli.log_format;
-    let _flush_log_at_exit = start_logging(cli.log_format);
+    let (out, flush_log_at_exit) = start_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -929,23 +959,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let serve_out = out.clone();
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => serve(*args, cli.log_format).await,
+            Command::Serve(args) => serve(*args, cli.log_format, serve_out).await,
             Command::Openrpc(args) => openrpc(args),
             Command::User(command) => user(command).await,
             Command::Key(command) => key(command).await,
             Command::Backup(args) => backup(args),
         }
     });
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            match cli_log_format {
-                LogFormat::Text => eprintln!("error: {err:#}"),
-                LogFormat::Json => tracing::error!(error = %format!("{err:#}"), "rpcguard stopped"),
+            if cli_log_format == LogFormat::Json {
+                tracing::error!(error = %format!("{err:#}"), "rpcguard stopped");
             }
-            ExitCode::FAILURE
+            // After every log line written before it.
+            if cli_log_format == LogFormat::Text {
+                out.say(&format!("error: {err:#}"));
+            }
+            drop(flush_log_at_exit);
+            return ExitCode::FAILURE;
         }
-    }
+    };
+    drop(flush_log_at_exit);
+    code
 }

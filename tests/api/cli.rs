@@ -176,3 +176,41 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         "left a data dir"
     );
 }
+
+/// The start lines name where the API and the docs page are; with the page
+/// off, only the API.
+#[test]
+fn the_start_lines_name_the_docs_page_when_it_is_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data_dir = dir.path().to_str().expect("utf-8");
+    let on = ServerProcess::start(&["--data-dir", data_dir], &[]);
+    let wanted = [
+        format!("rpcguard listening on http://{}/", on.addr),
+        format!("rpcguard docs on http://{}/docs", on.addr),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = on.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let at = |line: &str| lines.iter().position(|l| *l == line);
+        if let (Some(api), Some(docs)) = (at(&wanted[0]), at(&wanted[1])) {
+            assert_eq!(docs, api + 1, "{log}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(on);
+    let off_dir = tempfile::tempdir().expect("dir");
+    let off = ServerProcess::start(
+        &[
+            "--data-dir",
+            off_dir.path().to_str().expect("utf-8"),
+            "--docs",
+            "off",
+        ],
+        &[],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!off.log().contains("rpcguard docs on"), "{}", off.log());
+}
