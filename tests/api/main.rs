@@ -16,6 +16,7 @@ mod conformance;
 mod contract;
 mod cors;
 mod deploy;
+mod doc_links;
 mod docs_page;
 mod drain;
 mod durability;

@@ -625,14 +625,14 @@ fn sighup_without_a_policy_file_changes_nothing() {
     });
 }
 
-/// The README's complete example file is valid for the reference server,
+/// The guide's complete example policy file is valid for the reference server,
 /// and does what its comments say.
 #[tokio::test]
 async fn the_readme_policy_example_is_valid() {
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/policy.md");
     let from = readme
         .find("A complete example, every key used:")
-        .expect("the README's Policy section");
+        .expect("docs/policy.md");
     let start = readme[from..].find("```toml\n").expect("its toml block") + from + 8;
     let end = readme[start..].find("```").expect("end of the block") + start;
     let example = policy(&readme[start..end]);

@@ -1,0 +1,136 @@
+//! The README and the guide link to what exists: every relative link in the
+//! repository's own Markdown files names a file that is there, and every
+//! `#anchor` a heading of that file (GitHub's anchor rules).
+
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The repository's own Markdown files: the top level, `docs/`, `bench/`
+/// and the crates (not `node_modules`, not `target`).
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for dir in ["", "docs", "bench", "crates/rpcguard"] {
+        let Ok(entries) = std::fs::read_dir(Path::new(ROOT).join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "md") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// GitHub's anchor of a heading: lower case, punctuation but `-` and `_`
+/// dropped, spaces as `-`.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '-' || *c == '_' || *c == ' ')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+fn anchors(text: &str) -> Vec<String> {
+    let mut inside_code = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            inside_code = !inside_code;
+        } else if !inside_code && line.starts_with('#') {
+            found.push(anchor(line.trim_start_matches('#')));
+        }
+    }
+    found
+}
+
+/// `(target)` of every `[text](target)` outside code blocks.
+fn links(text: &str) -> Vec<String> {
+    let mut inside_code = false;
+    let mut found = Vec::new();
+    for line in text.lines() {
+        if line.starts_with("```") {
+            inside_code = !inside_code;
+            continue;
+        }
+        if inside_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("](") {
+            let after = &rest[at + 2..];
+            let Some(end) = after.find(')') else { break };
+            found.push(after[..end].to_owned());
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn every_relative_link_and_anchor_exists() {
+    let files = markdown_files();
+    assert!(files.len() >= 10, "{files:?}");
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).expect("read");
+        for link in links(&text) {
+            if link.starts_with("http://")
+                || link.starts_with("https://")
+                || link.starts_with("mailto:")
+            {
+                continue;
+            }
+            let (path, fragment) = match link.split_once('#') {
+                Some((path, fragment)) => (path, Some(fragment)),
+                None => (link.as_str(), None),
+            };
+            let target = if path.is_empty() {
+                file.clone()
+            } else {
+                file.parent().expect("dir").join(path)
+            };
+            if !target.exists() {
+                broken.push(format!("{}: {link} (no such file)", file.display()));
+                continue;
+            }
+            if let Some(fragment) = fragment {
+                let heads = anchors(&std::fs::read_to_string(&target).unwrap_or_default());
+                if !heads.iter().any(|h| h == fragment) {
+                    broken.push(format!("{}: {link} (no such heading)", file.display()));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn the_readme_fits_the_first_hour() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).expect("README");
+    let lines: Vec<&str> = readme.lines().collect();
+    assert!(lines.len() <= 400, "README.md has {} lines", lines.len());
+    let own_methods = lines
+        .iter()
+        .position(|l| l.starts_with("## Secure your own methods"))
+        .expect("the section");
+    assert!(
+        own_methods < 150,
+        "\"Secure your own methods\" at line {own_methods}"
+    );
+    for file in [
+        "LICENSE-MIT",
+        "LICENSE-APACHE",
+        "CHANGELOG.md",
+        "SECURITY.md",
+        "CONTRIBUTING.md",
+    ] {
+        assert!(Path::new(ROOT).join(file).is_file(), "{file}");
+    }
+}
