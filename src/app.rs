@@ -50,6 +50,15 @@ pub enum AppError {
     /// An admin command found no database where it looked.
     #[error("no rpcguard database at {0}: run `rpcguard serve` once there, or pass the right --data-dir or --database-url")]
     NoStore(String),
+    /// An admin command may not read the database (run it as the server's
+    /// user).
+    #[error("cannot open the rpcguard database at {path}: {cause} (run this as the user the server runs as)")]
+    StoreUnreadable {
+        /// The database file.
+        path: String,
+        /// Why, once.
+        cause: String,
+    },
 }
 
 impl From<rpcguard::security::oidc::OidcError> for AppError {
@@ -76,8 +85,25 @@ pub struct Reference {
 /// create one: run from the wrong directory they would otherwise make an
 /// empty database and report "no such user").
 pub async fn open_existing_store(config: &Config) -> Result<SharedStore, AppError> {
-    if config.database_url.is_none() && !std::path::Path::new(&config.database()).is_file() {
-        return Err(AppError::NoStore(config.database()));
+    if config.database_url.is_none() {
+        let path = config.database();
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => {}
+            Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(AppError::StoreUnreadable {
+                    cause: rpcguard::error::io_cause(&err),
+                    path,
+                })
+            }
+            _ => return Err(AppError::NoStore(path)),
+        }
+        // Readable too (a file the server's user alone may open).
+        if let Err(err) = std::fs::File::open(&path) {
+            return Err(AppError::StoreUnreadable {
+                cause: rpcguard::error::io_cause(&err),
+                path,
+            });
+        }
     }
     Ok(store::open(&config.database(), config.db_pool_size).await?)
 }

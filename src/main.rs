@@ -401,10 +401,14 @@ enum UserCommand {
         store: StoreArgs,
     },
     /// Lists users: name, creation time, scopes, `disabled` or `enabled`,
-    /// and the number of live sessions.
+    /// and the number of live sessions, under a header line.
     List {
         #[command(flatten)]
         store: StoreArgs,
+        /// One JSON object per user and line, for scripts
+        /// (`{"username","created_at","scopes","disabled","sessions"}`).
+        #[arg(long)]
+        json: bool,
     },
     /// Disables a user: sign_in answers -32004 (after a correct password)
     /// and every session ends at once.
@@ -719,7 +723,11 @@ async fn change_scopes(args: ScopeArgs, grant: bool) -> anyhow::Result<()> {
         Event::ScopesRevoked
     };
     announce(&*store, event, &user.username, &changed.join(" ")).await;
-    println!("{}: {}", user.username, user.scopes.join(" "));
+    if user.scopes.is_empty() {
+        println!("{}: no scopes", user.username);
+    } else {
+        println!("{}: {}", user.username, user.scopes.join(" "));
+    }
     Ok(())
 }
 
@@ -825,26 +833,46 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             announce(&*store, Event::AccountDeleted, username.as_str(), "").await;
             println!("deleted {username}");
         }
-        UserCommand::List { store } => {
+        UserCommand::List { store, json } => {
             let store = app::open_existing_store(&store_config(store)).await?;
             let now = i64::try_from(
                 rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?,
             )?;
             let sessions: std::collections::HashMap<String, u64> =
                 store.live_session_counts(now).await?.into_iter().collect();
+            if !json {
+                println!("USERNAME\tCREATED\tSCOPES\tSTATE\tSESSIONS");
+            }
             for user in store.list_users().await? {
                 let public = user.public();
                 let live = sessions
                     .get(&user.username.to_ascii_lowercase())
                     .copied()
                     .unwrap_or(0);
-                println!(
-                    "{}\t{}\t{}\t{}\tsessions={live}",
-                    public.username,
-                    public.created_at,
-                    user.scopes.join(" "),
-                    if user.disabled { "disabled" } else { "enabled" },
-                );
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "username": public.username,
+                            "created_at": public.created_at,
+                            "scopes": user.scopes,
+                            "disabled": user.disabled,
+                            "sessions": live,
+                        })
+                    );
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{live}",
+                        public.username,
+                        public.created_at,
+                        if user.scopes.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            user.scopes.join(" ")
+                        },
+                        if user.disabled { "disabled" } else { "enabled" },
+                    );
+                }
             }
         }
         UserCommand::Disable { name, store } => set_disabled(name, store, true).await?,
@@ -872,11 +900,43 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
 /// that the per-call log line costs no system call on the request path.
 /// The returned guard writes what is left when dropped, at the end of
 /// `main`.
+/// Refuses a data dir that is missing, unreadable or holds no key set.
+fn existing_key_set(dir: &std::path::Path) -> anyhow::Result<()> {
+    use rpcguard::error::io_cause;
+    use rpcguard_accounts::keys::KEYS_FILE_NAME;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("{} is not a directory", dir.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no data dir {}: pass the server's --data-dir (`rpcguard serve` creates it at its first start)",
+            dir.display()
+        ),
+        Err(err) => bail!("cannot open the data dir {}: {}", dir.display(), io_cause(&err)),
+    }
+    let keys = dir.join(KEYS_FILE_NAME);
+    let legacy = dir.join(rpcguard_accounts::config::SECRET_FILE_NAME);
+    match (std::fs::metadata(&keys), legacy.is_file()) {
+        (Ok(_), _) | (_, true) => Ok(()),
+        (Err(err), false) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "no key set in {} ({KEYS_FILE_NAME}): `rpcguard serve` makes one at its first start",
+            dir.display()
+        ),
+        (Err(err), false) => bail!(
+            "cannot read {}: {} (run this as the user the server runs as)",
+            keys.display(),
+            io_cause(&err)
+        ),
+    }
+}
+
 async fn key(command: KeyCommand) -> anyhow::Result<()> {
     use rpcguard_accounts::config::ConfigError;
     use rpcguard_accounts::keys::DbKeySet;
+    // The key set must exist already: a mistyped --data-dir is an error,
+    // never a new data dir with a new key set.
     let prepare = |args: &KeyArgs| -> anyhow::Result<Duration> {
         if args.database_url.is_none() {
+            existing_key_set(&args.data_dir)?;
             rpcguard_accounts::config::prepare_data_dir(&args.data_dir)?;
         }
         Ok(Duration::from_secs(args.token_ttl))

@@ -214,3 +214,77 @@ fn the_start_lines_name_the_docs_page_when_it_is_on() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(!off.log().contains("rpcguard docs on"), "{}", off.log());
 }
+
+/// Read-only and key commands never create a data dir or a key set; each
+/// error names the real cause once (issue 27).
+#[test]
+fn key_commands_never_create_state_and_say_why() {
+    let dir = tempfile::tempdir().expect("dir");
+    for args in [
+        &["key", "list", "--data-dir", "./typo"][..],
+        &["key", "rotate", "--data-dir", "./typo"],
+    ] {
+        let (ok, _, stderr) = rpcguard_in(dir.path(), args, "");
+        assert!(!ok, "{args:?} succeeded");
+        assert!(
+            stderr.contains(
+                "error: no data dir ./typo: pass the server's --data-dir (`rpcguard serve` creates it at its first start)"
+            ),
+            "{args:?}: {stderr}"
+        );
+        assert!(!dir.path().join("typo").exists(), "{args:?} created it");
+    }
+    // A data dir without a key set.
+    std::fs::create_dir(dir.path().join("empty")).expect("dir");
+    let (ok, _, stderr) = rpcguard_in(dir.path(), &["key", "list", "--data-dir", "./empty"], "");
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: no key set in ./empty (keys.json): `rpcguard serve` makes one at its first start"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("empty/keys.json").exists());
+}
+
+#[test]
+fn a_missing_policy_file_is_named_once_with_its_cause() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ok, _, stderr) = rpcguard_in(
+        dir.path(),
+        &["serve", "--addr", "127.0.0.1:0", "--policy", "nope.toml"],
+        "",
+    );
+    assert!(!ok);
+    assert!(
+        stderr.contains("error: nope.toml: cannot read it (no such file)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("os error"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_list_has_a_header_and_json_and_revoke_says_no_scopes() {
+    let app = TestApp::spawn().await;
+    app.sign_up("dora", PASSWORD).await.expect("sign_up");
+    rpcguard_user(&app, &["grant", "dora", "reports"], "");
+    assert_eq!(
+        rpcguard_user(&app, &["revoke", "dora", "reports"], ""),
+        "dora: no scopes\n"
+    );
+    let listing = rpcguard_user(&app, &["list"], "");
+    let mut lines = listing.lines();
+    assert_eq!(
+        lines.next(),
+        Some("USERNAME\tCREATED\tSCOPES\tSTATE\tSESSIONS")
+    );
+    let row = lines.next().expect("dora");
+    assert!(
+        row.starts_with("dora\t") && row.ends_with("\t-\tenabled\t0"),
+        "{row}"
+    );
+    let json = rpcguard_user(&app, &["list", "--json"], "");
+    let user: serde_json::Value = serde_json::from_str(json.trim()).expect("one JSON object");
+    assert_eq!(user["username"], "dora");
+    assert_eq!(user["scopes"], serde_json::json!([]));
+    assert_eq!(user["disabled"], false);
+    assert_eq!(user["sessions"], 0);
+}

@@ -421,3 +421,40 @@ mod tests {
         );
     }
 }
+
+/// What went wrong with a file, said once and plainly: "no such file",
+/// "permission denied", or the system's own words for anything else (never
+/// the `(os error N)` suffix repeated by a wrapping error).
+pub fn io_cause(err: &std::io::Error) -> String {
+    match err.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        std::io::ErrorKind::IsADirectory => "it is a directory".to_owned(),
+        _ => {
+            let text = err.to_string();
+            match text.find(" (os error") {
+                Some(at) => text[..at].to_owned(),
+                None => text,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod io_cause_tests {
+    use super::io_cause;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn each_cause_is_said_once_without_the_os_code() {
+        assert_eq!(io_cause(&Error::from(ErrorKind::NotFound)), "no such file");
+        assert_eq!(
+            io_cause(&Error::from(ErrorKind::PermissionDenied)),
+            "permission denied"
+        );
+        assert_eq!(
+            io_cause(&Error::from_raw_os_error(28)),
+            "No space left on device"
+        );
+    }
+}

@@ -208,7 +208,7 @@ struct Origin {
 
 /// A policy that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}{}: {message}", file.as_ref().map(|f| format!("{}:", f.display())).unwrap_or_else(|| "policy:".into()), line.map(|l| l.to_string()).unwrap_or_default())]
+#[error("{}: {message}", location(file.as_deref(), *line))]
 pub struct PolicyError {
     /// The file, when the policy was read from one.
     pub file: Option<PathBuf>,
@@ -324,6 +324,15 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
+/// `FILE:LINE`, `FILE`, `policy:LINE` or `policy`.
+fn location(file: Option<&Path>, line: Option<usize>) -> String {
+    let file = file.map_or_else(|| "policy".to_owned(), |f| f.display().to_string());
+    match line {
+        Some(line) => format!("{file}:{line}"),
+        None => file,
+    }
+}
+
 impl Policy {
     /// An empty policy (changes nothing).
     pub fn new() -> Self {
@@ -335,7 +344,7 @@ impl Policy {
         let text = std::fs::read_to_string(path).map_err(|err| PolicyError {
             file: Some(path.to_owned()),
             line: None,
-            message: format!("cannot read it: {err}"),
+            message: format!("cannot read it ({})", crate::error::io_cause(&err)),
         })?;
         let mut policy = Self::parse(&text).map_err(|mut err| {
             err.file = Some(path.to_owned());
