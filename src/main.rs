@@ -130,6 +130,30 @@ enum KeyCommand {
     },
 }
 
+/// `IP:PORT`, or `HOST:PORT` resolved now (the first address, IPv4 first).
+fn parse_listen_addr(raw: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = raw.parse() {
+        return Ok(addr);
+    }
+    let hint = "give IP:PORT (127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080) or HOST:PORT";
+    if raw
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err(format!("{raw:?} has no port: {hint}"));
+    }
+    let mut found: Vec<SocketAddr> = raw
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {raw:?} ({err}): {hint}"))?
+        .collect();
+    found.sort_by_key(|addr| addr.is_ipv6());
+    found
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{raw:?} resolves to no address: {hint}"))
+}
+
 fn backup(args: BackupArgs) -> anyhow::Result<()> {
     use rpcguard_accounts::backup::{backup_sqlite, BackupError};
     if args.database_url.is_some() {
@@ -162,8 +186,8 @@ struct StoreArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "RPCGUARD_ADDR", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT, or HOST:PORT (resolved at start, e.g. localhost:8080).
+    #[arg(long, env = "RPCGUARD_ADDR", default_value = "127.0.0.1:8080", value_parser = parse_listen_addr)]
     addr: SocketAddr,
     #[command(flatten)]
     store: StoreArgs,
@@ -199,8 +223,8 @@ struct ServeArgs {
     /// unknown kid.
     #[arg(long, env = "RPCGUARD_OIDC_JWKS_COOLDOWN", default_value_t = 30)]
     oidc_jwks_cooldown: u64,
-    /// Access-token lifetime in seconds.
-    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS)]
+    /// Access-token lifetime in seconds (1 to 604800, a week).
+    #[arg(long, env = "RPCGUARD_TOKEN_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     token_ttl: u64,
     /// Refresh-token lifetime in seconds (each refresh issues one that lives this long).
     #[arg(long, env = "RPCGUARD_REFRESH_TTL", default_value_t = rpcguard_accounts::config::DEFAULT_REFRESH_TTL_SECS, value_parser = clap::value_parser!(u64).range(1..))]
@@ -223,11 +247,11 @@ struct ServeArgs {
     /// bcrypt hashes (sign_up) allowed to wait before -32005 (default: as --bcrypt-queue).
     #[arg(long, env = "RPCGUARD_BCRYPT_SIGNUP_QUEUE")]
     bcrypt_signup_queue: Option<usize>,
-    /// Largest request body in bytes.
-    #[arg(long, env = "RPCGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    /// Largest request body in bytes (1024 to 1073741824).
+    #[arg(long, env = "RPCGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1_073_741_824))]
     max_body_bytes: u32,
-    /// Most calls in one batch.
-    #[arg(long, env = "RPCGUARD_MAX_BATCH_LEN", default_value_t = 100)]
+    /// Most calls in one batch (1 to 10000).
+    #[arg(long, env = "RPCGUARD_MAX_BATCH_LEN", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_batch_len: u32,
     /// Most open connections (HTTP and WebSocket).
     #[arg(long, env = "RPCGUARD_MAX_CONNECTIONS", default_value_t = 20_000)]
@@ -1008,8 +1032,48 @@ fn start_logging(
     (out, guard)
 }
 
+/// The command line, or an error that names the environment variable when
+/// the bad value came from one (clap names only the flag).
+fn parse_cli() -> Cli {
+    let err = match Cli::try_parse() {
+        Ok(cli) => return cli,
+        Err(err) => err,
+    };
+    let flag = match err.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(arg)) => arg.split(' ').next().map(str::to_owned),
+        _ => None,
+    };
+    let given_on_the_line =
+        |flag: &str| std::env::args().any(|a| a == flag || a.starts_with(&format!("{flag}=")));
+    if let Some(flag) = flag.filter(|f| f.starts_with("--") && !given_on_the_line(f)) {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        let var = std::iter::once(&command)
+            .chain(command.get_subcommands())
+            .flat_map(|c| c.get_arguments())
+            .find(|a| a.get_long() == flag.strip_prefix("--"))
+            .and_then(|a| a.get_env())
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|var| std::env::var_os(var).is_some());
+        if let Some(var) = var {
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            let named = match first.split_once(&format!("for '{flag}")) {
+                Some((before, after)) => {
+                    let rest = after.split_once("':").map_or("", |(_, rest)| rest);
+                    format!("{before}in {var} (the environment variable of {flag}):{rest}")
+                }
+                None => format!("{first} (from {var})"),
+            };
+            eprintln!("{named}");
+            std::process::exit(2);
+        }
+    }
+    err.exit()
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     let cli_log_format = cli.log_format;
     let (out, flush_log_at_exit) = start_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {

@@ -29,7 +29,8 @@
 //! that passed both of the caller's own budgets: one address can take at
 //! most 5 a minute of an account's 30.
 //!
-//! **Keys.** The client address is the TCP peer's IP: IPv4 as is, an
+//! **Keys.** The client address is the client's IP (the TCP peer's, or behind a
+//! trusted proxy the one it names, see `--trusted-proxies`): IPv4 as is, an
 //! IPv4-mapped IPv6 address as its IPv4 address, any other IPv6 address by
 //! its /64 prefix (one host usually holds a whole /64, so keying by the full
 //! address would give it 2^64 budgets). Usernames are case-folded. Neither

@@ -288,3 +288,84 @@ async fn user_list_has_a_header_and_json_and_revoke_says_no_scopes() {
     assert_eq!(user["disabled"], false);
     assert_eq!(user["sessions"], 0);
 }
+
+/// Values that would make the server useless are refused with the allowed
+/// range; a host name is resolved or refused with a hint; a bad value from
+/// the environment names the variable (issue 27).
+#[test]
+fn useless_values_and_bad_environment_values_are_refused_by_name() {
+    let dir = tempfile::tempdir().expect("dir");
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rpcguard"));
+        command.arg("serve").args(args).current_dir(dir.path());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().expect("run");
+        assert!(!out.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (flag, range) in [
+        ("--token-ttl", "1..=604800"),
+        ("--max-body-bytes", "1024..=1073741824"),
+        ("--max-batch-len", "1..=10000"),
+    ] {
+        let stderr = serve(&[flag, "0"], &[]);
+        assert!(
+            stderr.contains(&format!("0 is not in {range}")),
+            "{flag}: {stderr}"
+        );
+    }
+    let stderr = serve(&["--addr", "localhost"], &[]);
+    assert!(
+        stderr.contains("\"localhost\" has no port: give IP:PORT (127.0.0.1:8080, [::1]:8080, 0.0.0.0:8080) or HOST:PORT"),
+        "{stderr}"
+    );
+    let stderr = serve(&[], &[("RPCGUARD_TOKEN_TTL", "abc")]);
+    assert!(
+        stderr.starts_with(
+            "error: invalid value 'abc' in RPCGUARD_TOKEN_TTL (the environment variable of --token-ttl): invalid digit found in string"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("rpcguard-data").exists(),
+        "nothing created"
+    );
+}
+
+/// `--addr localhost:PORT` is resolved, not refused.
+#[test]
+fn a_host_name_in_addr_is_resolved() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args([
+            "serve",
+            "--addr",
+            "localhost:0",
+            "--bcrypt-cost",
+            "4",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let listening = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            line.strip_prefix("rpcguard listening on http://")
+                .map(str::to_owned)
+        });
+    let _ = child.kill();
+    let _ = child.wait();
+    let addr: std::net::SocketAddr = listening
+        .expect("a listening line")
+        .trim_end_matches('/')
+        .parse()
+        .expect("an address");
+    assert!(addr.ip().is_loopback(), "{addr}");
+}
