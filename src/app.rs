@@ -28,15 +28,16 @@ pub enum AppError {
     /// Configuration (key, data dir) is unusable.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The store could not be opened.
+    /// The store could not be opened. (Causes are in the messages, not
+    /// `source`s, here and below: a chain printed whole names each once.)
     #[error("cannot open the user store: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     /// The token keys could not be built.
     #[error(transparent)]
     Token(#[from] TokenError),
     /// The password hasher could not start.
     #[error("cannot start the password hasher: {0}")]
-    Password(#[from] PasswordError),
+    Password(PasswordError),
     /// The external issuer cannot be used. (Its cause is in the message,
     /// not a `source`: an error chain printed whole names it once.)
     #[error("external issuer: {0}")]
@@ -59,6 +60,18 @@ pub enum AppError {
         /// Why, once.
         cause: String,
     },
+}
+
+impl From<StoreError> for AppError {
+    fn from(err: StoreError) -> Self {
+        AppError::Store(err)
+    }
+}
+
+impl From<PasswordError> for AppError {
+    fn from(err: PasswordError) -> Self {
+        AppError::Password(err)
+    }
 }
 
 impl From<rpcguard::security::oidc::OidcError> for AppError {

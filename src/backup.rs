@@ -39,20 +39,20 @@ pub enum BackupError {
     #[error("{0} exists; back up into a new directory")]
     Exists(PathBuf),
     /// A file could not be written or read.
-    #[error("{path}: {source}")]
+    #[error("{}: {}", path.display(), rpcguard::error::io_cause(cause))]
     Io {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (said once: not a `source`).
+        cause: std::io::Error,
     },
     /// SQLite's backup failed.
-    #[error("backing up {path}: {source}")]
+    #[error("backing up {}: {cause}", path.display())]
     Sqlite {
         /// The database.
         path: PathBuf,
-        /// Why.
-        source: rusqlite::Error,
+        /// Why (said once: not a `source`).
+        cause: rusqlite::Error,
     },
 }
 
@@ -64,9 +64,9 @@ pub struct Backup {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
-    move |source| BackupError::Io {
+    move |cause| BackupError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 
@@ -83,9 +83,9 @@ pub fn backup_sqlite(data_dir: &Path, target: &Path) -> Result<Backup, BackupErr
         return Err(BackupError::Exists(copy));
     }
     create_private(&copy)?;
-    let sqlite = |source| BackupError::Sqlite {
+    let sqlite = |cause| BackupError::Sqlite {
         path: database.clone(),
-        source,
+        cause,
     };
     let source = rusqlite::Connection::open_with_flags(
         &database,

@@ -260,14 +260,14 @@ pub enum ConfigError {
     #[error("system clock is before the Unix epoch")]
     Clock,
     /// Reading or writing a file failed.
-    #[error("{what} {path}: {source}")]
+    #[error("{what} {}: {}", path.display(), rpcguard::error::io_cause(cause))]
     Io {
         /// What was being done.
         what: &'static str,
         /// Which file.
         path: PathBuf,
-        /// Why it failed.
-        source: std::io::Error,
+        /// Why it failed (in the message, not a `source`: said once).
+        cause: std::io::Error,
     },
 }
 
@@ -278,7 +278,7 @@ fn io_error<'a>(
     move |source| ConfigError::Io {
         what,
         path: path.to_owned(),
-        source,
+        cause: source,
     }
 }
 
@@ -313,7 +313,7 @@ pub fn load_secret(source: &SecretSource, data_dir: &Path) -> Result<Vec<u8>, Co
             let path = data_dir.join(SECRET_FILE_NAME);
             match create_key_file(&path) {
                 Ok(key) => key,
-                Err(ConfigError::Io { source, .. })
+                Err(ConfigError::Io { cause: source, .. })
                     if source.kind() == std::io::ErrorKind::AlreadyExists =>
                 {
                     read_key_file(&path)?

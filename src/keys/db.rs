@@ -199,7 +199,7 @@ impl Import<'_> {
                 tracing::info!(path = %path.display(), keys = set.keys.len(), "imported keys.json as the database's key set");
                 Ok(set)
             }
-            Err(ConfigError::Io { source, .. })
+            Err(ConfigError::Io { cause: source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
                 first_key_set(self.data_dir, alg, now, "the database")

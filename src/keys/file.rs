@@ -45,7 +45,9 @@ pub fn open_key_set(
     let now = unix_now().ok_or(ConfigError::Clock)?;
     let (mut set, mut changed) = match read_key_set(&path) {
         Ok(set) => (set, false),
-        Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(ConfigError::Io { cause: source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             let place = path.display().to_string();
             (first_key_set(data_dir, alg, now, &place)?, true)
         }
@@ -95,7 +97,9 @@ pub(crate) fn first_key_set(
             tracing::info!(path = %legacy.display(), into = %place, "imported secret.key as the key set's first (HS256) key");
             KeySet::of(vec![StoredKey::legacy_hs256(&secret, now)])
         }
-        Err(ConfigError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+        Err(ConfigError::Io { cause: source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
             let set = KeySet::generate(alg.unwrap_or(KeyAlg::HS256), now)?;
             if let Ok(key) = set.signing() {
                 tracing::info!(into = %place, kid = %key.kid, alg = %key.alg, "generated a new signing key");
@@ -133,7 +137,11 @@ pub fn read_key_set(path: &Path) -> Result<KeySet, ConfigError> {
 pub fn write_key_set(path: &Path, set: &KeySet) -> Result<(), ConfigError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_owned();
-        move |source| ConfigError::Io { what, path, source }
+        move |source| ConfigError::Io {
+            what,
+            path,
+            cause: source,
+        }
     };
     let tmp = path.with_extension("json.tmp");
     // A leftover of an interrupted write (or anything planted there) goes;

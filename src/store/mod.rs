@@ -47,21 +47,50 @@ pub enum StoreError {
     NotFound,
     /// The database failed; the detail is for the log only.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// The SQLite change watch (WAL-index and change log) could not be set up.
     #[error("cannot watch the SQLite database for changes: {0}")]
     Probe(String),
     /// Migrating the schema failed.
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(sqlx::migrate::MigrateError),
+    /// The database was migrated by a newer rpcguard than this one.
+    #[error(
+        "the database was written by a newer rpcguard (it has migration {migration}, which this \
+         version {version} does not know); run the newer version, or restore a backup made with this one"
+    )]
+    NewerSchema {
+        /// The migration this version does not know.
+        migration: i64,
+        /// This version.
+        version: &'static str,
+    },
     /// A database file could not be created or made private (mode 0600).
-    #[error("cannot make the database file {path} private (mode 0600): {source}")]
+    #[error("cannot make the database file {} private (mode 0600): {}", path.display(), rpcguard::error::io_cause(cause))]
     Files {
         /// The file.
         path: std::path::PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message, not a `source`: said once).
+        cause: std::io::Error,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        StoreError::Database(err)
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        match err {
+            sqlx::migrate::MigrateError::VersionMissing(migration) => StoreError::NewerSchema {
+                migration,
+                version: env!("CARGO_PKG_VERSION"),
+            },
+            other => StoreError::Migrate(other),
+        }
+    }
 }
 
 impl From<StoreError> for RpcError {

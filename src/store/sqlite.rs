@@ -57,7 +57,7 @@ impl SqliteStore {
 fn make_private(path: &Path) -> Result<(), StoreError> {
     let failed = |path: &Path| {
         let path = path.to_owned();
-        move |source| StoreError::Files { path, source }
+        move |cause| StoreError::Files { path, cause }
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true);

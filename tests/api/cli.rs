@@ -369,3 +369,34 @@ fn a_host_name_in_addr_is_resolved() {
         .expect("an address");
     assert!(addr.ip().is_loopback(), "{addr}");
 }
+
+/// A database migrated by a newer rpcguard is named as such, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_a_newer_version_is_named_once() {
+    use sqlx::Connection;
+    let app = TestApp::spawn().await;
+    let url = format!(
+        "sqlite://{}",
+        app.data_dir.path().join("rpcguard.db").display()
+    );
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (999, 'from the future', TRUE, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("insert");
+    drop(conn);
+    let data_dir = app.data_dir.path().display().to_string();
+    let (ok, _, stderr) = rpcguard_in(
+        app.data_dir.path(),
+        &["user", "list", "--data-dir", &data_dir],
+        "",
+    );
+    assert!(!ok);
+    let said =
+        "the database was written by a newer rpcguard (it has migration 999, which this version";
+    assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+    assert!(!stderr.contains("migration failed"), "{stderr}");
+}
