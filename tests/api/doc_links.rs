@@ -134,3 +134,56 @@ fn the_readme_fits_the_first_hour() {
         assert!(Path::new(ROOT).join(file).is_file(), "{file}");
     }
 }
+
+/// The configuration table (docs/configuration.md) is `rpcguard serve
+/// --help`'s: every flag there is in the table, with the same environment
+/// variable, and every row has its four cells.
+#[test]
+fn the_configuration_table_matches_the_help() {
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("rpcguard serve --help");
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    // flag → env, from the help text (an option's description may span
+    // lines; its `[env: …]` ends it).
+    let mut from_help = std::collections::BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if let Some(rest) = trimmed.strip_prefix("--") {
+            let flag = rest.split([' ', '=']).next().unwrap_or_default();
+            if flag != "help" {
+                current = Some(format!("--{flag}"));
+                from_help.insert(format!("--{flag}"), None);
+            }
+        }
+        if let (Some(flag), Some(at)) = (&current, line.find("[env: ")) {
+            let env = line[at + 6..]
+                .split([']', '='])
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            from_help.insert(flag.clone(), Some(env));
+        }
+    }
+    assert!(from_help.len() > 40, "{from_help:?}");
+    let table =
+        std::fs::read_to_string(Path::new(ROOT).join("docs/configuration.md")).expect("read");
+    let mut rows = std::collections::BTreeMap::new();
+    for line in table.lines().filter(|l| l.starts_with("| `--")) {
+        let cells: Vec<&str> = line.trim_matches('|').split(" | ").collect();
+        assert_eq!(cells.len(), 4, "four cells: {line}");
+        let flag = cells[0].trim().trim_matches('`').to_owned();
+        let env = cells[1].trim().trim_matches('`').to_owned();
+        rows.insert(flag, env);
+    }
+    for (flag, env) in &from_help {
+        let documented = rows
+            .get(flag)
+            .unwrap_or_else(|| panic!("{flag} is not in docs/configuration.md"));
+        if let Some(env) = env {
+            assert_eq!(documented, env, "{flag}'s variable");
+        }
+    }
+}
