@@ -30,18 +30,39 @@
 //! `RPCGUARD_REQUIRE_NGINX=1` / `RPCGUARD_REQUIRE_PROMETHEUS=1` / `RPCGUARD_REQUIRE_SYSTEMD=1`:
 //! then nothing is marked, and a missing tool fails its tests.
 
+//!
+//! A release build (`cargo run --release`, the benchmarks) probes nothing
+//! and watches nothing but this file: installing a test tool (`npm ci`)
+//! never rebuilds the release binary. Tests built in release mode
+//! (`cargo test --release`) therefore show every tool-dependent test as
+//! `ignored`; they run in the default profile.
+
 use std::path::Path;
 
+/// Every cfg this script may set.
+const CFGS: [&str; 9] = [
+    "rpcguard_no_postgres",
+    "rpcguard_no_node",
+    "rpcguard_no_chromium",
+    "rpcguard_no_jose",
+    "rpcguard_no_pyjwt",
+    "rpcguard_no_prometheus",
+    "rpcguard_no_systemd",
+    "rpcguard_no_nginx",
+    "rpcguard_no_oidc_provider",
+];
+
 fn main() {
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_postgres)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_node)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_chromium)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_jose)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_pyjwt)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_prometheus)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_systemd)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_nginx)");
-    println!("cargo::rustc-check-cfg=cfg(rpcguard_no_oidc_provider)");
+    for cfg in CFGS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
+    if std::env::var("PROFILE").is_ok_and(|p| p == "release") {
+        println!("cargo::rerun-if-changed=build.rs");
+        for cfg in CFGS {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+        return;
+    }
     for var in [
         "RPCGUARD_TEST_DATABASE_URL",
         "RPCGUARD_REQUIRE_POSTGRES",
