@@ -37,4 +37,5 @@ mod proxy;
 mod resource_server;
 mod sessions;
 mod signin_path;
+mod walkthrough;
 mod websocket;
