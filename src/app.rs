@@ -435,7 +435,7 @@ fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
 /// anyway. Storage is so bounded by the sessions opened, and the refreshes
 /// made, within one refresh-token lifetime. Returns the rows deleted.
 pub async fn purge_sessions(accounts: &Accounts) -> Result<u64, StoreError> {
-    let now = crate::auth::token::unix_now().unwrap_or(0);
+    let now = crate::clock::unix_now().unwrap_or(0);
     let horizon = now.saturating_sub(accounts.keys.ttl().as_secs());
     let purged = accounts
         .store

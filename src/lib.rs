@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod backup;
 pub mod bearer;
+pub mod clock;
 pub mod config;
 mod files;
 pub mod keys;

@@ -778,7 +778,7 @@ async fn set_disabled(name: String, store: StoreArgs, disabled: bool) -> anyhow:
     let username = Username::parse(name).map_err(anyhow::Error::msg)?;
     let config = store_config(store);
     let store = app::open_existing_store(&config).await?;
-    let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+    let now = rpcguard_accounts::clock::unix_now().context("clock before 1970")?;
     match store
         .set_disabled(&username, disabled, i64::try_from(now)?)
         .await
@@ -833,7 +833,7 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             let hasher =
                 rpcguard_accounts::auth::password::PasswordHasher::new(bcrypt_cost, 1, 1).await?;
             let hash = hasher.hash(&password).await?;
-            let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+            let now = rpcguard_accounts::clock::unix_now().context("clock before 1970")?;
             match store
                 .create_user(&username, &hash, i64::try_from(now)?)
                 .await
@@ -859,9 +859,8 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
         }
         UserCommand::List { store, json } => {
             let store = app::open_existing_store(&store_config(store)).await?;
-            let now = i64::try_from(
-                rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?,
-            )?;
+            let now =
+                i64::try_from(rpcguard_accounts::clock::unix_now().context("clock before 1970")?)?;
             let sessions: std::collections::HashMap<String, u64> =
                 store.live_session_counts(now).await?.into_iter().collect();
             if !json {
@@ -908,7 +907,7 @@ async fn user(command: UserCommand) -> anyhow::Result<()> {
             if store.find_user(username.as_str()).await?.is_none() {
                 bail!("no user {username} in {}", where_users_live(&config));
             }
-            let now = rpcguard_accounts::auth::token::unix_now().context("clock before 1970")?;
+            let now = rpcguard_accounts::clock::unix_now().context("clock before 1970")?;
             let ended = store
                 .end_sessions(username.as_str(), None, i64::try_from(now)?)
                 .await?;
@@ -973,7 +972,7 @@ async fn key(command: KeyCommand) -> anyhow::Result<()> {
                 None => rpcguard_accounts::keys::rotate_key_set(&keys.data_dir, alg, ttl)?,
             };
             let signing = set.signing()?;
-            let now = rpcguard_accounts::auth::token::unix_now().unwrap_or(0);
+            let now = rpcguard_accounts::clock::unix_now().unwrap_or(0);
             match signing.state(now, ttl) {
                 rpcguard_accounts::keys::KeyState::Next { .. } => println!(
                     "new signing key: {} ({}), published; {}",
@@ -994,7 +993,7 @@ async fn key(command: KeyCommand) -> anyhow::Result<()> {
                     .ok_or(ConfigError::NoKeySet)?,
                 None => rpcguard_accounts::keys::open_key_set(&keys.data_dir, None, ttl)?,
             };
-            let now = rpcguard_accounts::auth::token::unix_now().unwrap_or(0);
+            let now = rpcguard_accounts::clock::unix_now().unwrap_or(0);
             for key in &set.keys {
                 println!("{}\t{}\t{}", key.kid, key.alg, key.state(now, ttl));
             }

@@ -255,7 +255,7 @@ impl User {
     ) -> Self {
         let issued = identity
             .issued_at
-            .or_else(crate::auth::token::unix_now)
+            .or_else(crate::clock::unix_now)
             .unwrap_or(0);
         User {
             username: identity.subject.clone(),

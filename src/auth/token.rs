@@ -41,7 +41,7 @@
 use hashlink::LruCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
@@ -509,13 +509,7 @@ fn decode_key(stored: &StoredKey) -> Result<(EncodingKey, DecodingKey, Option<Jw
     Ok((encoding, decoding, Some(jwk)))
 }
 
-/// Seconds since the Unix epoch, `None` if the clock is before it.
-pub fn unix_now() -> Option<u64> {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .ok()
-        .map(|d| d.as_secs())
-}
+pub use crate::clock::unix_now;
 
 #[cfg(test)]
 mod tests {

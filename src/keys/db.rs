@@ -40,7 +40,8 @@ use tokio::sync::Notify;
 
 use super::file::{first_key_set, read_key_set, KEYS_FILE_NAME};
 use super::set::{KeyAlg, KeySet, StoredKey};
-use crate::auth::token::{unix_now, TokenKeys};
+use crate::auth::token::TokenKeys;
+use crate::clock::unix_now;
 use crate::config::ConfigError;
 use crate::store::StoreError;
 

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::set::{KeyAlg, KeySet, StoredKey};
-use crate::auth::token::{unix_now, TokenKeys};
+use crate::auth::token::TokenKeys;
+use crate::clock::unix_now;
 use crate::config::{read_key_file, ConfigError, SECRET_FILE_NAME};
 
 /// Name of the key set file in the data dir.

@@ -37,7 +37,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::password::{prevailing_cost, PasswordHasher};
-use crate::auth::token::{unix_now, TokenKeys};
+use crate::auth::token::TokenKeys;
+use crate::clock::unix_now;
 use crate::session::SessionLimits;
 use crate::store::{SharedStore, StoreError};
 use crate::throttle::{draw_shared, RefreshThrottle, SignInThrottle};

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::accounts::Accounts;
-use crate::auth::token::unix_now;
 use crate::bearer::{caller_for_token, presented_claims};
+use crate::clock::unix_now;
 use crate::metrics::EndCause;
 use crate::session::{self, join_scopes, NewSession, Rotation};
 use crate::store::{StoreError, StoredUser};

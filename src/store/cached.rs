@@ -377,7 +377,7 @@ fn purge_change_log(path: &Path) {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        let now = crate::auth::token::unix_now().unwrap_or(0);
+        let now = crate::clock::unix_now().unwrap_or(0);
         let horizon = now.saturating_sub(CHANGE_LOG_RETENTION.as_secs());
         conn.execute(
             "DELETE FROM changes WHERE at < ?1",
