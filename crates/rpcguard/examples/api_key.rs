@@ -1,9 +1,9 @@
 //! Embedding rpcguard: your own methods, secured by your own security
 //! function (an API key instead of the built-in JWT Bearer scheme).
 //!
-//! Run: `cargo run --example api_key`, then (with the key it prints):
-//! (`ADDR` changes the address, `127.0.0.1:8081` by default; `WRITER_KEY`
-//! and `READER_KEY` set the keys instead of random ones)
+//! Run: `cargo run --example api_key` (`ADDR` sets the address,
+//! `127.0.0.1:8081` by default; `WRITER_KEY` and `READER_KEY` set the keys,
+//! random by default), then, with the key it prints:
 //!
 //! ```text
 //! curl -s localhost:8081 -H 'content-type: application/json' -H "x-api-key: $KEY" \
@@ -116,7 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     let mut config = ServerConfig::default();
     config.doc.title = "notes".to_owned();
-    config.doc.server_url = "http://127.0.0.1:8081/".to_owned();
+    config.doc.server_url = format!("http://{}/", listener.local_addr()?);
     let server = rpcguard::server::spawn(
         listener,
         api,

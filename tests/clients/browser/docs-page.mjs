@@ -1,8 +1,10 @@
 // Drives rpcguard's /docs page in a real headless Chromium (Debian's
 // `chromium` package) with playwright-core, as a newcomer would use it:
-// sign up, Authorize, call methods over HTTP and a WebSocket session, get a
-// scope granted, sign out. Also checks that a method description with
-// markup does not run, that no request leaves for a non-loopback origin,
+// sign up (which signs in), call methods over HTTP and a WebSocket session,
+// get a scope granted, sign out. Also checks that a method description with
+// markup does not run while its Markdown is rendered, that schemas unfold,
+// copy-as-curl (the command is run), the /openrpc.json link and deep links
+// (/docs#get_caller), that no request leaves for a non-loopback origin,
 // that the page's CSP is never violated, and that the page works under a
 // path prefix behind a proxy.
 //

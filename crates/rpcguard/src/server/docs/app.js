@@ -802,7 +802,10 @@
     const lines = [];
     if (transport === 'ws') {
       const url = wsUrl(null).href;
-      lines.push(`WebSocket message on ${url}${shownToken ? ' (session opened with ?access_token=…)' : ' (no token)'}`);
+      const how = state.auth && state.auth.kind === 'apiKey'
+        ? ' (no key: a browser cannot set headers on a WebSocket)'
+        : shownToken ? ' (session opened with ?access_token=…)' : ' (no token)';
+      lines.push(`WebSocket message on ${url}${how}`);
     } else {
       lines.push(`POST ${RPC_URL.href}`, 'Content-Type: application/json');
       if (shownToken) lines.push(`${header[0]}: ${shownToken}`);
