@@ -287,6 +287,8 @@ try {
   const revealed = await callerForm.locator('pre.curl').textContent();
   check(revealed.includes(token) && !revealed.includes('$TOKEN'), 'Reveal the token puts it in the command');
   check(JSON.parse(execFileSync('sh', ['-c', revealed]).toString()).result.username === USER, 'the revealed command answers the user');
+  await callerForm.locator('button.copy-curl').click();
+  check((await callerForm.locator('pre.curl').textContent()).includes('$TOKEN'), 'copying again hides the token again');
   await page.evaluate(() => document.querySelector('details[data-method="get_caller"] pre.response').scrollIntoView({ block: 'end' }));
   await shot(page, 'docs-page-answer.png');
 
