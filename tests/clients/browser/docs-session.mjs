@@ -7,7 +7,8 @@
 //     call meets `expired_token` (the page's clock held still) it renews
 //     the token and sends the call again, saying so in the header. Then
 //     another client signs the user out everywhere and the page shows
-//     "Signed out: the session ended" instead of "Authorized".
+//     "Signed out: the session ended" instead of "Authorized", both on a
+//     call's `revoked_token` and on its own refused refresh.
 //
 //   node docs-session.mjs SERVER_URL CHROMIUM_PATH api-key KEY
 //     The server is the `api_key` example: its ApiKey scheme is authorized
@@ -121,6 +122,20 @@ try {
     check(!(await page.locator('#authorize').evaluate((b) => b.classList.contains('authorized'))), 'the button is not green');
     check((await page.textContent('#status')).startsWith('Signed out: the session ended'), 'the status says the session ended');
     check(await page.evaluate(() => sessionStorage.length) === 0, 'the tokens are forgotten');
+
+    // Signed in again, the session is ended elsewhere before the page's
+    // own renewal: the refused refresh shows the end too.
+    await page.click('#authorize');
+    await page.fill('#sign-in-username', USER);
+    await page.fill('#sign-in-password', PASSWORD);
+    await page.click('#sign-in');
+    await page.waitForFunction(() => document.getElementById('identity').textContent.startsWith('Signed in as'));
+    check((await page.textContent('#authorize')) === 'Authorized', 'signed in again');
+    const again = await rpc('sign_in', { username: USER, password: PASSWORD });
+    check((await rpc('sign_out', { everywhere: true }, again.result.access_token)).result === true, 'another client signed out everywhere again');
+    await page.clock.runFor(3000);
+    await page.waitForFunction(() => document.getElementById('identity').textContent === 'Signed out: the session ended');
+    check((await page.textContent('#status')).includes('Signed out: the session ended'), 'a refused refresh shows "Signed out: the session ended"');
     await page.clock.resume();
   } else {
     check(await page.locator('details[data-method="add_note"]').count() === 1, 'the page lists add_note');
