@@ -242,7 +242,9 @@ struct ProbeParams {
 
 /// A method description that tries to run script in the docs page.
 pub const XSS_DESCRIPTION: &str = "Echoes its params. <script>window.__xss='script'</script> \
-    <img src=x onerror=\"window.__xss='img'\"> <a href=\"javascript:window.__xss='link'\">click</a>";
+    <img src=x onerror=\"window.__xss='img'\"> <a href=\"javascript:window.__xss='link'\">click</a>\n\n\
+    Markdown: `note` is **echoed**, *as is*; see [the spec](https://www.jsonrpc.org/specification), \
+    not [this](javascript:window.__xss='md').";
 
 /// The reference server plus an embedder's method whose summary,
 /// description and param docs contain markup, on a temp data dir (for
@@ -386,4 +388,78 @@ async fn docs_page_in_headless_chromium() {
         );
     }
     server.stop().await;
+}
+
+/// Runs `tests/clients/browser/docs-session.mjs` against `url` in `mode`
+/// (with `extra` arguments) and checks it passed.
+async fn session_flow(chromium: &Path, dir: &Path, url: &str, mode: &[&str]) {
+    let mut command = Command::new("node");
+    command
+        .arg(dir.join("docs-session.mjs"))
+        .arg(url)
+        .arg(chromium)
+        .args(mode)
+        .current_dir(dir);
+    let flow = node_flow(command, "the browser session flow", |_, _| async {}).await;
+    assert!(
+        flow.status.success(),
+        "the browser session flow failed ({}):\n{}\n{}",
+        flow.status,
+        flow.transcript,
+        flow.errors
+    );
+    assert!(
+        flow.transcript
+            .contains("OK docs session: all checks passed"),
+        "{}",
+        flow.transcript
+    );
+    eprintln!("{}", flow.transcript);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_chromium,
+    ignore = "Chromium: apt-get install chromium; npm ci --prefix tests/clients/browser"
+)]
+async fn docs_page_keeps_the_session_through_expiry_and_shows_its_end() {
+    let Some((chromium, dir)) = chromium() else {
+        return;
+    };
+    let data = tempfile::tempdir().expect("temp dir");
+    let data_dir = data.path().display().to_string();
+    let server = ServerProcess::start(&["--data-dir", &data_dir, "--token-ttl", "3"], &[]);
+    session_flow(&chromium, dir, &server.url, &["expiry"]).await;
+}
+
+/// Builds the `api_key` example of the `rpcguard` crate (another package
+/// of the workspace, so `cargo test` here does not build it; when it is
+/// up to date this does nothing).
+fn build_api_key_example() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = Command::new(cargo)
+        .args(["build", "-q", "-p", "rpcguard", "--example", "api_key"])
+        .status()
+        .expect("cargo build --example api_key");
+    assert!(built.success(), "cargo build -p rpcguard --example api_key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(
+    rpcguard_no_chromium,
+    ignore = "Chromium: apt-get install chromium; npm ci --prefix tests/clients/browser"
+)]
+async fn docs_page_authorizes_an_api_key_scheme() {
+    let Some((chromium, dir)) = chromium() else {
+        return;
+    };
+    build_api_key_example();
+    let key = "writer-key-for-the-docs-page";
+    let example = ExampleProcess::start("api_key", |command| {
+        command
+            .env("ADDR", "127.0.0.1:0")
+            .env("WRITER_KEY", key)
+            .env("RUST_LOG", "warn")
+    });
+    session_flow(&chromium, dir, &example.url, &["api-key", key]).await;
 }

@@ -954,9 +954,11 @@ impl ExampleProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("run examples/{name} (built by cargo test): {e}"));
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        stdout.read_line(&mut line).expect("listening line");
+        // Later lines (an example may print more) are read and dropped, so
+        // that the example never writes to a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let url = line
             .trim()
             .strip_prefix("listening on ")

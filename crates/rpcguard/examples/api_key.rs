@@ -1,7 +1,9 @@
 //! Embedding rpcguard: your own methods, secured by your own security
 //! function (an API key instead of the built-in JWT Bearer scheme).
 //!
-//! Run: `cargo run --example api_key`, then (with the key it prints):
+//! Run: `cargo run --example api_key` (`ADDR` sets the address,
+//! `127.0.0.1:8081` by default; `WRITER_KEY` and `READER_KEY` set the keys,
+//! random by default), then, with the key it prints:
 //!
 //! ```text
 //! curl -s localhost:8081 -H 'content-type: application/json' -H "x-api-key: $KEY" \
@@ -77,10 +79,15 @@ async fn list_notes(_: NoParams, ctx: CallContext<Notes>) -> Result<Vec<Note>, R
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(std::io::stderr)
+        .init();
 
-    let writer_key = hex::encode(rand::random::<[u8; 16]>());
-    let reader_key = hex::encode(rand::random::<[u8; 16]>());
+    let key =
+        |var: &str| std::env::var(var).unwrap_or_else(|_| hex::encode(rand::random::<[u8; 16]>()));
+    let writer_key = key("WRITER_KEY");
+    let reader_key = key("READER_KEY");
     let security = ApiKeySecurity::new("ApiKey", "x-api-key")
         .key(&writer_key, "writer", ["notes:write", "notes:read"])
         .key(&reader_key, "reader", ["notes:read"]);
@@ -105,10 +112,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         list_notes,
     )?;
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8081").await?;
+    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
     let mut config = ServerConfig::default();
     config.doc.title = "notes".to_owned();
-    config.doc.server_url = "http://127.0.0.1:8081/".to_owned();
+    config.doc.server_url = format!("http://{}/", listener.local_addr()?);
     let server = rpcguard::server::spawn(
         listener,
         api,
@@ -116,7 +124,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(security),
         config,
     )?;
-    println!("notes on http://{}/", server.local_addr());
+    println!("listening on http://{}/", server.local_addr());
     println!("writer key: {writer_key}");
     println!("reader key: {reader_key}");
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;

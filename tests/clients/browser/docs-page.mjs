@@ -1,8 +1,10 @@
 // Drives rpcguard's /docs page in a real headless Chromium (Debian's
 // `chromium` package) with playwright-core, as a newcomer would use it:
-// sign up, Authorize, call methods over HTTP and a WebSocket session, get a
-// scope granted, sign out. Also checks that a method description with
-// markup does not run, that no request leaves for a non-loopback origin,
+// sign up (which signs in), call methods over HTTP and a WebSocket session,
+// get a scope granted, sign out. Also checks that a method description with
+// markup does not run while its Markdown is rendered, that schemas unfold,
+// copy-as-curl (the command is run), the /openrpc.json link and deep links
+// (/docs#get_caller), that no request leaves for a non-loopback origin,
 // that the page's CSP is never violated, and that the page works under a
 // path prefix behind a proxy.
 //
@@ -13,6 +15,7 @@
 // grant` and answers). Screenshots are written only when SCREENSHOT_DIR is
 // given. Ends with `OK docs page: all checks passed`.
 
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -39,7 +42,7 @@ function check(condition, message) {
  *  page shows: the request, the answer (parsed) and the error fields. */
 async function tryIt(page, method, fill = {}) {
   const details = page.locator(`details[data-method="${method}"]`);
-  if (!(await details.evaluate((d) => d.open))) await details.locator('summary').click();
+  if (!(await details.evaluate((d) => d.open))) await details.locator('summary').first().click();
   for (const [name, value] of Object.entries(fill)) {
     await details.locator(`[data-param="${name}"]`).fill(value);
   }
@@ -133,7 +136,7 @@ const browser = await chromium.launch({
 });
 const failures = [];
 try {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
+  const context = await browser.newContext({ viewport: { width: 1366, height: 768 } });
   // Nothing may leave for another host: every request is checked, and a
   // non-loopback one is recorded and aborted.
   const offHost = [];
@@ -179,12 +182,57 @@ try {
 
   // The embedder's description with markup is shown as text and never runs.
   const xss = page.locator('details[data-method="xss_probe"]');
-  await xss.locator('summary').click();
+  await xss.locator('summary').first().click();
   const description = await xss.locator('.description').textContent();
   check(description.includes('<script>') && description.includes('<img src=x onerror='), 'markup in a description is shown as text');
-  check(await xss.locator('.description *').count() === 0, 'the description made no element');
+  const made = await xss.locator('.description *').evaluateAll((nodes) => nodes.map((n) => n.tagName.toLowerCase()));
+  check(made.every((tag) => ['p', 'code', 'strong', 'em', 'a'].includes(tag)), `the description made only Markdown's elements (${made.join(' ')})`);
+  check(await xss.locator('.description p').count() === 2, 'a blank line makes two paragraphs');
+  check((await xss.locator('.description code').textContent()) === 'note', '`code` is rendered as code');
+  check((await xss.locator('.description strong').textContent()) === 'echoed', '**bold** is rendered as strong');
+  check((await xss.locator('.description em').textContent()) === 'as is', '*em* is rendered as em');
+  const links = await xss.locator('.description a').evaluateAll((nodes) => nodes.map((a) => [a.textContent, a.getAttribute('href'), a.rel]));
+  check(links.length === 1 && links[0][0] === 'the spec' && links[0][1] === 'https://www.jsonrpc.org/specification' && links[0][2].includes('noopener'),
+    'an https link is a link (noopener)');
+  check(description.includes("[this](javascript:window.__xss='md')"), 'a javascript: link stays text');
   check(await page.evaluate(() => window.__xss === undefined), 'no injected script ran');
-  await xss.locator('summary').click();
+
+  // Schemas expand, resolved from components.schemas.
+  const resultSchema = xss.locator('.result-type details.schema');
+  check(!(await resultSchema.locator('pre').isVisible()), 'the result schema is folded');
+  await resultSchema.locator('summary').first().click();
+  const resultText = await resultSchema.locator('pre.schema-text').textContent();
+  check(resultText.includes('note: string') && resultText.includes('count: integer') && resultText.includes('tags: array of string'),
+    `the result schema expands to its fields (${resultText.split('\n')[0]})`);
+  check(resultText.includes('<b onmouseover=') && await resultSchema.locator('pre *').count() === 0, 'schema docs are text, never HTML');
+  const caller = page.locator('details[data-method="get_caller"]');
+  await caller.locator('summary').first().click();
+  await caller.locator('.result-type details.schema summary').click();
+  check((await caller.locator('.result-type pre.schema-text').textContent()).includes('username: string'), "get_caller's result schema names username");
+  const scoped = page.locator('details[data-method="require_scopes"]');
+  await scoped.locator('summary').first().click();
+  const dataSchemas = scoped.locator('table.errors details.schema');
+  check(await dataSchemas.count() >= 1, 'error data has an expandable schema');
+  await dataSchemas.first().locator('summary').first().click();
+  check((await dataSchemas.first().locator('pre').textContent()).length > 0, 'the error data schema expands');
+
+  // Deep links: opening a method puts it in the address.
+  check(new URL(page.url()).hash === '#require_scopes', 'opening a method updates the hash');
+  await caller.locator('summary').first().click();
+  await scoped.locator('summary').first().click();
+  const deep = await context.newPage();
+  deep.on('pageerror', (err) => pageErrors.push(err.message));
+  await deep.goto(`${docsUrl}#get_caller`);
+  await deep.waitForSelector('body[data-ready="true"]');
+  check(await deep.locator('details[data-method="get_caller"]').evaluate((d) => d.open), '/docs#get_caller opens get_caller');
+  const box = await deep.locator('details[data-method="get_caller"] summary').first().boundingBox();
+  check(box && box.y >= 0 && box.y < 768, '/docs#get_caller scrolls it into view');
+  const openrpc = await deep.getAttribute('#openrpc-link', 'href');
+  check(openrpc === new URL('openrpc.json', serverUrl).href, 'the header links to /openrpc.json');
+  const doc = await (await fetch(openrpc)).json();
+  check(doc.openrpc && Array.isArray(doc.methods), '/openrpc.json answers the document');
+  await deep.close();
+  await xss.locator('summary').first().click();
 
   // The filter narrows the list.
   await page.fill('#filter', 'scope1');
@@ -202,13 +250,12 @@ try {
   await page.fill('#sign-up-username', USER);
   await page.fill('#sign-up-password', PASSWORD);
   await page.click('#sign-up');
-  await page.waitForFunction(() => document.getElementById('auth-message').textContent.startsWith('Account created'));
-  check(true, 'sign-up form created the account');
-  check((await page.inputValue('#sign-in-username')) === USER, 'sign-in form is prefilled with the new username');
-  await page.fill('#sign-in-password', PASSWORD);
-  await page.click('#sign-in');
   await page.waitForFunction(() => document.getElementById('identity').textContent.startsWith('Signed in as'));
-  check(!(await page.locator('#auth-dialog').isVisible()), 'the dialog closes after sign-in');
+  check(true, 'sign-up signs in right after');
+  check(!(await page.locator('#auth-dialog').isVisible()), 'the dialog closes after sign-up');
+  check((await page.textContent('#status')) === `Account created: ${USER}, and signed in.`, 'the status says the account was created and signed in');
+  const statusBox = await page.locator('#status').boundingBox();
+  check(statusBox && statusBox.y >= 0 && statusBox.y + statusBox.height <= 768, 'the message is in view at 1366×768');
   check((await page.textContent('#identity')).includes(USER), 'the header names the signed-in user');
   check((await accessMark(page, 'require_scopes')) === 'you lack scope1', 'require_scopes is marked "you lack scope1"');
   check((await accessMark(page, 'get_caller')) === 'allowed', 'get_caller is marked allowed');
@@ -227,6 +274,21 @@ try {
   check(me.request.includes('POST ') && me.request.includes('Authorization: Bearer '), 'the request shown names POST and the Bearer header');
   const lastPost = rpcPosts.filter((p) => p.body && p.body.includes('"get_caller"')).pop();
   check(lastPost && /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/.test(lastPost.auth), 'the call carried Authorization: Bearer <jwt>');
+  const token = lastPost.auth.slice('Bearer '.length);
+
+  // Copy as curl: the token as $TOKEN until revealed; the command runs.
+  const callerForm = page.locator('details[data-method="get_caller"]');
+  await callerForm.locator('button.copy-curl').click();
+  const curl = await callerForm.locator('pre.curl').textContent();
+  check(curl.includes('-H "Authorization: Bearer $TOKEN"') && !curl.includes(token), 'copy as curl shows the token as $TOKEN');
+  const ran = execFileSync('sh', ['-c', curl], { env: { ...process.env, TOKEN: token } }).toString();
+  check(JSON.parse(ran).result.username === USER, 'the curl command, run with $TOKEN set, answers the user');
+  await callerForm.locator('button.reveal').click();
+  const revealed = await callerForm.locator('pre.curl').textContent();
+  check(revealed.includes(token) && !revealed.includes('$TOKEN'), 'Reveal the token puts it in the command');
+  check(JSON.parse(execFileSync('sh', ['-c', revealed]).toString()).result.username === USER, 'the revealed command answers the user');
+  await callerForm.locator('button.copy-curl').click();
+  check((await callerForm.locator('pre.curl').textContent()).includes('$TOKEN'), 'copying again hides the token again');
   await page.evaluate(() => document.querySelector('details[data-method="get_caller"] pre.response').scrollIntoView({ block: 'end' }));
   await shot(page, 'docs-page-answer.png');
 

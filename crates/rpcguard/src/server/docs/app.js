@@ -9,11 +9,21 @@
 
 (() => {
   const TOKEN_KEY = 'rpcguard-docs.token';
+  // Refresh this long before `exp` (or a fifth of the token's life when
+  // that is shorter).
+  const REFRESH_EARLY_MS = 30000;
   const RPC_URL = new URL('./', window.location.href);
 
   const state = {
     doc: null,
     token: null,
+    // The credential: {scheme, kind: 'bearer'|'apiKey', header, refresh,
+    // exp (ms), life (ms)}; the secret itself is `token`.
+    auth: null,
+    refreshTimer: null,
+    refreshing: null,
+    ended: false,
+    renewedAt: null,
     caller: null, // the answer of get_caller, when the document has it
     transport: 'http',
     ws: null,
@@ -54,21 +64,130 @@
 
   function loadToken() {
     try {
-      return window.sessionStorage.getItem(TOKEN_KEY);
+      const saved = JSON.parse(window.sessionStorage.getItem(TOKEN_KEY) || 'null');
+      if (saved && typeof saved.token === 'string' && saved.auth && typeof saved.auth === 'object') {
+        state.auth = saved.auth;
+        return saved.token;
+      }
+    } catch (_) {
+      // Nothing usable saved.
+    }
+    return null;
+  }
+
+  /** Keeps `token` (and its credential `auth`) in this tab only. */
+  function saveToken(token, auth) {
+    state.token = token;
+    state.auth = token ? auth || { scheme: 'Bearer', kind: 'bearer', header: 'Authorization' } : null;
+    try {
+      if (token) window.sessionStorage.setItem(TOKEN_KEY, JSON.stringify({ token, auth: state.auth }));
+      else window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (_) {
+      // Storage refused (private mode): the token stays in memory only.
+    }
+    scheduleRefresh();
+    closeSocket(); // a session is bound to the token presented at its upgrade
+  }
+
+  /** The headers that carry the credential. */
+  function authHeaders(token, auth) {
+    if (!token) return {};
+    if (auth && auth.kind === 'apiKey') return { [auth.header]: token };
+    return { Authorization: `Bearer ${token}` };
+  }
+
+  /** `exp` of a JWT, in ms, when it can be read. */
+  function jwtExp(token) {
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const exp = JSON.parse(atob(part)).exp;
+      return typeof exp === 'number' ? exp * 1000 : null;
     } catch (_) {
       return null;
     }
   }
 
-  function saveToken(token) {
-    state.token = token;
-    try {
-      if (token) window.sessionStorage.setItem(TOKEN_KEY, token);
-      else window.sessionStorage.removeItem(TOKEN_KEY);
-    } catch (_) {
-      // Storage refused (private mode): the token stays in memory only.
+  /** The credential of a Token answer (sign_in's, refresh's). */
+  function bearerFrom(answer) {
+    const life = typeof answer.expires_in === 'number' ? answer.expires_in * 1000 : null;
+    return {
+      scheme: 'Bearer',
+      kind: 'bearer',
+      header: 'Authorization',
+      refresh: typeof answer.refresh_token === 'string' ? answer.refresh_token : null,
+      exp: life ? Date.now() + life : jwtExp(answer.access_token),
+      life,
+    };
+  }
+
+  // ---- keeping the session ----
+
+  function scheduleRefresh() {
+    clearTimeout(state.refreshTimer);
+    state.refreshTimer = null;
+    const auth = state.auth;
+    if (!state.token || !auth || !auth.refresh || !auth.exp || !methodNamed('refresh')) return;
+    const early = Math.min(REFRESH_EARLY_MS, (auth.life || REFRESH_EARLY_MS * 5) / 5);
+    const wait = Math.max(0, auth.exp - early - Date.now());
+    state.refreshTimer = setTimeout(() => renewSession('before exp'), wait);
+  }
+
+  /** Trades the refresh token for new tokens; true when it did. When the
+   *  server refuses (revoked, reused, invalid), the session has ended. */
+  function renewSession(why) {
+    if (state.refreshing) return state.refreshing;
+    const auth = state.auth;
+    if (!auth || !auth.refresh || !methodNamed('refresh')) return Promise.resolve(false);
+    state.refreshing = (async () => {
+      try {
+        const { answer } = await sendHttp(request('refresh', { refresh_token: auth.refresh }), null);
+        const result = answer && answer.result;
+        if (result && typeof result.access_token === 'string') {
+          state.renewedAt = new Date();
+          state.renewedWhy = why;
+          saveToken(result.access_token, bearerFrom(result));
+          renderIdentity();
+          return true;
+        }
+        const reason = answer && answer.error && answer.error.data && answer.error.data.reason;
+        sessionEnded(reason || (answer && answer.error && answer.error.message) || 'no answer');
+        return false;
+      } catch (err) {
+        setStatus(`Could not renew the session: ${err.message}`, true);
+        return false;
+      } finally {
+        state.refreshing = null;
+      }
+    })();
+    return state.refreshing;
+  }
+
+  /** The server ended the session: say so instead of "Authorized". */
+  function sessionEnded(reason) {
+    state.caller = null;
+    saveToken(null);
+    state.ended = true;
+    setStatus(`Signed out: the session ended (${reason}). Authorize again to go on.`, true);
+    refreshMarks();
+  }
+
+  const authReason = (answer) => answer && answer.error && answer.error.code === -32001
+    && answer.error.data && answer.error.data.reason;
+
+  /** Sends `body`; on `expired_token` renews the session and sends it once
+   *  more; on `revoked_token` shows that the session ended. */
+  async function sendKeepingSession(body, transport) {
+    let sent = await send(body, transport);
+    const reason = authReason(sent.answer);
+    if (reason === 'expired_token' && state.auth && state.auth.refresh) {
+      if (await renewSession('after expired_token')) {
+        sent = await send(body, transport);
+        sent.retried = true;
+      }
+    } else if (reason === 'revoked_token' && state.token) {
+      sessionEnded(reason);
     }
-    closeSocket(); // a session is bound to the token presented at its upgrade
+    return sent;
   }
 
   // ---- transports ----
@@ -79,9 +198,8 @@
     return body;
   }
 
-  async function sendHttp(body, token) {
-    const headers = { 'Content-Type': 'application/json' };
-    if (token) headers.Authorization = `Bearer ${token}`;
+  async function sendHttp(body, token, auth) {
+    const headers = Object.assign({ 'Content-Type': 'application/json' }, authHeaders(token, auth || state.auth));
     const response = await fetch(RPC_URL, {
       method: 'POST',
       headers,
@@ -101,7 +219,7 @@
   function wsUrl(token) {
     const url = new URL(RPC_URL.href);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-    if (token) url.searchParams.set('access_token', token);
+    if (token && (!state.auth || state.auth.kind !== 'apiKey')) url.searchParams.set('access_token', token);
     return url;
   }
 
@@ -168,7 +286,10 @@
 
   /** A call whose result the page itself needs (always over HTTP). */
   async function call(method, params, token) {
-    const { answer } = await sendHttp(request(method, params), token);
+    let { answer } = await sendHttp(request(method, params), token);
+    if (token && token === state.token && authReason(answer) === 'expired_token' && (await renewSession('after expired_token'))) {
+      ({ answer } = await sendHttp(request(method, params), state.token));
+    }
     if (!answer) throw new Error(`${method}: empty answer`);
     if (answer.error) {
       const err = new Error(`${answer.error.message} (${answer.error.code})`);
@@ -248,6 +369,10 @@
     const alternatives = requirements(method);
     if (alternatives.length === 0) return { kind: 'open', text: 'open' };
     if (!state.token) return { kind: 'locked', text: 'locked: authorize first' };
+    const scheme = state.auth && state.auth.kind === 'apiKey' ? state.auth.scheme : null;
+    if (scheme && !alternatives.some((alt) => alt[scheme])) {
+      return { kind: 'locked', text: `locked: needs ${describeRequirement(alternatives)}` };
+    }
     if (!state.caller || !state.caller.scopes) return { kind: 'unknown', text: 'authorized; scopes unknown' };
     const held = state.caller.scopes;
     let lacking = null;
@@ -268,6 +393,90 @@
     return { kind: 'locked', text: `locked: needs ${describeRequirement(alternatives)}` };
   }
 
+  // ---- Markdown (a tiny subset, built as DOM nodes) ----
+
+  const INLINE = /`([^`]+)`|\*\*([^*]+)\*\*|\*([^*\s][^*]*)\*|\[([^\]]+)\]\(([^)\s]+)\)/g;
+
+  /** `text` with `code`, **bold**, *em* and [links](http…) as nodes; any
+   *  other character, HTML included, stays text. */
+  function inline(text) {
+    const nodes = [];
+    let last = 0;
+    for (const m of text.matchAll(INLINE)) {
+      if (m.index > last) nodes.push(text.slice(last, m.index));
+      if (m[1] !== undefined) nodes.push(el('code', { text: m[1] }));
+      else if (m[2] !== undefined) nodes.push(el('strong', { text: m[2] }));
+      else if (m[3] !== undefined) nodes.push(el('em', { text: m[3] }));
+      else nodes.push(safeLink(m[4], m[5]) || m[0]);
+      last = m.index + m[0].length;
+    }
+    if (last < text.length) nodes.push(text.slice(last));
+    return nodes;
+  }
+
+  /** A link only to http(s); anything else (javascript:, data:) is text. */
+  function safeLink(label, href) {
+    let url;
+    try {
+      url = new URL(href);
+    } catch (_) {
+      return null;
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+    return el('a', { href: url.href, target: '_blank', rel: 'noopener noreferrer', text: label });
+  }
+
+  /** Paragraphs (split at blank lines) of inline Markdown. */
+  function markdown(text, attrs) {
+    return el('div', attrs, String(text).split(/\n\s*\n/).filter((p) => p.trim())
+      .map((p) => el('p', {}, inline(p.trim()))));
+  }
+
+  // ---- schemas as text ----
+
+  /** An outline of `schema`, its `$ref`s into components.schemas
+   *  followed (each named type expanded once per branch). */
+  function schemaLines(schema, indent, seen, lines) {
+    const pad = '  '.repeat(indent);
+    if (!schema || indent > 12) return lines;
+    let s = schema;
+    let named = '';
+    if (s.$ref) {
+      named = s.$ref.split('/').pop();
+      if (seen.has(named)) {
+        lines.push(`${pad}${named} (see above)`);
+        return lines;
+      }
+      s = resolve(s);
+      seen = new Set(seen).add(named);
+    }
+    const head = [named, typeLabel(Object.assign({}, s, { title: undefined }))].filter(Boolean);
+    const facts = [];
+    for (const key of ['format', 'minimum', 'maximum', 'minLength', 'maxLength', 'pattern', 'minItems', 'maxItems', 'default']) {
+      if (s[key] !== undefined) facts.push(`${key} ${JSON.stringify(s[key])}`);
+    }
+    lines.push(`${pad}${[...new Set(head)].join(': ')}${facts.length ? ` (${facts.join(', ')})` : ''}${s.description && indent === 0 ? ` — ${s.description}` : ''}`);
+    const required = new Set(s.required || []);
+    for (const [name, prop] of Object.entries(s.properties || {})) {
+      const propDoc = prop.description || resolve(prop).description;
+      lines.push(`${pad}  ${name}${required.has(name) ? '' : '?'}: ${typeLabel(prop)}${propDoc ? ` — ${propDoc}` : ''}`);
+      const inner = resolve(prop);
+      if (inner.properties || inner.items || inner.anyOf || inner.oneOf) schemaLines(prop, indent + 2, seen, lines);
+    }
+    if (s.items && (s.items.$ref || s.items.properties)) schemaLines(s.items, indent + 1, seen, lines);
+    for (const alt of s.anyOf || s.oneOf || []) {
+      if (alt.$ref || alt.properties) schemaLines(alt, indent + 1, seen, lines);
+    }
+    return lines;
+  }
+
+  /** The type's name, and its schema as text when expanded. */
+  function schemaView(schema) {
+    return el('details', { class: 'schema' },
+      el('summary', {}, el('code', { text: typeLabel(schema) })),
+      el('pre', { class: 'schema-text', text: schemaLines(schema, 0, new Set(), []).join('\n') }));
+  }
+
   // ---- rendering ----
 
   function render() {
@@ -276,11 +485,11 @@
     $('title').textContent = info.title || 'API docs';
     document.title = `${info.title || 'API'} — docs`;
     $('version').textContent = info.version ? `v${info.version} · OpenRPC ${doc.openrpc || ''}` : '';
-    $('description').textContent = info.description || '';
+    $('description').replaceChildren(info.description ? markdown(info.description) : '');
+    $('openrpc-link').href = new URL('openrpc.json', RPC_URL).href;
     $('auth-sign-in').hidden = !methodNamed('sign_in');
     $('auth-sign-up').hidden = !methodNamed('sign_up');
-    const bearer = doc.components && doc.components['x-securitySchemes'] && doc.components['x-securitySchemes'].Bearer;
-    $('auth-scheme').textContent = bearer && bearer.description ? bearer.description : '';
+    renderSchemes();
 
     const container = $('methods');
     const open = new Set([...container.querySelectorAll('details.method[open]')].map((d) => d.dataset.method));
@@ -298,6 +507,54 @@
     }
     applyFilter();
     renderIdentity();
+    openFromHash();
+  }
+
+  const schemes = () => Object.entries((state.doc.components && state.doc.components['x-securitySchemes']) || {});
+  const isBearer = (s) => s && (s.type === 'bearer' || (s.type === 'http' && String(s.scheme).toLowerCase() === 'bearer'));
+
+  /** The Authorize dialog: sign-in, token and sign-up for a bearer scheme;
+   *  a key field for each API-key scheme sent in a header. */
+  function renderSchemes() {
+    const bearer = schemes().find(([, s]) => isBearer(s));
+    $('auth-bearer').hidden = !bearer;
+    $('auth-sign-in').hidden = !bearer || !methodNamed('sign_in');
+    $('auth-sign-up').hidden = !bearer || !methodNamed('sign_up');
+    $('auth-scheme').replaceChildren(bearer && bearer[1].description ? markdown(bearer[1].description) : '');
+    $('auth-keys').replaceChildren(...schemes()
+      .filter(([, s]) => s && s.type === 'apiKey' && s.in === 'header' && typeof s.name === 'string')
+      .map(([name, s]) => {
+        const input = el('input', { type: 'password', autocomplete: 'off', 'data-scheme': name, class: 'api-key' });
+        const use = () => {
+          const key = input.value.trim();
+          if (!key) return authMessage('Paste a key first.', true);
+          input.value = '';
+          authorizeWith(key, { scheme: name, kind: 'apiKey', header: s.name }).then(() => {
+            authMessage(`Using the ${name} key.`);
+            $('auth-dialog').close();
+          });
+        };
+        input.addEventListener('keydown', (e) => { if (e.key === 'Enter') use(); });
+        return el('section', { class: 'auth-part', 'data-scheme': name },
+          el('h3', { text: `API key: ${name}` }),
+          s.description ? markdown(s.description, { class: 'hint' }) : null,
+          el('label', {}, `Key, sent as the ${s.name} header`, input),
+          el('button', { type: 'button', class: 'use-key', 'data-scheme': name, text: `Use this ${name} key`, onclick: use }));
+      }));
+  }
+
+  /** `#name` opens that method and scrolls to it. */
+  function openFromHash() {
+    let name;
+    try {
+      name = decodeURIComponent(window.location.hash.slice(1));
+    } catch (_) {
+      return;
+    }
+    const details = [...$('methods').querySelectorAll('details.method')].find((d) => d.dataset.method === name);
+    if (!details) return;
+    details.open = true;
+    details.scrollIntoView({ block: 'start' });
   }
 
   /** A padlock drawn in SVG (no icon font, no image to fetch): closed
@@ -335,7 +592,7 @@
       el('span', { class: `access ${mark.kind}`, 'data-access': mark.kind, text: mark.text })));
 
     const body = el('div', { class: 'body' });
-    if (method.description) body.append(el('p', { class: 'description', text: method.description }));
+    if (method.description) body.append(markdown(method.description, { class: 'description' }));
     body.append(el('p', { class: 'security' },
       el('strong', { text: 'Security: ' }),
       alternatives.length ? describeRequirement(alternatives) : 'public (no credentials needed)'));
@@ -348,16 +605,16 @@
         el('thead', {}, el('tr', {}, ['Name', 'Type', 'Required', 'Description'].map((h) => el('th', { text: h })))),
         el('tbody', {}, params.map((p) => el('tr', {},
           el('td', {}, el('code', { text: p.name })),
-          el('td', { text: typeLabel(p.schema) }),
+          el('td', {}, schemaView(p.schema)),
           el('td', { text: p.required ? 'yes' : 'no' }),
-          el('td', { text: [p.description, resolve(p.schema).description].filter(Boolean).join(' ') }))))));
+          el('td', {}, markdown([p.description, resolve(p.schema).description].filter(Boolean).join(' '))))))));
     }
 
     if (method.result) {
       body.append(el('h4', { text: 'Result' }),
-        el('p', {}, el('code', { text: typeLabel(method.result.schema) }),
-          method.result.name && method.result.name !== typeLabel(method.result.schema) ? ` (${method.result.name})` : '',
-          method.result.description ? ` — ${method.result.description}` : ''));
+        el('div', { class: 'result-type' }, schemaView(method.result.schema),
+          method.result.name && method.result.name !== typeLabel(method.result.schema) ? el('span', { text: `(${method.result.name})` }) : null,
+          method.result.description ? markdown(method.result.description) : null));
     }
 
     const errors = method.errors || [];
@@ -368,7 +625,7 @@
           el('tbody', {}, errors.map((e) => el('tr', {},
             el('td', {}, el('code', { text: String(e.code) })),
             el('td', { text: e.message || '' }),
-            el('td', { text: e.data !== undefined ? typeLabel(e.data) : '' }))))));
+            el('td', {}, e.data !== undefined ? schemaView(e.data) : ''))))));
     }
 
     const examples = method.examples || [];
@@ -386,6 +643,10 @@
 
     body.append(renderTryIt(method));
     details.append(body);
+    // Opening a method puts it in the address (a deep link to share).
+    details.querySelector('summary').addEventListener('click', () => {
+      if (!details.open) history.replaceState(null, '', `#${encodeURIComponent(method.name)}`);
+    });
     return details;
   }
 
@@ -450,19 +711,51 @@
       el('h5', { text: 'Request' }), requestOut,
       el('h5', { text: 'Answer' }), errorOut, answerOut, useToken);
     const button = el('button', { type: 'button', class: 'primary send', text: 'Send' });
+    const curlOut = el('pre', { class: 'curl', hidden: true });
+    const reveal = el('button', { type: 'button', class: 'reveal', hidden: true, text: 'Reveal the token' });
+    const copy = el('button', { type: 'button', class: 'copy-curl', text: 'Copy as curl' });
+    const readParams = () => {
+      const params = {};
+      for (const [p, field] of fields) {
+        const value = field.read();
+        if (value !== undefined) params[p.name] = value;
+      }
+      return fields.length ? params : undefined;
+    };
+    let revealed = false;
+    const showCurl = () => {
+      let params;
+      try {
+        params = readParams();
+      } catch (err) {
+        curlOut.textContent = err.message;
+        curlOut.hidden = false;
+        return null;
+      }
+      const text = curlCommand(request(method.name, params), revealed);
+      curlOut.textContent = text;
+      curlOut.hidden = false;
+      reveal.hidden = !state.token || revealed;
+      return text;
+    };
+    copy.addEventListener('click', () => {
+      revealed = false;
+      const text = showCurl();
+      if (text && navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
+    });
+    reveal.addEventListener('click', () => {
+      revealed = true;
+      showCurl();
+    });
     button.addEventListener('click', async () => {
       let params;
       try {
-        params = {};
-        for (const [p, field] of fields) {
-          const value = field.read();
-          if (value !== undefined) params[p.name] = value;
-        }
+        params = readParams();
       } catch (err) {
         showLocalError(result, requestOut, answerOut, errorOut, err);
         return;
       }
-      const body = request(method.name, fields.length ? params : undefined);
+      const body = request(method.name, params);
       const transport = state.transport;
       requestOut.textContent = describeRequest(body, transport);
       answerOut.textContent = '…';
@@ -470,7 +763,8 @@
       result.hidden = false;
       button.disabled = true;
       try {
-        const { status, answer } = await send(body, transport);
+        const { status, answer, retried } = await sendKeepingSession(body, transport);
+        if (retried) requestOut.textContent = `${describeRequest(body, transport)}\n\n(sent again after renewing the expired token)`;
         showAnswer(answerOut, errorOut, status, answer);
         offerToken(useToken, answer);
         if (requirements(method).length && state.token && methodNamed('get_caller')) refreshCaller();
@@ -484,19 +778,37 @@
     return el('form', { class: 'try-it', onsubmit: (e) => { e.preventDefault(); button.click(); } },
       el('h4', { text: 'Try it' }),
       fields.map(([, f]) => f.node),
-      el('div', { class: 'actions' }, button),
+      el('div', { class: 'actions' }, button, copy, reveal),
+      curlOut,
       result);
   }
 
+  const shellQuote = (text) => `'${String(text).replace(/'/g, "'\\''")}'`;
+
+  /** The call as a curl command; the credential as $TOKEN unless revealed. */
+  function curlCommand(body, revealed) {
+    const lines = [`curl -s ${shellQuote(RPC_URL.href)}`, "  -H 'Content-Type: application/json'"];
+    for (const [name, value] of Object.entries(authHeaders(state.token, state.auth))) {
+      const shown = revealed ? value : value.replace(state.token, '$TOKEN');
+      lines.push(revealed ? `  -H ${shellQuote(`${name}: ${shown}`)}` : `  -H "${name}: ${shown}"`);
+    }
+    lines.push(`  -d ${shellQuote(JSON.stringify(body))}`);
+    return lines.join(' \\\n');
+  }
+
   function describeRequest(body, transport) {
-    const shownToken = state.token ? `Bearer ${state.token.slice(0, 12)}…` : null;
+    const header = Object.entries(authHeaders(state.token, state.auth))[0];
+    const shownToken = header ? `${header[1].slice(0, header[1].length - state.token.length)}${state.token.slice(0, 12)}…` : null;
     const lines = [];
     if (transport === 'ws') {
       const url = wsUrl(null).href;
-      lines.push(`WebSocket message on ${url}${shownToken ? ' (session opened with ?access_token=…)' : ' (no token)'}`);
+      const how = state.auth && state.auth.kind === 'apiKey'
+        ? ' (no key: a browser cannot set headers on a WebSocket)'
+        : shownToken ? ' (session opened with ?access_token=…)' : ' (no token)';
+      lines.push(`WebSocket message on ${url}${how}`);
     } else {
       lines.push(`POST ${RPC_URL.href}`, 'Content-Type: application/json');
-      if (shownToken) lines.push(`Authorization: ${shownToken}`);
+      if (shownToken) lines.push(`${header[0]}: ${shownToken}`);
     }
     lines.push('', pretty(body));
     return lines.join('\n');
@@ -520,7 +832,7 @@
   function offerToken(button, answer) {
     const token = answer && answer.result && answer.result.access_token;
     button.hidden = typeof token !== 'string';
-    button.onclick = button.hidden ? null : () => authorizeWith(token);
+    button.onclick = button.hidden ? null : () => authorizeWith(token, bearerFrom(answer.result));
   }
 
   function showLocalError(result, requestOut, answerOut, errorOut, err) {
@@ -542,12 +854,21 @@
 
   function renderIdentity() {
     const identity = $('identity');
-    if (!state.token) identity.textContent = 'Not signed in';
+    if (!state.token) identity.textContent = state.ended ? 'Signed out: the session ended' : 'Not signed in';
+    else if (state.auth && state.auth.kind === 'apiKey') identity.textContent = `API key (${state.auth.scheme}) in ${state.auth.header}`;
     else if (state.caller) {
       const scopes = Object.entries(state.caller.scopes || {})
         .map(([scheme, list]) => `${scheme}: ${list.length ? list.join(', ') : 'no scopes'}`).join('; ');
       identity.textContent = `Signed in as ${state.caller.username}${scopes ? ` (${scopes})` : ''}`;
     } else identity.textContent = 'Authorized with a token';
+    const note = $('session-note');
+    const auth = state.auth;
+    if (state.token && state.renewedAt) {
+      note.textContent = `Token renewed at ${state.renewedAt.toLocaleTimeString()} (${state.renewedWhy})`;
+    } else if (state.token && auth && auth.refresh && auth.exp) {
+      note.textContent = `Renews itself before ${new Date(auth.exp).toLocaleTimeString()}`;
+    } else note.textContent = '';
+    identity.classList.toggle('ended', !state.token && state.ended);
     $('authorize').textContent = state.token ? 'Authorized' : 'Authorize';
     $('authorize').classList.toggle('authorized', Boolean(state.token));
     $('sign-out').hidden = !state.token;
@@ -584,7 +905,10 @@
       state.caller = await call('get_caller', undefined, state.token);
     } catch (err) {
       state.caller = null;
-      if (err.rpc && err.rpc.code === -32001) {
+      if (err.rpc && err.rpc.code === -32001 && err.rpc.data && err.rpc.data.reason === 'revoked_token') {
+        sessionEnded('revoked_token');
+        return;
+      } else if (err.rpc && err.rpc.code === -32001) {
         setStatus(`The token is not accepted (${(err.rpc.data && err.rpc.data.reason) || err.rpc.message}): authorize again.`, true);
       }
     }
@@ -595,6 +919,7 @@
     const message = $('auth-message');
     message.textContent = text;
     message.classList.toggle('error', Boolean(isError));
+    if (text) message.scrollIntoView({ block: 'nearest' });
   }
 
   function errorText(err) {
@@ -603,8 +928,10 @@
     return `${err.rpc.code} ${err.rpc.message}${data}`;
   }
 
-  async function authorizeWith(token) {
-    saveToken(token);
+  async function authorizeWith(token, auth) {
+    state.ended = false;
+    state.renewedAt = null;
+    saveToken(token, auth || { scheme: 'Bearer', kind: 'bearer', header: 'Authorization', exp: jwtExp(token) });
     await reloadDocument();
     await refreshCaller();
   }
@@ -616,8 +943,9 @@
     try {
       const token = await call('sign_in', { username, password });
       $('sign-in-password').value = '';
-      await authorizeWith(token.access_token);
+      await authorizeWith(token.access_token, bearerFrom(token));
       authMessage(`Signed in as ${username}.`);
+      setStatus(`Signed in as ${username}.`);
       $('auth-dialog').close();
     } catch (err) {
       authMessage(`Sign-in failed: ${errorText(err)}`, true);
@@ -644,7 +972,15 @@
       const user = await call('sign_up', { username, password });
       $('sign-up-password').value = '';
       $('sign-in-username').value = user.username;
-      authMessage(`Account created: ${user.username}. Now sign in with its password.`);
+      if (!methodNamed('sign_in')) {
+        authMessage(`Account created: ${user.username}.`);
+        return;
+      }
+      authMessage(`Account created: ${user.username}. Signing in…`);
+      const token = await call('sign_in', { username: user.username, password });
+      await authorizeWith(token.access_token, bearerFrom(token));
+      setStatus(`Account created: ${user.username}, and signed in.`);
+      $('auth-dialog').close();
     } catch (err) {
       authMessage(`Sign-up failed: ${errorText(err)}`, true);
     }
@@ -662,6 +998,7 @@
       }
     }
     state.caller = null;
+    state.ended = false;
     saveToken(null);
     await reloadDocument();
     refreshMarks();
@@ -692,6 +1029,7 @@
     $('sign-up').addEventListener('click', signUp);
     $('sign-out').addEventListener('click', signOut);
     $('filter').addEventListener('input', applyFilter);
+    window.addEventListener('hashchange', openFromHash);
     $('transport').addEventListener('change', (event) => {
       state.transport = event.target.value === 'ws' ? 'ws' : 'http';
       if (state.transport === 'http') closeSocket();
@@ -708,6 +1046,7 @@
     state.token = loadToken();
     $('transport').value = 'http';
     await reloadDocument();
+    scheduleRefresh();
     if (state.token) await refreshCaller();
     document.body.dataset.ready = 'true';
   }

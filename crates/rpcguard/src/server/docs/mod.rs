@@ -2,10 +2,15 @@
 //! the live `rpc.discover`, served from inside the binary.
 //!
 //! The page lists every method (summary, description, params, result,
-//! errors, examples, the scopes it needs), has an **Authorize** dialog
-//! (sign in with `sign_in`, sign up with `sign_up`, or paste a token) and a
-//! form per method that sends the call over HTTP or a WebSocket session and
-//! shows the exact request and the answer.
+//! errors, examples, the scopes it needs; schemas unfold from
+//! `components.schemas`; descriptions in a small Markdown subset), has an
+//! **Authorize** dialog for every scheme of the document (sign in with
+//! `sign_in`, sign up with `sign_up`, paste a token, or paste an API key)
+//! and a form per method that sends the call over HTTP or a WebSocket
+//! session and shows the exact request, the answer and a curl command.
+//! After `sign_in` it keeps the session: it calls `refresh` before the
+//! access token's `exp` and on `expired_token` (then sends the call once
+//! more), and says "Signed out: the session ended" when the server ends it.
 //!
 //! # Why a small dependency-free page
 //!
