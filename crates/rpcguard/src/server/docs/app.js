@@ -141,6 +141,8 @@
     state.refreshing = (async () => {
       try {
         const { answer } = await sendHttp(request('refresh', { refresh_token: auth.refresh }), null);
+        // Signed out or authorized anew meanwhile: that credential wins.
+        if (state.auth !== auth) return Boolean(state.token);
         const result = answer && answer.result;
         if (result && typeof result.access_token === 'string') {
           state.renewedAt = new Date();
