@@ -247,8 +247,8 @@ struct ServeArgs {
     /// bcrypt hashes (sign_up) allowed to wait before -32005 (default: as --bcrypt-queue).
     #[arg(long, env = "RPCGUARD_BCRYPT_SIGNUP_QUEUE")]
     bcrypt_signup_queue: Option<usize>,
-    /// Largest request body in bytes (1024 to 1073741824).
-    #[arg(long, env = "RPCGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(1024..=1_073_741_824))]
+    /// Largest request body in bytes (256 to 1073741824).
+    #[arg(long, env = "RPCGUARD_MAX_BODY_BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u32).range(256..=1_073_741_824))]
     max_body_bytes: u32,
     /// Most calls in one batch (1 to 10000).
     #[arg(long, env = "RPCGUARD_MAX_BATCH_LEN", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]

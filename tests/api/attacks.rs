@@ -543,7 +543,11 @@ async fn password_and_username_edge_cases() {
         .output()
         .expect("list");
     let listing = String::from_utf8_lossy(&list.stdout);
-    assert_eq!(listing.lines().count(), 2, "{listing}");
+    assert_eq!(
+        listing.lines().count(),
+        3,
+        "a header and two users: {listing}"
+    );
     target.assert_no_leaks(&["x".repeat(72).as_str(), &edge_73, PASSWORD]);
 }
 

@@ -307,7 +307,7 @@ fn useless_values_and_bad_environment_values_are_refused_by_name() {
     };
     for (flag, range) in [
         ("--token-ttl", "1..=604800"),
-        ("--max-body-bytes", "1024..=1073741824"),
+        ("--max-body-bytes", "256..=1073741824"),
         ("--max-batch-len", "1..=10000"),
     ] {
         let stderr = serve(&[flag, "0"], &[]);
