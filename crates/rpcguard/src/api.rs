@@ -311,8 +311,8 @@ impl<S> CallContext<S> {
     /// for the handler's own log lines.
     pub fn request_id(&self) -> Option<&str> {
         self.extensions
-            .get::<crate::security::RequestId>()
-            .map(|id| id.0.as_ref())
+            .get::<RemoteAddr>()
+            .map(|r| r.request_id.as_str())
     }
 
     /// The WebSocket session's credential slot, to bind new credentials for

@@ -124,7 +124,7 @@ pub(crate) struct Connection {
 pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> HttpResponse {
     let drain = conn.shared.drain.clone();
     let request_id = request_id(&req, conn.trusted);
-    let echo = HeaderValue::from_str(&request_id.0).ok();
+    let echo = HeaderValue::from_str(request_id.as_str()).ok();
     let mut response = route(req, conn, request_id).await;
     if let Some(echo) = echo {
         response.headers_mut().insert(X_REQUEST_ID, echo);
@@ -146,7 +146,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// random prefix and a counter: unique, cheap, never secret).
 fn request_id<B>(req: &Request<B>, trusted: bool) -> RequestId {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     if trusted {
         let given = req
             .headers()
@@ -158,12 +158,12 @@ fn request_id<B>(req: &Request<B>, trusted: bool) -> RequestId {
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
             });
         if let Some(given) = given {
-            return RequestId(Arc::from(given));
+            return RequestId::given(given);
         }
     }
-    let prefix = PREFIX.get_or_init(|| format!("{:08x}", rand::random::<u32>()));
+    let prefix = *PREFIX.get_or_init(rand::random::<u32>);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    RequestId(Arc::from(format!("{prefix}-{n:x}")))
+    RequestId::made(prefix, n)
 }
 
 /// The answer of the path's owner.
@@ -238,8 +238,8 @@ async fn route(
         client,
         peer: conn.peer,
         drain: conn.shared.drain.clone(),
+        request_id,
     });
-    extensions.insert(request_id);
     if is_upgrade {
         return ws::upgrade(req, extensions, conn, client_slot);
     }

@@ -37,7 +37,7 @@ use super::dispatch::each_entry;
 use super::enforce::{Enforced, PolicyCell};
 use crate::audit::{Audit, Event};
 use crate::error::{AuthFailure, RpcError};
-use crate::metrics::{MethodTable, Metrics};
+use crate::metrics::{MethodMetrics, Metrics};
 use crate::security::{self, Caller, RemoteAddr, RequestId, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
@@ -51,7 +51,8 @@ struct Shared {
     security: SharedSecurity,
     max_response_bytes: usize,
     metrics: Metrics,
-    methods: MethodTable,
+    /// Where calls to undeclared (or disabled) methods are recorded.
+    unknown: Option<Arc<MethodMetrics>>,
 }
 
 impl SecurityLayer {
@@ -64,17 +65,14 @@ impl SecurityLayer {
         max_response_bytes: usize,
         metrics: Metrics,
     ) -> Self {
-        let methods = {
-            let snapshot = policy.load_full();
-            metrics.methods(snapshot.method_names())
-        };
+        let unknown = policy.recorders().shared(crate::metrics::UNKNOWN_METHOD);
         SecurityLayer {
             shared: Arc::new(Shared {
                 policy,
                 security,
                 max_response_bytes,
                 metrics,
-                methods,
+                unknown,
             }),
         }
     }
@@ -204,10 +202,9 @@ where
         async move {
             let started = Instant::now();
             let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
-            let client = req.extensions().get::<RemoteAddr>().map(|a| a.client.ip());
-            let request_id = logging
-                .then(|| req.extensions().get::<RequestId>().cloned())
-                .flatten();
+            let remote = req.extensions().get::<RemoteAddr>();
+            let client = remote.map(|a| a.client.ip());
+            let request_id = remote.filter(|_| logging).map(|a| a.request_id.clone());
             // One snapshot of the policy for the whole call.
             let policy = this.shared.policy.load_full();
             let enforced = policy.get(&req.method).filter(|e| e.enabled);
@@ -238,7 +235,9 @@ where
                             Audit::new(Event::TokenRefused)
                                 .client(client)
                                 .request_id(
-                                    req.extensions().get::<RequestId>().map(|id| id.0.as_ref()),
+                                    req.extensions()
+                                        .get::<RemoteAddr>()
+                                        .map(|a| a.request_id.as_str()),
                                 )
                                 .reason(reason.as_str())
                                 .emit();
@@ -261,7 +260,11 @@ where
             };
             let elapsed = started.elapsed();
             let outcome = response.as_error_code();
-            if let Some(recorder) = this.shared.methods.get(method) {
+            let recorder = match enforced {
+                Some(e) => e.recorder.as_ref(),
+                None => this.shared.unknown.as_ref(),
+            };
+            if let Some(recorder) = recorder {
                 recorder.record(outcome, elapsed);
             }
             if logging {
@@ -271,7 +274,7 @@ where
                     outcome: outcome.unwrap_or(0),
                     elapsed,
                     client,
-                    request_id: request_id.as_ref().map(|id| id.0.as_ref()),
+                    request_id: request_id.as_ref().map(RequestId::as_str),
                 });
             }
             response

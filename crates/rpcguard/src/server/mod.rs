@@ -468,12 +468,16 @@ pub fn spawn<S: Send + Sync + 'static>(
         info.server_url = format!("http://{addr}/");
     }
     let (mut module, decls) = api.into_parts(state)?;
+    let recorders = config
+        .metrics
+        .methods(decls.iter().map(|d| d.name.as_ref()));
     let policy = Arc::new(PolicyCell::new(
         Base {
             decls,
             schemes: security.schemes(),
             info,
             discover: config.discover,
+            recorders,
         },
         config.policy.clone(),
     )?);
