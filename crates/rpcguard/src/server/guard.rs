@@ -349,8 +349,54 @@ struct Addr(Option<std::net::IpAddr>);
 impl std::fmt::Display for Addr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            // The common address, written as one string (std's own goes
+            // through the formatting machinery octet by octet).
+            Some(std::net::IpAddr::V4(ip)) => {
+                let mut text = [0u8; 15];
+                let mut len = 0;
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text[len] = b'.';
+                        len += 1;
+                    }
+                    let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                    let skip = if octet >= 100 {
+                        0
+                    } else if octet >= 10 {
+                        1
+                    } else {
+                        2
+                    };
+                    for digit in &digits[skip..] {
+                        text[len] = b'0' + digit;
+                        len += 1;
+                    }
+                }
+                f.write_str(std::str::from_utf8(&text[..len]).unwrap_or("-"))
+            }
             Some(ip) => ip.fmt(f),
             None => f.write_str("-"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Addr;
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for text in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = text.parse().expect("address");
+            assert_eq!(Addr(Some(ip)).to_string(), ip.to_string());
+        }
+        assert_eq!(Addr(None).to_string(), "-");
     }
 }
