@@ -474,7 +474,8 @@ impl<S: Send + Sync + 'static> Api<S> {
 
     /// Registers every handler into a jsonrpsee module over `state`, and
     /// returns it with the declarations the middleware enforces.
-    /// `rpc.discover` is not registered here (the server adds it).
+    /// `rpc.discover` is not registered here (the server's security layer
+    /// answers it).
     pub(crate) fn into_parts(
         self,
         state: Arc<S>,

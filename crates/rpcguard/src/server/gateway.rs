@@ -46,11 +46,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use jsonrpsee::server::http::response;
-use jsonrpsee::server::MethodResponse;
 use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 
-use super::dispatch::{self, Pipeline};
+use super::dispatch::{self, Answer, Pipeline};
 use super::docs::DocsPage;
 use super::document::DOCUMENT_PATH;
 use super::enforce::PolicyCell;
@@ -310,11 +309,11 @@ pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extens
 }
 
 /// The outcome of `response`, with the ids of `restore` put back.
-fn finish(response: MethodResponse, restore: Option<Restore>) -> Outcome {
+fn finish(response: Answer, restore: Option<Restore>) -> Outcome {
     if response.is_notification() {
         return Outcome::Nothing;
     }
-    let answer = String::from(Box::<str>::from(response.into_json()));
+    let answer = response.into_text();
     Outcome::Answer(match restore {
         Some(restore) => restore.apply(answer),
         None => answer,

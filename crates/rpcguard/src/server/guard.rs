@@ -33,8 +33,9 @@ use jsonrpsee::types::{ErrorCode, ErrorObjectOwned, Request};
 use jsonrpsee::Extensions;
 use tower::Layer;
 
-use super::dispatch::each_entry;
-use super::enforce::{Enforced, PolicyCell};
+use super::dispatch::{each_entry, Answer};
+use super::enforce::{Enforced, Enforcement, PolicyCell};
+use crate::api::DISCOVER;
 use crate::audit::{Audit, Event};
 use crate::error::{AuthFailure, RpcError};
 use crate::metrics::{MethodMetrics, Metrics};
@@ -181,17 +182,14 @@ impl<S> SecurityService<S> {
 
 impl<S> RpcServiceT for SecurityService<S>
 where
-    S: RpcServiceT<
-            MethodResponse = MethodResponse,
-            BatchResponse = MethodResponse,
-            NotificationResponse = MethodResponse,
-        > + Clone
+    S: RpcServiceT<MethodResponse = MethodResponse, NotificationResponse = MethodResponse>
+        + Clone
         + Send
         + Sync
         + 'static,
 {
-    type MethodResponse = MethodResponse;
-    type BatchResponse = MethodResponse;
+    type MethodResponse = Answer;
+    type BatchResponse = Answer;
     type NotificationResponse = MethodResponse;
 
     fn call<'a>(
@@ -214,7 +212,8 @@ where
                     MethodResponse::error(
                         req.id.clone(),
                         ErrorObjectOwned::from(ErrorCode::MethodNotFound),
-                    ),
+                    )
+                    .into(),
                     None,
                 ),
                 Some(enforced) => match this.admit(enforced, req.extensions()).await {
@@ -224,10 +223,20 @@ where
                             .as_ref()
                             .filter(|_| logging)
                             .map(|c| c.subject.clone());
-                        if let Some(caller) = caller {
-                            req.extensions_mut().insert(caller);
-                        }
-                        (this.inner.call(req).await, subject)
+                        let answer = if enforced.decl.name.as_ref() == DISCOVER {
+                            discover(
+                                &policy,
+                                req.id.clone(),
+                                caller.as_deref(),
+                                this.shared.max_response_bytes,
+                            )
+                        } else {
+                            if let Some(caller) = caller {
+                                req.extensions_mut().insert(caller);
+                            }
+                            this.inner.call(req).await.into()
+                        };
+                        (answer, subject)
                     }
                     Err(denied) => {
                         if let RpcError::Unauthenticated(reason) = &denied.error {
@@ -248,7 +257,7 @@ where
                             .filter(|_| logging)
                             .map(|c| c.subject.clone());
                         let error = ErrorObjectOwned::from(denied.error);
-                        (MethodResponse::error(req.id.clone(), error), subject)
+                        (MethodResponse::error(req.id.clone(), error).into(), subject)
                     }
                 },
             };
@@ -301,6 +310,21 @@ where
                 Err(_) => MethodResponse::notification(),
             }
         }
+    }
+}
+
+/// The answer of `rpc.discover` for `caller` under `policy`: the document
+/// (or the caller's view of it) as prepared text, not re-parsed by
+/// jsonrpsee (see [`Answer`]).
+fn discover(
+    policy: &Enforcement,
+    id: jsonrpsee::types::Id<'_>,
+    caller: Option<&Caller>,
+    max_response_bytes: usize,
+) -> Answer {
+    match policy.document_for(caller) {
+        Ok(document) => Answer::prepared(id, document.raw(), max_response_bytes),
+        Err(error) => MethodResponse::error(id, ErrorObjectOwned::from(error)).into(),
     }
 }
 
