@@ -41,17 +41,18 @@ pub struct Bench {
     pub args: Args,
     /// The machine it runs on.
     pub machine: Machine,
-    /// `rpcguard serve`, on a fresh SQLite data dir.
+    /// `rpcguard serve`, on a fresh SQLite data dir, at the default log
+    /// level (`info`: one line per call, to a file), as users run it.
     pub rpcguard: ServerProcess,
     /// The bare jsonrpsee baseline.
     pub baseline: ServerProcess,
-    /// A second `rpcguard serve` at the default log level (one line per
-    /// call, to a file), for the cost of the log line.
-    pub rpcguard_logging: ServerProcess,
-    /// [`crate::account::USER`]'s token on [`Bench::rpcguard_logging`].
-    pub logging_token: String,
+    /// A second `rpcguard serve` at log level `warn` (no line per call),
+    /// for the cost of the log line.
+    pub rpcguard_warn: ServerProcess,
+    /// [`crate::account::USER`]'s token on [`Bench::rpcguard_warn`].
+    pub warn_token: String,
     /// A third `rpcguard serve` with an operator policy and rate limits
-    /// ([`POLICY`]), for their cost.
+    /// ([`POLICY`]), for their cost (at the default log level, as (a)).
     pub rpcguard_policy: ServerProcess,
     /// [`crate::account::USER`]'s token on [`Bench::rpcguard_policy`].
     pub policy_token: String,
@@ -148,8 +149,8 @@ impl Bench {
     fn server_and_other(&self, target: &Target) -> (&ServerProcess, &ServerProcess) {
         if target.addr == self.rpcguard.addr {
             (&self.rpcguard, &self.baseline)
-        } else if target.addr == self.rpcguard_logging.addr {
-            (&self.rpcguard_logging, &self.baseline)
+        } else if target.addr == self.rpcguard_warn.addr {
+            (&self.rpcguard_warn, &self.baseline)
         } else if target.addr == self.rpcguard_policy.addr {
             (&self.rpcguard_policy, &self.baseline)
         } else {
@@ -257,13 +258,13 @@ impl Bench {
         memory.read_fresh(&baseline)?;
 
         let account = Account::set_up(&rpcguard, &baseline).await?;
-        let rpcguard_logging = server::start_rpcguard(
+        let rpcguard_warn = server::start_rpcguard(
             &rpcguard_bin,
             args.bcrypt_cost,
             &args.rpcguard_args,
-            server::Logging::DefaultToFile,
+            server::Logging::Quiet,
         )?;
-        let logging_token = crate::account::token_on(&rpcguard_logging).await?;
+        let warn_token = crate::account::token_on(&rpcguard_warn).await?;
         let policy_file = tempfile::Builder::new()
             .prefix("rpcguard-bench-policy-")
             .suffix(".toml")
@@ -278,7 +279,7 @@ impl Bench {
             &rpcguard_bin,
             args.bcrypt_cost,
             &policy_args,
-            server::Logging::Quiet,
+            server::Logging::DefaultToFile,
         )?;
         // The server read the file at start.
         drop(policy_file);
@@ -295,8 +296,8 @@ impl Bench {
             machine,
             rpcguard,
             baseline,
-            rpcguard_logging,
-            logging_token,
+            rpcguard_warn,
+            warn_token,
             rpcguard_policy,
             policy_token,
             account,
@@ -311,7 +312,7 @@ impl Bench {
     fn finish(self, command: String, nofile: u64, started: Instant) -> Measured {
         self.rpcguard.stop();
         self.baseline.stop();
-        self.rpcguard_logging.stop();
+        self.rpcguard_warn.stop();
         self.rpcguard_policy.stop();
         let date = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
@@ -360,7 +361,7 @@ fn start_servers(
         rpcguard_bin,
         args.bcrypt_cost,
         &args.rpcguard_args,
-        server::Logging::Quiet,
+        server::Logging::DefaultToFile,
     )?;
     let baseline = server::start_baseline(baseline_bin)?;
     println!(

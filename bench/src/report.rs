@@ -238,7 +238,7 @@ fn write_throughput_row(m: &Measured, row: &Row, out: &mut String) {
     let cpu_cells = if row.own_cpu {
         let c = cpu_summary(runs);
         format!(
-            "{:.2} | {:.0} | {:.2} | {:.2} ",
+            "{:.2} | {:.1} | {:.2} | {:.2} ",
             c.server, c.server_us_per_req, c.client, c.other
         )
     } else {
@@ -292,7 +292,9 @@ fn write_method(m: &Measured, scenarios: &[Box<dyn Scenario>], out: &mut String)
     let _ = writeln!(out, "\n## Method\n");
     let common = [
         "Both servers run as separate processes on 127.0.0.1, started by the harness: `rpcguard serve` on a fresh \
-         temporary SQLite data dir with sign-in throttling disabled and `RUST_LOG=warn`; the baseline is \
+         temporary SQLite data dir with sign-in throttling disabled, at its default log level (`info`: one line per \
+         call, standard error to a file in its data dir; the (a) at `warn` row, (i) and (j) run with \
+         `RUST_LOG=warn`); the baseline is \
          `bench/src/bin/baseline.rs`, a bare jsonrpsee 0.26 server (no middleware, no auth) whose `ping` answers an object \
          shaped like `get_caller`'s. Both use tokio's default multi-threaded runtime (one worker per core)."
             .to_owned(),

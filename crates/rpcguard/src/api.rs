@@ -311,8 +311,8 @@ impl<S> CallContext<S> {
     /// for the handler's own log lines.
     pub fn request_id(&self) -> Option<&str> {
         self.extensions
-            .get::<crate::security::RequestId>()
-            .map(|id| id.0.as_ref())
+            .get::<RemoteAddr>()
+            .map(|r| r.request_id.as_str())
     }
 
     /// The WebSocket session's credential slot, to bind new credentials for
@@ -474,7 +474,8 @@ impl<S: Send + Sync + 'static> Api<S> {
 
     /// Registers every handler into a jsonrpsee module over `state`, and
     /// returns it with the declarations the middleware enforces.
-    /// `rpc.discover` is not registered here (the server adds it).
+    /// `rpc.discover` is not registered here (the server's security layer
+    /// answers it).
     pub(crate) fn into_parts(
         self,
         state: Arc<S>,

@@ -475,12 +475,9 @@ pub(crate) struct MethodTable {
 }
 
 impl MethodTable {
-    /// The recorders of `method`, or of [`UNKNOWN_METHOD`].
-    pub(crate) fn get(&self, method: &str) -> Option<&MethodMetrics> {
-        self.table
-            .get(method)
-            .or_else(|| self.table.get(UNKNOWN_METHOD))
-            .map(Arc::as_ref)
+    /// The recorders of `method`, shared, if it is declared.
+    pub(crate) fn shared(&self, method: &str) -> Option<Arc<MethodMetrics>> {
+        self.table.get(method).cloned()
     }
 }
 
@@ -787,12 +784,13 @@ mod tests {
     fn calls_are_counted_by_method_and_outcome_and_encoded() {
         let metrics = Metrics::new();
         let table = metrics.methods(["get_caller"]);
-        let method = table.get("get_caller").expect("declared");
+        let method = table.shared("get_caller").expect("declared");
         method.record(None, Duration::from_micros(80));
         method.record(Some(-32001), Duration::from_micros(30));
         method.record(Some(-31000), Duration::from_millis(3));
+        assert!(table.shared("made-up").is_none(), "only declared names");
         table
-            .get("made-up")
+            .shared(UNKNOWN_METHOD)
             .expect("unknown")
             .record(Some(-32601), Duration::from_micros(5));
         metrics.auth_failure(AuthFailure::ExpiredToken);

@@ -63,6 +63,11 @@ impl OpenRpcDocument {
     pub(crate) fn json(&self) -> &str {
         self.0.get()
     }
+
+    /// The serialized document, as a raw JSON value.
+    pub(crate) fn raw(&self) -> &RawValue {
+        &self.0
+    }
 }
 
 impl Serialize for OpenRpcDocument {

@@ -517,6 +517,10 @@ pub(crate) struct RemoteAddr {
     pub client: SocketAddr,
     /// The connection it came on.
     pub conn: Arc<ConnectionInfo>,
+    /// The id of the HTTP request (or WebSocket upgrade). Kept here rather
+    /// than as an extension of its own: one more entry would make every
+    /// call's extension map grow (rehash) when the guard adds the caller.
+    pub request_id: RequestId,
 }
 
 /// What a connection's calls share, made once at accept: a request clones
@@ -535,9 +539,72 @@ pub(crate) struct ConnectionInfo {
 /// The id of the HTTP request (or WebSocket upgrade) a call came in:
 /// taken from a trusted proxy's `X-Request-Id`, else made by the server;
 /// echoed in the answer's `X-Request-Id` header and written in the call's
-/// log line and audit events.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub std::sync::Arc<str>);
+/// log line and audit events ([`crate::CallContext::request_id`]).
+///
+/// An id the server makes is held inline (no allocation per request); one
+/// a proxy gave is shared.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RequestId(IdText);
+
+/// The longest id the server makes: 8 hex digits, `-`, 16 hex digits.
+const MADE_MAX: usize = 25;
+
+#[derive(Clone, PartialEq, Eq)]
+enum IdText {
+    /// Made by the server: ASCII, `len` bytes of `bytes`.
+    Made { len: u8, bytes: [u8; MADE_MAX] },
+    /// Taken from a trusted proxy.
+    Given(Arc<str>),
+}
+
+impl RequestId {
+    /// The id `PREFIX-N` (`prefix` as 8 hex digits, `n` in hex), made
+    /// without an allocation.
+    pub(crate) fn made(prefix: u32, n: u64) -> Self {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = [0u8; MADE_MAX];
+        for (i, byte) in bytes.iter_mut().take(8).enumerate() {
+            *byte = HEX[((prefix >> (28 - 4 * i)) & 0xf) as usize];
+        }
+        bytes[8] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for i in 0..digits {
+            let shift = 4 * (digits - 1 - i);
+            bytes[9 + i] = HEX[((n >> shift) & 0xf) as usize];
+        }
+        RequestId(IdText::Made {
+            len: (9 + digits) as u8,
+            bytes,
+        })
+    }
+
+    /// An id given by a trusted proxy (already checked to be a sane token).
+    pub(crate) fn given(text: &str) -> Self {
+        RequestId(IdText::Given(Arc::from(text)))
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            IdText::Made { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("-")
+            }
+            IdText::Given(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RequestId").field(&self.as_str()).finish()
+    }
+}
 
 /// What the caller presented: the request headers its security schemes
 /// read (for WebSocket, those of the upgrade request) and, on a WebSocket
@@ -878,6 +945,17 @@ mod tests {
             Err(RpcError::Unauthenticated(failure)) => failure.as_str(),
             other => panic!("expected -32001, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn made_request_ids_read_as_the_prefix_and_the_counter_in_hex() {
+        assert_eq!(RequestId::made(0x0a1b_2c3d, 0).as_str(), "0a1b2c3d-0");
+        assert_eq!(RequestId::made(0xffff_ffff, 0x2f).as_str(), "ffffffff-2f");
+        assert_eq!(
+            RequestId::made(1, u64::MAX).to_string(),
+            "00000001-ffffffffffffffff"
+        );
+        assert_eq!(RequestId::given("req-1").as_str(), "req-1");
     }
 
     #[test]

@@ -22,8 +22,10 @@ use std::future::Future;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
 use jsonrpsee::core::server::helpers::prepare_error;
 use jsonrpsee::core::server::{ConnectionId, MethodCallback, MethodResponse, Methods};
-use jsonrpsee::server::BatchResponseBuilder;
-use jsonrpsee::types::error::{reject_too_big_batch_request, ErrorCode};
+use jsonrpsee::core::traits::ToJson;
+use jsonrpsee::types::error::{
+    reject_too_big_batch_request, reject_too_big_batch_response, ErrorCode,
+};
 use jsonrpsee::types::{ErrorObject, Id, InvalidRequest, Params, Request, TwoPointZero};
 use jsonrpsee::Extensions;
 use serde::Deserialize;
@@ -66,9 +68,107 @@ fn shutting_down(id: Id<'_>) -> MethodResponse {
     )
 }
 
+/// The answer to a call or a batch: jsonrpsee's [`MethodResponse`], or
+/// text written here.
+///
+/// jsonrpsee makes a `MethodResponse` by serializing the result and then
+/// parsing the whole text again to validate it (`RawValue::from_string`),
+/// and a batch's answers are parsed once more when they are joined. For the
+/// OpenRPC document (~25 KB, already valid JSON) that parse cost more than
+/// a whole `get_caller`; so `rpc.discover` is answered as prepared text
+/// ([`Answer::prepared`]) and batches are joined here, without a parse.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// jsonrpsee's answer.
+    Response(MethodResponse),
+    /// A successful answer (or a batch of answers) written here: valid
+    /// JSON by construction.
+    Text(String),
+}
+
+impl Answer {
+    /// `{"jsonrpc":"2.0","id":ID,"result":RESULT}`, with `result` already
+    /// serialized (valid JSON), byte for byte what jsonrpsee writes; an
+    /// answer longer than `max_bytes` becomes jsonrpsee's oversized-answer
+    /// error, as before.
+    pub(crate) fn prepared(id: Id<'_>, result: &RawValue, max_bytes: usize) -> Answer {
+        let Ok(id_text) = serde_json::to_string(&id) else {
+            return Answer::Response(MethodResponse::error(
+                id,
+                ErrorObject::from(ErrorCode::InternalError),
+            ));
+        };
+        const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
+        const MIDDLE: &str = ",\"result\":";
+        let len = HEAD.len() + id_text.len() + MIDDLE.len() + result.get().len() + 1;
+        if len > max_bytes {
+            // jsonrpsee's own error for an answer over the limit.
+            return Answer::Response(MethodResponse::response(
+                id,
+                jsonrpsee::ResponsePayload::success(result),
+                max_bytes,
+            ));
+        }
+        let mut text = String::with_capacity(len);
+        text.push_str(HEAD);
+        text.push_str(&id_text);
+        text.push_str(MIDDLE);
+        text.push_str(result.get());
+        text.push('}');
+        Answer::Text(text)
+    }
+
+    /// The error code, when the answer is an error.
+    pub(crate) fn as_error_code(&self) -> Option<i32> {
+        match self {
+            Answer::Response(response) => response.as_error_code(),
+            Answer::Text(_) => None,
+        }
+    }
+
+    /// Whether there is nothing to send (notifications only).
+    pub(crate) fn is_notification(&self) -> bool {
+        match self {
+            Answer::Response(response) => response.is_notification(),
+            Answer::Text(_) => false,
+        }
+    }
+
+    /// The answer's text.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Answer::Response(response) => response.as_json().get(),
+            Answer::Text(text) => text,
+        }
+    }
+
+    /// The answer's text, owned.
+    pub(crate) fn into_text(self) -> String {
+        match self {
+            Answer::Response(response) => String::from(Box::<str>::from(response.into_json())),
+            Answer::Text(text) => text,
+        }
+    }
+}
+
+impl From<MethodResponse> for Answer {
+    fn from(response: MethodResponse) -> Self {
+        Answer::Response(response)
+    }
+}
+
+impl ToJson for Answer {
+    fn to_json(&self) -> Result<Box<RawValue>, serde_json::Error> {
+        match self {
+            Answer::Response(response) => Ok(response.to_json()),
+            Answer::Text(text) => RawValue::from_string(text.clone()),
+        }
+    }
+}
+
 impl RpcServiceT for Executor {
     type MethodResponse = MethodResponse;
-    type BatchResponse = MethodResponse;
+    type BatchResponse = Answer;
     type NotificationResponse = MethodResponse;
 
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
@@ -147,20 +247,25 @@ impl RpcServiceT for Executor {
 /// or `notification` in turn (so a layer's checks apply to every entry),
 /// the answers capped at `max_response_bytes` in all. As jsonrpsee: a batch
 /// of notifications only is answered with nothing, an empty one with
-/// -32600.
+/// -32600, one whose answers pass the cap with jsonrpsee's -32011 error.
+/// The answers are joined as text, not parsed again (see [`Answer`]).
 pub(crate) async fn each_entry<S>(
     service: &S,
     batch: Batch<'_>,
     max_response_bytes: usize,
-) -> MethodResponse
+) -> Answer
 where
-    S: RpcServiceT<MethodResponse = MethodResponse, NotificationResponse = MethodResponse>,
+    S: RpcServiceT<NotificationResponse = MethodResponse>,
+    S::MethodResponse: Into<Answer>,
 {
-    let mut answers = BatchResponseBuilder::new_with_limit(max_response_bytes);
+    // As jsonrpsee's `BatchResponseBuilder`: `[`, then each answer and a
+    // comma (the last one becomes `]`), the cap checked before each.
+    let mut joined = String::with_capacity(2048);
+    joined.push('[');
     let mut got_notification = false;
     for entry in batch.into_iter() {
-        let answer = match entry {
-            Ok(BatchEntry::Call(req)) => service.call(req).await,
+        let answer: Answer = match entry {
+            Ok(BatchEntry::Call(req)) => service.call(req).await.into(),
             Ok(BatchEntry::Notification(n)) => {
                 got_notification = true;
                 service.notification(n).await;
@@ -168,17 +273,28 @@ where
             }
             Err(err) => {
                 let (err, id) = err.into_parts();
-                MethodResponse::error(id, err)
+                MethodResponse::error(id, err).into()
             }
         };
-        if let Err(too_big) = answers.append(answer) {
-            return too_big;
+        let text = answer.as_str();
+        if text.len() + joined.len() + 1 > max_response_bytes {
+            return MethodResponse::error(
+                Id::Null,
+                reject_too_big_batch_response(max_response_bytes),
+            )
+            .into();
         }
+        joined.push_str(text);
+        joined.push(',');
     }
-    if answers.is_empty() && got_notification {
-        MethodResponse::notification()
+    if joined.len() > 1 {
+        joined.pop();
+        joined.push(']');
+        Answer::Text(joined)
+    } else if got_notification {
+        MethodResponse::notification().into()
     } else {
-        MethodResponse::from_batch(answers.finish())
+        MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::InvalidRequest)).into()
     }
 }
 
@@ -255,46 +371,44 @@ impl Pipeline {
 
     /// The answer to one message; every call in it carries `extensions`
     /// (the caller's credentials and address).
-    pub(crate) async fn answer(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
+    pub(crate) async fn answer(&self, body: &[u8], extensions: Extensions) -> Answer {
         match start(body) {
             Some((b'{', message)) => self.single(message, extensions).await,
             Some((b'[', message)) => self.batch(message, extensions).await,
-            _ => MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError)),
+            _ => MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError)).into(),
         }
     }
 
     /// The answer to one call already parsed from a message that
     /// [`start`]s with `{`.
-    pub(crate) async fn call(
-        &self,
-        mut req: Request<'_>,
-        extensions: Extensions,
-    ) -> MethodResponse {
+    pub(crate) async fn call(&self, mut req: Request<'_>, extensions: Extensions) -> Answer {
         req.extensions = extensions;
         self.service.call(req).await
     }
 
-    async fn single(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
+    async fn single(&self, body: &[u8], extensions: Extensions) -> Answer {
         if let Ok(req) = serde_json::from_slice::<Request>(body) {
             self.call(req, extensions).await
         } else if let Ok(mut notification) = serde_json::from_slice::<Notification>(body) {
             notification.extensions = extensions;
-            self.service.notification(notification).await
+            self.service.notification(notification).await.into()
         } else {
             let (id, code) = prepare_error(body);
-            MethodResponse::error(id, ErrorObject::from(code))
+            MethodResponse::error(id, ErrorObject::from(code)).into()
         }
     }
 
-    async fn batch(&self, body: &[u8], extensions: Extensions) -> MethodResponse {
+    async fn batch(&self, body: &[u8], extensions: Extensions) -> Answer {
         let Ok(entries) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
-            return MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError));
+            return MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError))
+                .into();
         };
         if entries.len() > self.max_batch_len {
             return MethodResponse::error(
                 Id::Null,
                 reject_too_big_batch_request(self.max_batch_len),
-            );
+            )
+            .into();
         }
         let batch: Vec<_> = entries
             .into_iter()

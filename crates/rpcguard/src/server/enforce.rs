@@ -20,6 +20,7 @@ use super::resource::Resource;
 use crate::api::{Api, MethodDecl, DISCOVER};
 use crate::error::RpcError;
 use crate::limit::{Budget, Rate};
+use crate::metrics::{MethodMetrics, MethodTable};
 use crate::openrpc::{self, DocInfo};
 use crate::policy::{Discover, Policy, PolicyError};
 use crate::schema::OpenRpcDocument;
@@ -57,6 +58,9 @@ pub(crate) struct Enforced {
     pub decl: Arc<MethodDecl>,
     /// `false`: the method answers `-32601`.
     pub enabled: bool,
+    /// Where its calls are recorded (found here, so a call makes no
+    /// lookup of its own).
+    pub recorder: Option<Arc<MethodMetrics>>,
     per_caller: Option<Arc<Budget<CallerKey>>>,
     per_ip: Option<Arc<Budget<Option<IpAddr>>>>,
 }
@@ -89,6 +93,8 @@ pub(crate) struct Base {
     pub info: DocInfo,
     /// What `rpc.discover` answers.
     pub discover: Discover,
+    /// Each declared method's metrics recorders, made once at start.
+    pub recorders: MethodTable,
 }
 
 /// One policy, applied.
@@ -198,6 +204,7 @@ impl Enforcement {
             methods.insert(
                 name.to_owned(),
                 Enforced {
+                    recorder: base.recorders.shared(name),
                     decl,
                     enabled,
                     per_caller,
@@ -233,11 +240,6 @@ impl Enforcement {
     /// The method's enforcement, if it is declared.
     pub fn get(&self, method: &str) -> Option<&Enforced> {
         self.methods.get(method)
-    }
-
-    /// Every declared method's name (disabled ones too).
-    pub fn method_names(&self) -> impl Iterator<Item = &str> {
-        self.methods.keys().map(String::as_str)
     }
 
     /// `GET /openrpc.json`.
@@ -327,6 +329,11 @@ impl PolicyCell {
             current: ArcSwap::from_pointee(first),
             replacing: Mutex::new(()),
         })
+    }
+
+    /// The metrics recorders of the declared methods.
+    pub fn recorders(&self) -> &MethodTable {
+        &self.base.recorders
     }
 
     /// The policy in force now (a snapshot: later replacements do not

@@ -46,11 +46,10 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, StatusCode};
 use jsonrpsee::server::http::response;
-use jsonrpsee::server::MethodResponse;
 use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 
-use super::dispatch::{self, Pipeline};
+use super::dispatch::{self, Answer, Pipeline};
 use super::docs::DocsPage;
 use super::document::DOCUMENT_PATH;
 use super::enforce::PolicyCell;
@@ -125,7 +124,7 @@ pub(crate) struct Connection {
 /// `Connection: close`.
 pub(crate) async fn handle(req: Request<Incoming>, conn: Arc<Connection>) -> HttpResponse {
     let request_id = request_id(&req, conn.trusted);
-    let echo = HeaderValue::from_str(&request_id.0).ok();
+    let echo = HeaderValue::from_str(request_id.as_str()).ok();
     let mut response = route(req, &conn, request_id).await;
     if let Some(echo) = echo {
         response.headers_mut().insert(X_REQUEST_ID, echo);
@@ -147,7 +146,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// random prefix and a counter: unique, cheap, never secret).
 fn request_id<B>(req: &Request<B>, trusted: bool) -> RequestId {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     if trusted {
         let given = req
             .headers()
@@ -159,12 +158,12 @@ fn request_id<B>(req: &Request<B>, trusted: bool) -> RequestId {
                         .all(|b| b.is_ascii_alphanumeric() || b"-_.:/".contains(&b))
             });
         if let Some(given) = given {
-            return RequestId(Arc::from(given));
+            return RequestId::given(given);
         }
     }
-    let prefix = PREFIX.get_or_init(|| format!("{:08x}", rand::random::<u32>()));
+    let prefix = *PREFIX.get_or_init(rand::random::<u32>);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    RequestId(Arc::from(format!("{prefix}-{n:x}")))
+    RequestId::made(prefix, n)
 }
 
 /// The answer of the path's owner.
@@ -238,8 +237,8 @@ async fn route(
     extensions.insert(RemoteAddr {
         client,
         conn: conn.info.clone(),
+        request_id,
     });
-    extensions.insert(request_id);
     if is_upgrade {
         return ws::upgrade(req, extensions, conn.clone(), client_slot);
     }
@@ -310,11 +309,11 @@ pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extens
 }
 
 /// The outcome of `response`, with the ids of `restore` put back.
-fn finish(response: MethodResponse, restore: Option<Restore>) -> Outcome {
+fn finish(response: Answer, restore: Option<Restore>) -> Outcome {
     if response.is_notification() {
         return Outcome::Nothing;
     }
-    let answer = String::from(Box::<str>::from(response.into_json()));
+    let answer = response.into_text();
     Outcome::Answer(match restore {
         Some(restore) => restore.apply(answer),
         None => answer,

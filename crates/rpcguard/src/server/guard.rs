@@ -33,11 +33,12 @@ use jsonrpsee::types::{ErrorCode, ErrorObjectOwned, Request};
 use jsonrpsee::Extensions;
 use tower::Layer;
 
-use super::dispatch::each_entry;
-use super::enforce::{Enforced, PolicyCell};
+use super::dispatch::{each_entry, Answer};
+use super::enforce::{Enforced, Enforcement, PolicyCell};
+use crate::api::DISCOVER;
 use crate::audit::{Audit, Event};
 use crate::error::{AuthFailure, RpcError};
-use crate::metrics::{MethodTable, Metrics};
+use crate::metrics::{MethodMetrics, Metrics};
 use crate::security::{self, Caller, RemoteAddr, RequestId, SharedSecurity};
 
 /// Layer that adds [`SecurityService`] to the RPC middleware stack.
@@ -51,7 +52,8 @@ struct Shared {
     security: SharedSecurity,
     max_response_bytes: usize,
     metrics: Metrics,
-    methods: MethodTable,
+    /// Where calls to undeclared (or disabled) methods are recorded.
+    unknown: Option<Arc<MethodMetrics>>,
 }
 
 impl SecurityLayer {
@@ -64,17 +66,14 @@ impl SecurityLayer {
         max_response_bytes: usize,
         metrics: Metrics,
     ) -> Self {
-        let methods = {
-            let snapshot = policy.load_full();
-            metrics.methods(snapshot.method_names())
-        };
+        let unknown = policy.recorders().shared(crate::metrics::UNKNOWN_METHOD);
         SecurityLayer {
             shared: Arc::new(Shared {
                 policy,
                 security,
                 max_response_bytes,
                 metrics,
-                methods,
+                unknown,
             }),
         }
     }
@@ -183,17 +182,14 @@ impl<S> SecurityService<S> {
 
 impl<S> RpcServiceT for SecurityService<S>
 where
-    S: RpcServiceT<
-            MethodResponse = MethodResponse,
-            BatchResponse = MethodResponse,
-            NotificationResponse = MethodResponse,
-        > + Clone
+    S: RpcServiceT<MethodResponse = MethodResponse, NotificationResponse = MethodResponse>
+        + Clone
         + Send
         + Sync
         + 'static,
 {
-    type MethodResponse = MethodResponse;
-    type BatchResponse = MethodResponse;
+    type MethodResponse = Answer;
+    type BatchResponse = Answer;
     type NotificationResponse = MethodResponse;
 
     fn call<'a>(
@@ -204,10 +200,9 @@ where
         async move {
             let started = Instant::now();
             let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
-            let client = req.extensions().get::<RemoteAddr>().map(|a| a.client.ip());
-            let request_id = logging
-                .then(|| req.extensions().get::<RequestId>().cloned())
-                .flatten();
+            let remote = req.extensions().get::<RemoteAddr>();
+            let client = remote.map(|a| a.client.ip());
+            let request_id = remote.filter(|_| logging).map(|a| a.request_id.clone());
             // One snapshot of the policy for the whole call.
             let policy = this.shared.policy.load_full();
             let enforced = policy.get(&req.method).filter(|e| e.enabled);
@@ -217,7 +212,8 @@ where
                     MethodResponse::error(
                         req.id.clone(),
                         ErrorObjectOwned::from(ErrorCode::MethodNotFound),
-                    ),
+                    )
+                    .into(),
                     None,
                 ),
                 Some(enforced) => match this.admit(enforced, req.extensions()).await {
@@ -227,10 +223,20 @@ where
                             .as_ref()
                             .filter(|_| logging)
                             .map(|c| c.subject.clone());
-                        if let Some(caller) = caller {
-                            req.extensions_mut().insert(caller);
-                        }
-                        (this.inner.call(req).await, subject)
+                        let answer = if enforced.decl.name.as_ref() == DISCOVER {
+                            discover(
+                                &policy,
+                                req.id.clone(),
+                                caller.as_deref(),
+                                this.shared.max_response_bytes,
+                            )
+                        } else {
+                            if let Some(caller) = caller {
+                                req.extensions_mut().insert(caller);
+                            }
+                            this.inner.call(req).await.into()
+                        };
+                        (answer, subject)
                     }
                     Err(denied) => {
                         if let RpcError::Unauthenticated(reason) = &denied.error {
@@ -238,7 +244,9 @@ where
                             Audit::new(Event::TokenRefused)
                                 .client(client)
                                 .request_id(
-                                    req.extensions().get::<RequestId>().map(|id| id.0.as_ref()),
+                                    req.extensions()
+                                        .get::<RemoteAddr>()
+                                        .map(|a| a.request_id.as_str()),
                                 )
                                 .reason(reason.as_str())
                                 .emit();
@@ -249,7 +257,7 @@ where
                             .filter(|_| logging)
                             .map(|c| c.subject.clone());
                         let error = ErrorObjectOwned::from(denied.error);
-                        (MethodResponse::error(req.id.clone(), error), subject)
+                        (MethodResponse::error(req.id.clone(), error).into(), subject)
                     }
                 },
             };
@@ -261,7 +269,11 @@ where
             };
             let elapsed = started.elapsed();
             let outcome = response.as_error_code();
-            if let Some(recorder) = this.shared.methods.get(method) {
+            let recorder = match enforced {
+                Some(e) => e.recorder.as_ref(),
+                None => this.shared.unknown.as_ref(),
+            };
+            if let Some(recorder) = recorder {
                 recorder.record(outcome, elapsed);
             }
             if logging {
@@ -271,7 +283,7 @@ where
                     outcome: outcome.unwrap_or(0),
                     elapsed,
                     client,
-                    request_id: request_id.as_ref().map(|id| id.0.as_ref()),
+                    request_id: request_id.as_ref().map(RequestId::as_str),
                 });
             }
             response
@@ -298,6 +310,21 @@ where
                 Err(_) => MethodResponse::notification(),
             }
         }
+    }
+}
+
+/// The answer of `rpc.discover` for `caller` under `policy`: the document
+/// (or the caller's view of it) as prepared text, not re-parsed by
+/// jsonrpsee (see [`Answer`]).
+fn discover(
+    policy: &Enforcement,
+    id: jsonrpsee::types::Id<'_>,
+    caller: Option<&Caller>,
+    max_response_bytes: usize,
+) -> Answer {
+    match policy.document_for(caller) {
+        Ok(document) => Answer::prepared(id, document.raw(), max_response_bytes),
+        Err(error) => MethodResponse::error(id, ErrorObjectOwned::from(error)).into(),
     }
 }
 
@@ -346,8 +373,54 @@ struct Addr(Option<std::net::IpAddr>);
 impl std::fmt::Display for Addr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            // The common address, written as one string (std's own goes
+            // through the formatting machinery octet by octet).
+            Some(std::net::IpAddr::V4(ip)) => {
+                let mut text = [0u8; 15];
+                let mut len = 0;
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text[len] = b'.';
+                        len += 1;
+                    }
+                    let digits = [octet / 100, octet / 10 % 10, octet % 10];
+                    let skip = if octet >= 100 {
+                        0
+                    } else if octet >= 10 {
+                        1
+                    } else {
+                        2
+                    };
+                    for digit in &digits[skip..] {
+                        text[len] = b'0' + digit;
+                        len += 1;
+                    }
+                }
+                f.write_str(std::str::from_utf8(&text[..len]).unwrap_or("-"))
+            }
             Some(ip) => ip.fmt(f),
             None => f.write_str("-"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Addr;
+
+    #[test]
+    fn addresses_are_written_as_std_writes_them() {
+        for text in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.20.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = text.parse().expect("address");
+            assert_eq!(Addr(Some(ip)).to_string(), ip.to_string());
+        }
+        assert_eq!(Addr(None).to_string(), "-");
     }
 }

@@ -78,12 +78,12 @@ pub use lifecycle::{Draining, Readiness, ReadinessCheck, READY_PATH};
 pub use proxy::{ForwardedHeader, ProxyListError, TrustedProxies};
 pub use slots::client_key;
 
-use crate::api::{Api, ApiError, DISCOVER};
+use crate::api::{Api, ApiError};
 use crate::openrpc::{self, DocInfo};
 use crate::policy::{Discover, Policy, PolicyError};
+use crate::security::ConnectionInfo;
 use crate::security::SchemeDoc;
 use crate::security::SharedSecurity;
-use crate::security::{Caller, ConnectionInfo};
 use dispatch::{Executor, Pipeline};
 use docs::DocsPage;
 use enforce::{Base, PolicyCell};
@@ -467,13 +467,17 @@ pub fn spawn<S: Send + Sync + 'static>(
     if info.server_url.is_empty() {
         info.server_url = format!("http://{addr}/");
     }
-    let (mut module, decls) = api.into_parts(state)?;
+    let (module, decls) = api.into_parts(state)?;
+    let recorders = config
+        .metrics
+        .methods(decls.iter().map(|d| d.name.as_ref()));
     let policy = Arc::new(PolicyCell::new(
         Base {
             decls,
             schemes: security.schemes(),
             info,
             discover: config.discover,
+            recorders,
         },
         config.policy.clone(),
     )?);
@@ -481,15 +485,8 @@ pub fn spawn<S: Send + Sync + 'static>(
     if let Some(page) = &docs {
         tracing::debug!(bytes = page.size(), path = DOCS_PATH, "docs page on");
     }
-    {
-        let policy = policy.clone();
-        module
-            .register_method(DISCOVER, move |_, _, extensions| {
-                let caller = extensions.get::<Arc<Caller>>();
-                policy.load().document_for(caller.map(Arc::as_ref))
-            })
-            .map_err(ApiError::from)?;
-    }
+    // `rpc.discover` has no handler in the module: the security layer
+    // answers it with the document's prepared text (see `guard`).
 
     let credential_headers = credential_headers(&security);
     let cors = cors::Cors::new(&config.cors_origins, &credential_headers)?;

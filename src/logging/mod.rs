@@ -16,6 +16,10 @@
 //! loses at most that much of it; a normal exit (including `SIGTERM`)
 //! writes everything (the guard returned by [`BatchedStderr::start`]).
 
+mod call_lines;
+
+pub use call_lines::{write_line, CallLines, LineFormat, CALL_TARGET};
+
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -81,9 +85,23 @@ impl BatchedStderr {
         buffer.push(b'\n');
         write_out(&mut buffer);
     }
+
+    /// Appends a whole line (with its newline); written at once with what
+    /// is buffered when `urgent`.
+    pub fn append(&self, line: &[u8], urgent: bool) {
+        self.shared.append(line, urgent);
+    }
 }
 
 impl Shared {
+    fn append(&self, bytes: &[u8], urgent: bool) {
+        let mut buffer = self.lock();
+        buffer.extend_from_slice(bytes);
+        if urgent || buffer.len() >= FLUSH_AT {
+            write_out(&mut buffer);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
         // A panic while holding the lock leaves at worst a partial line.
         self.buffer.lock().unwrap_or_else(|e| e.into_inner())
@@ -134,11 +152,7 @@ pub struct Line<'a> {
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let mut buffer = self.shared.lock();
-        buffer.extend_from_slice(bytes);
-        if self.urgent || buffer.len() >= FLUSH_AT {
-            write_out(&mut buffer);
-        }
+        self.shared.append(bytes, self.urgent);
         Ok(bytes.len())
     }
 
