@@ -566,6 +566,9 @@ async fn serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
     if log_format == LogFormat::Text {
         eprintln!("rpcguard listening on http://{bound}/");
     }
+    // What only the start needed leaves this process's memory.
+    let released = rpcguard_accounts::memory::release_startup_pages();
+    tracing::debug!(kib = released, "start-up pages released");
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
     Ok(())
 }
