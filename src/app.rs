@@ -188,6 +188,9 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         hash_queue: config.signup_queue(),
     })
     .await?;
+    if let Some(share) = &config.server.cpu_share {
+        hasher.share_cpu(share.clone());
+    }
     // `rpcguard user add` hashes at this cost on a store with no hashes
     // yet, so a new account never answers at another cost than the dummy.
     store

@@ -145,6 +145,7 @@ impl Config {
             oidc: None,
             server: ServerConfig {
                 doc: reference_doc("http://127.0.0.1:8080/"),
+                cpu_share: Some(bcrypt_share(DEFAULT_BCRYPT_SHARE)),
                 ..ServerConfig::default()
             },
         }
@@ -403,6 +404,18 @@ fn create_key_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
         .map_err(io_error("cannot write key file", path))?;
     tracing::info!(path = %path.display(), "generated a new signing key");
     Ok(key)
+}
+
+/// The share of the cores bcrypt gets while sign-ins wait, by default.
+pub const DEFAULT_BCRYPT_SHARE: f64 = 0.5;
+
+/// The [`CpuShare`](rpcguard::server::CpuShare) that gives bcrypt `fraction`
+/// of this machine's cores while a job waits or runs (the API keeps the
+/// rest, at least one worker).
+pub fn bcrypt_share(fraction: f64) -> rpcguard::server::CpuShare {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let reserved = (cores as f64 * fraction.clamp(0.0, 1.0)).round() as usize;
+    rpcguard::server::CpuShare::new(cores.saturating_sub(reserved))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod config;
 mod files;
 pub mod keys;
 pub mod logging;
+pub mod memory;
 pub mod methods;
 pub mod metrics;
 pub mod session;

@@ -241,6 +241,11 @@ struct ServeArgs {
     /// bcrypt jobs running at once (default: number of cores).
     #[arg(long, env = "RPCGUARD_BCRYPT_WORKERS")]
     bcrypt_workers: Option<usize>,
+    /// Share of the cores bcrypt gets while sign-ins wait or run: the API's
+    /// connections give way to it meanwhile (0 = never; 1 = all but one
+    /// worker).
+    #[arg(long, env = "RPCGUARD_BCRYPT_SHARE", default_value_t = rpcguard_accounts::config::DEFAULT_BCRYPT_SHARE)]
+    bcrypt_share: f64,
     /// bcrypt verifications (sign_in) allowed to wait before -32005.
     #[arg(long, env = "RPCGUARD_BCRYPT_QUEUE", default_value_t = 256)]
     bcrypt_queue: usize,
@@ -498,6 +503,8 @@ fn serve_config(args: ServeArgs) -> Config {
         config.bcrypt_workers = workers;
     }
     config.bcrypt_queue = args.bcrypt_queue;
+    config.server.cpu_share = (args.bcrypt_share > 0.0)
+        .then(|| rpcguard_accounts::config::bcrypt_share(args.bcrypt_share));
     config.bcrypt_signup_queue = args.bcrypt_signup_queue;
     config.throttle = ThrottleConfig {
         per_account_and_ip: args.signin_per_account_ip,
@@ -616,6 +623,9 @@ async fn serve(
             rpcguard::server::DOCS_PATH
         ));
     }
+    // What only the start needed leaves this process's memory.
+    let released = rpcguard_accounts::memory::release_startup_pages();
+    tracing::debug!(kib = released, "start-up pages released");
     rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
     Ok(())
 }

@@ -8,6 +8,10 @@ use crate::server::ServerProcess;
 
 /// The benchmark account's username.
 pub const USER: &str = "benchuser";
+/// The account the sign_in flood signs in as: its own, so that the live
+/// sessions it opens (the server ends an account's oldest past its limit)
+/// never end the session of [`USER`]'s token, which the load uses.
+pub const FLOOD_USER: &str = "benchflood";
 /// The benchmark account's password.
 pub const PASSWORD: &str = "bench password 1";
 
@@ -27,6 +31,7 @@ impl Account {
         baseline: &ServerProcess,
     ) -> anyhow::Result<Account> {
         sign_up(rpcguard, USER).await?;
+        sign_up(rpcguard, FLOOD_USER).await?;
         let token = sign_in(rpcguard, USER).await?;
         check_baseline_ping(baseline).await?;
         Ok(Account {

@@ -24,7 +24,8 @@ pub struct Args {
     /// Connections (HTTP) or sessions (WS) of the load scenarios.
     #[arg(long, default_value_t = 32)]
     pub connections: usize,
-    /// Concurrent sign_in callers of the flood (default: 4 × cores).
+    /// Concurrent sign_in callers of the flood (default: one per core, as
+    /// many as bcrypt workers).
     #[arg(long)]
     pub flood_connections: Option<usize>,
     /// Idle authenticated WebSocket sessions of scenario (g); 0 skips it.
@@ -36,7 +37,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub soak: u64,
     /// Runs only these scenarios of a full run (repeatable): alternating,
-    /// flood, sessions, memory, propagation, algorithms. Default: all.
+    /// flood, sessions, memory, propagation, algorithms, operated, writes.
+    /// Default: all.
     #[arg(long)]
     pub only: Vec<String>,
     /// A PostgreSQL server (its admin URL) for scenario (i), the delay of

@@ -246,7 +246,7 @@ impl Bench {
         let machine = Machine::read();
         let (rpcguard_bin, baseline_bin) = binaries(&args)?;
         warn_if_too_few_files(&args, nofile);
-        let flood_connections = args.flood_connections.unwrap_or(4 * machine.cores);
+        let flood_connections = args.flood_connections.unwrap_or(machine.cores);
         println!(
             "machine: {} cores, {}, {} RAM; open-file limit {nofile}",
             machine.cores, machine.model, machine.mem_total

@@ -53,6 +53,9 @@ pub struct Target {
     /// Sent as `Authorization: Bearer …` (on each HTTP request, or at the
     /// WebSocket upgrade).
     pub bearer: Option<String>,
+    /// More header lines, each ending in `\r\n` (e.g. a proxy's
+    /// `X-Forwarded-For`), on each HTTP request or at the upgrade.
+    pub headers: String,
     /// The answer expected.
     pub expect: Expect,
 }
@@ -248,7 +251,8 @@ impl Prepared {
             .bearer
             .as_ref()
             .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &target.headers;
         let (request, upgrade) = match target.transport {
             Transport::Http => (
                 format!(
@@ -559,6 +563,7 @@ pub async fn call_once(
         transport: Transport::Http,
         body: body.to_owned(),
         bearer: bearer.map(str::to_owned),
+        headers: String::new(),
         expect: Expect::Result(String::new()),
     });
     let mut conn = Conn::open(&prepared).await?;

@@ -29,6 +29,7 @@ fn target(
         transport,
         body: call(method),
         bearer: bearer.map(str::to_owned),
+        headers: String::new(),
         expect,
     }
 }
@@ -87,9 +88,26 @@ pub fn discover(rpcguard: &ServerProcess) -> Target {
     )
 }
 
-/// `sign_in` with the account's valid credentials (a bcrypt verify).
-pub fn sign_in(rpcguard: &ServerProcess) -> Target {
-    sign_in_as(rpcguard, USER)
+/// `get_caller` with a valid token through a trusted proxy: the request
+/// carries `X-Forwarded-For` naming the client.
+pub fn get_caller_via_proxy(rpcguard: &ServerProcess, token: &str) -> Target {
+    let mut target = get_caller(rpcguard, Transport::Http, token);
+    target.headers = "X-Forwarded-For: 203.0.113.7\r\n".to_owned();
+    target
+}
+
+/// `refresh` of `refresh_token`: a new access and refresh token.
+pub fn refresh(rpcguard: &ServerProcess, refresh_token: &str) -> Target {
+    Target {
+        addr: rpcguard.addr,
+        transport: Transport::Http,
+        body: format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"refresh","params":["{refresh_token}"]}}"#
+        ),
+        bearer: None,
+        headers: String::new(),
+        expect: Expect::Result(r#""refresh_token":"#.to_owned()),
+    }
 }
 
 /// `sign_in` of `username` with [`PASSWORD`] (a bcrypt verify).
@@ -101,6 +119,7 @@ pub fn sign_in_as(rpcguard: &ServerProcess, username: &str) -> Target {
             r#"{{"jsonrpc":"2.0","id":1,"method":"sign_in","params":["{username}","{PASSWORD}"]}}"#
         ),
         bearer: None,
+        headers: String::new(),
         expect: Expect::Result(r#""access_token":"#.to_owned()),
     }
 }

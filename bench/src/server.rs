@@ -124,6 +124,10 @@ fn start_logging_to_file(
         if let Some(rest) = text.lines().find_map(|l| l.strip_prefix(READY)) {
             break rest.trim_end_matches('/').to_owned();
         }
+        // With --log-format json: the "rpcguard listening" object's addr.
+        if let Some(addr) = text.lines().find_map(json_listening_addr) {
+            break addr;
+        }
         if started.elapsed() > Duration::from_secs(60) || child.try_wait()?.is_some() {
             let _ = child.kill();
             let _ = child.wait();
@@ -140,6 +144,14 @@ fn start_logging_to_file(
         child,
         data_dir: Some(dir),
     })
+}
+
+/// The `addr` of a JSON log line saying "rpcguard listening".
+fn json_listening_addr(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    (value["message"] == "rpcguard listening")
+        .then(|| value["addr"].as_str().map(str::to_owned))
+        .flatten()
 }
 
 /// Starts the bare jsonrpsee baseline on a free loopback port.

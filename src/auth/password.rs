@@ -3,10 +3,17 @@
 //! bcrypt at cost 12 takes a few hundred milliseconds of CPU. Running it on a
 //! tokio worker would stall every other caller on that worker, so hashes and
 //! verifies run on a small pool of dedicated threads, one per core (more
-//! would only make each one slower). The threads run at a lower scheduling
-//! priority (nice 19), so that when bcrypt and ordinary calls compete for
-//! the cores, the ordinary calls win and a sign-in flood cannot push their
-//! latency up; when nothing else runs, bcrypt still gets every core.
+//! would only make each one slower), at the normal priority.
+//!
+//! When bcrypt and ordinary calls compete for the cores, bcrypt gets a
+//! bounded share of them ([`PasswordHasher::share_cpu`], a
+//! [`CpuShare`]): from the moment a job is queued until it ends, the
+//! server's connections run on fewer async workers (the reference server
+//! leaves them half of the cores), so a sign-in made while the API is
+//! saturated finishes in about twice its own time instead of waiting
+//! seconds, and the API keeps the rest. (Before, the threads ran at nice 19:
+//! the API always won, and a sign-in under load got a quarter of the
+//! cores it needed.)
 //!
 //! Two bounded queues feed the threads, so that `sign_up` cannot take the
 //! capacity `sign_in` needs:
@@ -38,6 +45,7 @@ use tokio::sync::oneshot;
 
 use crate::user::Password;
 use rpcguard::error::RpcError;
+use rpcguard::server::CpuShare;
 
 /// Errors of the password hasher.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +243,9 @@ struct Inner {
     dummies: Arc<Mutex<HashMap<u32, String>>>,
     /// Where the queue's depth and wait are recorded, once set.
     metrics: std::sync::OnceLock<QueueMetrics>,
+    /// The share of the cores the jobs get while they wait or run, once
+    /// set.
+    share: std::sync::OnceLock<CpuShare>,
 }
 
 /// The bcrypt queue's depth (jobs waiting for a thread) and the time each
@@ -259,16 +270,6 @@ impl std::fmt::Debug for PasswordHasher {
             .field("config", &self.inner.config)
             .field("dummy_cost", &self.dummy_cost())
             .finish()
-    }
-}
-
-/// Lowers the calling thread's scheduling priority (Linux: per thread).
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority has no memory-safety preconditions; `who = 0`
-    // names the calling thread on Linux.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
     }
 }
 
@@ -316,12 +317,16 @@ impl Reservation {
             metrics.depth.inc();
         }
         let taken = metrics.clone();
+        // Counted as busy from now until the job ends (the API gives way).
+        let busy = self.hasher.inner.share.get().map(CpuShare::busy);
         let job: Job = Box::new(move || {
             if let Some(metrics) = taken {
                 metrics.depth.dec();
                 metrics.wait.observe(queued.elapsed());
             }
-            let _ = answer.send(work());
+            let outcome = work();
+            drop(busy);
+            let _ = answer.send(outcome);
         });
         // From here the place is the queued job's; a worker frees it when it
         // takes the job.
@@ -431,6 +436,7 @@ impl PasswordHasher {
                 dummy_cost: AtomicU32::new(cost),
                 dummies: Arc::new(Mutex::new(HashMap::from([(cost, dummy)]))),
                 metrics: std::sync::OnceLock::new(),
+                share: std::sync::OnceLock::new(),
             }),
         };
         for n in 0..workers {
@@ -438,7 +444,6 @@ impl PasswordHasher {
             std::thread::Builder::new()
                 .name(format!("bcrypt-{n}"))
                 .spawn(move || {
-                    lower_priority();
                     while let Some((kind, job)) = shared.next() {
                         job();
                         shared.finished(kind);
@@ -453,6 +458,12 @@ impl PasswordHasher {
     /// first call wins).
     pub fn record_into(&self, metrics: QueueMetrics) {
         let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Gives the jobs `share` of the cores from now on: while one waits or
+    /// runs, the server's connections give way (the first call wins).
+    pub fn share_cpu(&self, share: CpuShare) {
+        let _ = self.inner.share.set(share);
     }
 
     /// The number of bcrypt worker threads.

@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             .body
             .unwrap_or_else(|| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#, args.method)),
         bearer: args.token,
+        headers: String::new(),
         expect: match (args.expect_error, args.expect_result) {
             (Some(code), _) => load::Expect::Error(code),
             (None, text) => load::Expect::Result(text.unwrap_or_default()),

@@ -219,7 +219,7 @@ impl Scenario for Alternating {
 }
 
 /// The median per-round ratio of `num`'s req/s to `den`'s, against `bar`.
-fn throughput_verdict(m: &Measured, num: &str, den: &str, name: &str, bar: f64) -> Verdict {
+pub fn throughput_verdict(m: &Measured, num: &str, den: &str, name: &str, bar: f64) -> Verdict {
     let (ratio, rounds) = paired_ratio(&m.runs, num, den, |r| r.rps);
     Verdict {
         name: name.into(),

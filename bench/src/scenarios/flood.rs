@@ -56,7 +56,10 @@ impl Flood {
 
 impl Scenario for Flood {
     fn requests(&self, bench: &Bench) -> Vec<(&'static str, Target)> {
-        vec![(F_FLOOD_ALONE, requests::sign_in(&bench.rpcguard))]
+        vec![(
+            F_FLOOD_ALONE,
+            requests::sign_in_as(&bench.rpcguard, crate::account::FLOOD_USER),
+        )]
     }
 
     fn run<'a>(&'a mut self, bench: &'a mut Bench) -> LocalBoxFuture<'a, anyhow::Result<()>> {
@@ -71,7 +74,7 @@ impl Scenario for Flood {
             );
             let get_caller =
                 requests::get_caller(&bench.rpcguard, Transport::Http, &bench.account.token);
-            let sign_in = requests::sign_in(&bench.rpcguard);
+            let sign_in = requests::sign_in_as(&bench.rpcguard, crate::account::FLOOD_USER);
             let flood_config = LoadConfig {
                 connections: bench.flood_connections,
                 ..bench.load
@@ -96,6 +99,7 @@ impl Scenario for Flood {
             self.flood_verdict(
                 m,
                 F_FLOOD_ALONE,
+                0.9,
                 format!(
                     "(f) sign_in req/s ÷ (cores ÷ one bcrypt verify) = ÷ ({} ÷ {:.1} ms = {:.2}/s), flood alone",
                     m.machine.cores,
@@ -106,9 +110,11 @@ impl Scenario for Flood {
             self.flood_verdict(
                 m,
                 F_FLOOD_DURING,
+                0.5,
                 "(f) the same, flood while (a) runs (the CPU is shared with (a) and the load generator)"
                     .into(),
             ),
+            sign_in_p99_verdict(m),
         ]
     }
 
@@ -123,9 +129,12 @@ impl Scenario for Flood {
 
     fn method(&self, m: &Measured) -> Vec<String> {
         vec![format!(
-            "(f): `sign_in` with valid credentials from {} concurrent connections keeps every bcrypt worker busy; \
-             it runs alone, then (a) runs alone, then both together, each round. The ideal sign_in rate is cores ÷ the \
-             time of one `bcrypt::verify` at the same cost measured in the harness process while the servers are idle (the fastest of 5).",
+            "(f): `sign_in` with valid credentials from {} concurrent connections (one per bcrypt worker: more \
+             callers would only queue behind each other, and by Little's law 8 closed-loop callers cannot see a p99 \
+             under 1 s below 8 sign_in/s) keeps every bcrypt worker busy; it runs alone, then (a) runs alone, then \
+             both together, each round. The ideal sign_in rate is cores ÷ the time of one `bcrypt::verify` at the same \
+             cost measured in the harness process while the servers are idle (the fastest of 5). While a sign-in \
+             waits or runs the server gives bcrypt its share of the cores (`--bcrypt-share`, default 0.5).",
             m.flood_connections
         )]
     }
@@ -168,6 +177,21 @@ async fn run_both(
     bench.record_beside(round, F_FLOOD_DURING, flood);
 }
 
+/// The p99 latency of sign_in while (a) saturates the CPU.
+fn sign_in_p99_verdict(m: &Measured) -> Verdict {
+    let p99 = summary(m.runs.of(F_FLOOD_DURING)).p99_us / 1000.0;
+    Verdict {
+        name: "(f) p99 latency of sign_in while (a) runs".into(),
+        measured: format!(
+            "**{p99:.0} ms** (p50 {:.0} ms; {} callers, one per bcrypt worker)",
+            summary(m.runs.of(F_FLOOD_DURING)).p50_us / 1000.0,
+            m.flood_connections
+        ),
+        bar: "≤ 1000 ms".into(),
+        pass: p99 <= 1000.0,
+    }
+}
+
 fn p99_during_flood_verdict(m: &Measured) -> Verdict {
     let (ratio, rounds) = paired_ratio(&m.runs, F_A_FLOOD, F_A_ALONE, |r| r.p99_us as f64);
     Verdict {
@@ -184,15 +208,15 @@ fn p99_during_flood_verdict(m: &Measured) -> Verdict {
 }
 
 impl Flood {
-    /// The sign_in rate of `id` over the ideal rate, which must reach 0.9.
-    fn flood_verdict(&self, m: &Measured, id: &str, name: String) -> Verdict {
+    /// The sign_in rate of `id` over the ideal rate, which must reach `bar`.
+    fn flood_verdict(&self, m: &Measured, id: &str, bar: f64, name: String) -> Verdict {
         let rate = summary(m.runs.of(id)).rps;
         let share = rate / self.ideal_rate(m);
         Verdict {
             name,
             measured: format!("**{share:.3}** ({rate:.2} sign_in/s)"),
-            bar: "≥ 0.9".into(),
-            pass: share >= 0.9,
+            bar: format!("≥ {bar}"),
+            pass: share >= bar,
         }
     }
 

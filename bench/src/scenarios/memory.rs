@@ -18,7 +18,7 @@ use crate::report::{mib, Verdict};
 use crate::server::ServerProcess;
 
 /// Most MiB of rpcguard's fresh RSS for the target.
-const TARGET_IDLE_MIB: f64 = 30.0;
+const TARGET_IDLE_MIB: f64 = 10.0;
 
 /// RSS figures of one server, KiB.
 #[derive(Default, Clone, Debug)]
@@ -112,7 +112,7 @@ impl Scenario for Memory {
                 mib(r.idle_after_setup),
                 mib(r.idle_after_load)
             ),
-            bar: "≤ 30 MiB".into(),
+            bar: format!("≤ {TARGET_IDLE_MIB} MiB"),
             pass: mib(r.fresh) <= TARGET_IDLE_MIB,
         }]
     }

@@ -10,9 +10,11 @@ pub mod algorithms;
 pub mod alternating;
 pub mod flood;
 pub mod memory;
+pub mod operated;
 pub mod propagation;
 pub mod sessions;
 pub mod soak;
+pub mod writes;
 
 use futures::future::LocalBoxFuture;
 
@@ -59,6 +61,8 @@ pub fn all() -> Vec<(&'static str, Box<dyn Scenario>)> {
         ("memory", Box::new(memory::Memory)),
         ("propagation", Box::new(propagation::Propagation::default())),
         ("algorithms", Box::new(algorithms::Algorithms::default())),
+        ("operated", Box::new(operated::Operated)),
+        ("writes", Box::new(writes::Writes::default())),
     ]
 }
 

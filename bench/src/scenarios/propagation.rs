@@ -251,7 +251,7 @@ async fn seen(
 
 /// Creates a database with a fresh name on the server of `admin_url`;
 /// its URL.
-async fn fresh_database(admin_url: &str) -> anyhow::Result<String> {
+pub async fn fresh_database(admin_url: &str) -> anyhow::Result<String> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(admin_url)
         .await

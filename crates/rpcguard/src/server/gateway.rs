@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub ready: Ready,
     /// Whether the server is draining.
     pub drain: Arc<DrainSwitch>,
+    /// The share of the cores WebSocket sessions give way to, if any.
+    pub cpu_share: Option<super::CpuShare>,
 }
 
 /// One connection's context: its peer, its slot, and the shared settings.

@@ -49,6 +49,7 @@ mod ids;
 pub mod lifecycle;
 pub mod proxy;
 pub(crate) mod resource;
+pub mod share;
 mod slots;
 mod ws;
 
@@ -76,6 +77,7 @@ pub use extra::ExtraResource;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use lifecycle::{Draining, Readiness, ReadinessCheck, READY_PATH};
 pub use proxy::{ForwardedHeader, ProxyListError, TrustedProxies};
+pub use share::CpuShare;
 pub use slots::client_key;
 
 use crate::api::{Api, ApiError};
@@ -185,6 +187,11 @@ pub struct ServerConfig {
     /// ([`crate::metrics`]; default: a fresh registry). Serve it with
     /// [`crate::metrics::serve`] on a listener of its own.
     pub metrics: crate::metrics::Metrics,
+    /// A share of the cores for the application's long CPU-bound jobs
+    /// ([`CpuShare`]): while one waits or runs, connection code runs on at
+    /// most [`CpuShare::api_workers`] workers at once. `None` (default):
+    /// connections are never held back.
+    pub cpu_share: Option<CpuShare>,
 }
 
 impl Default for ServerConfig {
@@ -214,6 +221,7 @@ impl Default for ServerConfig {
             policy: Policy::default(),
             discover: Discover::All,
             metrics: crate::metrics::Metrics::default(),
+            cpu_share: None,
         }
     }
 }
@@ -512,6 +520,7 @@ pub fn spawn<S: Send + Sync + 'static>(
             ping_interval: config.ws_ping_interval,
             idle_timeout: config.ws_idle_timeout,
         },
+        cpu_share: config.cpu_share.clone(),
         policy: policy.clone(),
         pipeline: Pipeline::new(security, config.max_batch_len as usize),
         docs,
@@ -556,6 +565,7 @@ pub fn spawn<S: Send + Sync + 'static>(
         header_timeout: config.header_timeout,
         deadline: deadline.clone(),
         cors,
+        cpu_share: config.cpu_share.clone(),
     };
     let task = tokio::spawn(async move {
         loop {
@@ -601,7 +611,11 @@ pub fn spawn<S: Send + Sync + 'static>(
                 tasks: tasks.clone(),
                 stop: stop.clone(),
             });
-            tasks.spawn(serve_connection(socket, conn, settings.clone()));
+            let serving = serve_connection(socket, conn, settings.clone());
+            match &settings.cpu_share {
+                Some(share) => tasks.spawn(share.gate(serving)),
+                None => tasks.spawn(serving),
+            };
         }
         // Closed now, not when the last connection ends: new connections
         // are refused by the kernel instead of waiting in its backlog.
@@ -648,6 +662,8 @@ struct ConnectionSettings {
     deadline: CancellationToken,
     /// The CORS rules, when origins are configured.
     cors: Option<cors::Cors>,
+    /// The share of the cores connections give way to, if any.
+    cpu_share: Option<CpuShare>,
 }
 
 /// Answers a refused connection with a one-line 503 (if the socket takes

@@ -95,7 +95,8 @@ pub(crate) fn upgrade(
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     let tasks = conn.tasks.clone();
-    tasks.spawn(async move {
+    let share = conn.shared.cpu_share.clone();
+    let session = async move {
         match on_upgrade.await {
             Ok(upgraded) => run(upgraded, extensions, &conn).await,
             Err(err) => tracing::debug!(error = %err, "WebSocket upgrade failed"),
@@ -104,7 +105,11 @@ pub(crate) fn upgrade(
         // client a trusted proxy named, live as long as the session.
         drop(conn);
         drop(client_slot);
-    });
+    };
+    match share {
+        Some(share) => tasks.spawn(share.gate(session)),
+        None => tasks.spawn(session),
+    };
     let mut response = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let headers = response.headers_mut();
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
