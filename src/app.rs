@@ -165,10 +165,13 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         // it, and whose change feed announces rotations) comes first.
         Some(url) => {
             let users = open_store().await?;
-            (database_token_keys(config, url, &users).await?, users)
+            (
+                database_token_keys(config, url, &users, &metrics).await?,
+                users,
+            )
         }
         None => {
-            let keys = token_keys(config).await?;
+            let keys = token_keys(config, &metrics).await?;
             (keys, open_store().await?)
         }
     };
@@ -197,10 +200,9 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         .put_setting(BCRYPT_COST_SETTING, &config.bcrypt_cost.to_string())
         .await?;
     let external = external_issuer(config).await?;
-    let account_metrics = crate::metrics::AccountMetrics::register(&config.server.metrics);
     hasher.record_into(crate::auth::password::QueueMetrics {
-        depth: account_metrics.bcrypt_queue_depth.clone(),
-        wait: account_metrics.bcrypt_wait.clone(),
+        depth: metrics.bcrypt_queue_depth.clone(),
+        wait: metrics.bcrypt_wait.clone(),
     });
     let state = Arc::new(Accounts {
         store: store.clone(),
@@ -213,7 +215,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         ),
         refresh_throttle: RefreshThrottle::new(config.refresh_throttle, config.throttle_max_keys),
         limits: config.session_limits,
-        metrics: account_metrics.clone(),
+        metrics: metrics.clone(),
         refresh_ttl: config.refresh_ttl,
         external: external.clone(),
     });
@@ -253,7 +255,10 @@ async fn external_issuer(config: &Config) -> Result<Option<OidcSecurity>, AppErr
 
 /// The token keys on SQLite: from a given secret (one HS256 key), else from
 /// the data dir's key set, watched for rotations.
-async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
+async fn token_keys(
+    config: &Config,
+    metrics: &crate::metrics::AccountMetrics,
+) -> Result<TokenKeys, AppError> {
     let (issuer, ttl) = (&config.issuer, config.token_ttl);
     if config.secret != SecretSource::DataDir {
         // A given key is checked before anything is created.
@@ -274,7 +279,7 @@ async fn token_keys(config: &Config) -> Result<TokenKeys, AppError> {
         config.data_dir.join(KEYS_FILE_NAME),
         keys.clone(),
         config.keys_check_every,
-        crate::metrics::AccountMetrics::register(&config.server.metrics),
+        metrics.clone(),
     );
     Ok(keys)
 }
@@ -287,6 +292,7 @@ async fn database_token_keys(
     config: &Config,
     url: &str,
     users: &CachedStore,
+    metrics: &crate::metrics::AccountMetrics,
 ) -> Result<TokenKeys, AppError> {
     let (issuer, ttl) = (&config.issuer, config.token_ttl);
     // A given secret is checked even when the database has a set already.
@@ -316,7 +322,7 @@ async fn database_token_keys(
         &set,
         config.keys_check_every,
         users.key_changes(),
-        crate::metrics::AccountMetrics::register(&config.server.metrics),
+        metrics.clone(),
     );
     Ok(keys)
 }
