@@ -47,6 +47,17 @@ fn now() -> i64 {
     i64::try_from(rpcguard_accounts::auth::token::unix_now().expect("clock")).expect("i64")
 }
 
+/// Live sessions in the store, all accounts together.
+async fn live_sessions(store: &SharedStore) -> u64 {
+    store
+        .live_session_counts(now())
+        .await
+        .expect("counts")
+        .into_iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
 /// bcrypt hashes made once per test process: (cost 12 for the blocker,
 /// cost 4 for a changed password).
 async fn hashes() -> &'static (String, String) {
@@ -253,14 +264,7 @@ both_stores! {
                 let name = Username::parse("alice").expect("name");
                 app.store.set_disabled(&name, false, now()).await.expect("enable");
             }
-            let live = app
-                .store
-                .live_session_counts(now())
-                .await
-                .expect("counts")
-                .into_iter()
-                .map(|(_, n)| n)
-                .sum::<u64>();
+            let live = live_sessions(&app.store).await;
             assert_eq!(live, 0, "round {round} ({event:?})");
             for answer in answers {
                 match answer {
@@ -317,14 +321,7 @@ both_stores! {
         let data = err.data().map(|d| d.get().to_owned()).unwrap_or_default();
         assert!(data.contains("--max-sign-in-scope-bytes"), "{data}");
         // Nothing was stored for the refused ones: one session.
-        let live: u64 = app
-            .store
-            .live_session_counts(now())
-            .await
-            .expect("counts")
-            .into_iter()
-            .map(|(_, n)| n)
-            .sum();
+        let live = live_sessions(&app.store).await;
         assert_eq!(live, 1);
     }
 
@@ -348,14 +345,7 @@ both_stores! {
                 answer.expect("one of the newest three");
             }
         }
-        let live: u64 = app
-            .store
-            .live_session_counts(now())
-            .await
-            .expect("counts")
-            .into_iter()
-            .map(|(_, n)| n)
-            .sum();
+        let live = live_sessions(&app.store).await;
         assert_eq!(live, 3);
     }
 
