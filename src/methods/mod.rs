@@ -2,4 +2,5 @@
 //! to every API; see [`rpcguard::server`].)
 
 pub mod accounts;
+pub mod errors;
 pub mod sessions;
