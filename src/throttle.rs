@@ -58,12 +58,12 @@
 //! limiter the four limiters stay under about 80 MiB whatever the clients
 //! do.
 
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use rpcguard::error::RpcError;
-use rpcguard::limit::{draw, Budget, Rate};
-use rpcguard::server::client_key;
+use rpcguard::limit::{client_key, Budget, Rate};
 
 use crate::store::{SharedDraw, StoreError, UserStore};
 use crate::user::Username;
@@ -335,6 +335,11 @@ fn address(client: Option<IpAddr>) -> String {
     client
         .map(|ip| client_key(ip).to_string())
         .unwrap_or_else(|| "-".to_owned())
+}
+
+/// Draws from an optional budget: `Ok` when there is none.
+fn draw<K: Hash + Eq + Clone>(budget: Option<&Budget<K>>, key: &K) -> Result<(), RpcError> {
+    budget.map_or(Ok(()), |b| b.check(key))
 }
 
 /// Draws `draws` from the store's shared budgets: `-32005` when one is

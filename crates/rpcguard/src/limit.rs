@@ -17,6 +17,7 @@
 //! key costs about 200 bytes with 60-byte string keys.
 
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -278,9 +279,20 @@ impl<K: Hash + Eq + Clone> Budget<K> {
     }
 }
 
-/// Draws from an optional budget: `Ok` when there is none.
-pub fn draw<K: Hash + Eq + Clone>(budget: Option<&Budget<K>>, key: &K) -> Result<(), RpcError> {
-    budget.map_or(Ok(()), |b| b.check(key))
+/// The key a per-address budget counts a client address by: IPv4 as is
+/// (IPv4-mapped IPv6 as IPv4), other IPv6 by its /64 prefix, the block one
+/// subscriber usually gets, so that one host cannot count as 2^64 clients.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
 }
 
 #[cfg(test)]

@@ -76,7 +76,7 @@ impl Caller {
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct Identities {
-    /// In the order found (for [`AnySecurity`]: the order of its functions).
+    /// In the order found (for [`AnySecurity`](super::AnySecurity): the order of its functions).
     by_scheme: Vec<Outcome>,
 }
 

@@ -1,22 +1,21 @@
 //! Who may call what.
 //!
 //! - [`Scheme`]: one value per security scheme (its name, kind and header),
-//!   declared once and used everywhere below (`scheme.rs`).
+//!   declared once and used everywhere below.
 //! - [`MethodSecurity`]: what a method declares, `{scheme: [scopes]}`
 //!   ([`Scheme::require`]). No requirement means public; several schemes
 //!   mean any one suffices (OR); the scopes inside a scheme are all needed
-//!   (AND) (`requirement.rs`).
+//!   (AND).
 //! - [`Credentials`]: what the caller presented (the request headers its
 //!   schemes read, or those of the WebSocket upgrade and its `access_token`
 //!   query parameter), put in the request extensions by the server's HTTP
 //!   front.
 //! - [`SessionCredentials`]: what a WebSocket session bound after its
 //!   upgrade (replacing the upgrade's credentials for its later calls).
-//!   (`credentials.rs`, `session.rs`)
 //! - [`SecurityFunction`]: the pluggable function that turns credentials
-//!   into a [`Caller`] per scheme ([`Identities`], `caller.rs`);
-//!   [`SecurityFn`] makes one from a closure (`function.rs`).
-//!   [`ApiKeySecurity`] and [`AnySecurity`] are ready ones (`api_key.rs`);
+//!   into a [`Caller`] per scheme ([`Identities`]);
+//!   [`SecurityFn`] makes one from a closure.
+//!   [`ApiKeySecurity`] and [`AnySecurity`] are ready ones;
 //!   `rpcguard-accounts` has a JWT one backed by a user store.
 //! - the server's RPC layer runs the security function for secured
 //!   methods only,

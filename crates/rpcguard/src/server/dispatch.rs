@@ -7,7 +7,7 @@
 //! has a message in hand, so building an HTTP request for jsonrpsee (which
 //! clones its method table, copies the body once more and builds an HTTP
 //! response that is then taken apart again) would only cost time on every
-//! call. Both transports call [`Pipeline::answer`] directly.
+//! call. Both transports call [`Pipeline::answer`](super::pipeline::Pipeline::answer) directly.
 //!
 //! What jsonrpsee 0.26 answers is kept byte for byte (its
 //! `handle_rpc_call` and `RpcService`, read from its source): a body whose
@@ -19,19 +19,15 @@
 use std::borrow::Cow;
 use std::future::Future;
 
-use jsonrpsee::core::middleware::{Batch, BatchEntry, BatchEntryErr, Notification, RpcServiceT};
-use jsonrpsee::core::server::helpers::prepare_error;
+use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
 use jsonrpsee::core::server::{ConnectionId, MethodCallback, MethodResponse, Methods};
 use jsonrpsee::core::traits::ToJson;
-use jsonrpsee::types::error::{
-    reject_too_big_batch_request, reject_too_big_batch_response, ErrorCode,
-};
-use jsonrpsee::types::{ErrorObject, Id, InvalidRequest, Params, Request, TwoPointZero};
+use jsonrpsee::types::error::{reject_too_big_batch_response, ErrorCode};
+use jsonrpsee::types::{ErrorObject, Id, Params, Request, TwoPointZero};
 use jsonrpsee::Extensions;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::guard::SecurityService;
 use crate::security::RemoteAddr;
 
 /// The innermost service: finds the handler of a call and runs it.
@@ -344,91 +340,6 @@ pub(crate) fn plain_call(message: &[u8]) -> Option<Request<'_>> {
         params: call.params,
         extensions: Extensions::new(),
     })
-}
-
-/// The security middleware over the handlers, and the batch limit.
-pub(crate) struct Pipeline {
-    service: SecurityService<Executor>,
-    max_batch_len: usize,
-}
-
-impl std::fmt::Debug for Pipeline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pipeline")
-            .field("max_batch_len", &self.max_batch_len)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Pipeline {
-    /// `service` answers every call; a batch may hold `max_batch_len`.
-    pub(crate) fn new(service: SecurityService<Executor>, max_batch_len: usize) -> Self {
-        Pipeline {
-            service,
-            max_batch_len,
-        }
-    }
-
-    /// The answer to one message; every call in it carries `extensions`
-    /// (the caller's credentials and address).
-    pub(crate) async fn answer(&self, body: &[u8], extensions: Extensions) -> Answer {
-        match start(body) {
-            Some((b'{', message)) => self.single(message, extensions).await,
-            Some((b'[', message)) => self.batch(message, extensions).await,
-            _ => MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError)).into(),
-        }
-    }
-
-    /// The answer to one call already parsed from a message that
-    /// [`start`]s with `{`.
-    pub(crate) async fn call(&self, mut req: Request<'_>, extensions: Extensions) -> Answer {
-        req.extensions = extensions;
-        self.service.call(req).await
-    }
-
-    async fn single(&self, body: &[u8], extensions: Extensions) -> Answer {
-        if let Ok(req) = serde_json::from_slice::<Request>(body) {
-            self.call(req, extensions).await
-        } else if let Ok(mut notification) = serde_json::from_slice::<Notification>(body) {
-            notification.extensions = extensions;
-            self.service.notification(notification).await.into()
-        } else {
-            let (id, code) = prepare_error(body);
-            MethodResponse::error(id, ErrorObject::from(code)).into()
-        }
-    }
-
-    async fn batch(&self, body: &[u8], extensions: Extensions) -> Answer {
-        let Ok(entries) = serde_json::from_slice::<Vec<&RawValue>>(body) else {
-            return MethodResponse::error(Id::Null, ErrorObject::from(ErrorCode::ParseError))
-                .into();
-        };
-        if entries.len() > self.max_batch_len {
-            return MethodResponse::error(
-                Id::Null,
-                reject_too_big_batch_request(self.max_batch_len),
-            )
-            .into();
-        }
-        let batch: Vec<_> = entries
-            .into_iter()
-            .map(|entry| {
-                let text = entry.get();
-                if let Ok(mut req) = serde_json::from_str::<Request>(text) {
-                    req.extensions = extensions.clone();
-                    Ok(BatchEntry::Call(req))
-                } else if let Ok(mut notification) = serde_json::from_str::<Notification>(text) {
-                    notification.extensions = extensions.clone();
-                    Ok(BatchEntry::Notification(notification))
-                } else {
-                    let id = serde_json::from_str::<InvalidRequest>(text)
-                        .map_or(Id::Null, |invalid| invalid.id);
-                    Err(BatchEntryErr::new(id, ErrorCode::InvalidRequest.into()))
-                }
-            })
-            .collect();
-        self.service.batch(Batch::from(batch)).await
-    }
 }
 
 #[cfg(test)]

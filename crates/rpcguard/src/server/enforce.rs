@@ -77,7 +77,7 @@ impl Enforced {
     /// Draws a call from client address `ip` (IPv6 by /64).
     pub fn draw_ip(&self, ip: Option<IpAddr>) -> Result<(), RpcError> {
         match &self.per_ip {
-            Some(budget) => budget.check(&ip.map(super::client_key)),
+            Some(budget) => budget.check(&ip.map(crate::limit::client_key)),
             None => Ok(()),
         }
     }

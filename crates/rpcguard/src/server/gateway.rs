@@ -22,7 +22,7 @@
 //! - hands WebSocket upgrades to [`super::ws`];
 //! - refuses a method other than `POST` (405) and a body that is not JSON
 //!   by its `Content-Type` (415), with jsonrpsee's texts;
-//! - hands the body to [`super::dispatch`] ([`execute`]), after giving
+//! - hands the body to [`super::pipeline`] ([`execute`]), after giving
 //!   requests whose id jsonrpsee cannot carry an answer ([`super::ids`]);
 //! - gives every JSON-RPC answer HTTP 200 (jsonrpsee's own HTTP service
 //!   sends a parse error with 400) and a notification-only request 204;
@@ -35,9 +35,7 @@
 //! puts the upgrade's into every call it makes (see [`super::ws`]), so the
 //! security middleware reads one place on both transports.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
@@ -49,78 +47,20 @@ use jsonrpsee::server::http::response;
 use jsonrpsee::server::{HttpBody, HttpResponse};
 use jsonrpsee::Extensions;
 
-use super::dispatch::{self, Answer, Pipeline};
+use super::connection::{Connection, Shared};
 use super::docs::DocsPage;
 use super::document::DOCUMENT_PATH;
-use super::enforce::PolicyCell;
-use super::ids::{self, Normalized, Restore};
-use super::lifecycle::{DrainSwitch, Ready, READY_PATH};
-use super::proxy::ClientAddrs;
-use super::slots::{ConnectionSlots, Slot};
-use super::ws::{self, WsSettings};
-use crate::security::{ConnectionInfo, Credentials, RemoteAddr, RequestId};
+use super::lifecycle::READY_PATH;
+use super::pipeline::{execute, Outcome};
+use super::reply::plain;
+use super::ws;
+use crate::security::{Credentials, RemoteAddr, RequestId};
 
 /// The paths that speak JSON-RPC (HTTP POST and WebSocket upgrade); a
 /// trailing slash is accepted too.
 pub const RPC_PATHS: [&str; 2] = ["/", "/api/v1"];
 /// The health-check path (`GET` → 200).
 pub const HEALTH_PATH: &str = "/health";
-
-/// What every connection of a server shares.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// The headers the security schemes read (always `Authorization`).
-    pub credential_headers: Vec<HeaderName>,
-    /// Largest request body, bytes.
-    pub max_body_bytes: usize,
-    /// Time a request body has to arrive, from the end of its head.
-    pub body_timeout: Duration,
-    /// WebSocket session limits.
-    pub ws: WsSettings,
-    /// The policy in force, whose document `GET /openrpc.json` answers.
-    pub policy: Arc<PolicyCell>,
-    /// The docs page, when it is on.
-    pub docs: Option<DocsPage>,
-    /// The embedder's extra resources.
-    pub resources: Vec<super::ExtraResource>,
-    /// What executes JSON-RPC messages.
-    pub pipeline: Pipeline,
-    /// Where connections and sessions are counted.
-    pub metrics: crate::metrics::Metrics,
-    /// How clients' addresses are found behind trusted proxies.
-    pub clients: ClientAddrs,
-    /// The connection slots (a trusted proxy's clients take theirs per
-    /// request).
-    pub slots: Arc<ConnectionSlots>,
-    /// What `GET /ready` consults.
-    pub ready: Ready,
-    /// Whether the server is draining.
-    pub drain: Arc<DrainSwitch>,
-    /// The share of the cores WebSocket sessions give way to, if any.
-    pub cpu_share: Option<super::CpuShare>,
-}
-
-/// One connection's context: its peer, its slot, and the shared settings.
-#[derive(Debug)]
-pub(crate) struct Connection {
-    /// The TCP peer.
-    pub peer: SocketAddr,
-    /// Whether the peer is a trusted proxy (its header names the client).
-    pub trusted: bool,
-    /// What its calls share (the peer, the drain, the deadline).
-    pub info: Arc<ConnectionInfo>,
-    /// The connection's slot, held until the connection (or the WebSocket
-    /// session it became) ends.
-    pub _slot: Slot,
-    /// Counts the connection in the metrics while it is open.
-    pub _counted: crate::metrics::GaugeGuard,
-    /// The server's settings.
-    pub shared: Arc<Shared>,
-    /// Where WebSocket sessions are spawned, so that shutdown waits for them.
-    pub tasks: tokio_util::task::TaskTracker,
-    /// The server's stop signal.
-    pub stop: jsonrpsee::server::StopHandle,
-}
 
 /// Answers one HTTP request of `conn`; while the server drains, with
 /// `Connection: close`.
@@ -297,48 +237,6 @@ fn root(docs_on: bool) -> HttpResponse {
     )
 }
 
-/// What one JSON-RPC message (a request or a batch) came to.
-pub(crate) enum Outcome {
-    /// The answer (every JSON-RPC answer, errors included, goes with
-    /// HTTP 200), with the ids jsonrpsee cannot carry put back.
-    Answer(String),
-    /// Answered here, nothing executed (an id of an invalid type, …).
-    Refused(&'static str),
-    /// Notifications only: nothing to send back.
-    Nothing,
-}
-
-/// Runs one message through the pipeline, for HTTP and WebSocket alike:
-/// ids normalised first ([`super::ids`]), every call carrying the caller's
-/// `extensions`.
-pub(crate) async fn execute(pipeline: &Pipeline, body: Bytes, extensions: Extensions) -> Outcome {
-    // The common message, one call whose id jsonrpsee can carry, is parsed
-    // once: `ids::normalize` would leave it as it is.
-    if let Some((b'{', message)) = dispatch::start(&body) {
-        if let Some(req) = dispatch::plain_call(message) {
-            return finish(pipeline.call(req, extensions).await, None);
-        }
-    }
-    let (body, restore) = match ids::normalize(body) {
-        Normalized::AsIs(body) => (body, None),
-        Normalized::Rewritten(body, restore) => (body, Some(restore)),
-        Normalized::Invalid(answer) => return Outcome::Refused(answer),
-    };
-    finish(pipeline.answer(&body, extensions).await, restore)
-}
-
-/// The outcome of `response`, with the ids of `restore` put back.
-fn finish(response: Answer, restore: Option<Restore>) -> Outcome {
-    if response.is_notification() {
-        return Outcome::Nothing;
-    }
-    let answer = response.into_text();
-    Outcome::Answer(match restore {
-        Some(restore) => restore.apply(answer),
-        None => answer,
-    })
-}
-
 fn is_rpc_path(path: &str) -> bool {
     let trimmed = path
         .strip_suffix('/')
@@ -470,18 +368,6 @@ fn json(answer: String) -> HttpResponse {
         CONTENT_TYPE,
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
-    response
-}
-
-/// A response with a fixed body (JSON when not empty).
-pub(crate) fn plain(status: StatusCode, body: &'static str) -> HttpResponse {
-    let mut response = HttpResponse::new(HttpBody::from(body));
-    *response.status_mut() = status;
-    if !body.is_empty() {
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    }
     response
 }
 

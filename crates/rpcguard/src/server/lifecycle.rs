@@ -36,7 +36,7 @@ use hyper::StatusCode;
 use jsonrpsee::server::HttpResponse;
 use tokio::sync::watch;
 
-use super::gateway::plain;
+use super::reply::plain;
 
 /// The readiness path (`GET` → 200 or 503).
 pub const READY_PATH: &str = "/ready";

@@ -19,11 +19,11 @@
 //!
 //! | resource | bound | setting |
 //! |---|---|---|
-//! | connections | in all, per address (IPv6 by /64), plus a reserve for new addresses (`slots.rs`) | `max_connections`, `max_connections_per_ip`, `connection_reserve` |
+//! | connections | in all, per address (IPv6 by /64), plus a reserve for new addresses | `max_connections`, `max_connections_per_ip`, `connection_reserve` |
 //! | open files | connections capped below the soft limit in force (`rpcguard-accounts` raises it to the hard limit at start) | — |
 //! | a connection before its request head | HTTP/1.1 header deadline from accept, also between keep-alive requests | `header_timeout` |
-//! | a request body | size, and a deadline from the end of the head (`gateway.rs`) | `max_body_bytes`, `body_timeout` |
-//! | a WebSocket session | calls in flight, message size, ping and idle timeout (`ws.rs`) | `ws_max_in_flight`, `ws_ping_interval`, `ws_idle_timeout` |
+//! | a request body | size, and a deadline from the end of the head | `max_body_bytes`, `body_timeout` |
+//! | a WebSocket session | calls in flight, message size, ping and idle timeout | `ws_max_in_flight`, `ws_ping_interval`, `ws_idle_timeout` |
 //!
 //! HTTP/2 is off: JSON-RPC clients speak HTTP/1.1 (and WebSocket over it),
 //! and every HTTP/2 connection would need the same deadlines and stream
@@ -37,6 +37,7 @@
 //! [`ServerConfig::shutdown_grace`], and answers the calls still running
 //! then with a JSON-RPC error (WebSocket sessions close with 1001).
 
+mod connection;
 mod cors;
 mod dispatch;
 pub mod docs;
@@ -47,7 +48,9 @@ mod gateway;
 mod guard;
 mod ids;
 pub mod lifecycle;
+mod pipeline;
 pub mod proxy;
+mod reply;
 pub(crate) mod resource;
 mod serve;
 pub mod share;
@@ -80,7 +83,6 @@ pub use lifecycle::{Draining, Readiness, ReadinessCheck, READY_PATH};
 pub use proxy::{ForwardedHeader, ProxyListError, TrustedProxies};
 pub use serve::{serve, NoState, Serve, StateSource};
 pub use share::CpuShare;
-pub use slots::client_key;
 
 use crate::api::{Api, ApiError};
 use crate::openrpc::DocInfo;
@@ -88,15 +90,15 @@ use crate::policy::{Discover, Policy, PolicyError};
 use crate::security::ConnectionInfo;
 use crate::security::Scheme;
 use crate::security::SharedSecurity;
-use dispatch::{Executor, Pipeline};
+use connection::{Connection, Shared, WsSettings};
+use dispatch::Executor;
 use docs::DocsPage;
 use enforce::{Base, PolicyCell};
-use gateway::{Connection, Shared};
 use guard::SecurityLayer;
 use lifecycle::{DrainSwitch, Ready};
+use pipeline::Pipeline;
 use proxy::ClientAddrs;
 use slots::{ConnectionSlots, Refused, SlotLimits};
-use ws::WsSettings;
 
 /// Limits and identity of a server. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -438,7 +440,7 @@ fn check_resource_paths(resources: &[ExtraResource]) -> Result<(), ServerError> 
     Ok(())
 }
 
-/// Starts serving `api` on `listener` in the background ([`serve`]'s
+/// Starts serving `api` on `listener` in the background ([`serve()`]'s
 /// work).
 ///
 /// Every scheme a method's [`MethodSecurity`](crate::MethodSecurity) names

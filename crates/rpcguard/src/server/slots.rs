@@ -31,23 +31,9 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
-/// The key of a client address for per-client limits: IPv4 as is
-/// (IPv4-mapped IPv6 as IPv4), other IPv6 by its /64 prefix, the block one
-/// subscriber usually gets, so that one host cannot count as 2^64 clients.
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
-        },
-    }
-}
+use crate::limit::client_key;
+use std::sync::{Arc, Mutex};
 
 /// Limits of [`ConnectionSlots`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -26,7 +26,6 @@
 //!   flight finish and be written, then closes with code 1001.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
@@ -47,23 +46,11 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
-use super::dispatch::Pipeline;
-use super::gateway::{execute, plain, Connection, Outcome};
+use super::connection::Connection;
+use super::pipeline::{execute, Outcome, Pipeline};
+use super::reply::plain;
 use super::slots::Slot;
 use crate::security::SessionCredentials;
-
-/// Limits of a WebSocket session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct WsSettings {
-    /// Largest message (all fragments), bytes.
-    pub max_message_bytes: usize,
-    /// Messages being answered or waiting to be written, at most.
-    pub max_in_flight: usize,
-    /// Time between pings.
-    pub ping_interval: Duration,
-    /// Time without any frame from the client after which it is closed.
-    pub idle_timeout: Duration,
-}
 
 /// Answers a WebSocket upgrade request (RFC 6455 §4.2.2) and starts the
 /// session once hyper hands over the connection.

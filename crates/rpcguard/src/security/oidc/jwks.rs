@@ -27,7 +27,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -138,7 +140,7 @@ struct Loaded {
 pub(crate) struct JwksCache {
     source: JwksSource,
     http: Option<reqwest::Client>,
-    loaded: RwLock<Arc<Loaded>>,
+    loaded: ArcSwap<Loaded>,
     /// Held while fetching; holds when the last fetch for a miss began.
     fetching: tokio::sync::Mutex<Option<Instant>>,
     cooldown: Duration,
@@ -157,7 +159,7 @@ impl JwksCache {
         JwksCache {
             source,
             http,
-            loaded: RwLock::new(Arc::new(Loaded::default())),
+            loaded: ArcSwap::from_pointee(Loaded::default()),
             fetching: tokio::sync::Mutex::new(None),
             cooldown,
             observed,
@@ -165,10 +167,7 @@ impl JwksCache {
     }
 
     fn current(&self) -> Arc<Loaded> {
-        match self.loaded.read() {
-            Ok(loaded) => loaded.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.loaded.load_full()
     }
 
     /// The key `kid` of the set in use.
@@ -227,12 +226,10 @@ impl JwksCache {
         if count == 0 {
             tracing::warn!(jwks = %self.source, "the JWKS has no usable signing key");
         }
-        let mut loaded = match self.loaded.write() {
-            Ok(loaded) => loaded,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let generation = loaded.generation + 1;
-        *loaded = Arc::new(Loaded { keys, generation });
+        self.loaded.rcu(|old| Loaded {
+            keys: keys.clone(),
+            generation: old.generation + 1,
+        });
         tracing::debug!(jwks = %self.source, keys = count, "JWKS loaded");
         Ok(count)
     }

@@ -9,7 +9,7 @@
 //! - its JOSE header has no `crit` member (RFC 7515 §4.1.11: no extension
 //!   is understood here, so any `crit` is refused, whatever it lists);
 //! - its header names a `kid` of the provider's JWKS ([`JwksSource`]; see
-//!   `jwks.rs` for which keys are used and when the set is fetched again),
+//!   its docs for which keys are used and when the set is fetched again),
 //!   and its `alg` is that key's one algorithm (asymmetric only: `RS*`,
 //!   `PS*`, `ES256`, `ES384`, `EdDSA`, or RFC 9864's `Ed25519` as a name of
 //!   `EdDSA`). `alg: none`, an HMAC "signed" with a public key, and anything
