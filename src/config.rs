@@ -15,8 +15,8 @@
 //!   cannot live in such a file (a Kubernetes secret volume is a tree of
 //!   links), give it in `RPCGUARD_SECRET`.
 //!
-//! The library never reads the environment: the binary's clap struct (in
-//! `main.rs`, every flag also from `RPCGUARD_*`) fills a [`Config`].
+//! The library never reads the environment: the binary's clap structs (in
+//! `src/cli/`, every flag also from `RPCGUARD_*`) fill a [`Config`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
