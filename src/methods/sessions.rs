@@ -1,6 +1,6 @@
 //! The session methods: `refresh`, `sign_out`, `change_password` and
-//! `authenticate` (`sign_in`, which opens a session, is in
-//! [`super::accounts`]). See [`crate::session`] for what a session is.
+//! `authenticate` (`sign_in`, which opens a session, is declared with the
+//! account methods). See [`crate::session`] for what a session is.
 //!
 //! - `refresh(refresh_token)`: public; a hash and one indexed read before
 //!   any answer (never bcrypt), so a flood of made-up tokens costs little
@@ -21,7 +21,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::accounts::Accounts;
+use super::state::Accounts;
 use crate::bearer::{caller_for_token, presented_claims};
 use crate::clock::unix_now;
 use crate::metrics::EndCause;
