@@ -263,7 +263,7 @@ impl User {
                 caller.scheme.clone(),
                 caller.scopes.iter().cloned().collect(),
             )]),
-            created_at: crate::store::format_rfc3339(i64::try_from(issued).unwrap_or(0)),
+            created_at: crate::clock::format_rfc3339(i64::try_from(issued).unwrap_or(0)),
         }
     }
 }

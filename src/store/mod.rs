@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::clock::format_rfc3339;
 use crate::session::{NewSession, RefreshRecord, Rotation, SessionState};
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
@@ -195,16 +196,6 @@ impl From<&StoredUser> for Account {
             caller: Arc::new(caller),
         }
     }
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2026-11-27T14:46:18Z`).
-pub fn format_rfc3339(unix: i64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
 /// A fresh account id: 128 bits from the thread's CSPRNG (seeded by the
