@@ -244,6 +244,7 @@ pub struct User {
     pub created_at: String,
 }
 
+#[cfg(feature = "oidc")]
 impl User {
     /// What `get_caller` shows for a caller of an external identity
     /// provider, who has no account here: its `sub` as the username, the

@@ -44,6 +44,7 @@ use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
+#[cfg(feature = "oidc")]
 use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
 
@@ -356,6 +357,7 @@ async fn get_caller<S: AsRef<Accounts>>(
     }
     // A caller of an external issuer is not in the store, whatever its
     // `sub` (a local user of that name is someone else).
+    #[cfg(feature = "oidc")]
     if let Some(external) = caller.detail::<ExternalIdentity>() {
         return Ok(Arc::new(User::external(caller, external)));
     }

@@ -31,6 +31,7 @@ use crate::user::{Password, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
 use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
+#[cfg(feature = "oidc")]
 use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::security::MethodSecurity;
 
@@ -472,6 +473,7 @@ async fn authenticate<S: AsRef<Accounts>>(
     };
     // A token of the external issuer (routed by its `iss`, as every call's
     // is): bound like ours, its caller shown as `get_caller` shows it.
+    #[cfg(feature = "oidc")]
     if let Some(external) = accounts
         .external
         .as_ref()

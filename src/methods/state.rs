@@ -31,6 +31,7 @@ pub struct Accounts {
     pub refresh_ttl: std::time::Duration,
     /// The external issuer whose tokens are accepted beside ours, if any
     /// (`authenticate` binds its tokens to a WebSocket session too).
+    #[cfg(feature = "oidc")]
     pub external: Option<rpcguard::security::oidc::OidcSecurity>,
 }
 
