@@ -17,10 +17,8 @@
 //! kill -TERM %1   # (the server's pid): the long poll answers {"draining":true}
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use rpcguard::security::ApiKeySecurity;
 use rpcguard::server::ReadinessCheck;
 use rpcguard::{Api, CallContext, Method, RpcError, ServerConfig};
 use schemars::JsonSchema;
@@ -76,11 +74,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let mut api: Api<()> = Api::new();
     api.method(
-        Method::new("sleep").summary("Sleeps, whatever happens"),
+        Method::new("sleep")
+            .summary("Sleeps, whatever happens")
+            .public(),
         sleep,
     )?
     .method(
-        Method::new("long_poll").summary("Waits, and answers early when the server drains"),
+        Method::new("long_poll")
+            .summary("Waits, and answers early when the server drains")
+            .public(),
         long_poll,
     )?;
     let config = ServerConfig {
@@ -92,10 +94,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8082".to_owned());
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    // No secured method here; the security function is required all the same.
-    let security = Arc::new(ApiKeySecurity::new("ApiKey", "x-api-key"));
-    let server = rpcguard::server::spawn(listener, api, Arc::new(()), security, config)?;
-    println!("listening on http://{}/", server.local_addr());
-    rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
+    println!("listening on http://{}/", listener.local_addr()?);
+    // No secured method here, so no security function.
+    rpcguard::serve(listener, api)
+        .config(config)
+        .with_graceful_shutdown(rpcguard::server::shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! running rpcguard (started with an asymmetric `--jwt-alg`: `EdDSA`,
 //! `ES256` or `RS256`), treats rpcguard as an external issuer
 //! ([`OidcSecurity`]) and declares its methods with the same
-//! [`MethodSecurity`] as rpcguard's own: `whoami` for any signed-in caller,
+//! requirements as rpcguard's own: `whoami` for any signed-in caller,
 //! `monthly_report` for callers holding the Bearer scope `reports`.
 //!
 //! ```sh
@@ -20,11 +20,9 @@
 //! reach it only when the token expires (`--token-ttl`, 15 minutes by
 //! default); rpcguard itself refuses such a token at once.
 
-use std::sync::Arc;
-
 use rpcguard::openrpc::DocInfo;
 use rpcguard::security::oidc::{JwksSource, OidcConfig, OidcSecurity};
-use rpcguard::{Api, CallContext, Method, MethodSecurity, NoParams, RpcError, ServerConfig};
+use rpcguard::{Api, CallContext, Method, NoParams, RpcError, ServerConfig, BEARER};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +56,7 @@ fn declare(api: &mut Api<()>) -> Result<(), rpcguard::api::ApiError> {
     api.method(
         Method::new("whoami")
             .summary("The caller, from its rpcguard token")
-            .security(MethodSecurity::signed_in()),
+            .security(BEARER.require(())),
         |_: NoParams, ctx: CallContext<()>| async move {
             let caller = ctx.caller()?;
             Ok::<_, RpcError>(WhoAmI {
@@ -70,7 +68,7 @@ fn declare(api: &mut Api<()>) -> Result<(), rpcguard::api::ApiError> {
     .method(
         Method::new("monthly_report")
             .summary("A monthly report (Bearer scope `reports`)")
-            .security(MethodSecurity::bearer(["reports"])),
+            .security(BEARER.require(["reports"])),
         |params: ReportParams, ctx: CallContext<()>| async move {
             Ok::<_, RpcError>(Report {
                 month: params.month,
@@ -98,17 +96,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut oidc = OidcConfig::new(issuer, audience, JwksSource::Url(jwks));
     oidc.scopes_claim = "scope".to_owned();
-    let security = Arc::new(OidcSecurity::connect(oidc).await?);
+    let security = OidcSecurity::connect(oidc).await?;
 
     let mut api = Api::new();
     declare(&mut api)?;
     let config = ServerConfig {
-        doc: DocInfo::new("reports (resource server)", "1.0.0"),
+        openrpc_info: DocInfo::new("reports (resource server)", "1.0.0"),
         ..ServerConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    let server = rpcguard::server::spawn(listener, api, Arc::new(()), security, config)?;
-    println!("listening on http://{}/", server.local_addr());
-    rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
+    println!("listening on http://{}/", listener.local_addr()?);
+    rpcguard::serve(listener, api)
+        .security(security)
+        .config(config)
+        .with_graceful_shutdown(rpcguard::server::shutdown_signal())
+        .await?;
     Ok(())
 }

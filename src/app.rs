@@ -20,7 +20,7 @@ use rpcguard::api::{Api, ApiError};
 #[cfg(feature = "oidc")]
 use rpcguard::security::oidc::{IssuerRouter, OidcSecurity};
 use rpcguard::security::SharedSecurity;
-use rpcguard::server::{self, ReadinessCheck, RunningServer, ServerError};
+use rpcguard::server::{ReadinessCheck, RunningServer, ServerError};
 
 /// Errors of starting the reference server.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,7 @@ pub async fn open_existing_store(config: &Config) -> Result<SharedStore, AppErro
 pub struct AccountsKit {
     /// The store, with its exact in-memory auth state.
     pub users: Arc<CachedStore>,
-    /// What [`accounts::declare`]'s methods need (put it in your state and
+    /// What [`accounts::methods`]'s methods need (put it in your state and
     /// `impl AsRef<Accounts>`).
     pub accounts: Arc<Accounts>,
     /// The Bearer security function (`Authorization: Bearer <jwt>`).
@@ -230,7 +230,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
     accounts::refresh_dummy_cost(&state).await?;
     let mut bearer = BearerSecurity::new(keys.clone(), store);
     if publishing_jwks {
-        bearer = bearer.publishing_jwks(&config.issuer, &config.server.doc.server_url);
+        bearer = bearer.publishing_jwks(&config.issuer, &config.server.openrpc_info.server_url);
     }
     let bearer: SharedSecurity = Arc::new(bearer);
     // A token goes to the issuer its `iss` names (IssuerRouter's docs).
@@ -339,12 +339,22 @@ async fn database_token_keys(
     Ok(keys)
 }
 
+/// The reference server's methods: [`accounts::methods`] and the demo
+/// method ([`accounts::demo_methods`]).
+pub fn reference_api<S>() -> Result<Api<S>, ApiError>
+where
+    S: AsRef<Accounts> + Send + Sync + 'static,
+{
+    let mut api = accounts::methods()?;
+    api.merge(accounts::demo_methods()?)?;
+    Ok(api)
+}
+
 /// Builds the reference server's parts from `config`: [`accounts()`] and the
-/// four reference methods.
+/// reference methods ([`reference_api`]).
 pub async fn reference(config: &Config) -> Result<Reference, AppError> {
     let kit = accounts_kit(config, true).await?;
-    let mut api = Api::new();
-    accounts::declare(&mut api)?;
+    let api = reference_api()?;
     Ok(Reference {
         users: kit.users,
         api,
@@ -379,13 +389,11 @@ pub fn serve(
     let mut server_config = config.server.clone();
     server_config.readiness = Some(readiness(users, keys.clone()));
     server_config.resources.push(jwks_resource(keys));
-    Ok(server::spawn(
-        listener,
-        api,
-        state,
-        security,
-        server_config,
-    )?)
+    Ok(rpcguard::serve(listener, api)
+        .state(state)
+        .shared_security(security)
+        .config(server_config)
+        .spawn()?)
 }
 
 /// How long the store has to answer the readiness query.

@@ -24,10 +24,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use rpcguard::error::{AuthFailure, RpcError};
-use rpcguard::security::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
+use rpcguard::security::{Caller, Credentials, Scheme, SecurityFunction, BEARER};
 
 use crate::auth::token::{Claims, TokenKeys};
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 
 /// Verifies `Authorization: Bearer <jwt>` and loads the user it names.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ pub struct BearerSecurity {
     keys: TokenKeys,
     store: SharedStore,
     /// The scheme's description in the document.
-    doc: SchemeDoc,
+    doc: Scheme,
 }
 
 impl std::fmt::Debug for BearerSecurity {
@@ -52,7 +52,7 @@ impl BearerSecurity {
         BearerSecurity {
             keys,
             store,
-            doc: Self::scheme_doc(),
+            doc: Self::scheme(),
         }
     }
 
@@ -62,21 +62,21 @@ impl BearerSecurity {
     /// them ([`jwks_resource`](crate::keys::jwks_resource)).
     #[must_use]
     pub fn publishing_jwks(mut self, issuer: &str, server_url: &str) -> Self {
-        self.doc = Self::published_scheme_doc(issuer, server_url);
+        self.doc = Self::published_scheme(issuer, server_url);
         self
     }
 
-    /// [`scheme_doc`](Self::scheme_doc) with the server named as a token
+    /// [`scheme`](Self::scheme) with the server named as a token
     /// issuer in `x-issuers`: its `iss` and `aud` (`issuer`), the URL of its
     /// JWKS (under `server_url`), and the claim its tokens carry their
     /// scopes in (`scope`).
-    pub fn published_scheme_doc(issuer: &str, server_url: &str) -> SchemeDoc {
+    pub fn published_scheme(issuer: &str, server_url: &str) -> Scheme {
         let jwks_uri = format!(
             "{}{}",
             server_url.trim_end_matches('/'),
             crate::keys::JWKS_PATH
         );
-        Self::scheme_doc().with_extension(
+        Self::scheme().with_extension(
             "x-issuers",
             serde_json::json!([{
                 "issuer": issuer,
@@ -87,11 +87,9 @@ impl BearerSecurity {
         )
     }
 
-    /// The Bearer scheme's description.
-    pub fn scheme_doc() -> SchemeDoc {
-        SchemeDoc::bearer(
-            BEARER,
-            "JWT",
+    /// The Bearer scheme, as the document describes it.
+    pub fn scheme() -> Scheme {
+        BEARER.describe(
             "A JWT access token from `sign_in`, sent as `Authorization: Bearer <token>` \
              (or, for a WebSocket upgrade, as the `access_token` query parameter). Tokens \
              signed with an asymmetric key (`--jwt-alg EdDSA`, `ES256`, `RS256`) can be \
@@ -115,7 +113,8 @@ pub async fn caller_for_token(
     let claims = keys.verify(token).map_err(RpcError::Unauthenticated)?;
     let account = store
         .find_account(&claims.sub)
-        .await?
+        .await
+        .map_err(StoreError::into_rpc)?
         .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
     // Another account id: the token's account was deleted and this is a
     // later account of the same name.
@@ -126,7 +125,8 @@ pub async fn caller_for_token(
     // ended as one still stored.
     let session = store
         .find_session(&claims.sid)
-        .await?
+        .await
+        .map_err(StoreError::into_rpc)?
         .ok_or(RpcError::Unauthenticated(AuthFailure::RevokedToken))?;
     if session.account_id != claims.uid {
         return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
@@ -143,9 +143,12 @@ pub async fn caller_for_token(
         .collect();
     // What `get_caller` shows is what this token may use.
     let mut user = (*account.user).clone();
-    user.scopes.insert(BEARER.to_owned(), in_force.clone());
+    user.scopes
+        .insert(BEARER.name().to_owned(), in_force.clone());
     Ok(Arc::new(
-        Caller::new(account.user.username.as_str(), BEARER, in_force).with_detail(Arc::new(user)),
+        BEARER
+            .caller(account.user.username.as_str(), in_force)
+            .with_detail(Arc::new(user)),
     ))
 }
 
@@ -168,22 +171,12 @@ pub fn presented_claims(
 
 #[async_trait]
 impl SecurityFunction for BearerSecurity {
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
-        Ok(self
-            .authenticate_shared(credentials)
-            .await?
-            .map(|caller| (*caller).clone()))
-    }
-
     /// The account's own caller, built when the account was loaded.
-    async fn authenticate_shared(
+    async fn authenticate(
         &self,
         credentials: &Credentials,
     ) -> Result<Option<Arc<Caller>>, RpcError> {
-        let Some(token) = credentials
-            .bearer_token()
-            .map_err(RpcError::Unauthenticated)?
-        else {
+        let Some(token) = credentials.bearer_token()? else {
             return Ok(None);
         };
         caller_for_token(&self.keys, &self.store, token)
@@ -191,7 +184,7 @@ impl SecurityFunction for BearerSecurity {
             .map(Some)
     }
 
-    fn schemes(&self) -> Vec<SchemeDoc> {
+    fn schemes(&self) -> Vec<Scheme> {
         vec![self.doc.clone()]
     }
 }

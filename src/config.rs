@@ -146,7 +146,7 @@ impl Config {
             #[cfg(feature = "oidc")]
             oidc: None,
             server: ServerConfig {
-                doc: reference_doc("http://127.0.0.1:8080/"),
+                openrpc_info: reference_doc("http://127.0.0.1:8080/"),
                 cpu_share: Some(bcrypt_share(DEFAULT_BCRYPT_SHARE)),
                 ..ServerConfig::default()
             },

@@ -44,6 +44,7 @@ pub mod logging;
 pub mod memory;
 pub mod methods;
 pub mod metrics;
+pub mod process;
 pub mod session;
 pub mod store;
 pub mod throttle;

@@ -65,7 +65,7 @@ use rpcguard::error::RpcError;
 use rpcguard::limit::{draw, Budget, Rate};
 use rpcguard::server::client_key;
 
-use crate::store::{SharedDraw, UserStore};
+use crate::store::{SharedDraw, StoreError, UserStore};
 use crate::user::Username;
 
 /// Default most keys per limiter.
@@ -343,7 +343,11 @@ pub async fn draw_shared(store: &dyn UserStore, draws: &[SharedDraw]) -> Result<
     if draws.is_empty() {
         return Ok(());
     }
-    match store.draw_shared(draws).await? {
+    match store
+        .draw_shared(draws)
+        .await
+        .map_err(StoreError::into_rpc)?
+    {
         None => Ok(()),
         Some(retry_after_s) => Err(RpcError::TooManyRequests { retry_after_s }),
     }

@@ -61,9 +61,12 @@ pub enum PasswordError {
     Workers(String),
 }
 
-impl From<PasswordError> for RpcError {
-    fn from(err: PasswordError) -> Self {
-        match err {
+impl PasswordError {
+    /// The error a caller gets: `-32005` when the bcrypt queue is full,
+    /// else `-32603` (the detail logged where the call is answered).
+    /// Explicit rather than `?`: `?` would make `Busy` `-32603`.
+    pub fn into_rpc(self) -> RpcError {
+        match self {
             PasswordError::Busy => RpcError::TooManyRequests { retry_after_s: 1 },
             other => RpcError::internal(other),
         }

@@ -23,16 +23,15 @@ pub(crate) struct OpenrpcArgs {
 }
 
 pub(crate) fn openrpc(args: OpenrpcArgs) -> anyhow::Result<()> {
-    let mut api: rpcguard::Api<rpcguard_accounts::methods::accounts::Accounts> =
-        rpcguard::Api::new();
-    rpcguard_accounts::methods::accounts::declare(&mut api)?;
-    let schemes = [rpcguard_accounts::BearerSecurity::published_scheme_doc(
+    let api: rpcguard::Api<rpcguard_accounts::methods::accounts::Accounts> =
+        rpcguard_accounts::app::reference_api()?;
+    let schemes = [rpcguard_accounts::BearerSecurity::published_scheme(
         rpcguard_accounts::auth::token::TokenKeys::DEFAULT_ISSUER,
         &args.public_url,
     )];
     let info = reference_doc(&args.public_url);
     let document = match &args.policy {
-        None => rpcguard::openrpc::document(&api, &schemes, &info),
+        None => rpcguard::openrpc::document(&api, &schemes, &info)?,
         Some(path) => {
             let policy = Policy::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
             rpcguard::server::document_with_policy(&api, &schemes, &info, &policy)

@@ -293,9 +293,9 @@ fn serve_config(args: ServeArgs) -> Config {
     config.server.ws_max_in_flight = args.ws_max_in_flight;
     config.server.ws_ping_interval = Duration::from_secs(args.ws_ping_interval);
     config.server.ws_idle_timeout = Duration::from_secs(args.ws_idle_timeout);
-    config.server.doc =
+    config.server.openrpc_info =
         reference_doc(&args.public_url.unwrap_or_else(|| format!("http://{addr}/")));
-    config.server.docs = args.docs == OnOff::On;
+    config.server.docs_page = args.docs == OnOff::On;
     config.server.discover = args.discover;
     config.server.trusted_proxies = args.trusted_proxies;
     config.server.forwarded_header = args.forwarded_header;
@@ -323,7 +323,7 @@ pub(crate) async fn serve(
     if let Some(path) = &policy_file {
         config.server.policy = Policy::load(path).map_err(|err| anyhow::anyhow!("{err}"))?;
     }
-    if let Err(err) = rpcguard::server::raise_open_file_limit() {
+    if let Err(err) = rpcguard_accounts::process::raise_open_file_limit() {
         tracing::warn!(error = %err, "cannot raise the open-file limit");
     }
     // Everything is checked (key, data dir, store) before the port is
@@ -385,7 +385,7 @@ pub(crate) async fn serve(
     // What only the start needed leaves this process's memory.
     let released = rpcguard_accounts::memory::release_startup_pages();
     tracing::debug!(kib = released, "start-up pages released");
-    rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
+    server.run_until(rpcguard::server::shutdown_signal()).await;
     Ok(())
 }
 

@@ -36,7 +36,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::password::prevailing_cost;
+use super::errors::*;
+use crate::auth::password::{prevailing_cost, PasswordError};
 use crate::clock::unix_now;
 use crate::store::StoreError;
 use crate::throttle::draw_shared;
@@ -46,7 +47,7 @@ use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
 #[cfg(feature = "oidc")]
 use rpcguard::security::oidc::ExternalIdentity;
-use rpcguard::security::MethodSecurity;
+use rpcguard::BEARER;
 
 pub use super::state::Accounts;
 
@@ -78,13 +79,45 @@ pub struct SignInParams {
     pub scopes: Option<Vec<Scope>>,
 }
 
-/// Declares the reference methods on `api`: the four account methods and
-/// the session methods of [`super::sessions`].
+/// The account methods, to merge into your API (`api.merge(accounts::methods()?)`):
+/// `sign_up`, `sign_in` and `get_caller`, and the session methods of
+/// [`super::sessions`] (`refresh`, `sign_out`, `change_password`,
+/// `authenticate`). The demo method `require_scopes` is apart
+/// ([`demo_methods`]): the reference server adds it, an embedder need not.
 ///
 /// The state is yours: any type that holds the [`Accounts`]
 /// (`impl AsRef<Accounts>`), so a service can offer these methods beside
 /// its own, on one state (see `examples/embedding.rs`).
-pub fn declare<S>(api: &mut Api<S>) -> Result<(), ApiError>
+pub fn methods<S>() -> Result<Api<S>, ApiError>
+where
+    S: AsRef<Accounts> + Send + Sync + 'static,
+{
+    let mut api = Api::new();
+    declare(&mut api)?;
+    super::sessions::declare(&mut api)?;
+    Ok(api)
+}
+
+/// The demo method `require_scopes` (succeeds only for a caller holding
+/// the Bearer scope `scope1`): the reference server's example of a scoped
+/// method.
+pub fn demo_methods<S>() -> Result<Api<S>, ApiError>
+where
+    S: AsRef<Accounts> + Send + Sync + 'static,
+{
+    let mut api = Api::new();
+    api.method(
+        Method::new("require_scopes")
+            .summary("Succeeds only for callers holding scope1")
+            .description("Demonstrates a scoped method: needs the Bearer scope `scope1`.")
+            .security(BEARER.require([DEMO_SCOPE]))
+            .example(Example::new("allowed", json!({}), json!(true))),
+        require_scopes::<S>,
+    )?;
+    Ok(api)
+}
+
+fn declare<S>(api: &mut Api<S>) -> Result<(), ApiError>
 where
     S: AsRef<Accounts> + Send + Sync + 'static,
 {
@@ -106,7 +139,9 @@ where
                 "Creates a user with a bcrypt-hashed password. Never overwrites an account: \
                  a name taken in any letter case gives -32003.",
             )
-            .errors([error::USERNAME_TAKEN, error::TOO_MANY_REQUESTS])
+            .public()
+            .error(USERNAME_TAKEN, USERNAME_TAKEN_MESSAGE)
+            .errors([error::TOO_MANY_REQUESTS])
             .example(Example::new(
                 "new account",
                 credentials_example.clone(),
@@ -123,11 +158,10 @@ where
                  unknown user and a wrong password give the same -32002 after about the same time; \
                  -32004 only after a correct password; repeated failures are throttled with -32005.",
             )
-            .errors([
-                error::AUTHENTICATION_FAILED,
-                error::ACCOUNT_DISABLED,
-                error::TOO_MANY_REQUESTS,
-            ])
+            .public()
+            .error(AUTHENTICATION_FAILED, AUTHENTICATION_FAILED_MESSAGE)
+            .error(ACCOUNT_DISABLED, ACCOUNT_DISABLED_MESSAGE)
+            .errors([error::TOO_MANY_REQUESTS])
             .example(Example::new(
                 "sign in",
                 credentials_example,
@@ -146,19 +180,11 @@ where
             .description(
                 "The user the bearer token belongs to, with its scopes. Never the password hash.",
             )
-            .security(MethodSecurity::signed_in())
+            .security(BEARER.require(()))
             .example(Example::new("who am I", json!({}), user_example)),
         get_caller::<S>,
-    )?
-    .method(
-        Method::new("require_scopes")
-            .summary("Succeeds only for callers holding scope1")
-            .description("Demonstrates a scoped method: needs the Bearer scope `scope1`.")
-            .security(MethodSecurity::bearer([DEMO_SCOPE]))
-            .example(Example::new("allowed", json!({}), json!(true))),
-        require_scopes::<S>,
     )?;
-    super::sessions::declare(api)
+    Ok(())
 }
 
 /// Sets the hasher's dummy cost to the cost most stored hashes have (the
@@ -210,16 +236,23 @@ async fn create_account<S: AsRef<Accounts>>(
 ) -> Result<User, RpcError> {
     let accounts: &Accounts = (*ctx.state).as_ref();
     let client = ctx.remote_addr().map(|a| a.ip());
-    let place = accounts.hasher.reserve_hash()?;
+    let place = accounts
+        .hasher
+        .reserve_hash()
+        .map_err(PasswordError::into_rpc)?;
     accounts.throttle.check_sign_up(client)?;
     draw_shared(&*accounts.store, &accounts.throttle.shared_sign_up(client)).await?;
-    let hash = place.hash(&params.password).await?;
+    let hash = place
+        .hash(&params.password)
+        .await
+        .map_err(PasswordError::into_rpc)?;
     let now = unix_now().ok_or_else(|| RpcError::internal("clock before 1970"))?;
     let created_at = i64::try_from(now).map_err(RpcError::internal)?;
     let user = accounts
         .store
         .create_user(&params.username, &hash, created_at)
-        .await?;
+        .await
+        .map_err(StoreError::into_rpc)?;
     tracing::info!(username = %params.username, "account created");
     Ok(user.public())
 }
@@ -249,11 +282,11 @@ async fn sign_in<S: AsRef<Accounts>>(
         }
         // Unknown user and wrong password are one event (no enumeration
         // oracle in the audit log); the debug line says which.
-        Err(RpcError::AuthenticationFailed) => {
+        Err(RpcError::Custom { code, .. }) if *code == AUTHENTICATION_FAILED => {
             accounts.metrics.sign_in("failed");
             audit.reason("bad_credentials").emit();
         }
-        Err(RpcError::AccountDisabled) => {
+        Err(RpcError::Custom { code, .. }) if *code == ACCOUNT_DISABLED => {
             accounts.metrics.sign_in("disabled");
             audit.reason("disabled").emit();
         }
@@ -285,26 +318,36 @@ async fn open_session<S: AsRef<Accounts>>(
             .map_err(RpcError::InvalidParams)?;
     }
     let client = ctx.remote_addr().map(|a| a.ip());
-    let place = accounts.hasher.reserve_verify()?;
+    let place = accounts
+        .hasher
+        .reserve_verify()
+        .map_err(PasswordError::into_rpc)?;
     accounts.throttle.check(&params.username, client)?;
     let shared = accounts.throttle.shared_sign_in(&params.username, client);
     draw_shared(&*accounts.store, &shared).await?;
-    let user = accounts.store.find_user(params.username.as_str()).await?;
+    let user = accounts
+        .store
+        .find_user(params.username.as_str())
+        .await
+        .map_err(StoreError::into_rpc)?;
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
-    let valid = place.verify(&params.password, hash).await?;
+    let valid = place
+        .verify(&params.password, hash)
+        .await
+        .map_err(PasswordError::into_rpc)?;
     let user = match user {
         Some(user) if valid => user,
         Some(_) => {
             tracing::debug!(username = %params.username, "sign_in: wrong password");
-            return Err(RpcError::AuthenticationFailed);
+            return Err(authentication_failed());
         }
         None => {
             tracing::debug!(username = %params.username, "sign_in: no such user");
-            return Err(RpcError::AuthenticationFailed);
+            return Err(authentication_failed());
         }
     };
     if user.disabled {
-        return Err(RpcError::AccountDisabled);
+        return Err(account_disabled());
     }
     if accounts.hasher.needs_rehash(&user.password_hash) {
         rehash_in_background(
@@ -366,7 +409,8 @@ async fn get_caller<S: AsRef<Accounts>>(
     accounts
         .store
         .find_account(&caller.subject)
-        .await?
+        .await
+        .map_err(StoreError::into_rpc)?
         .map(|account| account.user.clone())
         .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))
 }

@@ -2,5 +2,6 @@
 //! to every API; see [`rpcguard::server`].)
 
 pub mod accounts;
+pub mod errors;
 pub mod sessions;
 mod state;

@@ -21,7 +21,9 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::errors::*;
 use super::state::Accounts;
+use crate::auth::password::PasswordError;
 use crate::bearer::{caller_for_token, presented_claims};
 use crate::clock::unix_now;
 use crate::metrics::EndCause;
@@ -33,7 +35,7 @@ use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
 #[cfg(feature = "oidc")]
 use rpcguard::security::oidc::ExternalIdentity;
-use rpcguard::security::MethodSecurity;
+use rpcguard::BEARER;
 
 /// Params of `refresh`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -83,7 +85,7 @@ pub(crate) fn token_example() -> serde_json::Value {
 }
 
 /// Declares `refresh`, `sign_out`, `change_password` and `authenticate`.
-pub fn declare<S>(api: &mut Api<S>) -> Result<(), ApiError>
+pub(crate) fn declare<S>(api: &mut Api<S>) -> Result<(), ApiError>
 where
     S: AsRef<Accounts> + Send + Sync + 'static,
 {
@@ -101,6 +103,7 @@ where
                  was already used ends the whole session (-32001 revoked_token), its access tokens \
                  too. Unknown or malformed: -32001 invalid_token; expired: expired_token.",
             )
+            .public()
             .errors([error::UNAUTHENTICATED])
             .example(Example::new(
                 "rotate",
@@ -118,7 +121,7 @@ where
                  and on every open WebSocket session (-32001 revoked_token), and its refresh token \
                  is dead.",
             )
-            .security(MethodSecurity::signed_in())
+            .security(BEARER.require(()))
             .example(Example::new("this session", json!({}), json!(true)))
             .example(Example::new(
                 "every session",
@@ -135,8 +138,9 @@ where
                  stores the new one and ends every other session of the user. The session that \
                  calls it goes on.",
             )
-            .security(MethodSecurity::signed_in())
-            .errors([error::AUTHENTICATION_FAILED, error::TOO_MANY_REQUESTS])
+            .security(BEARER.require(()))
+            .error(AUTHENTICATION_FAILED, AUTHENTICATION_FAILED_MESSAGE)
+            .errors([error::TOO_MANY_REQUESTS])
             .example(Example::new(
                 "change",
                 json!({
@@ -156,6 +160,7 @@ where
                  so a session outlives one token's exp. Answers the token's user. Over HTTP \
                  (no session to bind): -32602.",
             )
+            .public()
             .errors([error::UNAUTHENTICATED])
             .example(Example::new(
                 "bind",
@@ -244,9 +249,9 @@ pub(crate) async fn open(
         // password any more.
         Err(StoreError::NotFound) => {
             tracing::debug!(username = %user.username, "sign_in: the account changed since its password was verified");
-            return Err(RpcError::AuthenticationFailed);
+            return Err(authentication_failed());
         }
-        Err(other) => return Err(other.into()),
+        Err(other) => return Err(other.into_rpc()),
     }
     let state = session::SessionState {
         id: session_id.clone(),
@@ -310,7 +315,12 @@ async fn rotate<S: AsRef<Accounts>>(
     let Some(old_hash) = session::refresh_token_hash(&params.refresh_token) else {
         return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
     };
-    let Some(record) = accounts.store.find_refresh(&old_hash).await? else {
+    let Some(record) = accounts
+        .store
+        .find_refresh(&old_hash)
+        .await
+        .map_err(StoreError::into_rpc)?
+    else {
         return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
     };
     accounts
@@ -333,7 +343,8 @@ async fn rotate<S: AsRef<Accounts>>(
             expires,
             accounts.limits.refresh_history,
         )
-        .await?
+        .await
+        .map_err(StoreError::into_rpc)?
     {
         Rotation::Rotated(session) => session,
         Rotation::Unknown => return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken)),
@@ -358,7 +369,8 @@ async fn rotate<S: AsRef<Accounts>>(
     let account = accounts
         .store
         .find_account(&session.username_key)
-        .await?
+        .await
+        .map_err(StoreError::into_rpc)?
         .filter(|account| account.account_id == session.account_id)
         .ok_or(RpcError::Unauthenticated(AuthFailure::InvalidToken))?;
     if account.disabled {
@@ -393,13 +405,19 @@ async fn sign_out<S: AsRef<Accounts>>(
         let ended = accounts
             .store
             .end_sessions(&caller.subject, None, now)
-            .await?;
+            .await
+            .map_err(StoreError::into_rpc)?;
         accounts
             .metrics
             .sessions_ended(EndCause::SignOutEverywhere, ended.len());
         audit.reason("everywhere").emit();
     } else {
-        if accounts.store.end_session(&claims.sid, now).await? {
+        if accounts
+            .store
+            .end_session(&claims.sid, now)
+            .await
+            .map_err(StoreError::into_rpc)?
+        {
             accounts.metrics.sessions_ended(EndCause::SignOut, 1);
         }
         audit.reason("this_session").emit();
@@ -418,22 +436,34 @@ async fn change_password<S: AsRef<Accounts>>(
         .clone();
     let username = Username::parse(caller.subject.as_str()).map_err(RpcError::internal)?;
     let client = ctx.remote_addr().map(|a| a.ip());
-    let place = accounts.hasher.reserve_verify()?;
+    let place = accounts
+        .hasher
+        .reserve_verify()
+        .map_err(PasswordError::into_rpc)?;
     accounts.throttle.check(&username, client)?;
     let shared = accounts.throttle.shared_sign_in(&username, client);
     crate::throttle::draw_shared(&*accounts.store, &shared).await?;
-    let user = accounts.store.find_user(username.as_str()).await?;
+    let user = accounts
+        .store
+        .find_user(username.as_str())
+        .await
+        .map_err(StoreError::into_rpc)?;
     let hash = user.as_ref().map(|u| u.password_hash.as_str());
-    let valid = place.verify(&params.old_password, hash).await?;
+    let valid = place
+        .verify(&params.old_password, hash)
+        .await
+        .map_err(PasswordError::into_rpc)?;
     let user = match user {
         Some(user) if valid => user,
-        _ => return Err(RpcError::AuthenticationFailed),
+        _ => return Err(authentication_failed()),
     };
     let new_hash = accounts
         .hasher
-        .reserve_hash()?
+        .reserve_hash()
+        .map_err(PasswordError::into_rpc)?
         .hash(&params.new_password)
-        .await?;
+        .await
+        .map_err(PasswordError::into_rpc)?;
     let ended = accounts
         .store
         .change_password(
@@ -443,10 +473,11 @@ async fn change_password<S: AsRef<Accounts>>(
             Some(&keep),
             now_secs()?,
         )
-        .await?
+        .await
+        .map_err(StoreError::into_rpc)?
         // Changed by someone else meanwhile: the old password is not the
         // password any more.
-        .ok_or(RpcError::AuthenticationFailed)?;
+        .ok_or_else(authentication_failed)?;
     accounts
         .metrics
         .sessions_ended(EndCause::PasswordChange, ended.len());

@@ -103,10 +103,13 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-impl From<StoreError> for RpcError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::UsernameTaken => RpcError::UsernameTaken,
+impl StoreError {
+    /// The error a caller gets: `-32003` for a taken name, else `-32603`
+    /// (the detail logged where the call is answered). Explicit rather
+    /// than `?`: `?` would make every store error `-32603`.
+    pub fn into_rpc(self) -> RpcError {
+        match self {
+            StoreError::UsernameTaken => crate::methods::errors::username_taken(),
             other => RpcError::internal(other),
         }
     }
@@ -157,7 +160,7 @@ impl StoredUser {
     /// The caller-facing view: no hash.
     pub fn public(&self) -> User {
         let mut scopes = BTreeMap::new();
-        scopes.insert(BEARER.to_owned(), self.scopes.clone());
+        scopes.insert(BEARER.name().to_owned(), self.scopes.clone());
         User {
             username: self.username.clone(),
             scopes,
@@ -191,12 +194,9 @@ pub struct Account {
 impl From<&StoredUser> for Account {
     fn from(stored: &StoredUser) -> Self {
         let user = Arc::new(stored.public());
-        let caller = Caller::new(
-            stored.username.as_str(),
-            BEARER,
-            stored.scopes.iter().map(String::as_str),
-        )
-        .with_detail(user.clone());
+        let caller = BEARER
+            .caller(stored.username.as_str(), &stored.scopes)
+            .with_detail(user.clone());
         Account {
             account_id: stored.account_id.clone(),
             scopes: stored.scopes.clone(),

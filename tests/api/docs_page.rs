@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rpcguard::{CallContext, Example, Method, MethodSecurity, NoParams, RpcError};
+use rpcguard::{CallContext, Example, Method, NoParams, RpcError};
 use rpcguard_accounts::methods::accounts::Accounts;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -195,7 +195,7 @@ async fn docs_files_are_relative_small_and_their_size_is_in_the_readme() {
 
 #[tokio::test]
 async fn docs_can_be_turned_off() {
-    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| c.server.docs = false)
+    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| c.server.docs_page = false)
         .await
         .expect("sqlite");
     for path in ["/docs", "/docs/", "/docs/app.js", "/docs/app.css"] {
@@ -262,6 +262,7 @@ async fn server_with_markup_in_its_docs(
         .api
         .method(
             Method::new("xss_probe")
+                .public()
                 .summary("<img src=x onerror=\"window.__xss='summary'\"> echo")
                 .description(XSS_DESCRIPTION)
                 .example(Example::new(
@@ -281,7 +282,7 @@ async fn server_with_markup_in_its_docs(
             .method(
                 Method::new("sign_out")
                     .summary("Stand-in for sign_out (sessions): counts its calls")
-                    .security(MethodSecurity::signed_in()),
+                    .security(rpcguard::BEARER.require(())),
                 move |_: NoParams, _: CallContext<Accounts>| {
                     let count = count.clone();
                     async move {
@@ -430,18 +431,6 @@ async fn docs_page_keeps_the_session_through_expiry_and_shows_its_end() {
     let data_dir = data.path().display().to_string();
     let server = ServerProcess::start(&["--data-dir", &data_dir, "--token-ttl", "3"], &[]);
     session_flow(&chromium, dir, &server.url, &["expiry"]).await;
-}
-
-/// Builds the `api_key` example of the `rpcguard` crate (another package
-/// of the workspace, so `cargo test` here does not build it; when it is
-/// up to date this does nothing).
-fn build_api_key_example() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let built = Command::new(cargo)
-        .args(["build", "-q", "-p", "rpcguard", "--example", "api_key"])
-        .status()
-        .expect("cargo build --example api_key");
-    assert!(built.success(), "cargo build -p rpcguard --example api_key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -925,6 +925,18 @@ pub fn app_signing_key(app: &TestApp) -> (String, Vec<u8>) {
     }
 }
 
+/// Builds the `api_key` example of the `rpcguard` crate (another package
+/// of the workspace, so `cargo test` here does not build it; when it is
+/// up to date this does nothing).
+pub fn build_api_key_example() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "-q", "-p", "rpcguard", "--example", "api_key"])
+        .status()
+        .expect("cargo build --example api_key");
+    assert!(built.success(), "cargo build -p rpcguard --example api_key");
+}
+
 /// An example program (`examples/NAME.rs`, built by `cargo test`) that
 /// printed `listening on URL`; killed on drop.
 pub struct ExampleProcess {

@@ -385,7 +385,7 @@ async fn the_document_names_the_external_issuer() {
     let ours = json!({
         "issuer": "rpcguard",
         "audience": "rpcguard",
-        "jwks_uri": format!("{}.well-known/jwks.json", app.config.server.doc.server_url),
+        "jwks_uri": format!("{}.well-known/jwks.json", app.config.server.openrpc_info.server_url),
         "scopes_claim": "scope",
     });
     assert_eq!(
@@ -406,7 +406,7 @@ async fn the_document_names_the_external_issuer() {
     );
     // The server without one names itself only, under its public URL.
     let plain = TestApp::spawn_with(StoreKind::Sqlite, |c| {
-        c.server.doc.server_url = "https://rpc.example/api/".to_owned()
+        c.server.openrpc_info.server_url = "https://rpc.example/api/".to_owned()
     })
     .await
     .expect("sqlite");

@@ -41,7 +41,7 @@ fn openrpc_json_is_not_stale() {
 #[tokio::test]
 async fn discover_answers_the_committed_document() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
-        c.server.doc.server_url = DEFAULT_URL.to_owned()
+        c.server.openrpc_info.server_url = DEFAULT_URL.to_owned()
     })
     .await
     .expect("app");
@@ -141,11 +141,11 @@ fn document_structure() {
             ("sign_up".to_owned(), json!({})),
             ("sign_in".to_owned(), json!({})),
             ("get_caller".to_owned(), json!({"Bearer": []})),
-            ("require_scopes".to_owned(), json!({"Bearer": ["scope1"]})),
             ("refresh".to_owned(), json!({})),
             ("sign_out".to_owned(), json!({"Bearer": []})),
             ("change_password".to_owned(), json!({"Bearer": []})),
             ("authenticate".to_owned(), json!({})),
+            ("require_scopes".to_owned(), json!({"Bearer": ["scope1"]})),
         ]
     );
     for method in methods {
@@ -275,7 +275,7 @@ fn document_structure() {
 #[tokio::test]
 async fn get_openrpc_json_answers_the_discover_document() {
     let app = TestApp::spawn_with(StoreKind::Sqlite, |c| {
-        c.server.doc.server_url = DEFAULT_URL.to_owned()
+        c.server.openrpc_info.server_url = DEFAULT_URL.to_owned()
     })
     .await
     .expect("app");

@@ -4,10 +4,8 @@
 //! names (and the per-client cap behind it).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rpcguard::security::ApiKeySecurity;
 use rpcguard::server::ReadinessCheck;
 use rpcguard::{Api, CallContext, Method, RpcError, ServerConfig};
 use schemars::JsonSchema;
@@ -30,7 +28,7 @@ async fn root_points_to_the_docs_or_to_the_api() {
     assert_eq!(root.status(), 307);
     assert_eq!(root.headers()["location"], "/docs");
 
-    let off = TestApp::spawn_with(StoreKind::Sqlite, |c| c.server.docs = false)
+    let off = TestApp::spawn_with(StoreKind::Sqlite, |c| c.server.docs_page = false)
         .await
         .expect("sqlite");
     let root = no_redirects().get(&off.url).send().await.expect("GET /");
@@ -77,6 +75,7 @@ struct Wait {
 /// `wait`, under `config`.
 async fn framework_server(config: ServerConfig) -> rpcguard::RunningServer {
     let mut api: Api<()> = Api::new();
+    api.secured_by(rpcguard::MethodSecurity::public());
     api.method(
         Method::new("whereami"),
         |_: rpcguard::NoParams, ctx: CallContext<()>| async move {
@@ -99,8 +98,10 @@ async fn framework_server(config: ServerConfig) -> rpcguard::RunningServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let security = Arc::new(ApiKeySecurity::new("ApiKey", "x-api-key"));
-    rpcguard::server::spawn(listener, api, Arc::new(()), security, config).expect("spawn")
+    rpcguard::serve(listener, api)
+        .config(config)
+        .spawn()
+        .expect("spawn")
 }
 
 async fn ready(addr: SocketAddr) -> (u16, Value) {

@@ -1,37 +1,29 @@
-//! Embedding rpcguard: your own methods, secured by your own security
-//! function (an API key instead of the built-in JWT Bearer scheme).
+//! A JSON-RPC service secured by API keys, with the framework alone: a
+//! public method, two methods for keys with a scope, an admin method, and
+//! an error of its own whose `data` type the document describes.
 //!
-//! Run: `cargo run --example api_key` (`ADDR` sets the address,
-//! `127.0.0.1:8081` by default; `WRITER_KEY` and `READER_KEY` set the keys,
-//! random by default), then, with the key it prints:
+//! `cargo run -p rpcguard --example api_key` (`ADDR` sets the address,
+//! `WRITER_KEY`/`ADMIN_KEY` the keys, random by default), then:
 //!
 //! ```text
 //! curl -s localhost:8081 -H 'content-type: application/json' -H "x-api-key: $KEY" \
 //!      -d '{"jsonrpc":"2.0","id":1,"method":"add_note","params":["hello"]}'
-//! curl -s localhost:8081 -H 'content-type: application/json' \
-//!      -d '{"jsonrpc":"2.0","id":2,"method":"rpc.discover"}'
 //! ```
-//!
-//! The two methods appear in `rpc.discover` with their schemas and
-//! `x-security`, and the `ApiKey` scheme in `x-securitySchemes`, with no
-//! second list anywhere.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use rpcguard::security::ApiKeySecurity;
-use rpcguard::{
-    Api, CallContext, Example, Method, MethodSecurity, NoParams, RpcError, ServerConfig,
-};
+use rpcguard::{Api, ApiKeySecurity, CallContext, ErrorCode, Method, NoParams, RpcError, Scheme};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-/// The application's state: an in-memory list of notes.
-#[derive(Default)]
-struct Notes(Mutex<Vec<Note>>);
+/// The one security scheme: a key in the `X-Api-Key` header.
+const KEY: Scheme = Scheme::api_key("ApiKey", "x-api-key");
+/// Our own error: the note is longer than allowed.
+const TOO_LONG: ErrorCode = ErrorCode::new(4001);
+const MAX_CHARS: usize = 280;
 
 /// A note.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Serialize, JsonSchema)]
 struct Note {
     /// Who wrote it.
     author: String,
@@ -40,93 +32,91 @@ struct Note {
 }
 
 /// Params of `add_note`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, JsonSchema)]
 struct AddNote {
-    /// The note's text (1 to 280 characters).
-    #[schemars(length(min = 1, max = 280))]
+    /// The note's text.
     text: String,
 }
 
+/// The `data` of error 4001.
+#[derive(Serialize, JsonSchema)]
+struct TooLong {
+    /// The longest note allowed, in characters.
+    max_chars: usize,
+}
+
+type Notes = Mutex<Vec<Note>>;
+
 async fn add_note(params: AddNote, ctx: CallContext<Notes>) -> Result<Note, RpcError> {
-    let len = params.text.chars().count();
-    if !(1..=280).contains(&len) {
-        return Err(RpcError::InvalidParams(
-            "text must be 1 to 280 characters".into(),
-        ));
+    if params.text.chars().count() > MAX_CHARS {
+        let data = TooLong {
+            max_chars: MAX_CHARS,
+        };
+        return Err(RpcError::custom(TOO_LONG, "Note too long", data));
     }
+    let author = ctx.caller()?.subject.clone();
     let note = Note {
-        author: ctx.caller()?.subject.clone(),
+        author,
         text: params.text,
     };
-    let mut notes = ctx
-        .state
-        .0
-        .lock()
-        .map_err(|_| RpcError::internal("notes lock poisoned"))?;
-    notes.push(note.clone());
+    ctx.state.lock()?.push(note.clone());
     Ok(note)
 }
 
 async fn list_notes(_: NoParams, ctx: CallContext<Notes>) -> Result<Vec<Note>, RpcError> {
-    let notes = ctx
-        .state
-        .0
-        .lock()
-        .map_err(|_| RpcError::internal("notes lock poisoned"))?;
-    Ok(notes.clone())
+    Ok(ctx.state.lock()?.clone())
+}
+
+async fn clear_notes(_: NoParams, ctx: CallContext<Notes>) -> Result<usize, RpcError> {
+    Ok(std::mem::take(&mut *ctx.state.lock()?).len())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter("info")
-        .with_writer(std::io::stderr)
-        .init();
-
+    let log = tracing_subscriber::fmt().with_env_filter("info");
+    log.with_writer(std::io::stderr).init();
     let key =
-        |var: &str| std::env::var(var).unwrap_or_else(|_| hex::encode(rand::random::<[u8; 16]>()));
-    let writer_key = key("WRITER_KEY");
-    let reader_key = key("READER_KEY");
-    let security = ApiKeySecurity::new("ApiKey", "x-api-key")
-        .key(&writer_key, "writer", ["notes:write", "notes:read"])
-        .key(&reader_key, "reader", ["notes:read"]);
+        |var| std::env::var(var).unwrap_or_else(|_| format!("{:032x}", rand::random::<u128>()));
+    let (writer, admin) = (key("WRITER_KEY"), key("ADMIN_KEY"));
+    let security = ApiKeySecurity::new(&KEY)
+        .key(&writer, "writer", ["notes:write", "notes:read"])
+        .key(&admin, "admin", ["admin"]);
 
     let mut api: Api<Notes> = Api::new();
+    api.secured_by(KEY.require(["notes:read"]));
     api.method(
+        Method::new("version")
+            .summary("The server's version")
+            .public(),
+        |_: NoParams, _| async { Ok::<_, RpcError>(env!("CARGO_PKG_VERSION")) },
+    )?
+    .method(
         Method::new("add_note")
             .summary("Adds a note")
-            .security(MethodSecurity::scheme("ApiKey", ["notes:write"]))
-            .example(Example::new(
-                "hello",
-                json!({"text": "hello"}),
-                json!({"author": "writer", "text": "hello"}),
-            )),
+            .security(KEY.require(["notes:write"]))
+            .error_with_data::<TooLong>(TOO_LONG, "Note too long"),
         add_note,
     )?
     .method(
-        Method::new("list_notes")
-            .summary("Lists every note")
-            .security(MethodSecurity::scheme("ApiKey", ["notes:read"]))
-            .example(Example::new("all", json!({}), json!([]))),
+        Method::new("list_notes").summary("Lists every note"),
         list_notes,
+    )?
+    .method(
+        Method::new("clear_notes")
+            .summary("Deletes every note")
+            .security(KEY.require(["admin"])),
+        clear_notes,
     )?;
 
-    let addr = std::env::var("ADDR").unwrap_or_else(|_| "127.0.0.1:8081".to_owned());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    let mut config = ServerConfig::default();
-    config.doc.title = "notes".to_owned();
-    config.doc.server_url = format!("http://{}/", listener.local_addr()?);
-    let server = rpcguard::server::spawn(
-        listener,
-        api,
-        Arc::new(Notes::default()),
-        Arc::new(security),
-        config,
-    )?;
-    println!("listening on http://{}/", server.local_addr());
-    println!("writer key: {writer_key}");
-    println!("reader key: {reader_key}");
-    rpcguard::server::run_until(server, rpcguard::server::shutdown_signal()).await;
+    let listener =
+        tokio::net::TcpListener::bind(std::env::var("ADDR").as_deref().unwrap_or("127.0.0.1:8081"))
+            .await?;
+    println!("listening on http://{}/", listener.local_addr()?);
+    println!("writer key: {writer}\nadmin key: {admin}");
+    rpcguard::serve(listener, api)
+        .state(Notes::default())
+        .security(security)
+        .with_graceful_shutdown(rpcguard::server::shutdown_signal())
+        .await?;
     Ok(())
 }

@@ -6,6 +6,13 @@
 //! the entry the security middleware enforces, and the OpenRPC entry. There
 //! is no second list of method names anywhere.
 //!
+//! Secure by default: a method gets its [`Api`]'s default security
+//! ([`Api::secured_by`]) unless it declares its own
+//! ([`Method::security`]) or says it is public ([`Method::public`]). A
+//! method with none of the three makes the server refuse to start, naming
+//! it ([`ApiError::NoSecurity`]): one forgotten line cannot publish a
+//! method. APIs compose with [`Api::merge`] and [`Api::nest`].
+//!
 //! Params are accepted by name (an object) and by position (an array in the
 //! declared field order, which is the order of the params struct's fields).
 //! Unknown, missing or ill-typed params give `-32602` saying what is wrong,
@@ -22,14 +29,17 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::error::{self, AuthFailure, RpcError};
+use crate::error::{self, AuthFailure, ErrorCode, RpcError};
 use crate::security::{
-    Caller, Credentials, MethodSecurity, RemoteAddr, SchemeDoc, SessionCredentials,
+    Caller, Credentials, MethodSecurity, RemoteAddr, Scheme, SessionCredentials,
 };
 use crate::server::Draining;
 
 /// The name of the OpenRPC service-discovery method every server has.
-pub const DISCOVER: &str = "rpc.discover";
+pub(crate) const DISCOVER: &str = "rpc.discover";
+
+/// Builds a type's schema in the document's generator.
+pub(crate) type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
 /// Params of a method that takes none: accepts no params, `[]` or `{}`.
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema)]
@@ -66,15 +76,17 @@ impl Example {
 /// A method's declaration, without its types and handler.
 ///
 /// ```
-/// use rpcguard::{Method, MethodSecurity};
+/// use rpcguard::{ErrorCode, Method, BEARER};
 /// let m = Method::new("get_caller")
 ///     .summary("Who am I")
-///     .security(MethodSecurity::signed_in());
+///     .security(BEARER.require(()));
 /// assert_eq!(m.name(), "get_caller");
 ///
 /// // Names may be built at run time.
 /// let tenant = "acme";
-/// let m = Method::new(format!("{tenant}.report")).error(4001, "Quota exceeded");
+/// let m = Method::new(format!("{tenant}.report"))
+///     .public()
+///     .error(ErrorCode::new(4001), "Quota exceeded");
 /// assert_eq!(m.name(), "acme.report");
 /// ```
 #[derive(Debug, Clone)]
@@ -83,7 +95,8 @@ pub struct Method {
     name: Cow<'static, str>,
     summary: String,
     description: String,
-    security: MethodSecurity,
+    /// `None`: the API's default.
+    security: Option<MethodSecurity>,
     optional_caller: bool,
     errors: Vec<DeclaredError>,
     examples: Vec<Example>,
@@ -96,10 +109,14 @@ struct DeclaredError {
     code: i32,
     /// `None`: one of the contract's codes, described by its own message.
     message: Option<String>,
+    /// The schema of its `data`, if it has any.
+    data: Option<SchemaFn>,
 }
 
 impl Method {
-    /// A public method named `name` with no docs yet.
+    /// A method named `name` with no docs yet, secured by its API's
+    /// default ([`Api::secured_by`]) unless it says otherwise
+    /// ([`Method::security`], [`Method::public`]).
     ///
     /// The name may be a `&'static str` or built at run time (`String`).
     /// jsonrpsee keeps method names for the life of the process, so a name
@@ -109,7 +126,7 @@ impl Method {
             name: name.into(),
             summary: String::new(),
             description: String::new(),
-            security: MethodSecurity::public(),
+            security: None,
             optional_caller: false,
             errors: Vec::new(),
             examples: Vec::new(),
@@ -133,9 +150,17 @@ impl Method {
         self
     }
 
-    /// The security requirement (default: public).
+    /// The security requirement, instead of the API's default
+    /// ([`Scheme::require`](crate::Scheme::require)).
     pub fn security(mut self, security: MethodSecurity) -> Self {
-        self.security = security;
+        self.security = Some(security);
+        self
+    }
+
+    /// Anyone may call it, whatever the API's default. The document shows
+    /// it without `x-security`.
+    pub fn public(mut self) -> Self {
+        self.security = Some(MethodSecurity::public());
         self
     }
 
@@ -146,50 +171,88 @@ impl Method {
         self
     }
 
-    /// Codes of the wire contract ([`crate::error`]'s constants) this
-    /// method can return beyond the ones its security and params imply,
-    /// e.g. [`error::AUTHENTICATION_FAILED`] for `sign_in`. The document
-    /// gives each the contract's message. A code the contract does not
-    /// define is refused by [`Api::method`]: declare your own errors with
-    /// [`Method::error`].
+    /// Codes of the framework's contract ([`crate::error`]'s constants)
+    /// this method can return beyond the ones its security and params
+    /// imply, e.g. [`error::TOO_MANY_REQUESTS`] for a method that
+    /// throttles. The document gives each the contract's message and
+    /// `data` schema. A code the contract does not define is refused by
+    /// [`Api::method`]: declare your own errors with [`Method::error`].
     pub fn errors(mut self, codes: impl IntoIterator<Item = i32>) -> Self {
         for code in codes {
             self.errors.push(DeclaredError {
                 code,
                 message: None,
+                data: None,
             });
         }
         self
     }
 
     /// An application error this method can return
-    /// ([`RpcError::custom`]`(code, message, data)`), listed in the
-    /// document with its message. `code` must be outside the range
-    /// JSON-RPC reserves (`-32768..=-32000`) and `message` not empty, or
-    /// [`Api::method`] refuses the declaration. Declaring a code again
-    /// replaces its message.
+    /// ([`RpcError::custom`]`(code, message, ())`), listed in the document
+    /// with its message. `message` must not be empty, or [`Api::method`]
+    /// refuses the declaration. Declaring a code again replaces it.
     ///
     /// ```
-    /// use rpcguard::{Api, Method, NoParams, RpcError};
-    /// const QUOTA_EXCEEDED: i32 = 4001;
+    /// use rpcguard::{Api, ErrorCode, Method, NoParams, RpcError};
+    /// const QUOTA_EXCEEDED: ErrorCode = ErrorCode::new(4001);
     /// let mut api: Api<()> = Api::new();
     /// api.method(
-    ///     Method::new("export").error(QUOTA_EXCEEDED, "Quota exceeded"),
+    ///     Method::new("export").public().error(QUOTA_EXCEEDED, "Quota exceeded"),
     ///     |_: NoParams, _ctx| async {
-    ///         Err::<bool, _>(RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", None))
+    ///         Err::<bool, _>(RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", ()))
     ///     },
     /// )
     /// .unwrap();
-    /// // A reserved code is refused when declared.
-    /// assert!(api.method(Method::new("bad").error(-32001, "Mine"), |_: NoParams, _ctx| async {
-    ///     Ok::<_, RpcError>(true)
-    /// }).is_err());
     /// ```
-    pub fn error(mut self, code: i32, message: impl Into<String>) -> Self {
-        self.errors.retain(|e| e.code != code);
+    pub fn error(self, code: ErrorCode, message: impl Into<String>) -> Self {
+        self.declare_error(code, message.into(), None)
+    }
+
+    /// An application error this method can return with `data` of type
+    /// `D` ([`RpcError::custom`]`(code, message, data)`): the document
+    /// lists it with `D`'s schema (schemars), as it does the contract's
+    /// own errors, so generated clients get a typed error.
+    ///
+    /// ```
+    /// use rpcguard::{Api, ErrorCode, Method, NoParams, RpcError};
+    /// use schemars::JsonSchema;
+    /// use serde::Serialize;
+    ///
+    /// const QUOTA_EXCEEDED: ErrorCode = ErrorCode::new(4001);
+    ///
+    /// /// The `data` of a quota error.
+    /// #[derive(Serialize, JsonSchema)]
+    /// struct Quota {
+    ///     /// Exports allowed per day.
+    ///     limit: u32,
+    /// }
+    ///
+    /// let mut api: Api<()> = Api::new();
+    /// api.method(
+    ///     Method::new("export")
+    ///         .public()
+    ///         .error_with_data::<Quota>(QUOTA_EXCEEDED, "Quota exceeded"),
+    ///     |_: NoParams, _ctx| async {
+    ///         Err::<bool, _>(RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", Quota { limit: 10 }))
+    ///     },
+    /// )
+    /// .unwrap();
+    /// ```
+    pub fn error_with_data<D: JsonSchema>(
+        self,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) -> Self {
+        self.declare_error(code, message.into(), Some(|g| g.subschema_for::<D>()))
+    }
+
+    fn declare_error(mut self, code: ErrorCode, message: String, data: Option<SchemaFn>) -> Self {
+        self.errors.retain(|e| e.code != code.get());
         self.errors.push(DeclaredError {
-            code,
-            message: Some(message.into()),
+            code: code.get(),
+            message: Some(message),
+            data,
         });
         self
     }
@@ -210,22 +273,48 @@ pub(crate) struct MethodDecl {
     pub summary: String,
     /// Description.
     pub description: String,
-    /// Security requirement.
+    /// Security requirement (public until resolved, see `security_from`).
     pub security: MethodSecurity,
+    /// Where `security` came from.
+    pub security_from: SecurityFrom,
     /// Whether a public method wants its caller resolved.
     pub optional_caller: bool,
-    /// Extra errors, each with its message (checked by [`Api::method`]).
-    pub errors: Vec<(i32, String)>,
+    /// Extra errors, each with its message and data schema (checked by
+    /// [`Api::method`]).
+    pub errors: Vec<DocumentedError>,
     /// Examples.
     pub examples: Vec<Example>,
     /// Param names in positional order.
     pub param_names: Vec<String>,
     /// The params object schema (properties reference shared components).
-    pub params_schema: fn(&mut SchemaGenerator) -> Schema,
+    pub params_schema: SchemaFn,
     /// The result schema (a `$ref` for named types).
-    pub result_schema: fn(&mut SchemaGenerator) -> Schema,
+    pub result_schema: SchemaFn,
     /// The result type's schema name (for the result's content descriptor).
     pub result_name: String,
+}
+
+/// Where a declaration's security came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecurityFrom {
+    /// The method's own (or `public`).
+    Declared,
+    /// Its API's default.
+    Default,
+    /// None yet: the API has no default (refused at start).
+    Missing,
+}
+
+/// An error a method's document entry lists.
+#[derive(Debug, Clone)]
+pub(crate) struct DocumentedError {
+    /// The code.
+    pub code: i32,
+    /// Its message.
+    pub message: String,
+    /// The schema of its `data`, if it has any (the contract's own codes
+    /// get theirs from [`crate::error`]).
+    pub data: Option<SchemaFn>,
 }
 
 /// Errors of declaring methods.
@@ -250,6 +339,16 @@ pub enum ApiError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A method declares no security and its API has no default: say
+    /// [`Method::public`], give it [`Method::security`], or give the API
+    /// [`Api::secured_by`].
+    #[error(
+        "method `{0}` declares no security and its API has no default: add `.public()` or `.security(..)` to the method, or `Api::secured_by(..)` to the API"
+    )]
+    NoSecurity(String),
+    /// A prefix given to [`Api::nest`] is empty or starts with `rpc.`.
+    #[error("the prefix {0:?} is empty or reserved (`rpc.`)")]
+    Prefix(String),
     /// jsonrpsee refused the registration.
     #[error("registering a method failed: {0}")]
     Register(#[from] jsonrpsee::core::RegisterMethodError),
@@ -335,14 +434,40 @@ impl<S> CallContext<S> {
     }
 }
 
-type Registration<S> = Box<dyn FnOnce(&mut RpcModule<S>) -> Result<(), ApiError> + Send>;
+/// Registers one handler into the module, under the name it is given
+/// (its declaration's, prefixed when nested).
+type Registration<S> =
+    Box<dyn FnOnce(&mut RpcModule<S>, &'static str) -> Result<(), ApiError> + Send>;
 
-/// The set of methods a server offers, built with [`Api::method`].
+/// The set of methods a server offers, built with [`Api::method`] and
+/// composed with [`Api::merge`] and [`Api::nest`].
 ///
 /// `S` is the application state handed to every handler.
+///
+/// ```
+/// use rpcguard::{Api, Method, NoParams, RpcError, Scheme};
+/// const KEY: Scheme = Scheme::api_key("ApiKey", "x-api-key");
+///
+/// let mut notes: Api<()> = Api::new();
+/// notes.secured_by(KEY.require(["notes:read"]));
+/// notes.method(Method::new("list"), |_: NoParams, _ctx| async {
+///     Ok::<_, RpcError>(Vec::<String>::new())
+/// })?;
+///
+/// let mut api: Api<()> = Api::new();
+/// api.method(Method::new("ping").public(), |_: NoParams, _ctx| async {
+///     Ok::<_, RpcError>("pong")
+/// })?;
+/// api.nest("notes.", notes)?;
+/// assert_eq!(api.names().collect::<Vec<_>>(), ["rpc.discover", "ping", "notes.list"]);
+/// # Ok::<(), rpcguard::ApiError>(())
+/// ```
 pub struct Api<S> {
     decls: Vec<Arc<MethodDecl>>,
-    registrations: Vec<Registration<S>>,
+    /// One per declaration (`None` for `rpc.discover`, which the server
+    /// answers itself).
+    registrations: Vec<Option<Registration<S>>>,
+    default_security: Option<MethodSecurity>,
 }
 
 impl<S> std::fmt::Debug for Api<S> {
@@ -366,10 +491,13 @@ impl<S: Send + Sync + 'static> Default for Api<S> {
 }
 
 impl<S: Send + Sync + 'static> Api<S> {
-    /// An API with only `rpc.discover` declared (its handler is added by the
-    /// server, which builds the document).
+    /// An API with only `rpc.discover` declared (public; its handler is
+    /// added by the server, which builds the document), and no default
+    /// security: every method says its own, or [`Api::secured_by`] gives
+    /// one.
     pub fn new() -> Self {
         let discover = Method::new(DISCOVER)
+            .public()
             .summary("Returns the OpenRPC document of this server")
             .description(
                 "The OpenRPC service-discovery method: the whole document describing every \
@@ -384,22 +512,44 @@ impl<S: Send + Sync + 'static> Api<S> {
                     "methods": []
                 }),
             ));
-        let decl = declaration::<NoParams, crate::schema::OpenRpcDocument>(discover)
-            .expect("rpc.discover declares no errors");
+        let decls = declaration::<NoParams, crate::schema::OpenRpcDocument>(discover)
+            .map(|decl| vec![Arc::new(decl)])
+            .unwrap_or_default();
+        let registrations = decls.iter().map(|_| None).collect();
         Api {
-            decls: vec![Arc::new(decl)],
-            registrations: Vec::new(),
+            decls,
+            registrations,
+            default_security: None,
         }
+    }
+
+    /// The security every method of this API gets unless it declares its
+    /// own or says [`Method::public`]: methods declared before and after
+    /// this call alike (a second call replaces the default).
+    pub fn secured_by(&mut self, security: MethodSecurity) -> &mut Self {
+        for decl in &mut self.decls {
+            if decl.security_from != SecurityFrom::Declared {
+                let decl = Arc::make_mut(decl);
+                decl.security = security.clone();
+                decl.security_from = SecurityFrom::Default;
+            }
+        }
+        self.default_security = Some(security);
+        self
     }
 
     /// Declares a method with typed params `P`, result `R` and an async
     /// handler.
     ///
+    /// The handler returns `Result<R, RpcError>`; `?` works on
+    /// [`RpcError`] and on any [`std::error::Error`] (an internal error:
+    /// logged with the method and the request id, answered `-32603`).
+    ///
     /// ```
-    /// use rpcguard::{Api, Method, MethodSecurity, NoParams, RpcError};
+    /// use rpcguard::{Api, Method, NoParams, RpcError};
     /// let mut api: Api<()> = Api::new();
     /// api.method(
-    ///     Method::new("ping").summary("Liveness").security(MethodSecurity::public()),
+    ///     Method::new("ping").summary("Liveness").public(),
     ///     |_: NoParams, _ctx| async { Ok::<_, RpcError>("pong".to_owned()) },
     /// )
     /// .unwrap();
@@ -419,40 +569,94 @@ impl<S: Send + Sync + 'static> Api<S> {
         if method.name.starts_with("rpc.") {
             return Err(ApiError::Reserved(method.name.into_owned()));
         }
-        if self.decls.iter().any(|d| d.name == method.name) {
-            return Err(ApiError::Duplicate(method.name.into_owned()));
+        let mut decl = declaration::<P, R>(method)?;
+        if decl.security_from == SecurityFrom::Missing {
+            if let Some(default) = &self.default_security {
+                decl.security = default.clone();
+                decl.security_from = SecurityFrom::Default;
+            }
         }
-        let decl = declaration::<P, R>(method)?;
-        let name = decl.name.clone();
         let names = Arc::new(decl.param_names.clone());
-        self.decls.push(Arc::new(decl));
-        self.registrations
-            .push(Box::new(move |module: &mut RpcModule<S>| {
-                // jsonrpsee keeps names for the life of the process; a name
-                // built at run time is leaked here, once per method.
-                let name: &'static str = match name {
-                    Cow::Borrowed(name) => name,
-                    Cow::Owned(name) => Box::leak(name.into_boxed_str()),
-                };
-                module.register_async_method(name, move |params, state, mut extensions| {
-                    let handler = handler.clone();
-                    let names = names.clone();
-                    async move {
-                        let params = parse_params::<P>(params.as_str(), &names)?;
-                        // The guard put it there (shared: jsonrpsee clones
-                        // the extensions for the handler); the handler
-                        // gets it through the context.
-                        let caller = extensions.remove::<Arc<Caller>>();
-                        let ctx = CallContext {
-                            state,
-                            caller,
-                            extensions,
-                        };
-                        handler(params, ctx).await
-                    }
-                })?;
-                Ok(())
-            }));
+        let register: Registration<S> = Box::new(move |module: &mut RpcModule<S>, name| {
+            module.register_async_method(name, move |params, state, mut extensions| {
+                let handler = handler.clone();
+                let names = names.clone();
+                async move {
+                    let params = parse_params::<P>(params.as_str(), &names)?;
+                    // The guard put it there (shared: jsonrpsee clones
+                    // the extensions for the handler); the handler
+                    // gets it through the context.
+                    let caller = extensions.remove::<Arc<Caller>>();
+                    let ctx = CallContext {
+                        state,
+                        caller,
+                        extensions,
+                    };
+                    // Kept for the log of an internal error (a made id is
+                    // held inline: no allocation).
+                    let request_id = ctx
+                        .extensions
+                        .get::<RemoteAddr>()
+                        .map(|r| r.request_id.clone());
+                    handler(params, ctx).await.inspect_err(|err| {
+                        error::log_internal(err, name, request_id.as_ref().map(|id| id.as_str()))
+                    })
+                }
+            })?;
+            Ok(())
+        });
+        self.push(Arc::new(decl), register)?;
+        Ok(self)
+    }
+
+    fn push(&mut self, decl: Arc<MethodDecl>, register: Registration<S>) -> Result<(), ApiError> {
+        if self.decls.iter().any(|d| d.name == decl.name) {
+            return Err(ApiError::Duplicate(decl.name.clone().into_owned()));
+        }
+        self.decls.push(decl);
+        self.registrations.push(Some(register));
+        Ok(())
+    }
+
+    /// Adds every method of `other` (its `rpc.discover` aside), as
+    /// jsonrpsee's `RpcModule::merge` and axum's `Router::merge` do. A
+    /// method of `other` that relies on a default keeps `other`'s, if it
+    /// has one, else gets this API's. A name declared in both is refused.
+    pub fn merge(&mut self, other: Api<S>) -> Result<&mut Self, ApiError> {
+        self.adopt(None, other)
+    }
+
+    /// Adds every method of `other` under `prefix` (`nest("notes.",
+    /// notes)` serves `notes`' `add` as `notes.add`), its defaults kept as
+    /// with [`Api::merge`]. The prefix must not be empty or start with
+    /// `rpc.`.
+    pub fn nest(&mut self, prefix: &str, other: Api<S>) -> Result<&mut Self, ApiError> {
+        if prefix.is_empty() || prefix.starts_with("rpc.") {
+            return Err(ApiError::Prefix(prefix.to_owned()));
+        }
+        self.adopt(Some(prefix), other)
+    }
+
+    fn adopt(&mut self, prefix: Option<&str>, other: Api<S>) -> Result<&mut Self, ApiError> {
+        for (mut decl, register) in other.decls.into_iter().zip(other.registrations) {
+            let Some(register) = register else {
+                continue; // its rpc.discover: this API has its own
+            };
+            let d = Arc::make_mut(&mut decl);
+            if let Some(prefix) = prefix {
+                d.name = Cow::Owned(format!("{prefix}{}", d.name));
+            }
+            match (d.security_from, &self.default_security) {
+                // Settled by `other`: its own default stays its own.
+                (SecurityFrom::Default, _) => d.security_from = SecurityFrom::Declared,
+                (SecurityFrom::Missing, Some(default)) => {
+                    d.security = default.clone();
+                    d.security_from = SecurityFrom::Default;
+                }
+                _ => {}
+            }
+            self.push(decl, register)?;
+        }
         Ok(self)
     }
 
@@ -461,13 +665,25 @@ impl<S: Send + Sync + 'static> Api<S> {
         &self.decls
     }
 
+    /// Refuses a method with no security of its own and no default.
+    pub(crate) fn check_security(&self) -> Result<(), ApiError> {
+        match self
+            .decls
+            .iter()
+            .find(|d| d.security_from == SecurityFrom::Missing)
+        {
+            Some(decl) => Err(ApiError::NoSecurity(decl.name.clone().into_owned())),
+            None => Ok(()),
+        }
+    }
+
     /// The first method (in declaration order) that names a scheme not in
     /// `known`, with that scheme.
-    pub(crate) fn unknown_scheme<'a>(&'a self, known: &[SchemeDoc]) -> Option<(&'a str, &'a str)> {
+    pub(crate) fn unknown_scheme<'a>(&'a self, known: &[Scheme]) -> Option<(&'a str, &'a str)> {
         self.decls.iter().find_map(|decl| {
             decl.security
                 .schemes()
-                .find(|scheme| !known.iter().any(|k| k.name == *scheme))
+                .find(|scheme| !known.iter().any(|k| k.name() == *scheme))
                 .map(|scheme| (decl.name.as_ref(), scheme))
         })
     }
@@ -480,9 +696,17 @@ impl<S: Send + Sync + 'static> Api<S> {
         self,
         state: Arc<S>,
     ) -> Result<(RpcModule<S>, Vec<Arc<MethodDecl>>), ApiError> {
+        self.check_security()?;
         let mut module = RpcModule::from_arc(state);
-        for register in self.registrations {
-            register(&mut module)?;
+        for (decl, register) in self.decls.iter().zip(self.registrations) {
+            let Some(register) = register else { continue };
+            // jsonrpsee keeps names for the life of the process; a name
+            // built at run time is leaked here, once per method.
+            let name: &'static str = match &decl.name {
+                Cow::Borrowed(name) => name,
+                Cow::Owned(name) => Box::leak(name.clone().into_boxed_str()),
+            };
+            register(&mut module, name)?;
         }
         Ok((module, self.decls))
     }
@@ -490,11 +714,16 @@ impl<S: Send + Sync + 'static> Api<S> {
 
 fn declaration<P: JsonSchema, R: JsonSchema>(method: Method) -> Result<MethodDecl, ApiError> {
     let errors = documented_errors(&method)?;
+    let (security, security_from) = match method.security {
+        Some(security) => (security, SecurityFrom::Declared),
+        None => (MethodSecurity::public(), SecurityFrom::Missing),
+    };
     Ok(MethodDecl {
         name: method.name,
         summary: method.summary,
         description: method.description,
-        security: method.security,
+        security,
+        security_from,
         optional_caller: method.optional_caller,
         errors,
         examples: method.examples,
@@ -508,7 +737,7 @@ fn declaration<P: JsonSchema, R: JsonSchema>(method: Method) -> Result<MethodDec
 /// The declared errors with the message each shows in the document: the
 /// contract's for [`Method::errors`], the application's own for
 /// [`Method::error`]. Refuses what would be documented falsely.
-fn documented_errors(method: &Method) -> Result<Vec<(i32, String)>, ApiError> {
+fn documented_errors(method: &Method) -> Result<Vec<DocumentedError>, ApiError> {
     let refuse = |code, why| ApiError::DeclaredError {
         method: method.name.clone().into_owned(),
         code,
@@ -517,22 +746,27 @@ fn documented_errors(method: &Method) -> Result<Vec<(i32, String)>, ApiError> {
     method
         .errors
         .iter()
-        .map(|declared| match &declared.message {
-            None => match error::message_for(declared.code) {
-                "" => Err(refuse(
-                    declared.code,
-                    "not a code of the contract; declare your own with `Method::error(code, message)`",
-                )),
-                message => Ok((declared.code, message.to_owned())),
-            },
-            Some(_) if error::is_reserved(declared.code) => Err(refuse(
-                declared.code,
-                "the code is reserved by JSON-RPC (-32768..=-32000); pick one outside that range",
-            )),
-            Some(message) if message.trim().is_empty() => {
-                Err(refuse(declared.code, "the message is empty"))
-            }
-            Some(message) => Ok((declared.code, message.clone())),
+        .map(|declared| {
+            let message = match &declared.message {
+                None => match error::message_for(declared.code) {
+                    "" => {
+                        return Err(refuse(
+                            declared.code,
+                            "not a code of the contract; declare your own with `Method::error(code, message)`",
+                        ))
+                    }
+                    message => message.to_owned(),
+                },
+                Some(message) if message.trim().is_empty() => {
+                    return Err(refuse(declared.code, "the message is empty"))
+                }
+                Some(message) => message.clone(),
+            };
+            Ok(DocumentedError {
+                code: declared.code,
+                message,
+                data: declared.data,
+            })
         })
         .collect()
 }

@@ -6,12 +6,20 @@
 //! internal failures go to the log, never to the caller.
 //!
 //! Handlers return their own application errors with [`RpcError::custom`],
-//! and declare them (code and message) with
+//! and declare them (code, message and the type of their `data`) with
 //! [`Method::error`](crate::Method::error) so that the OpenRPC document
-//! lists them. Application codes live outside the range JSON-RPC 2.0
-//! reserves (`-32768..=-32000`, see [`is_reserved`]), which holds every code
-//! of the contract above.
+//! lists them. An application code is an [`ErrorCode`]: anything but the
+//! codes JSON-RPC 2.0 predefines (`-32768..=-32100`) and the framework's
+//! own (`-32001`, `-32005`, `-32099`), see [`is_reserved`]. The rest of
+//! `-32099..=-32000` is JSON-RPC's range for implementation-defined server
+//! errors, open to the application (`rpcguard-accounts` uses `-32002` to
+//! `-32004`).
+//!
+//! `?` works on any [`std::error::Error`] in a handler: it becomes
+//! `-32603 Internal error`, its text logged with the method and request id
+//! and never sent.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use jsonrpsee::types::{ErrorObject, ErrorObjectOwned};
@@ -21,13 +29,6 @@ use serde_json::{json, Value};
 
 /// `-32001 Unauthenticated`.
 pub const UNAUTHENTICATED: i32 = -32001;
-/// `-32002 Authentication failed` (sign_in: unknown user or wrong password).
-pub const AUTHENTICATION_FAILED: i32 = -32002;
-/// `-32003 Username taken`.
-pub const USERNAME_TAKEN: i32 = -32003;
-/// `-32004 Account disabled` (sign_in with the right password on a
-/// disabled account).
-pub const ACCOUNT_DISABLED: i32 = -32004;
 /// `-32005 Too many requests`.
 pub const TOO_MANY_REQUESTS: i32 = -32005;
 /// `-32099 Permission error` (signed in, a declared scope is missing).
@@ -37,15 +38,67 @@ pub const INVALID_PARAMS: i32 = -32602;
 /// `-32603 Internal error`.
 pub const INTERNAL_ERROR: i32 = -32603;
 
-/// The codes JSON-RPC 2.0 reserves for itself and for server errors (§5.1):
-/// every code of the wire contract is in here, no application error may be.
-pub const RESERVED_CODES: std::ops::RangeInclusive<i32> = -32768..=-32000;
+/// True when `code` is not available to an application: one JSON-RPC 2.0
+/// predefines or reserves (`-32768..=-32100`: parse error, invalid
+/// request, method not found, invalid params, internal error, …) or one of
+/// the framework's own (`-32001`, `-32005`, `-32099`), which only the
+/// framework may send, so that a handler cannot impersonate it.
+pub const fn is_reserved(code: i32) -> bool {
+    (code >= -32768 && code <= -32100)
+        || code == UNAUTHENTICATED
+        || code == TOO_MANY_REQUESTS
+        || code == PERMISSION_ERROR
+}
 
-/// True when `code` is reserved by JSON-RPC 2.0 (and so by the contract),
-/// i.e. not available to [`RpcError::custom`] and
-/// [`Method::error`](crate::Method::error).
-pub fn is_reserved(code: i32) -> bool {
-    RESERVED_CODES.contains(&code)
+/// An application's error code: checked once, where it is made, never to
+/// be one [`is_reserved`] refuses.
+///
+/// Made in a `const`, a reserved code does not compile:
+///
+/// ```compile_fail
+/// const MINE: rpcguard::ErrorCode = rpcguard::ErrorCode::new(-32001);
+/// # let _ = MINE;
+/// ```
+///
+/// ```
+/// use rpcguard::ErrorCode;
+/// const QUOTA_EXCEEDED: ErrorCode = ErrorCode::new(4001);
+/// assert_eq!(QUOTA_EXCEEDED.get(), 4001);
+/// assert!(ErrorCode::try_new(-32603).is_none());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ErrorCode(i32);
+
+impl ErrorCode {
+    /// The code `code`. Panics when it is reserved ([`is_reserved`]):
+    /// in a `const` that is a compile error; for a code known only at run
+    /// time use [`ErrorCode::try_new`].
+    pub const fn new(code: i32) -> Self {
+        if is_reserved(code) {
+            panic!("this error code is reserved by JSON-RPC or by rpcguard: pick one outside -32768..=-32100 that is not -32001, -32005 or -32099");
+        }
+        ErrorCode(code)
+    }
+
+    /// The code `code`, or `None` when it is reserved.
+    pub const fn try_new(code: i32) -> Option<Self> {
+        if is_reserved(code) {
+            None
+        } else {
+            Some(ErrorCode(code))
+        }
+    }
+
+    /// The number.
+    pub const fn get(self) -> i32 {
+        self.0
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 /// Why a secured call was refused with `-32001`; its
@@ -138,77 +191,114 @@ pub struct InvalidParamsData(pub String);
 /// [`RpcError::custom`]:
 ///
 /// ```
-/// use rpcguard::RpcError;
+/// use rpcguard::{ErrorCode, RpcError};
 /// use serde_json::json;
 ///
-/// const QUOTA_EXCEEDED: i32 = 4001;
-/// let err = RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", Some(json!({"limit": 10})));
+/// const QUOTA_EXCEEDED: ErrorCode = ErrorCode::new(4001);
+/// let err = RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", json!({"limit": 10}));
 /// assert_eq!(err.code(), 4001);
 /// assert_eq!(err.message(), "Quota exceeded");
+/// // No data: `()`.
+/// let bare = RpcError::custom(QUOTA_EXCEEDED, "Quota exceeded", ());
+/// # let _ = bare;
 /// ```
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// Any [`std::error::Error`] converts into [`RpcError::Internal`], so `?`
+/// works on it in a handler (the reason `RpcError` itself does not
+/// implement `std::error::Error`, as with `anyhow::Error`):
+///
+/// ```
+/// use rpcguard::RpcError;
+/// fn read() -> Result<String, RpcError> {
+///     Ok(std::fs::read_to_string("/nonexistent/file")?)
+/// }
+/// assert_eq!(read().unwrap_err().code(), -32603);
+/// ```
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RpcError {
     /// `-32001`: credentials missing or not acceptable.
-    #[error("unauthenticated: {}", .0.as_str())]
     Unauthenticated(AuthFailure),
     /// `-32099`: authenticated, but the declared scopes are not all held.
-    #[error("permission error")]
     PermissionDenied(MissingScopes),
-    /// `-32002`: sign-in failed (unknown user or wrong password, same answer).
-    #[error("authentication failed")]
-    AuthenticationFailed,
-    /// `-32003`: the username already exists.
-    #[error("username taken")]
-    UsernameTaken,
-    /// `-32004`: the password was right but the account is disabled.
-    #[error("account disabled")]
-    AccountDisabled,
     /// `-32005`: throttled; retry after this many seconds.
-    #[error("too many requests")]
     TooManyRequests {
         /// Seconds after which a retry may succeed.
         retry_after_s: u64,
     },
     /// `-32602`: what is wrong with the params (never the input itself).
-    #[error("invalid params: {0}")]
     InvalidParams(String),
-    /// `-32603`: anything unexpected. The string is logged, never sent.
-    #[error("internal error: {0}")]
+    /// `-32603`: anything unexpected. The string is logged (with the
+    /// method and request id, where the call is answered), never sent.
     Internal(String),
     /// An application error of the handler's own, sent as it is: `code`,
     /// `message` and (when present) `data`. Declare it on the method with
     /// [`Method::error`](crate::Method::error) so the document lists it.
-    ///
-    /// The code must be outside JSON-RPC's reserved range
-    /// (`-32768..=-32000`, [`is_reserved`]): a reserved code would let a
-    /// handler impersonate the framework (a fake `-32001`), so such an
-    /// error is logged and answered as `-32603 Internal error` instead.
     /// `data` is sent to the caller: never put secrets or internals in it.
-    #[error("application error {code}: {message}")]
     Custom {
-        /// The application's code (outside `-32768..=-32000`).
-        code: i32,
+        /// The application's code.
+        code: ErrorCode,
         /// The message sent with it.
-        message: String,
+        message: Cow<'static, str>,
         /// Extra JSON sent as the error's `data`.
         data: Option<Value>,
     },
 }
 
-impl RpcError {
-    /// An internal error; the detail is logged here at error level and only
-    /// the contract's `Internal error` reaches the caller.
-    pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let detail = detail.to_string();
-        tracing::error!(error = %detail, "internal error");
+impl std::fmt::Display for RpcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RpcError::Unauthenticated(reason) => write!(f, "unauthenticated: {}", reason.as_str()),
+            RpcError::PermissionDenied(_) => f.write_str("permission error"),
+            RpcError::TooManyRequests { .. } => f.write_str("too many requests"),
+            RpcError::InvalidParams(what) => write!(f, "invalid params: {what}"),
+            RpcError::Internal(detail) => write!(f, "internal error: {detail}"),
+            RpcError::Custom { code, message, .. } => {
+                write!(f, "application error {code}: {message}")
+            }
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for RpcError {
+    /// `-32603`; the error's text (and its sources') is logged where the
+    /// call is answered, never sent.
+    fn from(err: E) -> Self {
+        let mut detail = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
         RpcError::Internal(detail)
+    }
+}
+
+impl RpcError {
+    /// An internal error (`-32603`); the detail is logged where the call is
+    /// answered, with the method and request id, and only the contract's
+    /// `Internal error` reaches the caller.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        RpcError::Internal(detail.to_string())
     }
 
     /// An application error with the handler's own `code`, `message` and
-    /// optional `data` (see [`RpcError::Custom`]; reserved codes are
-    /// answered as `-32603`).
-    pub fn custom(code: i32, message: impl Into<String>, data: Option<Value>) -> Self {
+    /// `data` (any `Serialize`; `()` for none), see [`RpcError::Custom`].
+    /// Data that does not serialize is logged and left out.
+    pub fn custom(
+        code: ErrorCode,
+        message: impl Into<Cow<'static, str>>,
+        data: impl Serialize,
+    ) -> Self {
+        let data = match serde_json::to_value(data) {
+            Ok(Value::Null) => None,
+            Ok(value) => Some(value),
+            Err(err) => {
+                tracing::error!(code = code.get(), error = %err, "an application error's data does not serialize; sent without it");
+                None
+            }
+        };
         RpcError::Custom {
             code,
             message: message.into(),
@@ -221,14 +311,10 @@ impl RpcError {
         match self {
             RpcError::Unauthenticated(_) => UNAUTHENTICATED,
             RpcError::PermissionDenied(_) => PERMISSION_ERROR,
-            RpcError::AuthenticationFailed => AUTHENTICATION_FAILED,
-            RpcError::UsernameTaken => USERNAME_TAKEN,
-            RpcError::AccountDisabled => ACCOUNT_DISABLED,
             RpcError::TooManyRequests { .. } => TOO_MANY_REQUESTS,
             RpcError::InvalidParams(_) => INVALID_PARAMS,
             RpcError::Internal(_) => INTERNAL_ERROR,
-            RpcError::Custom { code, .. } if is_reserved(*code) => INTERNAL_ERROR,
-            RpcError::Custom { code, .. } => *code,
+            RpcError::Custom { code, .. } => code.get(),
         }
     }
 
@@ -236,9 +322,23 @@ impl RpcError {
     /// application's own for [`RpcError::Custom`].
     pub fn message(&self) -> &str {
         match self {
-            RpcError::Custom { code, message, .. } if !is_reserved(*code) => message,
+            RpcError::Custom { message, .. } => message,
             _ => message_for(self.code()),
         }
+    }
+}
+
+/// Logs an internal error's detail where the call is answered: the
+/// method and request id with it, at error level. Other errors are the
+/// caller's business and are not logged here.
+pub(crate) fn log_internal(err: &RpcError, method: &str, request_id: Option<&str>) {
+    if let RpcError::Internal(detail) = err {
+        tracing::error!(
+            method,
+            request_id = request_id.unwrap_or("-"),
+            error = %detail,
+            "internal error"
+        );
     }
 }
 
@@ -247,9 +347,6 @@ pub(crate) fn message_for(code: i32) -> &'static str {
     match code {
         UNAUTHENTICATED => "Unauthenticated",
         PERMISSION_ERROR => "Permission error",
-        AUTHENTICATION_FAILED => "Authentication failed",
-        USERNAME_TAKEN => "Username taken",
-        ACCOUNT_DISABLED => "Account disabled",
         TOO_MANY_REQUESTS => "Too many requests",
         INVALID_PARAMS => "Invalid params",
         INTERNAL_ERROR => "Internal error",
@@ -275,23 +372,11 @@ impl From<RpcError> for ErrorObjectOwned {
         let code = err.code();
         let data = match err {
             RpcError::Custom {
-                code: reserved,
-                message,
-                ..
-            } if is_reserved(reserved) => {
-                tracing::error!(
-                    code = reserved,
-                    message = %message,
-                    "a handler returned an application error with a code reserved by JSON-RPC; answering -32603"
-                );
-                None
-            }
-            RpcError::Custom {
                 code,
                 message,
                 data,
             } => {
-                return ErrorObject::owned(code, message, data);
+                return ErrorObject::owned(code.get(), message, data);
             }
             RpcError::Unauthenticated(reason) => Some(json!(UnauthenticatedData { reason })),
             RpcError::PermissionDenied(missing_scopes) => {
@@ -301,10 +386,7 @@ impl From<RpcError> for ErrorObjectOwned {
                 Some(json!(TooManyRequestsData { retry_after_s }))
             }
             RpcError::InvalidParams(what) => Some(json!(InvalidParamsData(what))),
-            RpcError::AuthenticationFailed
-            | RpcError::UsernameTaken
-            | RpcError::AccountDisabled
-            | RpcError::Internal(_) => None,
+            RpcError::Internal(_) => None,
         };
         ErrorObject::owned(code, message_for(code), data)
     }
@@ -316,29 +398,49 @@ mod tests {
 
     #[test]
     fn custom_errors_keep_their_code_message_and_data() {
-        let err = RpcError::custom(4001, "Quota exceeded", Some(json!({"limit": 10})));
+        let err = RpcError::custom(ErrorCode::new(4001), "Quota exceeded", json!({"limit": 10}));
         let object = ErrorObjectOwned::from(err);
         assert_eq!(object.code(), 4001);
         assert_eq!(object.message(), "Quota exceeded");
         assert_eq!(object.data().map(|d| d.get()), Some(r#"{"limit":10}"#));
-        let bare = ErrorObjectOwned::from(RpcError::custom(-1, "Nope", None));
+        let bare = ErrorObjectOwned::from(RpcError::custom(ErrorCode::new(-1), "Nope", ()));
         assert_eq!((bare.code(), bare.data().is_none()), (-1, true));
     }
 
     #[test]
-    fn reserved_codes_cannot_impersonate_the_framework() {
-        for code in [-32001, -32099, -32602, -32768, -32000] {
-            let err = RpcError::custom(code, "Unauthenticated", Some(json!({"reason": "x"})));
-            assert_eq!(
-                (err.code(), err.message()),
-                (INTERNAL_ERROR, "Internal error")
-            );
-            let object = ErrorObjectOwned::from(err);
-            assert_eq!(object.code(), INTERNAL_ERROR);
-            assert_eq!(object.message(), "Internal error");
-            assert!(object.data().is_none());
+    fn reserved_codes_cannot_be_made() {
+        for code in [
+            -32001, -32005, -32099, -32602, -32603, -32700, -32768, -32100,
+        ] {
+            assert!(ErrorCode::try_new(code).is_none(), "{code}");
         }
-        assert!(!is_reserved(-31999) && !is_reserved(-32769));
+        for code in [-32000, -32002, -32098, -31999, -32769, 0, 4001] {
+            assert_eq!(ErrorCode::try_new(code).map(ErrorCode::get), Some(code));
+        }
+    }
+
+    #[test]
+    fn question_mark_on_any_error_is_internal_and_keeps_the_causes() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("loading notes")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let err = RpcError::from(Outer(std::io::Error::other("disk gone")));
+        assert!(matches!(&err, RpcError::Internal(d) if d == "loading notes: disk gone"));
+        let object = ErrorObjectOwned::from(err);
+        assert_eq!(
+            (object.code(), object.message()),
+            (INTERNAL_ERROR, "Internal error")
+        );
+        assert!(object.data().is_none());
     }
 
     #[test]
@@ -390,7 +492,7 @@ mod tests {
                 Some(format!("#/components/schemas/{name}").as_str())
             );
         }
-        for code in [AUTHENTICATION_FAILED, USERNAME_TAKEN, INTERNAL_ERROR, 4001] {
+        for code in [-32002, INTERNAL_ERROR, 4001] {
             assert!(data_schema_for(code, &mut generator).is_none(), "{code}");
         }
         let definitions = generator.take_definitions(true);

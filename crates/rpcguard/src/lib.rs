@@ -3,21 +3,30 @@
 //! A JSON-RPC 2.0 server framework on jsonrpsee, with security declared per
 //! method and an OpenRPC document generated from the same declarations.
 //!
-//! - Declare a method once ([`Method`] + [`Api::method`]): name, typed params
-//!   and result, security requirement ([`MethodSecurity`]), docs, errors,
-//!   examples.
-//! - A pluggable [`SecurityFunction`] turns what the caller presented
-//!   ([`Credentials`]) into a [`Caller`]; the middleware checks the declared
-//!   scopes before the handler runs, on HTTP and WebSocket alike, for every
-//!   call of a batch.
-//! - The handler receives the caller through its [`CallContext`].
+//! - Declare each security [`Scheme`] once (`Scheme::api_key("ApiKey",
+//!   "X-Api-Key")`, `Scheme::bearer("Bearer")`) and require scopes with it
+//!   ([`Scheme::require`]).
+//! - Declare a method once ([`Method`] + [`Api::method`]): name, typed
+//!   params and result, security, docs, errors (with typed `data`),
+//!   examples. Secure by default: an [`Api`] gives its default security
+//!   ([`Api::secured_by`]) to every method that does not declare its own
+//!   or say [`Method::public`], and a method with neither refuses to
+//!   start. Compose with [`Api::merge`] and [`Api::nest`].
+//! - A pluggable security function turns what the caller presented
+//!   ([`Credentials`]) into a [`Caller`]: a closure ([`SecurityFn`]),
+//!   [`ApiKeySecurity`], or your own [`SecurityFunction`]. The middleware
+//!   checks the declared scopes before the handler runs, on HTTP and
+//!   WebSocket alike, for every call of a batch.
+//! - The handler receives the caller through its [`CallContext`]; `?`
+//!   works on any error ([`RpcError`]).
 //! - `rpc.discover` serves an OpenRPC 1.3.2 document built from the
 //!   declarations with schemars.
 //! - One port for HTTP and WebSocket, with a bound on what every connection
-//!   may cost ([`server`]).
+//!   may cost, and a graceful shutdown with one deadline ([`serve()`],
+//!   [`server`]).
 //! - `GET /docs`: an interactive page built from that document, with an
 //!   Authorize dialog and a form per method ([`server::docs`]; off with
-//!   [`ServerConfig::docs`]).
+//!   [`ServerConfig::docs_page`]).
 //!
 //! - With the cargo feature `oidc`: Bearer tokens of external identity
 //!   providers (Keycloak, Auth0, Entra ID, another rpcguard), verified with
@@ -29,22 +38,27 @@
 //! also holds the ready-to-run `rpcguard` server.
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//! use rpcguard::{Api, CallContext, Method, MethodSecurity, NoParams, RpcError, ServerConfig};
+//! use rpcguard::{Api, AuthFailure, Method, NoParams, RpcError, Scheme, SecurityFn};
 //!
-//! # async fn run(security: rpcguard::SharedSecurity) -> Result<(), Box<dyn std::error::Error>> {
+//! const KEY: Scheme = Scheme::api_key("ApiKey", "X-Api-Key");
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let mut api: Api<()> = Api::new();
-//! api.method(
-//!     Method::new("whoami")
-//!         .summary("The caller's name")
-//!         .security(MethodSecurity::bearer(["profile"])),
-//!     |_: NoParams, ctx: CallContext<()>| async move {
-//!         Ok::<_, RpcError>(ctx.caller()?.subject.clone())
-//!     },
-//! )?;
+//! api.secured_by(KEY.require(["profile"]));
+//! api.method(Method::new("whoami").summary("The caller's name"), |_: NoParams, ctx| async move {
+//!     Ok::<_, RpcError>(ctx.caller()?.subject.clone())
+//! })?;
+//! let security = SecurityFn::new(&KEY, |key, _| async move {
+//!     match key.as_str() {
+//!         "k-alice" => Ok(KEY.caller("alice", ["profile"])),
+//!         _ => Err(AuthFailure::InvalidToken.into()),
+//!     }
+//! });
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let server = rpcguard::server::spawn(listener, api, Arc::new(()), security, ServerConfig::default())?;
-//! println!("listening on {}", server.local_addr());
+//! rpcguard::serve(listener, api)
+//!     .security(security)
+//!     .with_graceful_shutdown(rpcguard::server::shutdown_signal())
+//!     .await?;
 //! # Ok(()) }
 //! ```
 
@@ -61,12 +75,11 @@ pub mod server;
 
 pub use api::{Api, ApiError, CallContext, Example, Method, NoParams};
 pub use async_trait::async_trait;
-pub use error::{AuthFailure, RpcError};
+pub use error::{AuthFailure, ErrorCode, RpcError};
 #[cfg(feature = "oidc")]
 pub use security::oidc::{IssuerRouter, OidcConfig, OidcSecurity};
 pub use security::{
-    AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, MethodSecurity, Requirement,
-    SchemeDoc, SecurityFunction, SessionCredentials, SharedSecurity, BEARER,
+    AnySecurity, ApiKeySecurity, Caller, Credentials, Identities, IntoScopes, MethodSecurity,
+    Requirement, Scheme, SecurityFn, SecurityFunction, SessionCredentials, SharedSecurity, BEARER,
 };
-pub use server::ServerError;
-pub use server::{RunningServer, ServerConfig};
+pub use server::{serve, RunningServer, Serve, ServerConfig, ServerError};

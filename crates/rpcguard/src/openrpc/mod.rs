@@ -22,11 +22,11 @@ use std::sync::Arc;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use crate::api::{Api, MethodDecl};
+use crate::api::{Api, ApiError, MethodDecl, SchemaFn};
 use crate::error::{self, data_schema_for, message_for};
 use crate::schema::schema_settings;
 pub use crate::schema::OPENRPC_VERSION;
-use crate::security::SchemeDoc;
+use crate::security::Scheme;
 
 /// The root extension that says every `errors[].data` of the document is a
 /// JSON Schema of the error's `data` (OpenRPC leaves `data` free: "a
@@ -78,21 +78,20 @@ impl DocInfo {
 
 /// Builds the document of `api`'s methods, describing `schemes` (those of
 /// the server's [`SecurityFunction`](crate::SecurityFunction)) and the
-/// server as `info` says.
+/// server as `info` says: the document the server would serve. Refused as
+/// the server would refuse to start: a method without security
+/// ([`ApiError::NoSecurity`]).
 pub fn document<S: Send + Sync + 'static>(
     api: &Api<S>,
-    schemes: &[SchemeDoc],
+    schemes: &[Scheme],
     info: &DocInfo,
-) -> Value {
-    document_of(api.declarations(), schemes, info)
+) -> Result<Value, ApiError> {
+    api.check_security()?;
+    Ok(document_of(api.declarations(), schemes, info))
 }
 
 /// The document of these declarations (a policy's view of an API).
-pub(crate) fn document_of(
-    decls: &[Arc<MethodDecl>],
-    schemes: &[SchemeDoc],
-    info: &DocInfo,
-) -> Value {
+pub(crate) fn document_of(decls: &[Arc<MethodDecl>], schemes: &[Scheme], info: &DocInfo) -> Value {
     let mut generator = schema_settings().into_generator();
     let methods: Vec<Value> = decls
         .iter()
@@ -208,7 +207,8 @@ fn unwrap_single_all_of(schema: Value) -> Value {
 
 /// The errors a method can return: those its security implies, `-32602`
 /// when it takes params, its declared ones, and `-32603`; each with the
-/// schema of its `data` when the contract sends one.
+/// schema of its `data` when it has one (the contract's, or the type a
+/// declared error names).
 fn errors_of(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Vec<Value> {
     let mut codes = Vec::new();
     if !decl.security.is_public() {
@@ -217,27 +217,42 @@ fn errors_of(decl: &MethodDecl, generator: &mut SchemaGenerator) -> Vec<Value> {
             codes.push(error::PERMISSION_ERROR);
         }
     }
-    let mut errors: Vec<(i32, &str)> = codes.into_iter().map(|c| (c, message_for(c))).collect();
+    let mut errors: Vec<(i32, &str, Option<SchemaFn>)> = codes
+        .into_iter()
+        .map(|c| (c, message_for(c), None))
+        .collect();
     errors.extend(
         decl.errors
             .iter()
-            .map(|(code, message)| (*code, message.as_str())),
+            .map(|e| (e.code, e.message.as_str(), e.data)),
     );
     if !decl.param_names.is_empty() {
-        errors.push((error::INVALID_PARAMS, message_for(error::INVALID_PARAMS)));
+        errors.push((
+            error::INVALID_PARAMS,
+            message_for(error::INVALID_PARAMS),
+            None,
+        ));
     }
-    errors.push((error::INTERNAL_ERROR, message_for(error::INTERNAL_ERROR)));
+    errors.push((
+        error::INTERNAL_ERROR,
+        message_for(error::INTERNAL_ERROR),
+        None,
+    ));
     let mut seen = Vec::new();
     errors
         .into_iter()
-        .filter(|(code, _)| {
+        .filter(|(code, ..)| {
             let fresh = !seen.contains(code);
             seen.push(*code);
             fresh
         })
-        .map(|(code, message)| {
+        .map(|(code, message, declared)| {
             let mut error = json!({ "code": code, "message": message });
-            if let Some(data) = data_schema_for(code, generator) {
+            let data = match declared {
+                Some(schema) => Some(schema(generator)),
+                None => data_schema_for(code, generator),
+            };
+            if let Some(data) = data {
                 error["data"] = finish_schema(generator, data);
             }
             error
@@ -270,13 +285,13 @@ fn examples_of(decl: &MethodDecl) -> Vec<Value> {
 
 /// `components["x-securitySchemes"]`: each scheme with the scopes the
 /// declared methods use.
-fn security_schemes(decls: &[Arc<MethodDecl>], schemes: &[SchemeDoc]) -> Value {
+fn security_schemes(decls: &[Arc<MethodDecl>], schemes: &[Scheme]) -> Value {
     let mut out = Map::new();
     for scheme in schemes {
         let mut scopes: BTreeMap<String, Vec<&str>> = BTreeMap::new();
         for decl in decls {
             for alt in decl.security.alternatives() {
-                if alt.scheme == scheme.name {
+                if alt.scheme == scheme.name() {
                     for scope in &alt.scopes {
                         let methods = scopes.entry(scope.clone()).or_default();
                         if !methods.contains(&decl.name.as_ref()) {
@@ -291,18 +306,18 @@ fn security_schemes(decls: &[Arc<MethodDecl>], schemes: &[SchemeDoc]) -> Value {
             .map(|(scope, methods)| (scope, json!(format!("Required by: {}", methods.join(", ")))))
             .collect();
         let mut entry = Map::new();
-        entry.insert("type".into(), json!(scheme.kind));
-        entry.insert("in".into(), json!(scheme.location));
-        entry.insert("name".into(), json!(scheme.header));
-        if let Some(format) = &scheme.bearer_format {
+        entry.insert("type".into(), json!(scheme.kind().as_str()));
+        entry.insert("in".into(), json!(scheme.location().as_str()));
+        entry.insert("name".into(), json!(scheme.header()));
+        if let Some(format) = scheme.token_format() {
             entry.insert("bearerFormat".into(), json!(format));
         }
-        entry.insert("description".into(), json!(scheme.description));
+        entry.insert("description".into(), json!(scheme.description()));
         entry.insert("scopes".into(), Value::Object(scopes));
-        for (name, value) in &scheme.extensions {
+        for (name, value) in scheme.extensions() {
             entry.insert(name.clone(), value.clone());
         }
-        out.insert(scheme.name.clone(), Value::Object(entry));
+        out.insert(scheme.name().to_owned(), Value::Object(entry));
     }
     Value::Object(out)
 }

@@ -144,7 +144,7 @@ impl Default for MethodPolicy {
     fn default() -> Self {
         MethodPolicy {
             any_of: None,
-            scheme: BEARER.to_owned(),
+            scheme: BEARER.name().to_owned(),
             enabled: true,
         }
     }
@@ -156,7 +156,7 @@ impl MethodPolicy {
     pub fn requirements(&self) -> Option<Vec<Requirement>> {
         self.any_of.as_ref().map(|sets| {
             sets.iter()
-                .map(|scopes| Requirement::new(&self.scheme, scopes.iter().cloned()))
+                .map(|scopes| Requirement::new(&self.scheme, &scopes[..]))
                 .collect()
         })
     }
@@ -402,7 +402,7 @@ impl Policy {
                         .map(|set| set.into_iter().map(|s| s.0).collect())
                         .collect()
                 }),
-                scheme: entry.scheme.unwrap_or_else(|| BEARER.to_owned()),
+                scheme: entry.scheme.unwrap_or_else(|| BEARER.name().to_owned()),
                 enabled,
             };
             origin.lines.insert(("methods", name.clone()), line);
@@ -504,7 +504,8 @@ impl Policy {
         }
         let mut decl = decl.clone();
         if let Some(replacing) = overrides.and_then(MethodPolicy::requirements) {
-            let scheme = overrides.map_or(BEARER, |o| o.scheme.as_str());
+            let bearer = BEARER;
+            let scheme = overrides.map_or(bearer.name(), |o| o.scheme.as_str());
             let kept: Vec<Requirement> = decl
                 .security
                 .alternatives()

@@ -3,54 +3,55 @@
 //! an API key).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use hyper::header::HeaderName;
 use sha2::{Digest, Sha256};
 
-use super::{Caller, Credentials, Identities, SchemeDoc, SecurityFunction, SharedSecurity};
+use super::{
+    Caller, Credentials, Identities, IntoScopes, Scheme, SecurityFunction, SharedSecurity,
+};
 use crate::error::{AuthFailure, RpcError};
 
-/// Authenticates a static set of API keys sent in a header.
+/// Authenticates a static set of API keys sent in the header of an
+/// API-key [`Scheme`].
 ///
 /// Keys are kept only as SHA-256 digests, and looked up by digest, so the
-/// lookup's timing says nothing about how much of a key matched.
+/// lookup's timing says nothing about how much of a key matched. Each
+/// key's caller is built once and shared.
 ///
 /// ```
-/// use rpcguard::security::ApiKeySecurity;
-/// let keys = ApiKeySecurity::new("ApiKey", "x-api-key")
-///     .key("k-123-secret", "reporting-bot", ["notes:read"]);
+/// use rpcguard::{ApiKeySecurity, Scheme};
+/// const KEY: Scheme = Scheme::api_key("ApiKey", "x-api-key");
+/// let keys = ApiKeySecurity::new(&KEY).key("k-123-secret", "reporting-bot", ["notes:read"]);
 /// # let _ = keys;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ApiKeySecurity {
-    scheme: String,
-    header: HeaderName,
-    keys: HashMap<[u8; 32], (String, Vec<String>)>,
+    scheme: Scheme,
+    keys: HashMap<[u8; 32], Arc<Caller>>,
 }
 
 impl ApiKeySecurity {
-    /// A scheme named `scheme` reading keys from `header` (must be a valid
-    /// header name; an invalid one falls back to `x-api-key`).
-    pub fn new(scheme: &str, header: &str) -> Self {
+    /// Serves `scheme` (an API-key scheme; described in the document as
+    /// "A static API key sent in the `…` header." unless it says more).
+    pub fn new(scheme: &Scheme) -> Self {
+        let mut scheme = scheme.clone();
+        if scheme.description().is_empty() {
+            let text = format!("A static API key sent in the `{}` header.", scheme.header());
+            scheme = scheme.describe(text);
+        }
         ApiKeySecurity {
-            scheme: scheme.to_owned(),
-            header: HeaderName::from_bytes(header.as_bytes())
-                .unwrap_or(HeaderName::from_static("x-api-key")),
+            scheme,
             keys: HashMap::new(),
         }
     }
 
     /// Adds a key: who it authenticates and the scopes it holds.
     #[must_use]
-    pub fn key<I, S>(mut self, key: &str, subject: &str, scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        let scopes = scopes.into_iter().map(Into::into).collect();
-        self.keys
-            .insert(digest(key.as_bytes()), (subject.to_owned(), scopes));
+    pub fn key(mut self, key: &str, subject: &str, scopes: impl IntoScopes) -> Self {
+        let caller = Arc::new(self.scheme.caller(subject, scopes));
+        self.keys.insert(digest(key.as_bytes()), caller);
         self
     }
 }
@@ -61,30 +62,21 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 #[async_trait]
 impl SecurityFunction for ApiKeySecurity {
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
-        let mut values = credentials.headers().get_all(&self.header).iter();
-        let Some(value) = values.next() else {
+    async fn authenticate(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Caller>>, RpcError> {
+        let Some(key) = credentials.get(&self.scheme)? else {
             return Ok(None);
         };
-        if values.next().is_some() {
-            return Err(RpcError::Unauthenticated(AuthFailure::InvalidToken));
-        }
-        match self.keys.get(&digest(value.as_bytes())) {
-            Some((subject, scopes)) => Ok(Some(Caller::new(
-                subject.clone(),
-                &self.scheme,
-                scopes.clone(),
-            ))),
+        match self.keys.get(&digest(key.as_bytes())) {
+            Some(caller) => Ok(Some(caller.clone())),
             None => Err(RpcError::Unauthenticated(AuthFailure::InvalidToken)),
         }
     }
 
-    fn schemes(&self) -> Vec<SchemeDoc> {
-        vec![SchemeDoc::api_key(
-            &self.scheme,
-            self.header.as_str(),
-            &format!("A static API key sent in the `{}` header.", self.header),
-        )]
+    fn schemes(&self) -> Vec<Scheme> {
+        vec![self.scheme.clone()]
     }
 }
 
@@ -101,9 +93,11 @@ impl SecurityFunction for ApiKeySecurity {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use rpcguard::{AnySecurity, ApiKeySecurity, SharedSecurity};
-/// let ops: SharedSecurity = Arc::new(ApiKeySecurity::new("Ops", "x-ops-key").key("k1", "ops", ["deploy"]));
-/// let bots: SharedSecurity = Arc::new(ApiKeySecurity::new("ApiKey", "x-api-key").key("k2", "bot", ["read"]));
+/// use rpcguard::{AnySecurity, ApiKeySecurity, Scheme, SharedSecurity};
+/// const OPS: Scheme = Scheme::api_key("Ops", "x-ops-key");
+/// const KEY: Scheme = Scheme::api_key("ApiKey", "x-api-key");
+/// let ops: SharedSecurity = Arc::new(ApiKeySecurity::new(&OPS).key("k1", "ops", ["deploy"]));
+/// let bots: SharedSecurity = Arc::new(ApiKeySecurity::new(&KEY).key("k2", "bot", ["read"]));
 /// let security = AnySecurity::new(vec![ops, bots]);
 /// # let _ = security;
 /// ```
@@ -130,9 +124,12 @@ impl SecurityFunction for AnySecurity {
     /// one, else the first refusal: one identity, never a merge. The
     /// middleware does not call this; it calls
     /// [`identities`](SecurityFunction::identities) and picks per method.
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
+    async fn authenticate(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Caller>>, RpcError> {
         let found = self.identities(credentials).await?;
-        if let Some(caller) = found.callers().next() {
+        if let Some(caller) = found.shared_callers().next() {
             return Ok(Some(caller.clone()));
         }
         let first_refusal = found.refusals().next().map(|(_, reason)| reason);
@@ -142,7 +139,7 @@ impl SecurityFunction for AnySecurity {
         }
     }
 
-    fn schemes(&self) -> Vec<SchemeDoc> {
+    fn schemes(&self) -> Vec<Scheme> {
         self.0.iter().flat_map(|f| f.schemes()).collect()
     }
 
@@ -169,15 +166,21 @@ impl SecurityFunction for AnySecurity {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use hyper::header::{HeaderMap, HeaderValue};
 
     use super::*;
 
     fn any() -> AnySecurity {
-        let ops = ApiKeySecurity::new("Ops", "x-ops-key").key("ops-key", "ops-bot", ["deploy"]);
-        let users = ApiKeySecurity::new("User", "x-user-key").key("bob-key", "bob", ["profile"]);
+        let ops = ApiKeySecurity::new(&Scheme::api_key("Ops", "x-ops-key")).key(
+            "ops-key",
+            "ops-bot",
+            ["deploy"],
+        );
+        let users = ApiKeySecurity::new(&Scheme::api_key("User", "x-user-key")).key(
+            "bob-key",
+            "bob",
+            ["profile"],
+        );
         AnySecurity::new(vec![Arc::new(users), Arc::new(ops)])
     }
 

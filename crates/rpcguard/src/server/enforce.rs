@@ -24,7 +24,7 @@ use crate::metrics::{MethodMetrics, MethodTable};
 use crate::openrpc::{self, DocInfo};
 use crate::policy::{Discover, Policy, PolicyError};
 use crate::schema::OpenRpcDocument;
-use crate::security::{Caller, SchemeDoc};
+use crate::security::{Caller, Scheme};
 
 /// Most caller views of the document kept (`--discover caller`); callers
 /// beyond get theirs built per call.
@@ -88,7 +88,7 @@ pub(crate) struct Base {
     /// As the API declared them, `rpc.discover` first.
     pub decls: Vec<Arc<MethodDecl>>,
     /// The security function's schemes.
-    pub schemes: Vec<SchemeDoc>,
+    pub schemes: Vec<Scheme>,
     /// The document's info.
     pub info: DocInfo,
     /// What `rpc.discover` answers.
@@ -166,7 +166,7 @@ impl Enforcement {
         old: Option<&Enforcement>,
     ) -> Result<Enforcement, PolicyError> {
         let names: Vec<&str> = base.decls.iter().map(|d| d.name.as_ref()).collect();
-        let schemes: Vec<&str> = base.schemes.iter().map(|s| s.name.as_str()).collect();
+        let schemes: Vec<&str> = base.schemes.iter().map(|s| s.name()).collect();
         policy.validate(&names, &schemes)?;
         let limits = &policy.limits;
         let mut caller_budgets = HashMap::new();
@@ -406,12 +406,13 @@ impl PolicyHandle {
 /// method or scheme the API does not have.
 pub fn document_with_policy<S: Send + Sync + 'static>(
     api: &Api<S>,
-    schemes: &[SchemeDoc],
+    schemes: &[Scheme],
     info: &DocInfo,
     policy: &Policy,
-) -> Result<serde_json::Value, PolicyError> {
+) -> Result<serde_json::Value, super::ServerError> {
+    api.check_security()?;
     let names: Vec<&str> = api.names().collect();
-    let scheme_names: Vec<&str> = schemes.iter().map(|s| s.name.as_str()).collect();
+    let scheme_names: Vec<&str> = schemes.iter().map(|s| s.name()).collect();
     policy.validate(&names, &scheme_names)?;
     let decls: Vec<Arc<MethodDecl>> = api
         .declarations()

@@ -54,6 +54,10 @@ struct Shared {
     metrics: Metrics,
     /// Where calls to undeclared (or disabled) methods are recorded.
     unknown: Option<Arc<MethodMetrics>>,
+    /// The names of the schemes the security function serves.
+    served: Vec<String>,
+    /// Set once a caller of a scheme not served has been warned about.
+    warned_foreign: std::sync::atomic::AtomicBool,
 }
 
 impl SecurityLayer {
@@ -67,6 +71,11 @@ impl SecurityLayer {
         metrics: Metrics,
     ) -> Self {
         let unknown = policy.recorders().shared(crate::metrics::UNKNOWN_METHOD);
+        let served = security
+            .schemes()
+            .iter()
+            .map(|s| s.name().to_owned())
+            .collect();
         SecurityLayer {
             shared: Arc::new(Shared {
                 policy,
@@ -74,6 +83,8 @@ impl SecurityLayer {
                 max_response_bytes,
                 metrics,
                 unknown,
+                served,
+                warned_foreign: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -161,10 +172,24 @@ impl<S> SecurityService<S> {
         }
         let credentials =
             credentials.ok_or(RpcError::Unauthenticated(AuthFailure::MissingToken))?;
-        let found = self.shared.security.identities(credentials).await?;
+        let request_id = || {
+            extensions
+                .get::<RemoteAddr>()
+                .map(|r| r.request_id.as_str())
+        };
+        let found = self
+            .shared
+            .security
+            .identities(credentials)
+            .await
+            .inspect_err(|err| crate::error::log_internal(err, &decl.name, request_id()))?;
         match decl.security.check(&found) {
             Ok(Some(caller)) => Ok(found.shared(&caller.scheme).cloned()),
-            Ok(None) => Err(RpcError::internal("a secured method let in no caller").into()),
+            Ok(None) => {
+                let err = RpcError::internal("a secured method let in no caller");
+                crate::error::log_internal(&err, &decl.name, request_id());
+                Err(err.into())
+            }
             Err(error) => Err(Denied {
                 caller: match &error {
                     // Authenticated, lacking scopes: the caller's budget.
@@ -172,10 +197,34 @@ impl<S> SecurityService<S> {
                         .callers()
                         .next()
                         .and_then(|c| found.shared(&c.scheme).cloned()),
+                    RpcError::Unauthenticated(AuthFailure::WrongScheme) => {
+                        self.warn_foreign(&found);
+                        None
+                    }
                     _ => None,
                 },
                 error,
             }),
+        }
+    }
+
+    /// Warns, once per server, about a caller in a scheme the security
+    /// function does not serve (built with a misspelt name): no method can
+    /// ever accept it.
+    fn warn_foreign(&self, found: &crate::security::Identities) {
+        use std::sync::atomic::Ordering;
+        let Some(foreign) = found
+            .callers()
+            .find(|c| !self.shared.served.contains(&c.scheme))
+        else {
+            return;
+        };
+        if !self.shared.warned_foreign.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                scheme = %foreign.scheme,
+                served = ?self.shared.served,
+                "the security function returned a caller of a scheme it does not serve: no method accepts it (build callers with `Scheme::caller`)"
+            );
         }
     }
 }

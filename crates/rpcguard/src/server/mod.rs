@@ -2,7 +2,7 @@
 //! plus `GET /health` (liveness), `GET /ready` (readiness, [`READY_PATH`]),
 //! `GET /openrpc.json` (the document `rpc.discover` answers, for tools that
 //! fetch it by URL), `GET /docs` (an interactive page built from that
-//! document, [`docs`]; [`ServerConfig::docs`] turns it off; `GET /`
+//! document, [`docs`]; [`ServerConfig::docs_page`] turns it off; `GET /`
 //! redirects there, or answers a small JSON pointer to the API when it is
 //! off), and the embedder's own plain-HTTP resources
 //! ([`ServerConfig::resources`], [`ExtraResource`]: a JWKS, for one).
@@ -20,7 +20,7 @@
 //! | resource | bound | setting |
 //! |---|---|---|
 //! | connections | in all, per address (IPv6 by /64), plus a reserve for new addresses (`slots.rs`) | `max_connections`, `max_connections_per_ip`, `connection_reserve` |
-//! | open files | the soft limit raised to the hard limit ([`raise_open_file_limit`]); connections capped below it | — |
+//! | open files | connections capped below the soft limit in force (`rpcguard-accounts` raises it to the hard limit at start) | — |
 //! | a connection before its request head | HTTP/1.1 header deadline from accept, also between keep-alive requests | `header_timeout` |
 //! | a request body | size, and a deadline from the end of the head (`gateway.rs`) | `max_body_bytes`, `body_timeout` |
 //! | a WebSocket session | calls in flight, message size, ping and idle timeout (`ws.rs`) | `ws_max_in_flight`, `ws_ping_interval`, `ws_idle_timeout` |
@@ -49,6 +49,7 @@ mod ids;
 pub mod lifecycle;
 pub mod proxy;
 pub(crate) mod resource;
+mod serve;
 pub mod share;
 mod slots;
 mod ws;
@@ -77,14 +78,15 @@ pub use extra::ExtraResource;
 pub use gateway::{HEALTH_PATH, RPC_PATHS};
 pub use lifecycle::{Draining, Readiness, ReadinessCheck, READY_PATH};
 pub use proxy::{ForwardedHeader, ProxyListError, TrustedProxies};
+pub use serve::{serve, NoState, Serve, StateSource};
 pub use share::CpuShare;
 pub use slots::client_key;
 
 use crate::api::{Api, ApiError};
-use crate::openrpc::{self, DocInfo};
+use crate::openrpc::DocInfo;
 use crate::policy::{Discover, Policy, PolicyError};
 use crate::security::ConnectionInfo;
-use crate::security::SchemeDoc;
+use crate::security::Scheme;
 use crate::security::SharedSecurity;
 use dispatch::{Executor, Pipeline};
 use docs::DocsPage;
@@ -168,10 +170,10 @@ pub struct ServerConfig {
     /// What the OpenRPC document says about this server: set your own title
     /// and version (the default is "JSON-RPC API" 0.0.0); an empty
     /// `server_url` (the default) becomes `http://<bound address>/`.
-    pub doc: DocInfo,
+    pub openrpc_info: DocInfo,
     /// Whether `GET /docs` serves the interactive docs page ([`docs`];
     /// default `true`). Off, every path under `/docs` answers 404.
-    pub docs: bool,
+    pub docs_page: bool,
     /// Plain-HTTP resources served beside the JSON-RPC paths (default
     /// none); a path the server itself uses is refused at start
     /// ([`ServerError::ResourcePath`]).
@@ -215,8 +217,8 @@ impl Default for ServerConfig {
             trusted_proxies: TrustedProxies::none(),
             forwarded_header: ForwardedHeader::XForwardedFor,
             cors_origins: Vec::new(),
-            doc: DocInfo::new("JSON-RPC API", "0.0.0"),
-            docs: true,
+            openrpc_info: DocInfo::new("JSON-RPC API", "0.0.0"),
+            docs_page: true,
             resources: Vec::new(),
             policy: Policy::default(),
             discover: Discover::All,
@@ -246,6 +248,17 @@ pub enum ServerError {
         /// The schemes the security function provides, comma-separated.
         known: String,
     },
+    /// A security scheme's header is not a valid header name, so its
+    /// credential could never be presented.
+    #[error(
+        "security scheme `{scheme}` reads header {header:?}, which is not a valid header name"
+    )]
+    SchemeHeader {
+        /// The scheme.
+        scheme: String,
+        /// Its header.
+        header: String,
+    },
     /// The OpenRPC document could not be serialized.
     #[error("building the OpenRPC document failed: {0}")]
     Document(#[from] serde_json::Error),
@@ -266,7 +279,7 @@ pub enum ServerError {
 }
 
 /// A server running in the background. Dropping it stops the server: keep
-/// it, and end with [`run_until`] or [`RunningServer::stop`].
+/// it, and end with [`RunningServer::run_until`] or [`RunningServer::stop`].
 #[derive(Debug)]
 #[must_use = "dropping the server stops it; keep it until `run_until` or `stop`"]
 pub struct RunningServer {
@@ -296,10 +309,21 @@ impl RunningServer {
         self.drain.signal()
     }
 
-    /// Stops the server as [`lifecycle`] says: drains (`/ready` 503) for
-    /// the drain delay, closes the listener, lets in-flight requests and
-    /// WebSocket calls finish within the grace period, answers the rest
-    /// with an error, and returns once all are answered.
+    /// Runs until `shutdown` resolves (e.g. [`shutdown_signal`]), then
+    /// [`stop`](Self::stop)s.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) {
+        shutdown.await;
+        tracing::info!("shutting down");
+        self.stop().await;
+    }
+
+    /// Stops gracefully: `/ready` turns 503 at once, the server keeps
+    /// serving for [`ServerConfig::drain_delay`], then closes its listener,
+    /// lets running HTTP and WebSocket calls finish within
+    /// [`ServerConfig::shutdown_grace`] (one deadline for both), answers
+    /// the calls still running then with `-32603` (`data
+    /// {"reason":"shutting_down"}`) and closes WebSocket sessions with
+    /// 1001, and returns once all are answered.
     pub async fn stop(self) {
         self.drain.start();
         if !self.drain_delay.is_zero() {
@@ -314,52 +338,9 @@ impl RunningServer {
     }
 }
 
-/// The OpenRPC document the server built from `api`, `security` and `doc`.
-pub fn document<S: Send + Sync + 'static>(
-    api: &Api<S>,
-    security: &SharedSecurity,
-    doc: &DocInfo,
-) -> serde_json::Value {
-    openrpc::document(api, &security.schemes(), doc)
-}
-
 /// Open files kept free for everything that is not a connection (the
 /// database, the listener, logs).
 const FILES_RESERVED: u64 = 64;
-
-/// Raises this process's open-file soft limit to its hard limit (Unix) and
-/// returns the new soft limit. Call it once at start, before [`spawn`],
-/// which caps connections below the limit in force.
-pub fn raise_open_file_limit() -> std::io::Result<u64> {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit/setrlimit write/read the struct we pass.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if limit.rlim_cur < limit.rlim_max {
-                let before = limit.rlim_cur;
-                limit.rlim_cur = limit.rlim_max;
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                tracing::info!(
-                    from = before,
-                    to = limit.rlim_cur,
-                    "raised the open-file limit"
-                );
-            }
-        }
-        Ok(limit.rlim_cur)
-    }
-    #[cfg(not(unix))]
-    Ok(u64::MAX)
-}
 
 /// The open-file soft limit in force.
 fn open_file_limit() -> u64 {
@@ -400,25 +381,28 @@ fn slot_limits(config: &ServerConfig) -> SlotLimits {
 }
 
 /// The headers the security function's schemes read; always
-/// `Authorization`.
-fn credential_headers(security: &SharedSecurity) -> Vec<HeaderName> {
+/// `Authorization`. A scheme whose header is not a valid header name could
+/// never be presented: refused.
+fn credential_headers(schemes: &[Scheme]) -> Result<Vec<HeaderName>, ServerError> {
     let mut names = vec![AUTHORIZATION];
-    for scheme in security.schemes() {
-        match HeaderName::from_bytes(scheme.header.as_bytes()) {
-            Ok(name) if !names.contains(&name) => names.push(name),
-            Ok(_) => {}
-            Err(_) => {
-                tracing::warn!(scheme = %scheme.name, header = %scheme.header, "a security scheme names an invalid header")
+    for scheme in schemes {
+        let name = HeaderName::from_bytes(scheme.header().as_bytes()).map_err(|_| {
+            ServerError::SchemeHeader {
+                scheme: scheme.name().to_owned(),
+                header: scheme.header().to_owned(),
             }
+        })?;
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
-    names
+    Ok(names)
 }
 
 /// Refuses a method that names a scheme `schemes` does not list.
 fn check_schemes<S: Send + Sync + 'static>(
     api: &Api<S>,
-    schemes: &[SchemeDoc],
+    schemes: &[Scheme],
 ) -> Result<(), ServerError> {
     match api.unknown_scheme(schemes) {
         None => Ok(()),
@@ -427,7 +411,7 @@ fn check_schemes<S: Send + Sync + 'static>(
             scheme: scheme.to_owned(),
             known: schemes
                 .iter()
-                .map(|s| s.name.as_str())
+                .map(|s| s.name())
                 .collect::<Vec<_>>()
                 .join(", "),
         }),
@@ -454,14 +438,15 @@ fn check_resource_paths(resources: &[ExtraResource]) -> Result<(), ServerError> 
     Ok(())
 }
 
-/// Starts serving `api` on `listener` in the background.
+/// Starts serving `api` on `listener` in the background ([`serve`]'s
+/// work).
 ///
 /// Every scheme a method's [`MethodSecurity`](crate::MethodSecurity) names
 /// must be one of `security`'s [`schemes`](crate::SecurityFunction::schemes),
 /// else [`ServerError::UnknownScheme`] names the method and the scheme.
 /// The OpenRPC document is built here, once, and `rpc.discover` and
 /// `GET /openrpc.json` ([`DOCUMENT_PATH`]) serve it from memory.
-pub fn spawn<S: Send + Sync + 'static>(
+pub(crate) fn spawn<S: Send + Sync + 'static>(
     listener: TcpListener,
     api: Api<S>,
     state: Arc<S>,
@@ -471,7 +456,7 @@ pub fn spawn<S: Send + Sync + 'static>(
     check_schemes(&api, &security.schemes())?;
     check_resource_paths(&config.resources)?;
     let addr = listener.local_addr()?;
-    let mut info = config.doc.clone();
+    let mut info = config.openrpc_info.clone();
     if info.server_url.is_empty() {
         info.server_url = format!("http://{addr}/");
     }
@@ -489,14 +474,14 @@ pub fn spawn<S: Send + Sync + 'static>(
         },
         config.policy.clone(),
     )?);
-    let docs = config.docs.then(DocsPage::new);
+    let docs = config.docs_page.then(DocsPage::new);
     if let Some(page) = &docs {
         tracing::debug!(bytes = page.size(), path = DOCS_PATH, "docs page on");
     }
     // `rpc.discover` has no handler in the module: the security layer
     // answers it with the document's prepared text (see `guard`).
 
-    let credential_headers = credential_headers(&security);
+    let credential_headers = credential_headers(&security.schemes())?;
     let cors = cors::Cors::new(&config.cors_origins, &credential_headers)?;
     let methods: jsonrpsee::Methods = module.into();
     // Cancelled at the shutdown deadline: calls still running are cut off.
@@ -782,11 +767,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-}
-
-/// Runs until `shutdown` resolves, then stops gracefully.
-pub async fn run_until(server: RunningServer, shutdown: impl Future<Output = ()>) {
-    shutdown.await;
-    tracing::info!("shutting down");
-    server.stop().await;
 }

@@ -87,7 +87,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Map, Value};
 
 use super::jose::{self, JoseHeader};
-use super::{Caller, Credentials, SchemeDoc, SecurityFunction, BEARER};
+use super::{Caller, Credentials, Scheme, SecurityFunction, BEARER};
 use crate::error::{AuthFailure, RpcError};
 
 pub use jwks::{JwksError, JwksSource};
@@ -130,7 +130,7 @@ pub struct OidcConfig {
     /// (`realm_access.roles`). Default `scope`.
     pub scopes_claim: String,
     /// The scheme its callers are in (default `Bearer`, so that methods
-    /// declared with [`MethodSecurity::bearer`](crate::MethodSecurity::bearer)
+    /// declared with [`BEARER.require`](crate::Scheme::require)
     /// accept them).
     pub scheme: String,
     /// Least time between two fetches made because a token named an unknown
@@ -166,7 +166,7 @@ impl OidcConfig {
             audience: audience.into(),
             jwks,
             scopes_claim: "scope".to_owned(),
-            scheme: BEARER.to_owned(),
+            scheme: BEARER.name().to_owned(),
             cooldown: Duration::from_secs(30),
             refresh_every: Duration::from_secs(15 * 60),
             fetch_timeout: Duration::from_secs(5),
@@ -420,39 +420,34 @@ impl OidcSecurity {
 
     /// This issuer's scheme, for the document: a JWT bearer scheme whose
     /// `x-issuers` names the issuer, its audience and its JWKS URL.
-    pub fn scheme_doc(&self) -> SchemeDoc {
+    pub fn scheme_doc(&self) -> Scheme {
         let config = &self.inner.config;
-        SchemeDoc::bearer(
-            &config.scheme,
-            "JWT",
-            &format!(
+        BEARER
+            .named(config.scheme.clone())
+            .describe(format!(
                 "A JWT access token of the identity provider `{}` (audience `{}`, asymmetric \
                  algorithms only, keys from its JWKS), sent as `Authorization: Bearer <token>` \
                  (or, for a WebSocket upgrade, as the `access_token` query parameter). \
                  Scopes come from its `{}` claim.",
                 config.issuer, config.audience, config.scopes_claim
-            ),
-        )
-        .with_extension("x-issuers", json!([self.issuer_doc()]))
+            ))
+            .with_extension("x-issuers", json!([self.issuer_doc()]))
     }
 }
 
 #[async_trait]
 impl SecurityFunction for OidcSecurity {
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
-        let Some(token) = credentials
-            .bearer_token()
-            .map_err(RpcError::Unauthenticated)?
-        else {
+    async fn authenticate(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<Option<Arc<Caller>>, RpcError> {
+        let Some(token) = credentials.bearer_token()? else {
             return Ok(None);
         };
-        self.verify(token)
-            .await
-            .map(Some)
-            .map_err(RpcError::Unauthenticated)
+        Ok(Some(Arc::new(self.verify(token).await?)))
     }
 
-    fn schemes(&self) -> Vec<SchemeDoc> {
+    fn schemes(&self) -> Vec<Scheme> {
         vec![self.scheme_doc()]
     }
 }

@@ -8,9 +8,7 @@ use serde_json::Value;
 
 use super::OidcSecurity;
 use crate::error::{AuthFailure, RpcError};
-use crate::security::{
-    Caller, Credentials, Identities, SchemeDoc, SecurityFunction, SharedSecurity,
-};
+use crate::security::{Caller, Credentials, Identities, Scheme, SecurityFunction, SharedSecurity};
 
 /// Accepts the tokens of external issuers ([`OidcSecurity`]) beside a
 /// server's own (`local`, e.g. `rpcguard_accounts::BearerSecurity`), all as
@@ -96,28 +94,22 @@ impl IssuerRouter {
     }
 
     fn scheme_name(&self) -> String {
-        self.issuers
-            .first()
-            .map_or_else(|| crate::BEARER.to_owned(), |i| i.config().scheme.clone())
+        self.issuers.first().map_or_else(
+            || crate::BEARER.name().to_owned(),
+            |i| i.config().scheme.clone(),
+        )
     }
 }
 
 #[async_trait]
 impl SecurityFunction for IssuerRouter {
-    async fn authenticate(&self, credentials: &Credentials) -> Result<Option<Caller>, RpcError> {
-        Ok(self
-            .authenticate_shared(credentials)
-            .await?
-            .map(|caller| (*caller).clone()))
-    }
-
-    async fn authenticate_shared(
+    async fn authenticate(
         &self,
         credentials: &Credentials,
     ) -> Result<Option<Arc<Caller>>, RpcError> {
         match self.route(credentials) {
-            Route::External(issuer) => issuer.authenticate_shared(credentials).await,
-            Route::Local(local) => local.authenticate_shared(credentials).await,
+            Route::External(issuer) => issuer.authenticate(credentials).await,
+            Route::Local(local) => local.authenticate(credentials).await,
             Route::Nobody => Ok(None),
             Route::Refused => Err(RpcError::Unauthenticated(AuthFailure::InvalidToken)),
         }
@@ -134,21 +126,19 @@ impl SecurityFunction for IssuerRouter {
         }
     }
 
-    fn schemes(&self) -> Vec<SchemeDoc> {
+    fn schemes(&self) -> Vec<Scheme> {
         let mut docs = self.local.as_ref().map(|l| l.schemes()).unwrap_or_default();
         for issuer in &self.issuers {
             let theirs = issuer.scheme_doc();
-            match docs.iter_mut().find(|doc| doc.name == theirs.name) {
+            match docs.iter_mut().find(|doc| doc.name() == theirs.name()) {
                 None => docs.push(theirs),
                 Some(ours) => {
                     const ALSO: &str = " Also accepted: JWT access tokens of the identity \
                                         providers in `x-issuers` (each with its `iss`, `aud` \
                                         and JWKS; asymmetric algorithms only).";
-                    if !ours.description.contains(ALSO) {
-                        ours.description.push_str(ALSO);
-                    }
+                    ours.append_description(ALSO);
                     let list = ours
-                        .extensions
+                        .extensions_mut()
                         .entry("x-issuers".to_owned())
                         .or_insert_with(|| Value::Array(Vec::new()));
                     if let Value::Array(list) = list {
@@ -184,15 +174,14 @@ mod tests {
         async fn authenticate(
             &self,
             credentials: &Credentials,
-        ) -> Result<Option<Caller>, RpcError> {
+        ) -> Result<Option<Arc<Caller>>, RpcError> {
             Ok(credentials
-                .bearer_token()
-                .map_err(RpcError::Unauthenticated)?
-                .map(|_| Caller::new("local", BEARER, ["mine"])))
+                .get(&BEARER)?
+                .map(|_| Arc::new(BEARER.caller("local", ["mine"]))))
         }
 
-        fn schemes(&self) -> Vec<SchemeDoc> {
-            vec![SchemeDoc::bearer(BEARER, "JWT", "Our own tokens.")]
+        fn schemes(&self) -> Vec<Scheme> {
+            vec![BEARER.describe("Our own tokens.")]
         }
     }
 
@@ -270,7 +259,7 @@ mod tests {
             .await
             .expect("ok");
         assert_eq!(
-            found.get(BEARER).and_then(Result::err),
+            found.get(BEARER.name()).and_then(Result::err),
             Some(AuthFailure::InvalidToken)
         );
         // A token naming the issuer, its signature spoilt.
@@ -278,7 +267,7 @@ mod tests {
         forged.push('A');
         let found = router.identities(&bearer(&forged)).await.expect("ok");
         assert_eq!(
-            found.get(BEARER).and_then(Result::err),
+            found.get(BEARER.name()).and_then(Result::err),
             Some(AuthFailure::InvalidToken)
         );
     }
@@ -292,9 +281,9 @@ mod tests {
         let schemes = router.schemes();
         assert_eq!(schemes.len(), 1);
         let doc = &schemes[0];
-        assert!(doc.description.starts_with("Our own tokens."));
-        assert_eq!(doc.description.matches("Also accepted").count(), 1);
-        let issuers: Vec<&str> = doc.extensions["x-issuers"]
+        assert!(doc.description().starts_with("Our own tokens."));
+        assert_eq!(doc.description().matches("Also accepted").count(), 1);
+        let issuers: Vec<&str> = doc.extensions()["x-issuers"]
             .as_array()
             .expect("a list")
             .iter()
@@ -302,7 +291,7 @@ mod tests {
             .collect();
         assert_eq!(issuers, [ISSUER, "https://second.test"]);
         assert!(
-            doc.extensions["x-issuers"][0].get("jwks_uri").is_none(),
+            doc.extensions()["x-issuers"][0].get("jwks_uri").is_none(),
             "a file has no URL"
         );
         let alone = IssuerRouter::new(None)
@@ -310,7 +299,7 @@ mod tests {
             .schemes();
         assert_eq!(alone.len(), 1);
         assert_eq!(
-            alone[0].extensions.keys().collect::<Vec<_>>(),
+            alone[0].extensions().keys().collect::<Vec<_>>(),
             ["x-issuers"]
         );
     }

@@ -55,7 +55,7 @@
 //!
 //! Caching as for the OpenRPC document ([`DOCUMENT_PATH`](super::DOCUMENT_PATH)):
 //! `Cache-Control: no-cache` and a strong `ETag`, `304` to `If-None-Match`.
-//! [`ServerConfig::docs`](super::ServerConfig::docs) turns the page off
+//! [`ServerConfig::docs_page`](super::ServerConfig::docs_page) turns the page off
 //! (every path under it then answers 404).
 
 use bytes::Bytes;
