@@ -29,13 +29,13 @@
 //! for `jose` and `oidc-provider`) / `RPCGUARD_REQUIRE_PYJWT=1` / `RPCGUARD_REQUIRE_CHROMIUM=1` /
 //! `RPCGUARD_REQUIRE_NGINX=1` / `RPCGUARD_REQUIRE_PROMETHEUS=1` / `RPCGUARD_REQUIRE_SYSTEMD=1`:
 //! then nothing is marked, and a missing tool fails its tests.
-
 //!
-//! A release build (`cargo run --release`, the benchmarks) probes nothing
-//! and watches nothing but this file: installing a test tool (`npm ci`)
-//! never rebuilds the release binary. Tests built in release mode
-//! (`cargo test --release`) therefore show every tool-dependent test as
-//! `ignored`; they run in the default profile.
+//! Only test builds look: the crate's own dev-dependency on itself turns on
+//! the internal feature `__test-tools`, and without it this script probes
+//! nothing and watches nothing but this file. So `cargo build`, `cargo run
+//! --release`, the benchmarks and an embedder's build run no `python3` and
+//! look for no tool, and installing a test tool (`npm ci`) never rebuilds
+//! the binary they use.
 
 use std::path::Path;
 
@@ -56,11 +56,8 @@ fn main() {
     for cfg in CFGS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
-    if std::env::var("PROFILE").is_ok_and(|p| p == "release") {
-        println!("cargo::rerun-if-changed=build.rs");
-        for cfg in CFGS {
-            println!("cargo::rustc-cfg={cfg}");
-        }
+    println!("cargo::rerun-if-changed=build.rs");
+    if std::env::var_os("CARGO_FEATURE___TEST_TOOLS").is_none() {
         return;
     }
     for var in [

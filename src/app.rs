@@ -10,14 +10,14 @@ use crate::auth::password::{HasherConfig, PasswordError, PasswordHasher};
 use crate::auth::token::{TokenError, TokenKeys};
 use crate::bearer::BearerSecurity;
 use crate::config::{load_secret, prepare_data_dir, Config, ConfigError, SecretSource};
-use crate::keys::{
-    jwks_resource, open_key_set, watch_key_file, watch_key_table, DbKeySet, Import, KeyAlg,
-    StoredKey, KEYS_FILE_NAME,
-};
+use crate::keys::{jwks_resource, open_key_set, watch_key_file, KeyAlg, KEYS_FILE_NAME};
+#[cfg(feature = "postgres")]
+use crate::keys::{watch_key_table, DbKeySet, Import, StoredKey};
 use crate::methods::accounts::{self, Accounts};
 use crate::store::{self, CachedStore, SharedStore, StoreError, UserStore};
 use crate::throttle::{RefreshThrottle, SignInThrottle};
 use rpcguard::api::{Api, ApiError};
+#[cfg(feature = "oidc")]
 use rpcguard::security::oidc::{IssuerRouter, OidcSecurity};
 use rpcguard::security::SharedSecurity;
 use rpcguard::server::{ReadinessCheck, RunningServer, ServerError};
@@ -40,6 +40,7 @@ pub enum AppError {
     Password(PasswordError),
     /// The external issuer cannot be used. (Its cause is in the message,
     /// not a `source`: an error chain printed whole names it once.)
+    #[cfg(feature = "oidc")]
     #[error("external issuer: {0}")]
     Oidc(rpcguard::security::oidc::OidcError),
     /// Methods could not be declared.
@@ -74,6 +75,7 @@ impl From<PasswordError> for AppError {
     }
 }
 
+#[cfg(feature = "oidc")]
 impl From<rpcguard::security::oidc::OidcError> for AppError {
     fn from(err: rpcguard::security::oidc::OidcError) -> Self {
         AppError::Oidc(err)
@@ -163,6 +165,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
     let (keys, users) = match &config.database_url {
         // The key set lives in the database: the store (which migrates
         // it, and whose change feed announces rotations) comes first.
+        #[cfg(feature = "postgres")]
         Some(url) => {
             let users = open_store().await?;
             (
@@ -170,6 +173,8 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
                 users,
             )
         }
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => return Err(StoreError::NotBuiltIn(store::Backend::Postgres).into()),
         None => {
             let keys = token_keys(config, &metrics).await?;
             (keys, open_store().await?)
@@ -199,6 +204,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
     store
         .put_setting(BCRYPT_COST_SETTING, &config.bcrypt_cost.to_string())
         .await?;
+    #[cfg(feature = "oidc")]
     let external = external_issuer(config).await?;
     hasher.record_into(crate::auth::password::QueueMetrics {
         depth: metrics.bcrypt_queue_depth.clone(),
@@ -217,6 +223,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         limits: config.session_limits,
         metrics: metrics.clone(),
         refresh_ttl: config.refresh_ttl,
+        #[cfg(feature = "oidc")]
         external: external.clone(),
     });
     // Unknown users are verified at the cost most stored hashes have.
@@ -227,10 +234,13 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
     }
     let bearer: SharedSecurity = Arc::new(bearer);
     // A token goes to the issuer its `iss` names (IssuerRouter's docs).
+    #[cfg(feature = "oidc")]
     let security: SharedSecurity = match external {
         Some(external) => Arc::new(IssuerRouter::new(Some(bearer)).issuer(external)),
         None => bearer,
     };
+    #[cfg(not(feature = "oidc"))]
+    let security = bearer;
     Ok(AccountsKit {
         users,
         accounts: state,
@@ -240,6 +250,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
 }
 
 /// The external issuer of `config`, connected (its keys loaded), if any.
+#[cfg(feature = "oidc")]
 async fn external_issuer(config: &Config) -> Result<Option<OidcSecurity>, AppError> {
     let Some(oidc) = &config.oidc else {
         return Ok(None);
@@ -288,6 +299,7 @@ async fn token_keys(
 /// (created, or imported from the given secret, `keys.json` or
 /// `secret.key`, on the first start; see [`crate::keys::db`]), watched
 /// through `users`' change feed and a poll.
+#[cfg(feature = "postgres")]
 async fn database_token_keys(
     config: &Config,
     url: &str,

@@ -15,8 +15,8 @@
 //!   cannot live in such a file (a Kubernetes secret volume is a tree of
 //!   links), give it in `RPCGUARD_SECRET`.
 //!
-//! The library never reads the environment: the binary's clap struct (in
-//! `main.rs`, every flag also from `RPCGUARD_*`) fills a [`Config`].
+//! The library never reads the environment: the binary's clap structs (in
+//! `src/cli/`, every flag also from `RPCGUARD_*`) fill a [`Config`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -114,6 +114,7 @@ pub struct Config {
     /// An external issuer whose Bearer tokens are accepted beside the
     /// server's own (`--oidc-issuer` and friends); its `issuer` must differ
     /// from [`Config::issuer`], which routes the server's own tokens.
+    #[cfg(feature = "oidc")]
     pub oidc: Option<rpcguard::security::oidc::OidcConfig>,
     /// Server limits and identity.
     pub server: ServerConfig,
@@ -142,6 +143,7 @@ impl Config {
             throttle_max_keys: crate::throttle::DEFAULT_MAX_KEYS,
             refresh_throttle: crate::throttle::RefreshConfig::default(),
             session_limits: crate::session::SessionLimits::default(),
+            #[cfg(feature = "oidc")]
             oidc: None,
             server: ServerConfig {
                 openrpc_info: reference_doc("http://127.0.0.1:8080/"),
@@ -253,6 +255,7 @@ pub enum ConfigError {
     NoKeySet,
     /// The external issuer has the server's own `iss`: tokens are routed
     /// by `iss`, so the two could not be told apart.
+    #[cfg(feature = "oidc")]
     #[error(
         "--oidc-issuer {0:?} is this server's own token issuer; an external issuer needs its own `iss`"
     )]

@@ -244,6 +244,7 @@ pub struct User {
     pub created_at: String,
 }
 
+#[cfg(feature = "oidc")]
 impl User {
     /// What `get_caller` shows for a caller of an external identity
     /// provider, who has no account here: its `sub` as the username, the
@@ -263,7 +264,7 @@ impl User {
                 caller.scheme.clone(),
                 caller.scopes.iter().cloned().collect(),
             )]),
-            created_at: crate::store::format_rfc3339(i64::try_from(issued).unwrap_or(0)),
+            created_at: crate::clock::format_rfc3339(i64::try_from(issued).unwrap_or(0)),
         }
     }
 }

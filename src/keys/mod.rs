@@ -16,11 +16,13 @@
 //! the token's `kid` from this set only and accepts only that key's
 //! algorithm.
 
+#[cfg(feature = "postgres")]
 pub mod db;
 pub mod file;
 pub mod jwks;
 pub mod set;
 
+#[cfg(feature = "postgres")]
 pub use db::{watch_key_table, DbKeySet, Import, PUBLISH_DELAY};
 pub use file::{open_key_set, rotate_key_set, watch_key_file, KEYS_FILE_NAME};
 pub use jwks::{jwks_resource, JWKS_PATH};

@@ -196,6 +196,7 @@ impl StoredKey {
 
     /// A key read back from where it is stored (the database), its
     /// material in the stored form (base64url, see the field's docs).
+    #[cfg(feature = "postgres")]
     pub(crate) fn from_stored(
         kid: String,
         alg: KeyAlg,
@@ -215,6 +216,7 @@ impl StoredKey {
     }
 
     /// The material in its stored form (base64url), for writing it back.
+    #[cfg(feature = "postgres")]
     pub(crate) fn stored_material(&self) -> &str {
         &self.material
     }

@@ -37,47 +37,22 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::errors::*;
-use crate::auth::password::{prevailing_cost, PasswordError, PasswordHasher};
-use crate::auth::token::TokenKeys;
+use crate::auth::password::{prevailing_cost, PasswordError};
 use crate::clock::unix_now;
-use crate::session::SessionLimits;
-use crate::store::{SharedStore, StoreError};
-use crate::throttle::{draw_shared, RefreshThrottle, SignInThrottle};
+use crate::store::StoreError;
+use crate::throttle::draw_shared;
 use crate::user::{Password, Scope, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method, NoParams};
 use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
+#[cfg(feature = "oidc")]
 use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::BEARER;
 
+pub use super::state::Accounts;
+
 /// The scope `require_scopes` demands.
 pub const DEMO_SCOPE: &str = "scope1";
-
-/// What the account methods need: the store, the hasher, the token keys and
-/// the sign-in throttle.
-#[derive(Debug, Clone)]
-pub struct Accounts {
-    /// Where users live.
-    pub store: SharedStore,
-    /// bcrypt on its bounded pool of low-priority threads.
-    pub hasher: PasswordHasher,
-    /// JWT signing and verification.
-    pub keys: TokenKeys,
-    /// Brute-force protection for `sign_in`, and the `sign_up` budget.
-    pub throttle: SignInThrottle,
-    /// The `refresh` budgets (per client address and per session).
-    pub refresh_throttle: RefreshThrottle,
-    /// What a caller can make the server keep per session and account.
-    pub limits: SessionLimits,
-    /// Sign-ins, sessions, bcrypt and the store, in the server's metrics.
-    pub metrics: crate::metrics::AccountMetrics,
-    /// Lifetime of a refresh token (each `refresh` issues one that lives
-    /// this long).
-    pub refresh_ttl: std::time::Duration,
-    /// The external issuer whose tokens are accepted beside ours, if any
-    /// (`authenticate` binds its tokens to a WebSocket session too).
-    pub external: Option<rpcguard::security::oidc::OidcSecurity>,
-}
 
 /// Params of `sign_up` and `sign_in`.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -102,12 +77,6 @@ pub struct SignInParams {
     /// scope at all (methods that only need a signed-in caller still work).
     #[serde(default)]
     pub scopes: Option<Vec<Scope>>,
-}
-
-impl AsRef<Accounts> for Accounts {
-    fn as_ref(&self) -> &Accounts {
-        self
-    }
 }
 
 /// The account methods, to merge into your API (`api.merge(accounts::methods()?)`):
@@ -431,6 +400,7 @@ async fn get_caller<S: AsRef<Accounts>>(
     }
     // A caller of an external issuer is not in the store, whatever its
     // `sub` (a local user of that name is someone else).
+    #[cfg(feature = "oidc")]
     if let Some(external) = caller.detail::<ExternalIdentity>() {
         return Ok(Arc::new(User::external(caller, external)));
     }

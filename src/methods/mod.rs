@@ -4,3 +4,4 @@
 pub mod accounts;
 pub mod errors;
 pub mod sessions;
+mod state;

@@ -1,6 +1,6 @@
 //! The session methods: `refresh`, `sign_out`, `change_password` and
-//! `authenticate` (`sign_in`, which opens a session, is in
-//! [`super::accounts`]). See [`crate::session`] for what a session is.
+//! `authenticate` (`sign_in`, which opens a session, is declared with the
+//! account methods). See [`crate::session`] for what a session is.
 //!
 //! - `refresh(refresh_token)`: public; a hash and one indexed read before
 //!   any answer (never bcrypt), so a flood of made-up tokens costs little
@@ -21,8 +21,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::accounts::Accounts;
 use super::errors::*;
+use super::state::Accounts;
 use crate::auth::password::PasswordError;
 use crate::bearer::{caller_for_token, presented_claims};
 use crate::clock::unix_now;
@@ -33,6 +33,7 @@ use crate::user::{Password, Token, User, Username};
 use rpcguard::api::{Api, ApiError, CallContext, Example, Method};
 use rpcguard::audit::{Audit, Event};
 use rpcguard::error::{self, AuthFailure, RpcError};
+#[cfg(feature = "oidc")]
 use rpcguard::security::oidc::ExternalIdentity;
 use rpcguard::BEARER;
 
@@ -503,6 +504,7 @@ async fn authenticate<S: AsRef<Accounts>>(
     };
     // A token of the external issuer (routed by its `iss`, as every call's
     // is): bound like ours, its caller shown as `get_caller` shows it.
+    #[cfg(feature = "oidc")]
     if let Some(external) = accounts
         .external
         .as_ref()

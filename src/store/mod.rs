@@ -12,10 +12,13 @@
 
 mod cached;
 mod metered;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod session_sql;
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
+#[cfg(feature = "sqlite")]
 mod wal_index;
 
 use std::collections::BTreeMap;
@@ -23,6 +26,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::clock::format_rfc3339;
 use crate::session::{NewSession, RefreshRecord, Rotation, SessionState};
 use crate::user::{Scope, User, Username, BEARER};
 use rpcguard::error::RpcError;
@@ -33,7 +37,9 @@ pub use cached::{
     SESSION_KEY_PREFIX,
 };
 pub use metered::MeteredStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// Errors of a user store.
@@ -65,6 +71,10 @@ pub enum StoreError {
         /// This version.
         version: &'static str,
     },
+    /// The URL names a database this build has no store for (the crate's
+    /// cargo feature `sqlite` or `postgres` is off).
+    #[error("this build has no {} store (rpcguard-accounts' cargo feature `{}` is off)", .0.name(), .0.feature())]
+    NotBuiltIn(Backend),
     /// A database file could not be created or made private (mode 0600).
     #[error("cannot make the database file {} private (mode 0600): {}", path.display(), rpcguard::error::io_cause(cause))]
     Files {
@@ -195,16 +205,6 @@ impl From<&StoredUser> for Account {
             caller: Arc::new(caller),
         }
     }
-}
-
-/// Formats Unix seconds as RFC 3339 UTC (`2026-11-27T14:46:18Z`).
-pub fn format_rfc3339(unix: i64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
 /// A fresh account id: 128 bits from the thread's CSPRNG (seeded by the
@@ -460,9 +460,46 @@ pub struct SharedDraw {
 /// A shared handle to any store.
 pub type SharedStore = Arc<dyn UserStore>;
 
-/// Opens the store a URL names: `postgres://…`/`postgresql://…` for
-/// PostgreSQL with a pool of `pool_size` connections, anything else is taken
-/// as the path of a SQLite file.
+/// The databases a store can live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file (cargo feature `sqlite`).
+    Sqlite,
+    /// A PostgreSQL database (cargo feature `postgres`).
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names: `postgres://…`/`postgresql://…` for
+    /// PostgreSQL, anything else is the path of a SQLite file.
+    pub fn of(url_or_path: &str) -> Backend {
+        if url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+
+    /// The cargo feature that builds its store.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Opens the store a URL names ([`Backend::of`]): PostgreSQL with a pool
+/// of `pool_size` connections, or a SQLite file;
+/// [`StoreError::NotBuiltIn`] when this build has no store for it.
 pub async fn open(url_or_path: &str, pool_size: u32) -> Result<SharedStore, StoreError> {
     open_uncached(url_or_path, pool_size).await
 }
@@ -480,25 +517,28 @@ pub async fn open_cached(
         open_uncached(url_or_path, pool_size).await?,
         metrics,
     ));
-    if is_postgres(url_or_path) {
-        Ok(CachedStore::postgres(inner, url_or_path, capacity))
-    } else {
-        CachedStore::sqlite(inner, std::path::Path::new(url_or_path), capacity)
+    match Backend::of(url_or_path) {
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Ok(CachedStore::postgres(inner, url_or_path, capacity)),
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => CachedStore::sqlite(inner, std::path::Path::new(url_or_path), capacity),
+        // Refused by `open_uncached` already.
+        #[allow(unreachable_patterns)]
+        missing => Err(StoreError::NotBuiltIn(missing)),
     }
 }
 
-fn is_postgres(url_or_path: &str) -> bool {
-    url_or_path.starts_with("postgres://") || url_or_path.starts_with("postgresql://")
-}
-
 async fn open_uncached(url_or_path: &str, pool_size: u32) -> Result<SharedStore, StoreError> {
-    if is_postgres(url_or_path) {
-        Ok(Arc::new(
+    match Backend::of(url_or_path) {
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => Ok(Arc::new(
             PostgresStore::connect(url_or_path, pool_size).await?,
-        ))
-    } else {
-        Ok(Arc::new(
+        )),
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => Ok(Arc::new(
             SqliteStore::open(std::path::Path::new(url_or_path), pool_size).await?,
-        ))
+        )),
+        #[allow(unreachable_patterns)]
+        missing => Err(StoreError::NotBuiltIn(missing)),
     }
 }

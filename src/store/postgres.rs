@@ -10,18 +10,66 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use super::session_sql::{impl_session_store, HasDb};
-use super::sql::{impl_user_store, select_user_sql};
-use super::StoreError;
+use super::session_sql::insert_session_sql;
+use super::sql::{select_user_sql, Dialect, SqlStore};
+use super::{SharedDraw, StoreError};
 
-const FIND_USER: &str = select_user_sql!("string_agg(s.scope, ' ')", "WHERE u.username_key = $1");
-const LIST_USERS: &str = select_user_sql!("string_agg(s.scope, ' ')", "ORDER BY u.username_key");
+/// PostgreSQL's ways ([`Dialect`]): `string_agg`, `FOR SHARE` on the
+/// account while a session opens, changes announced with `pg_notify`, and
+/// sign-in budgets shared by every instance on the database.
+#[derive(Debug)]
+pub struct Postgres;
+
+impl Dialect for Postgres {
+    type Db = sqlx::Postgres;
+    const NAME: &'static str = "PostgresStore";
+    const FIND_USER: &'static str =
+        select_user_sql!("string_agg(s.scope, ' ')", "WHERE u.username_key = $1");
+    const LIST_USERS: &'static str =
+        select_user_sql!("string_agg(s.scope, ' ')", "ORDER BY u.username_key");
+    const INSERT_SESSION: &'static str = insert_session_sql!("FOR SHARE");
+    const ANNOUNCE: &'static str = "SELECT pg_notify('rpcguard_users', $1)";
+
+    fn rows_affected(result: &sqlx::postgres::PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    /// One upsert per draw, on an unlogged table (0006_shared_budgets.sql).
+    async fn draw_shared(pool: &PgPool, draws: &[SharedDraw]) -> Result<Option<u64>, StoreError> {
+        for draw in draws {
+            let interval = draw.rate.per() / draw.rate.count();
+            let emission = micros(interval).max(1);
+            let tolerance = emission.saturating_mul(i64::from(draw.rate.count()));
+            let drawn: Option<i64> = sqlx::query_scalar(DRAW_SHARED)
+                .bind(&draw.key)
+                .bind(emission)
+                .bind(tolerance)
+                .fetch_optional(pool)
+                .await?;
+            if drawn.is_none() {
+                let wait: Option<i64> = sqlx::query_scalar(SHARED_WAIT)
+                    .bind(&draw.key)
+                    .bind(emission)
+                    .bind(tolerance)
+                    .fetch_optional(pool)
+                    .await?;
+                let wait_us = u64::try_from(wait.unwrap_or(0)).unwrap_or(0);
+                return Ok(Some(wait_us.div_ceil(1_000_000).max(1)));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn purge_shared_budgets(pool: &PgPool) -> Result<u64, StoreError> {
+        Ok(sqlx::query(PURGE_SHARED)
+            .execute(pool)
+            .await?
+            .rows_affected())
+    }
+}
 
 /// A [`UserStore`](super::UserStore) on a PostgreSQL database.
-#[derive(Debug, Clone)]
-pub struct PostgresStore {
-    pool: PgPool,
-}
+pub type PostgresStore = SqlStore<Postgres>;
 
 impl PostgresStore {
     /// Connects a pool of `pool_size` connections to `url` and migrates the
@@ -33,17 +81,10 @@ impl PostgresStore {
             .connect(url)
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(SqlStore::new(pool))
     }
 }
 
-impl HasDb for PostgresStore {
-    const INSERT_SESSION: &'static str = super::session_sql::insert_session_sql!("FOR SHARE");
-    const ANNOUNCE: &'static str = "SELECT pg_notify('rpcguard_users', $1)";
-    type Db = sqlx::Postgres;
-}
-
-impl_session_store!(PostgresStore);
 /// The database's clock, in microseconds since the epoch: every instance
 /// measures shared budgets by the same clock.
 macro_rules! db_now_us {
@@ -76,48 +117,3 @@ const PURGE_SHARED: &str = concat!("DELETE FROM shared_budgets WHERE tat < ", db
 fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
-
-impl_user_store!(
-    PostgresStore,
-    sqlx::postgres::PgRow,
-    FIND_USER,
-    LIST_USERS,
-    {
-        /// Budgets shared by every instance on the database: one upsert per
-        /// draw, on an unlogged table (0006_shared_budgets.sql).
-        async fn draw_shared(
-            &self,
-            draws: &[super::SharedDraw],
-        ) -> Result<Option<u64>, StoreError> {
-            for draw in draws {
-                let interval = draw.rate.per() / draw.rate.count();
-                let emission = micros(interval).max(1);
-                let tolerance = emission.saturating_mul(i64::from(draw.rate.count()));
-                let drawn: Option<i64> = sqlx::query_scalar(DRAW_SHARED)
-                    .bind(&draw.key)
-                    .bind(emission)
-                    .bind(tolerance)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                if drawn.is_none() {
-                    let wait: Option<i64> = sqlx::query_scalar(SHARED_WAIT)
-                        .bind(&draw.key)
-                        .bind(emission)
-                        .bind(tolerance)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    let wait_us = u64::try_from(wait.unwrap_or(0)).unwrap_or(0);
-                    return Ok(Some(wait_us.div_ceil(1_000_000).max(1)));
-                }
-            }
-            Ok(None)
-        }
-
-        async fn purge_shared_budgets(&self) -> Result<u64, StoreError> {
-            Ok(sqlx::query(PURGE_SHARED)
-                .execute(&self.pool)
-                .await?
-                .rows_affected())
-        }
-    }
-);

@@ -14,22 +14,34 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::session_sql::{impl_session_store, HasDb};
-use super::sql::{impl_user_store, select_user_sql};
+use super::session_sql::insert_session_sql;
+use super::sql::{select_user_sql, Dialect, SqlStore};
 use super::StoreError;
 
-const FIND_USER: &str = select_user_sql!("group_concat(s.scope, ' ')", "WHERE u.username_key = $1");
-const LIST_USERS: &str = select_user_sql!("group_concat(s.scope, ' ')", "ORDER BY u.username_key");
+/// SQLite's ways ([`Dialect`]): `group_concat`, no row locks (one writer
+/// at a time), changes announced in the change log.
+#[derive(Debug)]
+pub struct Sqlite;
+
+impl Dialect for Sqlite {
+    type Db = sqlx::Sqlite;
+    const NAME: &'static str = "SqliteStore";
+    const FIND_USER: &'static str =
+        select_user_sql!("group_concat(s.scope, ' ')", "WHERE u.username_key = $1");
+    const LIST_USERS: &'static str =
+        select_user_sql!("group_concat(s.scope, ' ')", "ORDER BY u.username_key");
+    const INSERT_SESSION: &'static str = insert_session_sql!("");
+    const ANNOUNCE: &'static str = "INSERT INTO changes (key) VALUES ($1)";
+
+    fn rows_affected(result: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
 
 /// A [`UserStore`](super::UserStore) on a SQLite file.
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and migrates
@@ -48,7 +60,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqlStore::new(pool))
     }
 }
 
@@ -79,15 +91,6 @@ fn make_private(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-impl HasDb for SqliteStore {
-    const INSERT_SESSION: &'static str = super::session_sql::insert_session_sql!("");
-    const ANNOUNCE: &'static str = "INSERT INTO changes (key) VALUES ($1)";
-    type Db = sqlx::Sqlite;
-}
-
-impl_session_store!(SqliteStore);
-impl_user_store!(SqliteStore, sqlx::sqlite::SqliteRow, FIND_USER, LIST_USERS);
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,7 +106,7 @@ mod tests {
             .expect("options")
             .filename(&path)
             .create_if_missing(true);
-        let pool = SqlitePool::connect_with(options).await.expect("open");
+        let pool = sqlx::SqlitePool::connect_with(options).await.expect("open");
         let mut first = sqlx::migrate!("./migrations/sqlite");
         first.migrations = std::borrow::Cow::Owned(first.migrations[..1].to_vec());
         first.run(&pool).await.expect("migration 0001 only");

@@ -39,7 +39,7 @@ both_stores! {
             assert!(app.store.delete_user(&username).await.expect("delete"));
             let again = app.sign_up(&name, PASSWORD).await.expect("re-create");
             let iat = token_claims(&old)["iat"].as_i64().expect("iat");
-            if again["created_at"] != rpcguard_accounts::store::format_rfc3339(iat) {
+            if again["created_at"] != rpcguard_accounts::clock::format_rfc3339(iat) {
                 continue; // straddled a second: try again
             }
             // The old account's token, on HTTP and on the session it opened.

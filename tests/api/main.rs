@@ -1,6 +1,10 @@
 //! Integration tests: real servers on 127.0.0.1:0, real clients.
 //! All files form one test binary (one link, shared helpers).
 
+// Test code may unwrap (`[workspace.lints]` warns outside tests; clippy
+// exempts `#[test]` functions by itself, not the helpers).
+#![allow(clippy::unwrap_used)]
+
 mod helpers;
 mod idp;
 

@@ -16,7 +16,8 @@
 //! - **SQLite, other processes** (`rpcguard user …` while the server runs,
 //!   or another server on the same file): before each lookup, the
 //!   WAL-index header is compared with the last one seen — a few memory
-//!   reads, no system call, no lock (`store/wal_index.rs`). It changes
+//!   reads, no system call, no lock (`store/wal_index.rs`; the feed is in
+//!   `cached/sqlite.rs`). It changes
 //!   with every commit of any process, and then (once per commit, not per
 //!   call) the change log is read: triggers (migration 0003) append the
 //!   name of every account whose row or scopes changed, and just those
@@ -59,16 +60,19 @@
 //! few hundred bytes; unknown names are never kept. A restart starts empty
 //! and costs one store read per active user.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use hashlink::LruCache;
 
-use super::wal_index::{SeenStamp, WalIndex};
-use super::{Account, SharedDraw, SharedStore, StoreError, StoredUser, UserStore};
+use super::{Account, AdminChange, SharedDraw, SharedStore, StoreError, StoredUser, UserStore};
 use crate::session::{NewSession, RefreshRecord, Rotation, SessionState};
 use crate::user::{Scope, Username};
 
@@ -106,39 +110,11 @@ pub struct CachedStore {
 /// How the map learns of writes made outside this process.
 enum Freshness {
     /// The WAL-index header and the change log.
-    Sqlite(SqliteFeed),
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlite::SqliteFeed),
     /// A LISTEN task; the map is used only while it is connected.
-    Postgres(PgFeed),
-}
-
-struct SqliteFeed {
-    wal: WalIndex,
-    /// The header the map has caught up with.
-    seen: SeenStamp,
-    /// The last change-log entry read (changed only while holding the
-    /// WAL connection).
-    last_seq: AtomicI64,
-    /// Purges the change log (stopped when the store is dropped).
-    purge: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for SqliteFeed {
-    fn drop(&mut self) {
-        if let Some(task) = &self.purge {
-            task.abort();
-        }
-    }
-}
-
-struct PgFeed {
-    live: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for PgFeed {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PgFeed),
 }
 
 impl std::fmt::Debug for CachedStore {
@@ -151,52 +127,6 @@ impl std::fmt::Debug for CachedStore {
 }
 
 impl CachedStore {
-    /// Wraps the SQLite store at `path` (already opened and migrated by
-    /// `inner`), watching its WAL-index on a connection of its own. Within
-    /// a Tokio runtime, a task purges old change-log entries every minute.
-    pub fn sqlite(
-        inner: SharedStore,
-        path: &Path,
-        capacity: usize,
-    ) -> Result<Arc<Self>, StoreError> {
-        let wal = WalIndex::open(path).map_err(StoreError::Probe)?;
-        let seen = SeenStamp::default();
-        let last_seq = {
-            let conn = wal
-                .connection()
-                .ok_or_else(|| StoreError::Probe("connection poisoned".to_owned()))?;
-            seen.store(wal.stamp());
-            last_change(&conn).map_err(|e| StoreError::Probe(e.to_string()))?
-        };
-        purge_change_log(path);
-        let purge = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|runtime| runtime.spawn(purge_every_minute(path.to_owned())));
-        let feed = SqliteFeed {
-            wal,
-            seen,
-            last_seq: AtomicI64::new(last_seq),
-            purge,
-        };
-        Ok(Arc::new(Self::new(
-            inner,
-            capacity,
-            Freshness::Sqlite(feed),
-        )))
-    }
-
-    /// Wraps the PostgreSQL store at `url`, listening for changes on
-    /// [`CHANGES_CHANNEL`] in a background task (stopped when the store is
-    /// dropped).
-    pub fn postgres(inner: SharedStore, url: &str, capacity: usize) -> Arc<Self> {
-        let live = Arc::new(AtomicBool::new(false));
-        let url = url.to_owned();
-        Arc::new_cyclic(|me: &Weak<CachedStore>| {
-            let task = tokio::spawn(listen(url, me.clone(), live.clone()));
-            Self::new(inner, capacity, Freshness::Postgres(PgFeed { live, task }))
-        })
-    }
-
     fn new(inner: SharedStore, capacity: usize, freshness: Freshness) -> Self {
         CachedStore {
             inner,
@@ -224,7 +154,9 @@ impl CachedStore {
     /// SQLite).
     pub fn is_live(&self) -> bool {
         match &self.freshness {
+            #[cfg(feature = "sqlite")]
             Freshness::Sqlite(_) => true,
+            #[cfg(feature = "postgres")]
             Freshness::Postgres(feed) => feed.live.load(Ordering::Acquire),
         }
     }
@@ -289,164 +221,11 @@ impl CachedStore {
     /// commits since the last look are dropped first.
     fn usable(&self) -> bool {
         match &self.freshness {
+            #[cfg(feature = "sqlite")]
             Freshness::Sqlite(feed) => feed.seen.matches(feed.wal.stamp()) || self.catch_up(feed),
+            #[cfg(feature = "postgres")]
             Freshness::Postgres(feed) => feed.live.load(Ordering::Acquire),
         }
-    }
-
-    /// Reads the change log after a commit and drops the users it names;
-    /// `false` (read the store) if it cannot be read.
-    fn catch_up(&self, feed: &SqliteFeed) -> bool {
-        let Some(conn) = feed.wal.connection() else {
-            return false;
-        };
-        // Read before the log: a commit after this read changes the header
-        // again, so the next call comes back here.
-        let stamp = feed.wal.stamp();
-        if feed.seen.matches(stamp) {
-            return true; // another call caught up meanwhile
-        }
-        match read_changes(&conn, feed.last_seq.load(Ordering::Acquire)) {
-            Ok(changes) => {
-                if changes.lost {
-                    self.forget_all();
-                } else {
-                    for key in &changes.keys {
-                        if key.starts_with(super::ADMIN_KEY_PREFIX) {
-                            super::AdminChange::emit_from_key(key);
-                        } else {
-                            self.forget(key);
-                        }
-                    }
-                }
-                feed.last_seq.store(changes.last, Ordering::Release);
-                feed.seen.store(stamp);
-                true
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read the change log; reading the store");
-                false
-            }
-        }
-    }
-}
-
-/// What the change log says since an entry.
-#[derive(Debug, PartialEq, Eq)]
-struct Changes {
-    /// The changed users (lower-cased names), oldest first.
-    keys: Vec<String>,
-    /// The last entry ever written.
-    last: i64,
-    /// Entries after the asked-for one were purged unread.
-    lost: bool,
-}
-
-/// The number of the last change-log entry ever written (0 for none).
-fn last_change(conn: &rusqlite::Connection) -> rusqlite::Result<i64> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")?
-        .query_row([], |row| row.get(0))
-        .optional()?
-        .unwrap_or(0))
-}
-
-/// The entries after `after`, read in one transaction. Entry numbers are
-/// consecutive (AUTOINCREMENT, and a rolled-back insert gives its number
-/// back), so fewer entries than numbers means some were purged unread.
-fn read_changes(conn: &rusqlite::Connection, after: i64) -> rusqlite::Result<Changes> {
-    let tx = conn.unchecked_transaction()?;
-    let last = last_change(&tx)?;
-    let keys = tx
-        .prepare_cached("SELECT key FROM changes WHERE seq > ?1 ORDER BY seq")?
-        .query_map([after], |row| row.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    tx.finish()?;
-    let expected = last.saturating_sub(after).max(0);
-    let lost = i64::try_from(keys.len()).map_or(true, |n| n < expected);
-    Ok(Changes { keys, last, lost })
-}
-
-/// Deletes change-log entries older than [`CHANGE_LOG_RETENTION`], on a
-/// connection of its own (a write may wait for another writer).
-fn purge_change_log(path: &Path) {
-    let purge = || -> rusqlite::Result<usize> {
-        let conn = rusqlite::Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(5))?;
-        let now = crate::clock::unix_now().unwrap_or(0);
-        let horizon = now.saturating_sub(CHANGE_LOG_RETENTION.as_secs());
-        conn.execute(
-            "DELETE FROM changes WHERE at < ?1",
-            [i64::try_from(horizon).unwrap_or(i64::MAX)],
-        )
-    };
-    match purge() {
-        Ok(0) => {}
-        Ok(purged) => tracing::debug!(purged, "purged old change-log entries"),
-        Err(err) => tracing::warn!(error = %err, "cannot purge the change log"),
-    }
-}
-
-/// Purges the change log every minute, off the async workers.
-async fn purge_every_minute(path: PathBuf) {
-    let mut every = tokio::time::interval(Duration::from_secs(60));
-    every.tick().await; // the first tick is now, and opening just purged
-    loop {
-        every.tick().await;
-        let path = path.clone();
-        let _ = tokio::task::spawn_blocking(move || purge_change_log(&path)).await;
-    }
-}
-
-/// Listens for changes until the store is dropped, reconnecting with a
-/// growing pause (100 ms to 2 s) after a lost connection.
-async fn listen(url: String, store: Weak<CachedStore>, live: Arc<AtomicBool>) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match sqlx::postgres::PgListener::connect(&url).await {
-            Ok(mut listener) => match listener.listen(CHANGES_CHANNEL).await {
-                Ok(()) => {
-                    // Anything may have changed while nobody listened.
-                    let Some(cache) = store.upgrade() else { return };
-                    cache.forget_all();
-                    cache.keys_changed.notify_one();
-                    live.store(true, Ordering::Release);
-                    drop(cache);
-                    pause = Duration::from_millis(100);
-                    tracing::debug!("listening for account changes");
-                    // `Ok(None)` or an error: the connection is gone.
-                    while let Ok(Some(note)) = listener.try_recv().await {
-                        let Some(cache) = store.upgrade() else { return };
-                        match note.payload() {
-                            "" => cache.forget_all(),
-                            KEYS_CHANGED_KEY => cache.keys_changed.notify_one(),
-                            key if key.starts_with(super::ADMIN_KEY_PREFIX) => {
-                                super::AdminChange::emit_from_key(key)
-                            }
-                            key => cache.forget(key),
-                        }
-                    }
-                }
-                Err(err) => tracing::warn!(error = %err, "cannot LISTEN for account changes"),
-            },
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot connect to LISTEN for account changes")
-            }
-        }
-        live.store(false, Ordering::Release);
-        match store.upgrade() {
-            Some(cache) => cache.forget_all(),
-            None => return,
-        }
-        tracing::warn!(
-            "lost the account-change feed; reading the store on every call until it is back"
-        );
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -689,7 +468,7 @@ impl UserStore for CachedStore {
         self.inner.put_setting(key, value).await
     }
 
-    async fn announce(&self, change: &super::AdminChange<'_>) -> Result<(), StoreError> {
+    async fn announce(&self, change: &AdminChange<'_>) -> Result<(), StoreError> {
         self.inner.announce(change).await
     }
 
