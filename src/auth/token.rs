@@ -40,7 +40,9 @@
 
 use hashlink::LruCache;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use jsonwebtoken::errors::ErrorKind;
@@ -128,7 +130,7 @@ pub struct Claims {
 #[derive(Clone)]
 pub struct TokenKeys {
     verified: Arc<Mutex<LruCache<String, Remembered>>>,
-    active: Arc<RwLock<Arc<ActiveKeys>>>,
+    active: Arc<ArcSwap<ActiveKeys>>,
     template: Validation,
     issuer: String,
     audience: String,
@@ -230,7 +232,7 @@ impl TokenKeys {
         let active = decode_set(set, &template, ttl)?;
         Ok(TokenKeys {
             verified: Arc::new(Mutex::new(LruCache::new(Self::MAX_REMEMBERED))),
-            active: Arc::new(RwLock::new(Arc::new(active))),
+            active: Arc::new(ArcSwap::from_pointee(active)),
             template,
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
@@ -243,13 +245,10 @@ impl TokenKeys {
     /// tokens are forgotten. On error the keys in use stay.
     pub fn replace_keys(&self, set: &KeySet) -> Result<(), TokenError> {
         let active = Arc::new(decode_set(set, &self.template, self.ttl)?);
-        // A panic elsewhere while a lock was held cannot leave these half
-        // written (each is one assignment): write through the poison, so a
-        // rotation reported done is done.
-        *self
-            .active
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = active;
+        // Swapped whole, with no lock to poison: a rotation reported done
+        // is done. The memory of verified tokens is one assignment too, so
+        // it is cleared through a poisoned lock.
+        self.active.store(active);
         self.verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -263,12 +262,7 @@ impl TokenKeys {
     }
 
     fn current(&self) -> Option<Arc<ActiveKeys>> {
-        Some(
-            self.active
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-        )
+        Some(self.active.load_full())
     }
 
     /// The lifetime of issued tokens.

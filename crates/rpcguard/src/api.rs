@@ -688,6 +688,22 @@ impl<S: Send + Sync + 'static> Api<S> {
         })
     }
 
+    /// The schemes of `served` that no method names (none when a public
+    /// method reads its caller: any scheme may give it one).
+    pub(crate) fn unrequired_schemes<'a>(
+        &self,
+        served: &'a [Scheme],
+    ) -> impl Iterator<Item = &'a str> + use<'a, '_, S> {
+        let any_optional = self.decls.iter().any(|d| d.optional_caller);
+        served.iter().map(Scheme::name).filter(move |name| {
+            !any_optional
+                && !self
+                    .decls
+                    .iter()
+                    .any(|d| d.security.schemes().any(|s| s == *name))
+        })
+    }
+
     /// Registers every handler into a jsonrpsee module over `state`, and
     /// returns it with the declarations the middleware enforces.
     /// `rpc.discover` is not registered here (the server's security layer
@@ -861,6 +877,27 @@ mod tests {
 
     fn names() -> Vec<String> {
         param_names::<Pair>()
+    }
+
+    #[test]
+    fn a_served_scheme_no_method_requires_is_found() {
+        const KEY: Scheme = Scheme::api_key("ApiKey", "x-api-key");
+        const OPS: Scheme = Scheme::api_key("Ops", "x-ops-key");
+        let served = [KEY, OPS];
+        let mut api: Api<()> = Api::new();
+        api.method(
+            Method::new("a").security(KEY.require(())),
+            |_: NoParams, _| async { Ok::<_, RpcError>(true) },
+        )
+        .expect("a");
+        assert_eq!(api.unrequired_schemes(&served).collect::<Vec<_>>(), ["Ops"]);
+        // A public method that reads its caller may get it from any scheme.
+        api.method(
+            Method::new("b").public().optional_caller(),
+            |_: NoParams, _| async { Ok::<_, RpcError>(true) },
+        )
+        .expect("b");
+        assert_eq!(api.unrequired_schemes(&served).count(), 0);
     }
 
     #[test]

@@ -402,10 +402,19 @@ fn credential_headers(schemes: &[Scheme]) -> Result<Vec<HeaderName>, ServerError
 }
 
 /// Refuses a method that names a scheme `schemes` does not list.
+/// A served scheme that no method accepts (and no public method reads for
+/// an optional caller) is read from no request: most likely a method
+/// forgot its requirement, so the start says so.
 fn check_schemes<S: Send + Sync + 'static>(
     api: &Api<S>,
     schemes: &[Scheme],
 ) -> Result<(), ServerError> {
+    for scheme in api.unrequired_schemes(schemes) {
+        tracing::warn!(
+            scheme,
+            "no method requires this security scheme, so its credential is never read: give a method `.security(..)` with it, or drop it from the security function"
+        );
+    }
     match api.unknown_scheme(schemes) {
         None => Ok(()),
         Some((method, scheme)) => Err(ServerError::UnknownScheme {
