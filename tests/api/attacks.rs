@@ -262,7 +262,7 @@ async fn forged_and_malformed_tokens_are_refused() {
     target.sign_up("victim", PASSWORD).await;
     let real = target.token("victim", PASSWORD).await;
     let uid = token_claims(&real);
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     let (head, rest) = real.split_once('.').expect("jwt");
     let (payload, signature) = rest.split_once('.').expect("jwt");
 
@@ -1170,7 +1170,7 @@ async fn external_tokens_never_leak() {
         "--oidc-scopes-claim",
         "realm_access.roles",
     ]);
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     let good = idp.rsa_token(&idp.claims("kc-leak", &["scope1"], |_| {}));
     let expired = idp.ec_token(&idp.claims("kc-leak", &[], |c| {
         c.insert("exp".into(), json!(now - 60));

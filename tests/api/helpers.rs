@@ -392,7 +392,7 @@ pub async fn call_positional(
 /// Valid token claims for `sub` (issued now, 10 minutes to live, our
 /// issuer and audience), changed by `edit`: the base of every forged token.
 pub fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     let mut map = json!({
         "sub": sub, "iat": now, "exp": now + 600,
         "iss": "rpcguard", "aud": "rpcguard", "jti": "forged"

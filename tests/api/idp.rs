@@ -38,7 +38,7 @@ pub struct IdpKey {
 impl IdpKey {
     /// A fresh key of `alg` (RS256 or ES256 here).
     pub fn generate(alg: KeyAlg) -> IdpKey {
-        let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+        let now = rpcguard_accounts::clock::unix_now().expect("clock");
         let stored = StoredKey::generate(alg, now).expect("key");
         let material = stored.material().expect("material");
         let encoding = match alg {
@@ -186,7 +186,7 @@ impl FakeIdp {
         roles: &[&str],
         edit: impl FnOnce(&mut Map<String, Value>),
     ) -> Value {
-        let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+        let now = rpcguard_accounts::clock::unix_now().expect("clock");
         let mut claims = json!({
             "exp": now + 300,
             "iat": now,

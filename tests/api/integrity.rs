@@ -44,7 +44,7 @@ fn race_config(config: &mut Config) {
 }
 
 fn now() -> i64 {
-    i64::try_from(rpcguard_accounts::auth::token::unix_now().expect("clock")).expect("i64")
+    i64::try_from(rpcguard_accounts::clock::unix_now().expect("clock")).expect("i64")
 }
 
 /// Live sessions in the store, all accounts together.

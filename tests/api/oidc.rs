@@ -140,7 +140,7 @@ async fn authenticate_binds_a_provider_token_to_a_websocket_session() {
         json!(true)
     );
     // A refused token binds nothing: the session keeps its caller.
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     let expired = idp.rsa_token(&idp.claims("kc-mallory", &["scope1"], |c| {
         c.insert("exp".into(), json!(now - 10));
     }));
@@ -215,7 +215,7 @@ async fn wrong_expired_and_forged_tokens_are_refused() {
         "aud as a string"
     );
     // Expired; not yet valid; no exp; no sub.
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     let expired = idp.claims("kc-frank", &[], |c| {
         c.insert("iat".into(), json!(now - 600));
         c.insert("exp".into(), json!(now - 300));
@@ -588,7 +588,7 @@ async fn id_tokens_are_refused_by_every_signal_even_when_the_audience_is_the_cli
     // names it in `aud`, signed by the same key for the same issuer.
     let idp = FakeIdp::start().await;
     let app = server_for(keycloak(&idp)).await;
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     // An access token of a provider that types nothing (no `typ` claim, no
     // header `typ`): accepted, and under every spelling of `at+jwt` and `JWT`.
     let untyped = idp.claims("op-alice", &["scope1"], |c| {
@@ -669,7 +669,7 @@ async fn id_tokens_are_refused_by_every_signal_even_when_the_audience_is_the_cli
 async fn crit_headers_and_future_iat_are_refused_for_both_kinds_of_token() {
     let idp = FakeIdp::start().await;
     let app = server_for(keycloak(&idp)).await;
-    let now = rpcguard_accounts::auth::token::unix_now().expect("clock");
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
     let good = idp.claims("op-bob", &["scope1"], |_| {});
     assert!(get_caller(&app, &idp.rsa_token(&good)).await.is_ok());
     for crit in [

@@ -231,7 +231,7 @@ async fn expiry_a_key_rotation_and_a_second_provider() {
     let short = op.client_credentials("scope1").await;
     op.ask(json!({ "op": "set_ttl", "seconds": 300 })).await;
     let exp = token_claims(&short)["exp"].as_u64().expect("exp");
-    while rpcguard_accounts::auth::token::unix_now().expect("clock") <= exp {
+    while rpcguard_accounts::clock::unix_now().expect("clock") <= exp {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_unauthenticated(get_caller(&server, &short).await, "expired_token");

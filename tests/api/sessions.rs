@@ -59,7 +59,7 @@ async fn me(app: &TestApp, token: &str) -> Result<Value, jsonrpsee::types::Error
 }
 
 fn now() -> u64 {
-    rpcguard_accounts::auth::token::unix_now().expect("clock")
+    rpcguard_accounts::clock::unix_now().expect("clock")
 }
 
 /// Waits until the Unix second is past `exp` (a token with this `exp` is expired).

@@ -189,7 +189,7 @@ fn base64_json(part: &str) -> anyhow::Result<serde_json::Value> {
 /// Signs [`COST_TOKENS`] tokens with a fresh key of `alg`, then verifies
 /// each once; µs per token for each.
 fn sign_and_verify_cost(alg: KeyAlg) -> anyhow::Result<Cost> {
-    let set = KeySet::generate(alg, rpcguard_accounts::auth::token::unix_now().unwrap_or(0))?;
+    let set = KeySet::generate(alg, rpcguard_accounts::clock::unix_now().unwrap_or(0))?;
     let keys = TokenKeys::from_key_set(&set, "rpcguard", "rpcguard", Duration::from_secs(3600))?;
     let started = Instant::now();
     let mut tokens = Vec::with_capacity(COST_TOKENS);

@@ -1,0 +1,139 @@
+//! The key set in use, decoded once: the keys that sign (each from its
+//! time), the keys that verify by `kid`, and the decoding of a stored set.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use super::{TokenError, MIN_KEY_BYTES};
+use crate::clock::unix_now;
+use crate::keys::{KeyAlg, KeySet, KeyState, StoredKey};
+
+/// The decoded key set in use.
+pub(super) struct ActiveKeys {
+    /// The keys that sign now or will (a key published ahead of its
+    /// switch, and the one it replaces until then), oldest first.
+    pub(super) signers: Vec<Signer>,
+    pub(super) by_kid: HashMap<String, VerifyingKey>,
+    /// The `kid` of the key that verifies tokens without one.
+    pub(super) legacy: Option<String>,
+}
+
+/// A key that signs from `from` until `until` (Unix seconds).
+pub(super) struct Signer {
+    pub(super) from: u64,
+    pub(super) until: Option<u64>,
+    pub(super) header: Header,
+    pub(super) key: EncodingKey,
+}
+
+impl ActiveKeys {
+    /// The key that signs at `now`: the newest whose time it is (the
+    /// newest of all if, by the clock, none's is).
+    pub(super) fn signer(&self, now: u64) -> Option<&Signer> {
+        self.signers
+            .iter()
+            .rev()
+            .find(|s| s.from <= now && s.until.is_none_or(|until| now < until))
+            .or_else(|| self.signers.last())
+    }
+}
+
+pub(super) struct VerifyingKey {
+    pub(super) alg: Algorithm,
+    pub(super) decoding: DecodingKey,
+    pub(super) validation: Validation,
+    /// The last second its tokens are accepted (retired keys).
+    pub(super) until: Option<u64>,
+    /// The public key, for asymmetric keys.
+    pub(super) public: Option<Jwk>,
+}
+
+/// Decodes every key of `set` still within its grace.
+pub(super) fn decode_set(
+    set: &KeySet,
+    template: &Validation,
+    ttl: Duration,
+) -> Result<ActiveKeys, TokenError> {
+    let now = unix_now().ok_or(TokenError::Clock)?;
+    set.signing()?;
+    let mut signers = Vec::new();
+    let mut by_kid = HashMap::new();
+    let mut legacy = None;
+    for stored in &set.keys {
+        let until = match stored.state(now, ttl) {
+            KeyState::Expired { .. } => continue,
+            KeyState::Signing | KeyState::Next { .. } => None,
+            KeyState::Verifying { until } => Some(until),
+        };
+        let (encoding, decoding, public) = decode_key(stored)?;
+        let mut validation = template.clone();
+        validation.algorithms = vec![stored.alg.algorithm()];
+        if stored.legacy {
+            legacy = Some(stored.kid.clone());
+        }
+        // Signs now or later: not retired, or retired at a switch to come.
+        if stored.retired.is_none_or(|retired| now < retired) {
+            let mut header = Header::new(stored.alg.algorithm());
+            header.kid = Some(stored.kid.clone());
+            signers.push(Signer {
+                from: stored.signs_from.unwrap_or(0),
+                until: stored.retired,
+                header,
+                key: encoding,
+            });
+        }
+        by_kid.insert(
+            stored.kid.clone(),
+            VerifyingKey {
+                alg: stored.alg.algorithm(),
+                decoding,
+                validation,
+                until,
+                public,
+            },
+        );
+    }
+    if signers.is_empty() {
+        return Err(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey));
+    }
+    Ok(ActiveKeys {
+        signers,
+        by_kid,
+        legacy,
+    })
+}
+
+/// A stored key's signing and verifying halves, and its public JWK when it
+/// has one (the verifying key is made from that JWK, so what the JWKS
+/// publishes is exactly what verifies here).
+pub(super) fn decode_key(
+    stored: &StoredKey,
+) -> Result<(EncodingKey, DecodingKey, Option<Jwk>), TokenError> {
+    let bad = |reason: String| TokenError::BadKey {
+        kid: stored.kid.clone(),
+        alg: stored.alg,
+        reason,
+    };
+    let material = stored.material().map_err(|e| bad(e.to_string()))?;
+    let encoding = match stored.alg {
+        KeyAlg::HS256 => {
+            if material.len() < MIN_KEY_BYTES {
+                return Err(bad(format!("shorter than {MIN_KEY_BYTES} bytes")));
+            }
+            let decoding = DecodingKey::from_secret(&material);
+            return Ok((EncodingKey::from_secret(&material), decoding, None));
+        }
+        KeyAlg::EdDSA => EncodingKey::from_ed_der(&material),
+        KeyAlg::ES256 => EncodingKey::from_ec_der(&material),
+        KeyAlg::RS256 => EncodingKey::from_rsa_der(&material),
+    };
+    let mut jwk = Jwk::from_encoding_key(&encoding, stored.alg.algorithm())
+        .map_err(|e| bad(format!("{:?}", e.kind())))?;
+    jwk.common.key_id = Some(stored.kid.clone());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    let decoding = DecodingKey::from_jwk(&jwk).map_err(|e| bad(format!("{:?}", e.kind())))?;
+    Ok((encoding, decoding, Some(jwk)))
+}

@@ -1,0 +1,352 @@
+//! Access tokens: JWT signed by the key set ([`crate::keys`]), with pinned
+//! verification rules.
+//!
+//! Claims are `sub uid sid iat exp iss aud jti`, and `scope` (the scopes
+//! the token may use when issued, for services that verify it with the JWKS
+//! alone; never read here) when it has any. Every token's header carries
+//! the `kid` of the key that signed it. Verification takes the key from the
+//! local key set by that `kid` (a token without `kid` only from the `legacy`
+//! key, the one that signed tokens before key sets) and accepts only that
+//! key's own algorithm: `alg: none`, an algorithm other than the key's (an
+//! HS256 token "signed" with an asymmetric key's public half, for one), an
+//! unknown `kid` and a retired key past its grace are all `invalid_token`.
+//! Header fields such as `jku`, `x5u`, `x5c` or an embedded `jwk` are
+//! ignored; nothing is ever fetched. A header with a `crit` member (RFC
+//! 7515 §4.1.11: extensions the recipient must understand; rpcguard
+//! understands none, and never writes one) is `invalid_token`. It needs `exp`, `iss`, `aud`, `sub`,
+//! `uid` and `sid`, checks `nbf` when present, and refuses an `iat` in the
+//! future. Leeway is zero: a token expired by one second is expired.
+//!
+//! `sid` names the session the token was issued in ([`crate::session`]):
+//! the Bearer check refuses a token whose session has ended
+//! (`revoked_token`). Tokens without one (issued before sessions existed)
+//! are refused as `invalid_token`, like tokens without `uid`.
+//!
+//! `uid` is the account id ([`StoredUser::account_id`](crate::store::StoredUser::account_id)):
+//! random, 128 bits, never reused, so a token names one account and never
+//! passes for a later account of the same name. Tokens issued before `uid`
+//! existed (rpcguard 0.1 before issue 16) carry none and are refused as
+//! `invalid_token`: their holders sign in again, at most once and at the
+//! latest when the token would have expired anyway (`--token-ttl`). Keeping
+//! the old rule (issued after the account's creation, in whole seconds) for
+//! them would keep the same-second hole open for as long as they live.
+//!
+//! A token that passed verification is remembered (by its exact text, in a
+//! bounded map), so that the next call with the same token skips the base64,
+//! JSON and signature work; only its `exp` is checked again. The same text
+//! always verifies the same way while the key set stays the same, so this
+//! changes no answer; a new key set ([`TokenKeys::replace_keys`]) forgets
+//! every remembered token.
+
+mod claims;
+mod keys;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hashlink::LruCache;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, Header, Validation};
+
+pub use claims::Claims;
+use keys::{decode_set, ActiveKeys};
+
+use crate::clock::unix_now;
+use crate::keys::{KeyAlg, KeySet, StoredKey};
+
+use rpcguard::error::AuthFailure;
+
+/// The smallest accepted signing key: 256 bits (RFC 7518 §3.2 for HS256).
+pub const MIN_KEY_BYTES: usize = 32;
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// The longest `scope` claim put in a token; a longer list of scopes is
+/// left out of the token (rpcguard does not read it; a service verifying
+/// with the JWKS alone then sees no scope).
+pub const MAX_SCOPE_CLAIM_BYTES: usize = 2048;
+
+/// Errors of token issuing and of key set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The signing key is shorter than [`MIN_KEY_BYTES`].
+    #[error("signing key must be at least {MIN_KEY_BYTES} bytes (256 bits), got {0}")]
+    KeyTooShort(usize),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    /// A key of the set cannot be used (its material does not decode as a
+    /// key of its algorithm).
+    #[error("key {kid} ({alg}) is unusable: {reason}")]
+    BadKey {
+        /// The key's id.
+        kid: String,
+        /// Its algorithm.
+        alg: KeyAlg,
+        /// Why (never the material).
+        reason: String,
+    },
+    /// The key set has no signing key.
+    #[error(transparent)]
+    Keys(#[from] crate::keys::set::KeyError),
+    /// The system clock is before 1970.
+    #[error("system clock is before the Unix epoch")]
+    Clock,
+}
+
+/// Signs and verifies access tokens with a key set. Keys are decoded once,
+/// when the set is loaded or replaced.
+#[derive(Clone)]
+pub struct TokenKeys {
+    verified: Arc<Mutex<LruCache<String, Remembered>>>,
+    active: Arc<ArcSwap<ActiveKeys>>,
+    template: Validation,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+}
+
+/// A verified token's claims and the last second its key verifies
+/// (`None`: the signing key).
+type Remembered = (Arc<Claims>, Option<u64>);
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("keys", &"<redacted>")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl TokenKeys {
+    /// Most verified tokens remembered (least recently used go first).
+    const MAX_REMEMBERED: usize = 50_000;
+
+    /// Default issuer and audience.
+    pub const DEFAULT_ISSUER: &'static str = "rpcguard";
+
+    /// Builds the keys from one HS256 secret of at least 256 bits (a key
+    /// set of that one key, which also verifies tokens without `kid`).
+    pub fn new(
+        secret: &[u8],
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<Self, TokenError> {
+        if secret.len() < MIN_KEY_BYTES {
+            return Err(TokenError::KeyTooShort(secret.len()));
+        }
+        let set = KeySet::of(vec![StoredKey::legacy_hs256(secret, 0)]);
+        Self::from_key_set(&set, issuer, audience, ttl)
+    }
+
+    /// Builds the keys from a key set: its signing key signs, and every key
+    /// within its grace verifies.
+    pub fn from_key_set(
+        set: &KeySet,
+        issuer: &str,
+        audience: &str,
+        ttl: Duration,
+    ) -> Result<Self, TokenError> {
+        let mut template = Validation::new(Algorithm::HS256);
+        template.leeway = 0;
+        template.validate_exp = true;
+        template.validate_nbf = true;
+        template.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        template.set_issuer(&[issuer]);
+        template.set_audience(&[audience]);
+        let active = decode_set(set, &template, ttl)?;
+        Ok(TokenKeys {
+            verified: Arc::new(Mutex::new(LruCache::new(Self::MAX_REMEMBERED))),
+            active: Arc::new(ArcSwap::from_pointee(active)),
+            template,
+            issuer: issuer.to_owned(),
+            audience: audience.to_owned(),
+            ttl,
+        })
+    }
+
+    /// Puts a new key set in use (after `rpcguard key rotate`): every clone
+    /// of these keys signs and verifies with it from now on, and remembered
+    /// tokens are forgotten. On error the keys in use stay.
+    pub fn replace_keys(&self, set: &KeySet) -> Result<(), TokenError> {
+        let active = Arc::new(decode_set(set, &self.template, self.ttl)?);
+        // Swapped whole, with no lock to poison: a rotation reported done
+        // is done. The memory of verified tokens is one assignment too, so
+        // it is cleared through a poisoned lock.
+        self.active.store(active);
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+
+    /// Whether this is the last holder of these keys (a watcher stops then).
+    pub(crate) fn unused_elsewhere(&self) -> bool {
+        Arc::strong_count(&self.active) == 1
+    }
+
+    fn current(&self) -> Option<Arc<ActiveKeys>> {
+        Some(self.active.load_full())
+    }
+
+    /// The lifetime of issued tokens.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// The `kid` of the key that signs now.
+    pub fn signing_kid(&self) -> Option<String> {
+        let now = unix_now()?;
+        self.current()?.signer(now)?.header.kid.clone()
+    }
+
+    /// The public keys (RFC 7517) of the asymmetric keys that verify now,
+    /// each with its `kid`, `alg` and `use: sig`. Never a private or a
+    /// symmetric key: a set of HS256 keys only gives an empty set.
+    pub fn jwks(&self) -> JwkSet {
+        let now = unix_now().unwrap_or(0);
+        let mut keys: Vec<Jwk> = self
+            .current()
+            .map(|active| {
+                active
+                    .by_kid
+                    .values()
+                    .filter(|key| key.until.is_none_or(|until| now <= until))
+                    .filter_map(|key| key.public.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        keys.sort_by(|a, b| a.common.key_id.cmp(&b.common.key_id));
+        JwkSet { keys }
+    }
+
+    /// Issues a token for `subject`, the account whose id is `account_id`,
+    /// in the session `session_id`, valid from now for the configured TTL,
+    /// signed by the signing key (its `kid` in the header), without a
+    /// `scope` claim.
+    pub fn issue(
+        &self,
+        subject: &str,
+        account_id: &str,
+        session_id: &str,
+    ) -> Result<(String, Claims), TokenError> {
+        self.issue_with_scope(subject, account_id, session_id, "")
+    }
+
+    /// [`issue`](Self::issue), with `scope` (space-separated) as the
+    /// token's `scope` claim: what a service verifying it with the JWKS
+    /// alone takes as its scopes.
+    pub fn issue_with_scope(
+        &self,
+        subject: &str,
+        account_id: &str,
+        session_id: &str,
+        scope: &str,
+    ) -> Result<(String, Claims), TokenError> {
+        let now = unix_now().ok_or(TokenError::Clock)?;
+        let claims = Claims {
+            sub: subject.to_owned(),
+            uid: account_id.to_owned(),
+            sid: session_id.to_owned(),
+            iat: now,
+            exp: now + self.ttl.as_secs(),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            // A token must stay well within MAX_TOKEN_BYTES: a longer list
+            // is left out (a service reading it then sees no scope: it
+            // fails closed).
+            scope: if scope.len() <= MAX_SCOPE_CLAIM_BYTES {
+                scope.to_owned()
+            } else {
+                String::new()
+            },
+        };
+        let active = self
+            .current()
+            .ok_or(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey))?;
+        let signer = active
+            .signer(now)
+            .ok_or(TokenError::Keys(crate::keys::set::KeyError::NoSigningKey))?;
+        let token = jsonwebtoken::encode(&signer.header, &claims, &signer.key)?;
+        Ok((token, claims))
+    }
+
+    /// Verifies a token and returns its claims, or why it is not acceptable.
+    pub fn verify(&self, token: &str) -> Result<Arc<Claims>, AuthFailure> {
+        if token.is_empty() {
+            return Err(AuthFailure::MissingToken);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let now = unix_now().ok_or(AuthFailure::InvalidToken)?;
+        if let Some((claims, until)) = self.remembered(token) {
+            return if now > claims.exp {
+                Err(AuthFailure::ExpiredToken)
+            } else if until.is_some_and(|until| now > until) {
+                Err(AuthFailure::InvalidToken)
+            } else {
+                Ok(claims)
+            };
+        }
+        // The header, decoded once. No JOSE extension is understood here
+        // (RFC 7515 §4.1.11): a `crit` member refuses the token (a scan of
+        // the bytes, only for a token not remembered). `alg: none` and
+        // unknown algorithms fail to parse.
+        let header_json =
+            rpcguard::security::jose::header_json(token).ok_or(AuthFailure::InvalidToken)?;
+        if !rpcguard::security::jose::crit_free_json(&header_json) {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let header: Header =
+            serde_json::from_slice(&header_json).map_err(|_| AuthFailure::InvalidToken)?;
+        let active = self.current().ok_or(AuthFailure::InvalidToken)?;
+        let kid = match header.kid.as_deref() {
+            Some(kid) => Some(kid),
+            None => active.legacy.as_deref(),
+        };
+        let key = kid
+            .and_then(|kid| active.by_kid.get(kid))
+            .ok_or(AuthFailure::InvalidToken)?;
+        if header.alg != key.alg {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
+                    _ => AuthFailure::InvalidToken,
+                }
+            })?;
+        // `uid`, `sid` and the key's grace are checked here, after the
+        // library's checks, so that an expired token (of an older version,
+        // or of a retired key) answers `expired_token` whether or not it is
+        // remembered. A retired key past its grace verifies nothing else.
+        if data.claims.iat > now
+            || data.claims.uid.is_empty()
+            || data.claims.sid.is_empty()
+            || key.until.is_some_and(|until| now > until)
+        {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let claims = Arc::new(data.claims);
+        if let Ok(mut verified) = self.verified.lock() {
+            verified.insert(token.to_owned(), (claims.clone(), key.until));
+        }
+        Ok(claims)
+    }
+
+    fn remembered(&self, token: &str) -> Option<Remembered> {
+        self.verified.lock().ok()?.get(token).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests;
