@@ -3,16 +3,13 @@
 //! (`sign_up`, `sign_in`, `refresh`, `sign_out`, …), on one state.
 //! `join` grants the scope `notes:read` from code; `notes:write` is granted
 //! from the command line (`rpcguard user grant alice notes:write`).
-//!
-//! ```sh
-//! cargo run --example embedding -- ./example-data
-//! ```
+//! `cargo run --example embedding -- ./example-data`.
 
 use std::sync::{Arc, Mutex};
 
 use rpcguard::{Api, CallContext, Method, NoParams, RpcError, BEARER};
+use rpcguard_accounts::config::Config;
 use rpcguard_accounts::methods::accounts::{self, Accounts};
-use rpcguard_accounts::{config::Config, Scope, Username};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -45,13 +42,8 @@ struct AddNote {
 }
 
 async fn join(_: NoParams, ctx: CallContext<App>) -> Result<bool, RpcError> {
-    let name = Username::parse(ctx.caller()?.subject.as_str()).map_err(RpcError::internal)?;
-    let read = Scope::parse("notes:read").map_err(RpcError::internal)?;
-    let store = &ctx.state.accounts.store;
-    store
-        .grant(&name, &[read])
-        .await
-        .map_err(|e| e.into_rpc())?;
+    let me = &ctx.caller()?.subject;
+    ctx.state.accounts.grant(me, &["notes:read"]).await?;
     Ok(true)
 }
 

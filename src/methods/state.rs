@@ -2,11 +2,15 @@
 //! store, the hasher, the token keys, the budgets). Each method takes it
 //! from the service's own state through `AsRef<Accounts>`.
 
+use rpcguard::audit::{Audit, Event};
+use rpcguard::RpcError;
+
 use crate::auth::password::PasswordHasher;
 use crate::auth::token::TokenKeys;
 use crate::session::SessionLimits;
-use crate::store::SharedStore;
+use crate::store::{SharedStore, StoreError};
 use crate::throttle::{RefreshThrottle, SignInThrottle};
+use crate::user::{Scope, Username};
 
 /// What the account methods need: the store, the hasher, the token keys and
 /// the sign-in throttle.
@@ -38,5 +42,34 @@ pub struct Accounts {
 impl AsRef<Accounts> for Accounts {
     fn as_ref(&self) -> &Accounts {
         self
+    }
+}
+
+impl Accounts {
+    /// Grants `scopes` (in the Bearer scheme) to the account `username`
+    /// from the application's own code, as `rpcguard user grant` does from
+    /// the command line: the account's tokens hold them from their next
+    /// call on, on every instance, and a `scopes_granted` event is written
+    /// (`reason` `app <scopes>`). A name or scope that is not valid, or an
+    /// account that does not exist, is the application's mistake:
+    /// `-32603`, logged. Answers the scopes the account holds now.
+    pub async fn grant(&self, username: &str, scopes: &[&str]) -> Result<Vec<String>, RpcError> {
+        let name = Username::parse(username).map_err(RpcError::internal)?;
+        let scopes = scopes
+            .iter()
+            .map(|s| Scope::parse(*s).map_err(RpcError::internal))
+            .collect::<Result<Vec<_>, _>>()?;
+        let user = self
+            .store
+            .grant(&name, &scopes)
+            .await
+            .map_err(StoreError::into_rpc)?;
+        let granted: Vec<&str> = scopes.iter().map(Scope::as_str).collect();
+        let reason = format!("app {}", granted.join(" "));
+        Audit::new(Event::ScopesGranted)
+            .username(name.as_str())
+            .reason(&reason)
+            .emit();
+        Ok(user.scopes)
     }
 }

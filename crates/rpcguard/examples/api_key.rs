@@ -2,13 +2,8 @@
 //! public method, two methods for keys with a scope, an admin method, and
 //! an error of its own whose `data` type the document describes.
 //!
-//! `cargo run -p rpcguard --example api_key` (`ADDR` sets the address,
-//! `WRITER_KEY`/`ADMIN_KEY` the keys, random by default), then:
-//!
-//! ```text
-//! curl -s localhost:8081 -H 'content-type: application/json' -H "x-api-key: $KEY" \
-//!      -d '{"jsonrpc":"2.0","id":1,"method":"add_note","params":["hello"]}'
-//! ```
+//! `cargo run -p rpcguard --example api_key`; `ADDR` sets the address,
+//! `WRITER_KEY`/`ADMIN_KEY` the keys (random by default, printed).
 
 use std::sync::Mutex;
 
