@@ -90,10 +90,10 @@ impl BearerSecurity {
     /// The Bearer scheme, as the document describes it.
     pub fn scheme() -> Scheme {
         BEARER.describe(
-            "A JWT access token from `sign_in`, sent as `Authorization: Bearer <token>` \
-             (or, for a WebSocket upgrade, as the `access_token` query parameter). Tokens \
-             signed with an asymmetric key (`--jwt-alg EdDSA`, `ES256`, `RS256`) can be \
-             verified by other services with the public keys at `GET /.well-known/jwks.json`.",
+            "The access token `sign_in` (or `refresh`) answers, sent as `Authorization: \
+             Bearer <token>`; a WebSocket connection may send it as its `access_token` query \
+             parameter instead.\n\nOther services can check these tokens themselves with the \
+             public keys at `/.well-known/jwks.json`.",
         )
     }
 }

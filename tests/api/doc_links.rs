@@ -187,3 +187,44 @@ fn the_configuration_table_matches_the_help() {
         }
     }
 }
+
+/// Every source file of the two libraries (and every folder of them) is
+/// named in CONTRIBUTING.md's Layout, so the description cannot fall
+/// behind the tree.
+#[test]
+fn the_layout_names_every_source_file() {
+    let contributing =
+        std::fs::read_to_string(Path::new(ROOT).join("CONTRIBUTING.md")).expect("CONTRIBUTING.md");
+    let layout = contributing
+        .split("## Layout")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Layout section");
+    let mut missing = Vec::new();
+    for root in ["src", "crates/rpcguard/src"] {
+        let mut dirs = vec![Path::new(ROOT).join(root)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("dir").flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if path.is_dir() {
+                    if !layout.contains(&format!("{name}/")) {
+                        missing.push(path.display().to_string());
+                    }
+                    dirs.push(path);
+                } else if name.ends_with(".rs")
+                    && !["lib.rs", "mod.rs"].contains(&name.as_str())
+                    && !layout.contains(&name)
+                {
+                    missing.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "CONTRIBUTING.md's Layout does not name:\n{}",
+        missing.join("\n")
+    );
+}

@@ -399,7 +399,10 @@ async fn the_document_names_the_external_issuer() {
         }])
     );
     let description = bearer["description"].as_str().expect("description");
-    assert!(description.contains("from `sign_in`"), "{description}");
+    assert!(
+        description.contains("`sign_in` (or `refresh`) answers"),
+        "{description}"
+    );
     assert!(
         description.contains("identity providers in `x-issuers`"),
         "{description}"

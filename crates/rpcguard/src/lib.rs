@@ -73,6 +73,12 @@ mod schema;
 pub mod security;
 pub mod server;
 
+/// The embedding guide (the repository's `docs/embedding.md`): schemes,
+/// secure-by-default APIs, composing them, security functions, errors,
+/// serving and shutdown.
+#[doc = include_str!("../../../docs/embedding.md")]
+pub mod guide {}
+
 pub use api::{Api, ApiError, CallContext, Example, Method, NoParams};
 pub use async_trait::async_trait;
 pub use error::{AuthFailure, ErrorCode, RpcError};
