@@ -400,3 +400,36 @@ async fn a_database_of_a_newer_version_is_named_once() {
     assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
     assert!(!stderr.contains("migration failed"), "{stderr}");
 }
+
+/// `user list` on a data directory this user may not read says so, once,
+/// instead of "no database". As root (CI), the command runs as `nobody`
+/// (runuser); as another user, the directory is made unreadable.
+#[tokio::test]
+async fn a_data_dir_without_permission_is_named_as_such() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn().await;
+    let dir = app.data_dir.path();
+    let data_dir = dir.display().to_string();
+    let root = unsafe { libc::geteuid() } == 0;
+    let out = if root {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", env!("CARGO_BIN_EXE_rpcguard")])
+            .args(["user", "list", "--data-dir", &data_dir])
+            .current_dir("/")
+            .output()
+            .expect("runuser")
+    } else {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_rpcguard"))
+            .args(["user", "list", "--data-dir", &data_dir])
+            .output()
+            .expect("rpcguard");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        out
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.matches("permission denied").count(), 1, "{stderr}");
+    assert!(!stderr.contains("no rpcguard database"), "{stderr}");
+    assert!(!stderr.contains("os error"), "{stderr}");
+}
