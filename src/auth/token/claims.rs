@@ -9,11 +9,11 @@ pub struct Claims {
     pub sub: String,
     /// The account id the token was issued to (32 hex digits). Absent
     /// (empty) only in tokens of older versions, which
-    /// [`TokenKeys::verify`] refuses.
+    /// [`TokenKeys::verify`](super::TokenKeys::verify) refuses.
     #[serde(default)]
     pub uid: String,
     /// The session the token was issued in (32 hex digits). Absent (empty)
-    /// only in tokens of older versions, which [`TokenKeys::verify`]
+    /// only in tokens of older versions, which [`TokenKeys::verify`](super::TokenKeys::verify)
     /// refuses.
     #[serde(default)]
     pub sid: String,
