@@ -167,10 +167,7 @@ impl Identities {
 
     /// Every identity found, in the order found.
     pub fn callers(&self) -> impl Iterator<Item = &Caller> + '_ {
-        self.by_scheme.iter().filter_map(|outcome| match outcome {
-            Outcome::Found(caller) => Some(&**caller),
-            Outcome::Refused(..) => None,
-        })
+        self.shared_callers().map(|caller| &**caller)
     }
 
     /// Every identity found, shared, in the order found.

@@ -180,12 +180,10 @@ where
         &self,
         credentials: &Credentials,
     ) -> Result<Option<Arc<Caller>>, RpcError> {
-        let credential = match credentials.get(&self.scheme) {
-            Ok(None) => return Ok(None),
-            Ok(Some(credential)) => credential.to_owned(),
-            Err(reason) => return Err(RpcError::Unauthenticated(reason)),
+        let Some(credential) = credentials.get(&self.scheme)? else {
+            return Ok(None);
         };
-        let caller = (self.check)(credential, credentials.clone()).await?;
+        let caller = (self.check)(credential.to_owned(), credentials.clone()).await?;
         if caller.scheme != self.scheme.name() {
             return Err(RpcError::internal(format!(
                 "the security function of scheme `{}` returned a caller of scheme `{}`: build it with `Scheme::caller`",
