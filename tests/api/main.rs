@@ -25,6 +25,7 @@ mod hardening;
 mod instances;
 mod integrity;
 mod keys;
+mod logging;
 mod metrics;
 mod oidc;
 mod oidc_provider;
