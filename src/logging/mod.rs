@@ -10,17 +10,18 @@
 //! that fills it writes it while the other waits for the lock.
 //!
 //! So each thread appends its lines to a buffer of its own, under a lock
-//! that only a flush ever contends, and stamps each line with the
-//! monotonic clock (read while that lock is held). A flush reads the clock
-//! first (its *fence*), then takes every thread's buffer and writes, in one
-//! `write` and in the order of their stamps, every line stamped before the
-//! fence; a line stamped after it waits for the next flush. A line stamped
-//! before the fence was appended before the flush took its thread's buffer
-//! (its thread held that buffer's lock while it read the clock), so it is
-//! never left behind, and lines come out in the order they were logged,
-//! across threads too: the lines of one connection in the order of its
-//! calls, whichever worker ran them, and every line before a warning that
-//! followed it.
+//! that only a flush contends, each line stamped by the monotonic clock as
+//! it is logged (a call line's timestamp comes from the same reading). A
+//! flush reads the clock first (its *fence*), then takes every thread's
+//! buffer and writes, in one `write`, the lines stamped before the fence,
+//! merged in the order of their stamps; a line stamped after the fence
+//! waits for the next flush. So a line logged once another was appended is
+//! never written before it, whichever threads wrote them: it is stamped
+//! after the first, and if the first missed a flush (appended after the
+//! flush took its buffer), the second was stamped after that flush's fence
+//! and waits too. The lines of one connection come out in the order of its
+//! calls, whichever worker ran them, and every line logged before a warning
+//! comes out before it.
 //!
 //! The flusher thread flushes every [`FLUSH_EVERY`], and at once when a
 //! thread's buffer reaches [`FLUSH_AT`] bytes, so the async workers never
@@ -41,7 +42,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tracing::{Level, Metadata};
 use tracing_subscriber::fmt::MakeWriter;
@@ -65,8 +66,12 @@ pub struct BatchedStderr {
 struct Shared {
     /// Tells this writer's buffers from another's in a thread's [`SLOTS`].
     id: u64,
-    /// Stamps are nanoseconds since this instant.
+    /// Stamps are nanoseconds since this instant ...
     epoch: Instant,
+    /// ... which was this many nanoseconds after the Unix epoch (read
+    /// again at every flush, so that the time of day follows the system
+    /// clock when it is set).
+    epoch_unix_nanos: AtomicU64,
     /// Every thread's buffer.
     slots: Mutex<Vec<Arc<Slot>>>,
     /// Held by a flush, so flushes write one after another.
@@ -185,26 +190,80 @@ impl BatchedStderr {
         let mut line = Vec::with_capacity(text.len() + 1);
         line.extend_from_slice(text.as_bytes());
         line.push(b'\n');
-        self.shared.append(&line, true);
+        self.shared.append(&line, None, true);
     }
 
     /// Appends a whole line (with its newline); written at once, after
     /// every line logged before it, when `urgent`.
     pub fn append(&self, line: &[u8], urgent: bool) {
-        self.shared.append(line, urgent);
+        self.shared.append(line, None, urgent);
+    }
+
+    /// The clock, read once for a line: its place in the order and its
+    /// time of day.
+    pub(crate) fn now(&self) -> Now {
+        self.shared.now()
+    }
+
+    /// [`BatchedStderr::append`] for a line logged at `now` (read before
+    /// the line was written).
+    pub(crate) fn append_at(&self, line: &[u8], now: Now, urgent: bool) {
+        self.shared.append(line, Some(now.stamp), urgent);
+    }
+}
+
+/// A reading of the writer's clock (see [`BatchedStderr::now`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Now {
+    stamp: u64,
+    time_of_day: SystemTime,
+}
+
+impl Now {
+    /// The time of day of the reading: the monotonic clock plus the system
+    /// clock's offset as last read (at the last flush).
+    pub(crate) fn time_of_day(&self) -> SystemTime {
+        self.time_of_day
     }
 }
 
 impl Shared {
     fn new(sink: Sink) -> Self {
         static IDS: AtomicU64 = AtomicU64::new(0);
-        Shared {
+        let shared = Shared {
             id: IDS.fetch_add(1, Ordering::Relaxed),
             epoch: Instant::now(),
+            epoch_unix_nanos: AtomicU64::new(0),
             slots: Mutex::default(),
             output: Mutex::default(),
             flusher: Flusher::default(),
             sink,
+        };
+        shared.read_time_of_day();
+        shared
+    }
+
+    /// Reads the system clock beside the monotonic one.
+    fn read_time_of_day(&self) {
+        let stamp = self.stamp();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+            });
+        self.epoch_unix_nanos
+            .store(unix.saturating_sub(stamp), Ordering::Relaxed);
+    }
+
+    fn now(&self) -> Now {
+        let stamp = self.stamp();
+        let unix = self
+            .epoch_unix_nanos
+            .load(Ordering::Relaxed)
+            .saturating_add(stamp);
+        Now {
+            stamp,
+            time_of_day: UNIX_EPOCH + Duration::from_nanos(unix),
         }
     }
 
@@ -213,12 +272,13 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
-    fn append(&self, line: &[u8], urgent: bool) {
+    /// Appends `line`, stamped `at` or, if `None`, now.
+    fn append(&self, line: &[u8], at: Option<u64>, urgent: bool) {
         let appended = SLOTS.try_with(|slots| {
             let mut slots = slots.try_borrow_mut().ok()?;
             let slot = self.slot_of_this_thread(&mut slots);
             let mut lines = lock(&slot.lines);
-            let stamp = self.stamp();
+            let stamp = at.unwrap_or_else(|| self.stamp());
             lines.push(stamp, line);
             Some((stamp, lines.bytes.len()))
         });
@@ -264,6 +324,7 @@ impl Shared {
     /// in the order of their stamps, then `last`.
     fn flush_then(&self, fence: Fence, last: &[u8]) {
         let mut output = lock(&self.output);
+        self.read_time_of_day();
         // Read before any buffer is taken: see the module documentation.
         let fence = match fence {
             Fence::Now => self.stamp(),
@@ -426,7 +487,7 @@ pub struct Line<'a> {
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.shared.append(bytes, self.urgent);
+        self.shared.append(bytes, None, self.urgent);
         Ok(bytes.len())
     }
 
