@@ -493,16 +493,29 @@ mod tests {
             .collect()
     }
 
-    fn compare(format: LineFormat) {
-        let capture = Capture::default();
+    /// `tracing-subscriber`'s `fmt` layer without colours, writing into
+    /// `capture`.
+    fn fmt_layer<S>(
+        capture: &Capture,
+    ) -> tracing_subscriber::fmt::Layer<
+        S,
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        impl Fn() -> &'static Capture + 'static,
+    > {
         let writer = capture.clone();
         let make = move || {
             let w: &'static Capture = Box::leak(Box::new(writer.clone()));
             w
         };
-        let fmt = tracing_subscriber::fmt::layer()
+        tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .with_writer(make);
+            .with_writer(make)
+    }
+
+    fn compare(format: LineFormat) {
+        let capture = Capture::default();
+        let fmt = fmt_layer(&capture);
         let subscriber = tracing_subscriber::registry().with(Ours(capture.clone(), format));
         match format {
             LineFormat::Text => {
@@ -543,14 +556,7 @@ mod tests {
         // field: the `fmt` layer must write it as the macro's message.
         for format in [LineFormat::Text, LineFormat::Json] {
             let capture = Capture::default();
-            let writer = capture.clone();
-            let make = move || {
-                let w: &'static Capture = Box::leak(Box::new(writer.clone()));
-                w
-            };
-            let fmt = tracing_subscriber::fmt::layer()
-                .with_ansi(false)
-                .with_writer(make);
+            let fmt = fmt_layer(&capture);
             let emit = || {
                 tracing::info!(target: "rpcguard::call", message = "call", outcome = 0);
                 tracing::info!(target: "rpcguard::call", outcome = 0, "call");

@@ -58,19 +58,8 @@ async fn sigterm_lets_the_call_in_flight_finish_then_exits_cleanly() {
         answer.expect("the call in flight completes")["username"],
         "late"
     );
-    let exit = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait().expect("wait") {
-                return Some(status);
-            }
-            if started.elapsed() > std::time::Duration::from_secs(20) {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    })
-    .await
-    .expect("join");
+    let exit = tokio::task::spawn_blocking(move || server.wait_for_exit())
+        .await
+        .expect("join");
     assert!(exit.expect("exited").success());
 }

@@ -132,23 +132,12 @@ async fn call_lines_come_out_in_order_before_a_warning_and_all_by_exit() {
     let session = post(&client, &server, "sign-in-2", None, "sign_in", user).await;
     let token = session["result"]["access_token"].as_str().expect("token");
     burst(&server, token, "b").await;
-    let pid = server.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait().expect("wait") {
-                return (server, status);
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "no exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
-    let (server, status) = exit.await.expect("join");
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let status = server.terminate().expect("exited within 20 s");
+        (server, status)
+    })
+    .await
+    .expect("join");
     assert!(status.success(), "{status}");
     // The reader thread may still be reading the pipe's last bytes.
     let log = log_when(&server, |log| {
