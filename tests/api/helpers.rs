@@ -574,15 +574,20 @@ impl ServerProcess {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits (blocking) up to 20 s for the exit; `None`
-    /// if the process is still running then.
-    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let status = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits (blocking) up to 20 s for the exit; `None`
+    /// if the process is still running then.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.sigterm();
         self.wait_for_exit()
     }
 
