@@ -10,12 +10,13 @@
 //! cost about 12,400 instructions per call, a quarter of the call.
 //!
 //! [`CallLines`] wraps the `fmt` layer: an event of the call target with no
-//! span around it is written by [`write_line`] straight into a reused
+//! span around it is written by [`write_line`] straight into a reused byte
 //! buffer (strings copied when they need no escaping, numbers by `itoa`,
-//! the date part of the timestamp kept per thread and per second), then
-//! appended to the same batched writer, under the same lock, as every other
-//! line, so the order of lines is unchanged. Every other event, and every
-//! span, goes to the `fmt` layer as before. The bytes are those the `fmt`
+//! the date part of the timestamp kept per thread and per second, one
+//! clock reading for both the timestamp and the writer's order), then
+//! appended to the same batched writer as every other line, so the order
+//! of lines is unchanged. Every other event, and every span, goes to the
+//! `fmt` layer as before. The bytes are those the `fmt`
 //! layer writes, in both formats (checked by the tests below against the
 //! `fmt` layer itself): text as `Format<Full>` without colours, JSON as
 //! `json().flatten_event(true)` without spans. With colours on (a person at
@@ -69,7 +70,7 @@ impl<L> CallLines<L> {
 
 thread_local! {
     /// The line being written (kept, so a line makes no allocation).
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(256));
     /// The second and the date part of the timestamp last written.
     static DATE: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
 }
@@ -124,9 +125,10 @@ where
                 return false;
             };
             line.clear();
-            write_line(&mut line, event, self.format, SystemTime::now());
+            let now = self.writer.now();
+            write_line(&mut line, event, self.format, now.time_of_day());
             let urgent = *event.metadata().level() <= Level::WARN;
-            self.writer.append(line.as_bytes(), urgent);
+            self.writer.append_at(&line, now, urgent);
             true
         });
         if !written {
@@ -161,42 +163,40 @@ where
 }
 
 /// Writes `event` as one line (with its newline) in `format`, stamped `now`.
-pub fn write_line(out: &mut String, event: &Event<'_>, format: LineFormat, now: SystemTime) {
+pub fn write_line(out: &mut Vec<u8>, event: &Event<'_>, format: LineFormat, now: SystemTime) {
     let meta = event.metadata();
     match format {
         LineFormat::Text => {
             write_timestamp(out, now);
-            out.push(' ');
-            out.push_str(match *meta.level() {
-                Level::TRACE => "TRACE",
-                Level::DEBUG => "DEBUG",
-                Level::INFO => " INFO",
-                Level::WARN => " WARN",
-                Level::ERROR => "ERROR",
+            out.extend_from_slice(match *meta.level() {
+                Level::TRACE => b" TRACE ",
+                Level::DEBUG => b" DEBUG ",
+                Level::INFO => b"  INFO ",
+                Level::WARN => b"  WARN ",
+                Level::ERROR => b" ERROR ",
             });
-            out.push(' ');
-            out.push_str(meta.target());
-            out.push_str(": ");
+            out.extend_from_slice(meta.target().as_bytes());
+            out.extend_from_slice(b": ");
             event.record(&mut TextFields { out, first: true });
         }
         LineFormat::Json => {
-            out.push_str("{\"timestamp\":\"");
+            out.extend_from_slice(b"{\"timestamp\":\"");
             write_timestamp(out, now);
-            out.push_str("\",\"level\":\"");
-            out.push_str(meta.level().as_str());
-            out.push_str("\",");
+            out.extend_from_slice(b"\",\"level\":\"");
+            out.extend_from_slice(meta.level().as_str().as_bytes());
+            out.extend_from_slice(b"\",");
             event.record(&mut JsonFields { out });
-            out.push_str("\"target\":");
+            out.extend_from_slice(b"\"target\":");
             json_str(out, meta.target());
-            out.push('}');
+            out.push(b'}');
         }
     }
-    out.push('\n');
+    out.push(b'\n');
 }
 
 /// `2026-12-05T18:16:01.886501Z`, as `tracing-subscriber`'s `SystemTime`
 /// writes it; the part up to the second is computed once per second.
-fn write_timestamp(out: &mut String, now: SystemTime) {
+fn write_timestamp(out: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (cached, mut date) = DATE.get();
@@ -204,17 +204,16 @@ fn write_timestamp(out: &mut String, now: SystemTime) {
         date = date_part(secs);
         DATE.set((secs, date));
     }
-    out.push_str(std::str::from_utf8(&date).unwrap_or("1970-01-01T00:00:00"));
-    out.push('.');
-    let micros = since.subsec_micros();
-    let mut digits = [b'0'; 6];
-    let mut rest = micros;
-    for digit in digits.iter_mut().rev() {
+    let mut text = [0u8; 27];
+    text[..19].copy_from_slice(&date);
+    text[19] = b'.';
+    let mut rest = since.subsec_micros();
+    for digit in text[20..26].iter_mut().rev() {
         *digit = b'0' + (rest % 10) as u8;
         rest /= 10;
     }
-    out.push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
-    out.push('Z');
+    text[26] = b'Z';
+    out.extend_from_slice(&text);
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` of a Unix second (UTC).
@@ -240,28 +239,45 @@ fn date_part(secs: u64) -> [u8; 19] {
     text
 }
 
+/// `write!` into a byte buffer.
+struct Bytes<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Bytes<'_> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
 /// The fields as the default text format writes them: the message as it
 /// is, then ` name=value` with strings as `Debug` shows them.
 struct TextFields<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
     first: bool,
 }
 
 impl TextFields<'_> {
-    fn name(&mut self, field: &Field) {
+    /// The space before every field but the first.
+    fn space(&mut self) {
         if !std::mem::take(&mut self.first) {
-            self.out.push(' ');
+            self.out.push(b' ');
         }
+    }
+
+    fn name(&mut self, field: &Field) {
+        self.space();
         let name = field.name();
-        self.out.push_str(name.strip_prefix("r#").unwrap_or(name));
-        self.out.push('=');
+        self.out
+            .extend_from_slice(name.strip_prefix("r#").unwrap_or(name).as_bytes());
+        self.out.push(b'=');
     }
 }
 
 impl Visit for TextFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            return self.record_debug(field, &format_args!("{value}"));
+            self.space();
+            return self.out.extend_from_slice(value.as_bytes());
         }
         self.name(field);
         debug_str(self.out, value);
@@ -269,51 +285,64 @@ impl Visit for TextFields<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.name(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.name(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
-            if !std::mem::take(&mut self.first) {
-                self.out.push(' ');
-            }
+            self.space();
         } else {
             self.name(field);
         }
-        let _ = write!(self.out, "{value:?}");
+        let _ = write!(Bytes(self.out), "{value:?}");
     }
+}
+
+/// Whether `value` is written as it is between quotes, by `Debug` (printable
+/// ASCII but `"` and `\\`) or as a JSON string (`json`: no control character,
+/// `"` or `\\`). Every byte is looked at, without a branch per byte.
+fn needs_no_escape(value: &str, json: bool) -> bool {
+    let top = if json { 0xff } else { 0x7e };
+    value.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b <= top) & (b != b'"') & (b != b'\\')
+    })
 }
 
 /// A string as `Debug` writes it: copied between quotes when it has
 /// nothing to escape.
-fn debug_str(out: &mut String, value: &str) {
-    if value
-        .bytes()
-        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-    {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
+fn debug_str(out: &mut Vec<u8>, value: &str) {
+    if needs_no_escape(value, false) {
+        quoted(out, value);
     } else {
-        let _ = write!(out, "{value:?}");
+        let _ = write!(Bytes(out), "{value:?}");
     }
+}
+
+/// `value` between double quotes, as it is.
+fn quoted(out: &mut Vec<u8>, value: &str) {
+    out.reserve(value.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'"');
 }
 
 /// The fields as `"name":value,` pairs, as the JSON format flattens them:
 /// strings and `Debug` output as JSON strings, integers as numbers.
 struct JsonFields<'a> {
-    out: &'a mut String,
+    out: &'a mut Vec<u8>,
 }
 
 impl JsonFields<'_> {
     fn name(&mut self, field: &Field) {
         json_str(self.out, field.name());
-        self.out.push(':');
+        self.out.push(b':');
     }
 }
 
@@ -321,34 +350,36 @@ impl Visit for JsonFields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         self.name(field);
         json_str(self.out, value);
-        self.out.push(',');
+        self.out.push(b',');
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.name(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
-        self.out.push(',');
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.out.push(b',');
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.name(field);
-        self.out.push_str(itoa::Buffer::new().format(value));
-        self.out.push(',');
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.out.push(b',');
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.name(field);
-        self.out.push_str(if value { "true" } else { "false" });
-        self.out.push(',');
+        self.out
+            .extend_from_slice(if value { b"true," } else { b"false," });
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.name(field);
         match serde_json::to_string(&value) {
-            Ok(number) => self.out.push_str(&number),
-            Err(_) => self.out.push_str("null"),
+            Ok(number) => self.out.extend_from_slice(number.as_bytes()),
+            Err(_) => self.out.extend_from_slice(b"null"),
         }
-        self.out.push(',');
+        self.out.push(b',');
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
@@ -356,33 +387,32 @@ impl Visit for JsonFields<'_> {
         // Written in place; quoted again through serde_json only when it
         // turns out to need escaping.
         let start = self.out.len();
-        self.out.push('"');
-        let _ = write!(self.out, "{value:?}");
-        let plain = self.out.as_bytes()[start + 1..]
-            .iter()
-            .all(|&b| b >= 0x20 && b != b'"' && b != b'\\');
+        self.out.push(b'"');
+        let _ = write!(Bytes(self.out), "{value:?}");
+        let written = self.out.get(start + 1..).unwrap_or_default();
+        let plain = written.iter().fold(true, |plain, &b| {
+            plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+        });
         if plain {
-            self.out.push('"');
+            self.out.push(b'"');
         } else {
-            let text = self.out.split_off(start + 1);
+            let text = String::from_utf8_lossy(written).into_owned();
             self.out.truncate(start);
             json_str(self.out, &text);
         }
-        self.out.push(',');
+        self.out.push(b',');
     }
 }
 
 /// A JSON string as `serde_json` writes it: copied between quotes when it
 /// has nothing to escape.
-fn json_str(out: &mut String, value: &str) {
-    if value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(value);
-        out.push('"');
+fn json_str(out: &mut Vec<u8>, value: &str) {
+    if needs_no_escape(value, true) {
+        quoted(out, value);
     } else {
         match serde_json::to_string(value) {
-            Ok(quoted) => out.push_str(&quoted),
-            Err(_) => out.push_str("\"\""),
+            Ok(escaped) => out.extend_from_slice(escaped.as_bytes()),
+            Err(_) => out.extend_from_slice(b"\"\""),
         }
     }
 }
@@ -397,7 +427,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct Capture {
         fmt: Arc<Mutex<Vec<u8>>>,
-        ours: Arc<Mutex<String>>,
+        ours: Arc<Mutex<Vec<u8>>>,
     }
 
     impl std::io::Write for &Capture {
@@ -419,13 +449,13 @@ mod tests {
 
     impl<S: Subscriber> Layer<S> for Ours {
         fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-            let mut line = String::new();
+            let mut line = Vec::new();
             write_line(&mut line, event, self.1, SystemTime::now());
             self.0
                 .ours
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push_str(&line);
+                .extend_from_slice(&line);
         }
     }
 
@@ -435,15 +465,16 @@ mod tests {
             ("we\"ird\\ é\n", None),
             ("-", Some("::1")),
         ] {
+            // As the security layer writes it: the message a plain string.
             tracing::info!(
                 target: "rpcguard::call",
+                message = "call",
                 method = "get_caller",
                 caller,
                 outcome = -32001,
                 latency_us = 12_u64,
                 client_addr = %addr.unwrap_or("-"),
                 request_id = "0a1b2c3d-2f",
-                "call"
             );
         }
         tracing::warn!(target: "rpcguard::call", flag = true, "odd \"message\"");
@@ -462,16 +493,29 @@ mod tests {
             .collect()
     }
 
-    fn compare(format: LineFormat) {
-        let capture = Capture::default();
+    /// `tracing-subscriber`'s `fmt` layer without colours, writing into
+    /// `capture`.
+    fn fmt_layer<S>(
+        capture: &Capture,
+    ) -> tracing_subscriber::fmt::Layer<
+        S,
+        tracing_subscriber::fmt::format::DefaultFields,
+        tracing_subscriber::fmt::format::Format,
+        impl Fn() -> &'static Capture + 'static,
+    > {
         let writer = capture.clone();
         let make = move || {
             let w: &'static Capture = Box::leak(Box::new(writer.clone()));
             w
         };
-        let fmt = tracing_subscriber::fmt::layer()
+        tracing_subscriber::fmt::layer()
             .with_ansi(false)
-            .with_writer(make);
+            .with_writer(make)
+    }
+
+    fn compare(format: LineFormat) {
+        let capture = Capture::default();
+        let fmt = fmt_layer(&capture);
         let subscriber = tracing_subscriber::registry().with(Ours(capture.clone(), format));
         match format {
             LineFormat::Text => {
@@ -487,7 +531,7 @@ mod tests {
             }
         }
         let theirs = String::from_utf8(capture.fmt.lock().expect("lock").clone()).expect("utf-8");
-        let ours = capture.ours.lock().expect("lock").clone();
+        let ours = String::from_utf8(capture.ours.lock().expect("lock").clone()).expect("utf-8");
         assert_eq!(ours.lines().count(), 4, "{ours}");
         assert_eq!(
             without_times(&ours, format),
@@ -507,13 +551,42 @@ mod tests {
     }
 
     #[test]
+    fn a_message_given_as_a_string_is_written_as_a_formatted_one() {
+        // The security layer gives the call line's message as a string
+        // field: the `fmt` layer must write it as the macro's message.
+        for format in [LineFormat::Text, LineFormat::Json] {
+            let capture = Capture::default();
+            let fmt = fmt_layer(&capture);
+            let emit = || {
+                tracing::info!(target: "rpcguard::call", message = "call", outcome = 0);
+                tracing::info!(target: "rpcguard::call", outcome = 0, "call");
+            };
+            match format {
+                LineFormat::Text => {
+                    let subscriber = tracing_subscriber::registry().with(fmt);
+                    tracing::subscriber::with_default(subscriber, emit);
+                }
+                LineFormat::Json => {
+                    let fmt = fmt.json().flatten_event(true).with_current_span(false);
+                    let subscriber = tracing_subscriber::registry().with(fmt);
+                    tracing::subscriber::with_default(subscriber, emit);
+                }
+            }
+            let text = String::from_utf8(capture.fmt.lock().expect("lock").clone()).expect("utf-8");
+            let lines = without_times(&text, format);
+            assert_eq!(lines.len(), 2, "{text}");
+            assert_eq!(lines[0], lines[1], "{format:?}");
+        }
+    }
+
+    #[test]
     fn timestamps_are_written_as_tracing_subscriber_writes_them() {
         let at = UNIX_EPOCH + std::time::Duration::from_micros(1_764_958_561_886_501);
-        let mut ours = String::new();
+        let mut ours = Vec::new();
         write_timestamp(&mut ours, at);
-        assert_eq!(ours, "2025-12-05T18:16:01.886501Z");
-        let mut again = String::new();
+        assert_eq!(ours, b"2025-12-05T18:16:01.886501Z");
+        let mut again = Vec::new();
         write_timestamp(&mut again, at + std::time::Duration::from_micros(7));
-        assert_eq!(again, "2025-12-05T18:16:01.886508Z", "the cached second");
+        assert_eq!(again, b"2025-12-05T18:16:01.886508Z", "the cached second");
     }
 }

@@ -47,30 +47,14 @@ async fn sigterm_lets_the_call_in_flight_finish_then_exits_cleanly() {
     // on a loaded machine (at 100 ms it once had not been sent yet); the
     // hash at cost 12 in a debug build takes far longer than this.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let pid = server.child.id().to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    server.sigterm();
     let answer = in_flight.await.expect("join");
     assert_eq!(
         answer.expect("the call in flight completes")["username"],
         "late"
     );
-    let exit = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(status) = server.child.try_wait().expect("wait") {
-                return Some(status);
-            }
-            if started.elapsed() > std::time::Duration::from_secs(20) {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    })
-    .await
-    .expect("join");
+    let exit = tokio::task::spawn_blocking(move || server.wait_for_exit())
+        .await
+        .expect("join");
     assert!(exit.expect("exited").success());
 }

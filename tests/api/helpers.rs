@@ -573,6 +573,37 @@ impl ServerProcess {
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Sends SIGTERM and waits (blocking) up to 20 s for the exit; `None`
+    /// if the process is still running then.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.sigterm();
+        self.wait_for_exit()
+    }
+
+    /// Waits (blocking) up to 20 s for the process to exit.
+    pub fn wait_for_exit(&mut self) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return Some(status);
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Runs `rpcguard serve --addr 127.0.0.1:0 ARGS` with `env` (and no

@@ -29,6 +29,7 @@ mod hardening;
 mod instances;
 mod integrity;
 mod keys;
+mod logging;
 mod metrics;
 mod oidc;
 mod oidc_provider;

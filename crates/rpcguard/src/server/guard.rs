@@ -404,15 +404,17 @@ struct CallLine<'a> {
 
 fn log_call(line: CallLine<'_>) {
     let latency_us = u64::try_from(line.elapsed.as_micros()).unwrap_or(u64::MAX);
+    // The message as a plain string field (first, where the macro puts a
+    // message): written as `"call"` would be, without formatting machinery.
     tracing::info!(
         target: "rpcguard::call",
+        message = "call",
         method = line.method,
         caller = line.caller.unwrap_or("-"),
         outcome = line.outcome,
         latency_us,
         client_addr = %Addr(line.client),
         request_id = line.request_id.unwrap_or("-"),
-        "call"
     );
 }
 
