@@ -131,17 +131,19 @@ async fn idle_and_unfinished_connections_are_cut_and_cannot_take_every_slot() {
         "--body-timeout",
         "2",
         "--max-connections",
-        "48",
+        "64",
         "--max-connections-per-ip",
         "0",
     ]);
     let addr = server.addr;
-    // Three ways to hold a slot without finishing a request; 16 of each.
+    // Three ways to hold a slot without finishing a request, and a
+    // keep-alive connection left idle after its answer; 16 of each.
     // (The HTTP/2 preface is refused at once: `http2_is_refused_at_once`.)
-    let openings: [&[u8]; 3] = [
+    let openings: [&[u8]; 4] = [
         b"",
         b"P",
         b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n",
     ];
     let mut held = Vec::new();
     for opening in openings {
@@ -161,7 +163,7 @@ async fn idle_and_unfinished_connections_are_cut_and_cannot_take_every_slot() {
     let mut extra = connect_from([127, 0, 0, 1], addr).await;
     assert!(
         closed_within(&mut extra, Duration::from_secs(1)).await,
-        "the 49th connection of the same address is refused at once"
+        "the 65th connection of the same address is refused at once"
     );
     // Each held socket is closed by the server within the deadline.
     for (opening, mut stream) in held {
