@@ -223,6 +223,7 @@ async fn accounts_kit(config: &Config, publishing_jwks: bool) -> Result<Accounts
         limits: config.session_limits,
         metrics: metrics.clone(),
         refresh_ttl: config.refresh_ttl,
+        clock: config.clock.clone(),
         #[cfg(feature = "oidc")]
         external: external.clone(),
     });
@@ -278,11 +279,12 @@ async fn token_keys(
         }
         let secret = load_secret(&config.secret, &config.data_dir)?;
         prepare_data_dir(&config.data_dir)?;
-        return Ok(TokenKeys::new(&secret, issuer, issuer, ttl)?);
+        let keys = TokenKeys::new(&secret, issuer, issuer, ttl)?;
+        return Ok(keys.with_clock(config.clock.clone()));
     }
     prepare_data_dir(&config.data_dir)?;
-    let set = open_key_set(&config.data_dir, config.jwt_alg, ttl)?;
-    let keys = TokenKeys::from_key_set(&set, issuer, issuer, ttl)?;
+    let set = open_key_set(&config.data_dir, config.jwt_alg, ttl, &config.clock)?;
+    let keys = TokenKeys::from_key_set(&set, issuer, issuer, ttl)?.with_clock(config.clock.clone());
     if let Ok(signing) = set.signing() {
         tracing::info!(kid = %signing.kid, alg = %signing.alg, keys = set.keys.len(), "token keys loaded");
     }
@@ -312,7 +314,9 @@ async fn database_token_keys(
         SecretSource::DataDir => None,
         _ => Some(load_secret(&config.secret, &config.data_dir)?),
     };
-    let db = DbKeySet::connect(url).await?;
+    let db = DbKeySet::connect(url)
+        .await?
+        .with_clock(config.clock.clone());
     let import = Import {
         given_secret: given_secret.as_deref(),
         data_dir: &config.data_dir,
@@ -324,7 +328,7 @@ async fn database_token_keys(
             tracing::warn!(%kid, "the given secret (RPCGUARD_SECRET or --secret-file) is not in the database's key set, which signs and verifies instead: drop it from this instance's configuration");
         }
     }
-    let keys = TokenKeys::from_key_set(&set, issuer, issuer, ttl)?;
+    let keys = TokenKeys::from_key_set(&set, issuer, issuer, ttl)?.with_clock(config.clock.clone());
     if let Ok(signing) = set.signing() {
         tracing::info!(kid = %signing.kid, alg = %signing.alg, keys = set.keys.len(), store = "postgres", "token keys loaded");
     }
@@ -462,9 +466,10 @@ fn spawn_upkeep(accounts: std::sync::Weak<Accounts>) {
 /// one naming an ended session). A rotated refresh token presented after
 /// its purge is `invalid_token` rather than a reuse; it had expired
 /// anyway. Storage is so bounded by the sessions opened, and the refreshes
-/// made, within one refresh-token lifetime. Returns the rows deleted.
+/// made, within one refresh-token lifetime. "Ago" by the accounts' clock.
+/// Returns the rows deleted.
 pub async fn purge_sessions(accounts: &Accounts) -> Result<u64, StoreError> {
-    let now = crate::clock::unix_now().unwrap_or(0);
+    let now = accounts.clock.unix_now().unwrap_or(0);
     let horizon = now.saturating_sub(accounts.keys.ttl().as_secs());
     let purged = accounts
         .store

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::token::MIN_KEY_BYTES;
+use crate::clock::Clock;
 use crate::throttle::ThrottleConfig;
 use rpcguard::openrpc::DocInfo;
 use rpcguard::server::ServerConfig;
@@ -118,6 +119,12 @@ pub struct Config {
     pub oidc: Option<rpcguard::security::oidc::OidcConfig>,
     /// Server limits and identity.
     pub server: ServerConfig,
+    /// Where the server reads the time: token `iat`/`exp` and their
+    /// expiry, session and refresh-token times, account creation, password
+    /// changes, key rotations at start, purges. The system clock by
+    /// default; a test gives a [`ManualClock`](crate::clock::ManualClock)
+    /// to move time instead of sleeping.
+    pub clock: Clock,
 }
 
 impl Config {
@@ -150,6 +157,7 @@ impl Config {
                 cpu_share: Some(bcrypt_share(DEFAULT_BCRYPT_SHARE)),
                 ..ServerConfig::default()
             },
+            clock: Clock::System,
         }
     }
 
@@ -260,7 +268,7 @@ pub enum ConfigError {
         "--oidc-issuer {0:?} is this server's own token issuer; an external issuer needs its own `iss`"
     )]
     OidcIssuerIsOurs(String),
-    /// The system clock is before 1970.
+    /// The clock is before 1970.
     #[error("system clock is before the Unix epoch")]
     Clock,
     /// Reading or writing a file failed.

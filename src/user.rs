@@ -249,15 +249,14 @@ impl User {
     /// What `get_caller` shows for a caller of an external identity
     /// provider, who has no account here: its `sub` as the username, the
     /// scopes its token grants (in the caller's scheme), and the token's
-    /// `iat` (the time of the call when it has none) as `created_at`.
+    /// `iat` (`now`, the time of the call, when it has none) as
+    /// `created_at`.
     pub fn external(
         caller: &rpcguard::Caller,
         identity: &rpcguard::security::oidc::ExternalIdentity,
+        now: Option<u64>,
     ) -> Self {
-        let issued = identity
-            .issued_at
-            .or_else(crate::clock::unix_now)
-            .unwrap_or(0);
+        let issued = identity.issued_at.or(now).unwrap_or(0);
         User {
             username: identity.subject.clone(),
             scopes: BTreeMap::from([(

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
+use rpcguard_accounts::clock::Clock;
 use rpcguard_accounts::keys::KeyAlg;
 
 #[derive(Debug, Args)]
@@ -92,7 +93,12 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
             let ttl = prepare(&keys)?;
             let set = match &keys.database_url {
                 Some(url) => DbKeySet::connect(url).await?.rotate(alg, ttl).await?,
-                None => rpcguard_accounts::keys::rotate_key_set(&keys.data_dir, alg, ttl)?,
+                None => rpcguard_accounts::keys::rotate_key_set(
+                    &keys.data_dir,
+                    alg,
+                    ttl,
+                    &Clock::System,
+                )?,
             };
             let signing = set.signing()?;
             let now = rpcguard_accounts::clock::unix_now().unwrap_or(0);
@@ -114,7 +120,12 @@ pub(crate) async fn key(command: KeyCommand) -> anyhow::Result<()> {
                     .load()
                     .await?
                     .ok_or(ConfigError::NoKeySet)?,
-                None => rpcguard_accounts::keys::open_key_set(&keys.data_dir, None, ttl)?,
+                None => rpcguard_accounts::keys::open_key_set(
+                    &keys.data_dir,
+                    None,
+                    ttl,
+                    &Clock::System,
+                )?,
             };
             let now = rpcguard_accounts::clock::unix_now().unwrap_or(0);
             for key in &set.keys {

@@ -41,7 +41,7 @@ use tokio::sync::Notify;
 use super::file::{first_key_set, read_key_set, KEYS_FILE_NAME};
 use super::set::{KeyAlg, KeySet, StoredKey};
 use crate::auth::token::TokenKeys;
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::ConfigError;
 use crate::store::StoreError;
 
@@ -70,6 +70,7 @@ fn database(err: impl Into<StoreError>) -> ConfigError {
 #[derive(Debug, Clone)]
 pub struct DbKeySet {
     pool: PgPool,
+    clock: Clock,
 }
 
 impl DbKeySet {
@@ -85,7 +86,19 @@ impl DbKeySet {
             .run(&pool)
             .await
             .map_err(database)?;
-        Ok(DbKeySet { pool })
+        Ok(DbKeySet {
+            pool,
+            clock: Clock::System,
+        })
+    }
+
+    /// The same set, its keys made, retired and pruned at `clock`'s time
+    /// (the server's [`Config::clock`](crate::config::Config::clock));
+    /// the system clock otherwise.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The set in the database; `None` when it has no keys.
@@ -153,7 +166,7 @@ impl DbKeySet {
             .map_err(database)?;
         let before = read_keys(&mut *tx).await?;
         let current = checked(before.clone())?;
-        let now = unix_now().ok_or(ConfigError::Clock)?;
+        let now = self.clock.unix_now().ok_or(ConfigError::Clock)?;
         let (set, changed) = edit(current, now)?;
         set.check()?;
         if changed {

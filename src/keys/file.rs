@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::set::{KeyAlg, KeySet, StoredKey};
 use crate::auth::token::TokenKeys;
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::config::{read_key_file, ConfigError, SECRET_FILE_NAME};
 
 /// Name of the key set file in the data dir.
@@ -36,14 +36,17 @@ pub const KEYS_FILE_NAME: &str = "keys.json";
 /// `secret.key` when there is one), and makes it match `alg` when given: if
 /// the signing key has another algorithm, the set is rotated to a new key of
 /// `alg`. Keys whose grace (for tokens living `ttl`) has ended are removed.
-/// The data dir must exist ([`crate::config::prepare_data_dir`]).
+/// New keys are made, and old ones retired, at `clock`'s time (the
+/// server's [`Config::clock`](crate::config::Config::clock)). The data dir
+/// must exist ([`crate::config::prepare_data_dir`]).
 pub fn open_key_set(
     data_dir: &Path,
     alg: Option<KeyAlg>,
     ttl: Duration,
+    clock: &Clock,
 ) -> Result<KeySet, ConfigError> {
     let path = data_dir.join(KEYS_FILE_NAME);
-    let now = unix_now().ok_or(ConfigError::Clock)?;
+    let now = clock.unix_now().ok_or(ConfigError::Clock)?;
     let (mut set, mut changed) = match read_key_set(&path) {
         Ok(set) => (set, false),
         Err(ConfigError::Io { cause: source, .. })
@@ -63,15 +66,16 @@ pub fn open_key_set(
 
 /// Rotates the data dir's key set to a new key of `alg` (default: the
 /// signing key's algorithm), removes keys past their grace, saves it and
-/// returns it. A running server on this data dir picks it up within
-/// seconds ([`watch_key_file`]).
+/// returns it, at `clock`'s time. A running server on this data dir picks
+/// it up within seconds ([`watch_key_file`]).
 pub fn rotate_key_set(
     data_dir: &Path,
     alg: Option<KeyAlg>,
     ttl: Duration,
+    clock: &Clock,
 ) -> Result<KeySet, ConfigError> {
-    let mut set = open_key_set(data_dir, None, ttl)?;
-    let now = unix_now().ok_or(ConfigError::Clock)?;
+    let mut set = open_key_set(data_dir, None, ttl, clock)?;
+    let now = clock.unix_now().ok_or(ConfigError::Clock)?;
     let alg = match alg {
         Some(alg) => alg,
         None => set.signing()?.alg,
@@ -262,13 +266,16 @@ mod tests {
     #[test]
     fn a_new_data_dir_gets_a_private_set_of_the_asked_algorithm() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let set = open_key_set(dir.path(), Some(KeyAlg::ES256), TTL).expect("open");
+        let set = open_key_set(dir.path(), Some(KeyAlg::ES256), TTL, &Clock::System).expect("open");
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.signing().expect("signing").alg, KeyAlg::ES256);
         #[cfg(unix)]
         assert_eq!(mode(&dir.path().join(KEYS_FILE_NAME)), 0o600);
         // Reopened without --jwt-alg: the same set, unchanged.
-        assert_eq!(open_key_set(dir.path(), None, TTL).expect("reopen"), set);
+        assert_eq!(
+            open_key_set(dir.path(), None, TTL, &Clock::System).expect("reopen"),
+            set
+        );
     }
 
     #[test]
@@ -276,7 +283,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = crate::config::load_secret(&crate::config::SecretSource::DataDir, dir.path())
             .expect("old secret.key");
-        let set = open_key_set(dir.path(), None, TTL).expect("open");
+        let set = open_key_set(dir.path(), None, TTL, &Clock::System).expect("open");
         assert_eq!(set.keys.len(), 1);
         let key = set.signing().expect("signing");
         assert!(key.legacy);
@@ -285,7 +292,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         crate::config::load_secret(&crate::config::SecretSource::DataDir, dir.path())
             .expect("old secret.key");
-        let set = open_key_set(dir.path(), Some(KeyAlg::EdDSA), TTL).expect("open");
+        let set = open_key_set(dir.path(), Some(KeyAlg::EdDSA), TTL, &Clock::System).expect("open");
         assert_eq!(set.keys.len(), 2);
         assert!(set.keys[0].legacy && set.keys[0].retired.is_some());
         assert_eq!(set.signing().expect("signing").alg, KeyAlg::EdDSA);
@@ -294,14 +301,15 @@ mod tests {
     #[test]
     fn rotation_is_saved_and_a_changed_alg_rotates() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let first = open_key_set(dir.path(), None, TTL).expect("open");
+        let first = open_key_set(dir.path(), None, TTL, &Clock::System).expect("open");
         assert_eq!(first.signing().expect("signing").alg, KeyAlg::HS256);
-        let rotated = rotate_key_set(dir.path(), None, TTL).expect("rotate");
+        let rotated = rotate_key_set(dir.path(), None, TTL, &Clock::System).expect("rotate");
         assert_eq!(rotated.keys.len(), 2);
         assert_eq!(rotated.signing().expect("signing").alg, KeyAlg::HS256);
         let read = read_key_set(&dir.path().join(KEYS_FILE_NAME)).expect("read");
         assert_eq!(read, rotated);
-        let switched = open_key_set(dir.path(), Some(KeyAlg::RS256), TTL).expect("switch");
+        let switched =
+            open_key_set(dir.path(), Some(KeyAlg::RS256), TTL, &Clock::System).expect("switch");
         assert_eq!(switched.keys.len(), 3);
         assert_eq!(switched.signing().expect("signing").alg, KeyAlg::RS256);
         #[cfg(unix)]
@@ -313,10 +321,10 @@ mod tests {
     fn an_open_key_file_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        open_key_set(dir.path(), None, TTL).expect("open");
+        open_key_set(dir.path(), None, TTL, &Clock::System).expect("open");
         let path = dir.path().join(KEYS_FILE_NAME);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let err = open_key_set(dir.path(), None, TTL).unwrap_err();
+        let err = open_key_set(dir.path(), None, TTL, &Clock::System).unwrap_err();
         assert!(matches!(err, ConfigError::KeyFileMode { .. }), "{err}");
     }
 }

@@ -38,7 +38,6 @@ use serde_json::json;
 
 use super::errors::*;
 use crate::auth::password::{prevailing_cost, PasswordError};
-use crate::clock::unix_now;
 use crate::store::StoreError;
 use crate::throttle::draw_shared;
 use crate::user::{Password, Scope, Token, User, Username};
@@ -246,8 +245,7 @@ async fn create_account<S: AsRef<Accounts>>(
         .hash(&params.password)
         .await
         .map_err(PasswordError::into_rpc)?;
-    let now = unix_now().ok_or_else(|| RpcError::internal("clock before 1970"))?;
-    let created_at = i64::try_from(now).map_err(RpcError::internal)?;
+    let created_at = accounts.now()?;
     let user = accounts
         .store
         .create_user(&params.username, &hash, created_at)
@@ -400,12 +398,13 @@ async fn get_caller<S: AsRef<Accounts>>(
     }
     // A caller of an external issuer is not in the store, whatever its
     // `sub` (a local user of that name is someone else).
+    let accounts: &Accounts = (*ctx.state).as_ref();
     #[cfg(feature = "oidc")]
     if let Some(external) = caller.detail::<ExternalIdentity>() {
-        return Ok(Arc::new(User::external(caller, external)));
+        let now = accounts.clock.unix_now();
+        return Ok(Arc::new(User::external(caller, external, now)));
     }
     // A custom security function may not attach the user: look it up.
-    let accounts: &Accounts = (*ctx.state).as_ref();
     accounts
         .store
         .find_account(&caller.subject)

@@ -25,7 +25,6 @@ use super::errors::*;
 use super::state::Accounts;
 use crate::auth::password::PasswordError;
 use crate::bearer::{caller_for_token, presented_claims};
-use crate::clock::unix_now;
 use crate::metrics::EndCause;
 use crate::session::{self, join_scopes, NewSession, Rotation};
 use crate::store::{StoreError, StoredUser};
@@ -172,12 +171,6 @@ where
     Ok(())
 }
 
-fn now_secs() -> Result<i64, RpcError> {
-    unix_now()
-        .and_then(|now| i64::try_from(now).ok())
-        .ok_or_else(|| RpcError::internal("clock before 1970"))
-}
-
 /// A fresh access token in `session` and the `Token` around it.
 pub(crate) fn token_in_session(
     accounts: &Accounts,
@@ -210,7 +203,7 @@ pub(crate) async fn open(
     user: &StoredUser,
     limit: Option<Vec<String>>,
 ) -> Result<(Token, String), RpcError> {
-    let now = now_secs()?;
+    let now = accounts.now()?;
     let session_id = session::new_session_id();
     let (refresh_token, refresh_hash) = session::new_refresh_token();
     let limit = limit.map(|mut scopes| {
@@ -331,7 +324,7 @@ async fn rotate<S: AsRef<Accounts>>(
         &accounts.refresh_throttle.shared(client, &record.session_id),
     )
     .await?;
-    let now = now_secs()?;
+    let now = accounts.now()?;
     let (next, next_hash) = session::new_refresh_token();
     let expires = now.saturating_add(refresh_ttl_secs(accounts));
     let session = match accounts
@@ -395,7 +388,7 @@ async fn sign_out<S: AsRef<Accounts>>(
     let accounts: &Accounts = (*ctx.state).as_ref();
     let caller = ctx.caller()?;
     let claims = presented_claims(&accounts.keys, ctx.credentials().as_ref())?;
-    let now = now_secs()?;
+    let now = accounts.now()?;
     let audit = Audit::new(Event::SignOut)
         .username(&caller.subject)
         .client(ctx.remote_addr().map(|a| a.ip()))
@@ -471,7 +464,7 @@ async fn change_password<S: AsRef<Accounts>>(
             &user.password_hash,
             &new_hash,
             Some(&keep),
-            now_secs()?,
+            accounts.now()?,
         )
         .await
         .map_err(StoreError::into_rpc)?
@@ -517,7 +510,7 @@ async fn authenticate<S: AsRef<Accounts>>(
         let identity = caller
             .detail::<ExternalIdentity>()
             .ok_or_else(|| RpcError::internal("an external caller without its identity"))?;
-        let user = Arc::new(User::external(&caller, identity));
+        let user = Arc::new(User::external(&caller, identity, accounts.clock.unix_now()));
         slot.bind_bearer(&params.access_token, ctx.remote_addr())
             .map_err(RpcError::Unauthenticated)?;
         return Ok(user);

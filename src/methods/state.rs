@@ -33,6 +33,10 @@ pub struct Accounts {
     /// Lifetime of a refresh token (each `refresh` issues one that lives
     /// this long).
     pub refresh_ttl: std::time::Duration,
+    /// Where the methods read the time (sessions, refresh tokens, account
+    /// creation, password changes): the clock [`keys`](Self::keys) read
+    /// too.
+    pub clock: crate::clock::Clock,
     /// The external issuer whose tokens are accepted beside ours, if any
     /// (`authenticate` binds its tokens to a WebSocket session too).
     #[cfg(feature = "oidc")]
@@ -46,6 +50,15 @@ impl AsRef<Accounts> for Accounts {
 }
 
 impl Accounts {
+    /// The time by [`clock`](Self::clock), in the seconds the store keeps;
+    /// `-32603` when the clock is before 1970.
+    pub(crate) fn now(&self) -> Result<i64, RpcError> {
+        self.clock
+            .unix_now()
+            .and_then(|now| i64::try_from(now).ok())
+            .ok_or_else(|| RpcError::internal("clock before 1970"))
+    }
+
     /// Grants `scopes` (in the Bearer scheme) to the account `username`
     /// from the application's own code, as `rpcguard user grant` does from
     /// the command line: the account's tokens hold them from their next

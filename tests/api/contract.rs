@@ -74,14 +74,18 @@ both_stores! {
         assert_unauthenticated(app.call(Some(&expired), "get_caller", json!({})).await, "expired_token");
     }
 
-    async fn token_of_deleted_user(app) {
+    async fn token_of_deleted_user(app) config(c) { manual_clock(c); } {
         let token = app.signed_in("alice").await;
         let name = rpcguard_accounts::Username::parse("alice").expect("valid");
         assert!(app.store.delete_user(&name).await.expect("delete"));
         assert_unauthenticated(app.call(Some(&token), "get_caller", json!({})).await, "invalid_token");
-        // A new account of the same name does not revive the old token.
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        app.sign_up("alice", PASSWORD).await.expect("sign up again");
+        // A new account of the same name, created a second after the token
+        // was issued, does not revive the old token (the same second is
+        // hardening.rs's case).
+        app.clock().advance(std::time::Duration::from_secs(1));
+        let again = app.sign_up("alice", PASSWORD).await.expect("sign up again");
+        let created = rpcguard_accounts::clock::format_rfc3339(app.now() as i64);
+        assert_eq!(again["created_at"], created.as_str(), "created on the server's clock");
         assert_unauthenticated(app.call(Some(&token), "get_caller", json!({})).await, "invalid_token");
     }
 

@@ -10,6 +10,10 @@
 //! database). Without it that variant is marked `ignored` at build time
 //! (see build.rs), unless `RPCGUARD_REQUIRE_POSTGRES=1` (set by CI), where
 //! it fails.
+//!
+//! Time: a test that waits for a token to expire or for the second to
+//! change puts its app on a manual clock ([`manual_clock`] in its config
+//! tweak) and moves it ([`TestApp::clock`]) instead of sleeping.
 
 #![allow(dead_code)]
 
@@ -25,6 +29,7 @@ use jsonrpsee::types::ErrorObjectOwned;
 use jsonrpsee::ws_client::{WsClient, WsClientBuilder};
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use rpcguard::RunningServer;
+use rpcguard_accounts::clock::{Clock, ManualClock};
 use rpcguard_accounts::config::Config;
 use rpcguard_accounts::store::SharedStore;
 use serde_json::{json, Value};
@@ -54,6 +59,8 @@ pub struct TestApp {
     pub store: SharedStore,
     /// The same store, with its in-memory auth state.
     pub users: std::sync::Arc<rpcguard_accounts::store::CachedStore>,
+    /// The state of the server's account methods (its store, keys, clock).
+    pub accounts: std::sync::Arc<rpcguard_accounts::methods::accounts::Accounts>,
     pub data_dir: TempDir,
     server: Option<RunningServer>,
     pub http: reqwest::Client,
@@ -81,6 +88,12 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     config.bcrypt_cost = 4;
     config.sign_up_per_ip = 0;
     config
+}
+
+/// Puts the server on a manual clock standing at the system clock's second
+/// now: it moves only when the test moves it ([`TestApp::clock`]).
+pub fn manual_clock(config: &mut Config) {
+    config.clock = Clock::Manual(ManualClock::starting_now());
 }
 
 /// Starts, once per test process, dropping the databases of earlier runs.
@@ -194,6 +207,7 @@ impl TestApp {
         // The server's own store: writes through it are writes of the
         // server process and reach its auth state at once.
         let users = parts.users.clone();
+        let accounts = parts.state.clone();
         let store: SharedStore = users.clone();
         let server =
             rpcguard_accounts::app::serve(parts, &config, listener).expect("server starts");
@@ -205,10 +219,25 @@ impl TestApp {
             config,
             store,
             users,
+            accounts,
             data_dir,
             server: Some(server),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The manual clock the server runs on (see [`manual_clock`]); panics
+    /// when it runs on the system clock.
+    pub fn clock(&self) -> &ManualClock {
+        self.config
+            .clock
+            .as_manual()
+            .expect("the app runs on the system clock: give it manual_clock in its config")
+    }
+
+    /// The time by the server's clock (Unix seconds).
+    pub fn now(&self) -> u64 {
+        self.config.clock.unix_now().expect("clock")
     }
 
     /// The running server's policy handle.
@@ -225,11 +254,18 @@ impl TestApp {
 
     /// Stops the server and starts a new one on the same config and data
     /// dir (a restart).
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`restart`](Self::restart), with `tweak` applied to the config
+    /// first.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
         if let Some(server) = self.server.take() {
             server.stop().await;
         }
-        let config = self.config.clone();
+        let mut config = self.config.clone();
+        tweak(&mut config);
         Self::start(config, self.data_dir).await
     }
 
@@ -389,10 +425,20 @@ pub async fn call_positional(
     }
 }
 
-/// Valid token claims for `sub` (issued now, 10 minutes to live, our
-/// issuer and audience), changed by `edit`: the base of every forged token.
+/// Valid token claims for `sub` (issued now by the system clock, 10
+/// minutes to live, our issuer and audience), changed by `edit`: the base
+/// of every forged token.
 pub fn claims_for(sub: &str, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Value {
     let now = rpcguard_accounts::clock::unix_now().expect("clock");
+    claims_at(now, sub, edit)
+}
+
+/// [`claims_for`], issued at `now` (an app's time, [`TestApp::now`]).
+pub fn claims_at(
+    now: u64,
+    sub: &str,
+    edit: impl FnOnce(&mut serde_json::Map<String, Value>),
+) -> Value {
     let mut map = json!({
         "sub": sub, "iat": now, "exp": now + 600,
         "iss": "rpcguard", "aud": "rpcguard", "jti": "forged"

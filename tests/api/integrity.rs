@@ -328,6 +328,7 @@ both_stores! {
     async fn the_oldest_sessions_end_beyond_the_bound(app) config(c) {
         c.throttle = ThrottleConfig { per_account_and_ip: 0, per_ip: 0, per_account: 0 };
         c.session_limits.max_sessions = 3;
+        manual_clock(c);
     } {
         app.sign_up("alice", PASSWORD).await.expect("sign_up");
         let mut tokens = Vec::new();
@@ -335,7 +336,7 @@ both_stores! {
             let token = app.sign_in("alice", PASSWORD).await.expect("sign_in");
             tokens.push(token["access_token"].as_str().expect("access").to_owned());
             // Sessions are ordered by their creation second.
-            tokio::time::sleep(Duration::from_millis(1010)).await;
+            app.clock().advance(Duration::from_secs(1));
         }
         for (i, token) in tokens.iter().enumerate() {
             let answer = app.call(Some(token), "get_caller", json!({})).await;

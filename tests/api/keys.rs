@@ -55,10 +55,16 @@ async fn sign_in(app: &TestApp, name: &str) -> String {
 }
 
 /// A token for alice with the account and session of `real` (a real
-/// token's claims), valid for a minute from now, signed with `key` under
-/// `header`.
+/// token's claims), valid for ten minutes from now (the system clock),
+/// signed with `key` under `header`.
 fn forged(real: &Value, header: &Header, key: &EncodingKey) -> String {
-    let claims = claims_for("alice", |c| {
+    let now = rpcguard_accounts::clock::unix_now().expect("clock");
+    forged_at(now, real, header, key)
+}
+
+/// [`forged`], issued at `now` (an app's time).
+fn forged_at(now: u64, real: &Value, header: &Header, key: &EncodingKey) -> String {
+    let claims = claims_at(now, "alice", |c| {
         c.insert("uid".into(), real["uid"].clone());
         c.insert("sid".into(), real["sid"].clone());
     });
@@ -97,6 +103,7 @@ async fn rotation_with_the_cli_reaches_the_running_server_and_old_keys_drop_out(
         c.token_ttl = Duration::from_secs(3);
         c.jwt_alg = Some(KeyAlg::EdDSA);
         c.keys_check_every = Duration::from_millis(200);
+        manual_clock(c);
     })
     .await
     .expect("sqlite");
@@ -141,23 +148,40 @@ async fn rotation_with_the_cli_reaches_the_running_server_and_old_keys_drop_out(
     assert!(listed.contains("\tES256\tsigning"), "{listed}");
 
     // Within its grace the old key still verifies what it signed; after it
-    // (TTL + reload slack after the rotation) it verifies nothing, even a
-    // token whose own `exp` is still ahead.
+    // (TTL + reload slack after the rotation, on the server's clock) it
+    // verifies nothing, even a token whose own `exp` is still ahead.
+    let set = rpcguard_accounts::keys::file::read_key_set(
+        &app.data_dir
+            .path()
+            .join(rpcguard_accounts::keys::KEYS_FILE_NAME),
+    )
+    .expect("key set");
+    let retired = set
+        .keys
+        .iter()
+        .find(|key| key.kid == old_kid)
+        .expect("old key");
+    let retired_at = retired.retired.expect("retired by the rotation");
+    let grace_end = retired_at + (app.config.token_ttl + RELOAD_SLACK).as_secs();
+    assert_eq!(
+        retired.verifies_until(app.config.token_ttl),
+        Some(grace_end)
+    );
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(old_kid.clone());
     let old_key = EncodingKey::from_ed_der(&old_material);
+    app.clock().set(grace_end);
     app.call(
-        Some(&forged(&uid, &header, &old_key)),
+        Some(&forged_at(app.now(), &uid, &header, &old_key)),
         "get_caller",
         json!({}),
     )
     .await
     .expect("within the grace");
-    let grace = app.config.token_ttl + RELOAD_SLACK + Duration::from_secs(1);
-    tokio::time::sleep(grace.saturating_sub(started.elapsed())).await;
+    app.clock().advance(Duration::from_secs(1));
     assert_unauthenticated(
         app.call(
-            Some(&forged(&uid, &header, &old_key)),
+            Some(&forged_at(app.now(), &uid, &header, &old_key)),
             "get_caller",
             json!({}),
         )
@@ -170,10 +194,18 @@ async fn rotation_with_the_cli_reaches_the_running_server_and_old_keys_drop_out(
         app.call(Some(&old), "get_caller", json!({})).await,
         "expired_token",
     );
-    // The next rotation removes it from the file.
-    rpcguard_key(&app, &["rotate"]);
+    // The next start removes it from the file (at the server's time: the
+    // command line's clock has not reached the end of the grace). Without
+    // `--jwt-alg EdDSA`, which would rotate back.
+    let app = app.restart_with(|c| c.jwt_alg = None).await;
     let listed = rpcguard_key(&app, &["list"]);
     assert!(!listed.contains(&old_kid), "{listed}");
+    assert!(listed.contains("\tES256\tsigning"), "{listed}");
+    let newest = sign_in(&app, "alice").await;
+    assert_eq!(kid_of(&newest), kid_of(&new));
+    app.call(Some(&newest), "get_caller", json!({}))
+        .await
+        .expect("a token of the signing key, after the restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
+use rpcguard_accounts::clock::Clock;
 use rpcguard_accounts::keys::{KeyAlg, KeySet, PUBLISH_DELAY, RELOAD_SLACK};
 
 /// How long after a rotation every instance signs with the new key: it is
@@ -423,10 +424,15 @@ async fn the_first_start_imports_keys_json_or_the_given_secret() {
     let ttl = Duration::from_secs(rpcguard_accounts::config::DEFAULT_TOKEN_TTL_SECS);
     // keys.json of a SQLite server that was rotated once (ES256 -> EdDSA).
     let dir_a = tempfile::tempdir().expect("dir");
-    rpcguard_accounts::keys::open_key_set(dir_a.path(), Some(KeyAlg::ES256), ttl)
+    rpcguard_accounts::keys::open_key_set(dir_a.path(), Some(KeyAlg::ES256), ttl, &Clock::System)
         .expect("keys.json");
-    let file = rpcguard_accounts::keys::rotate_key_set(dir_a.path(), Some(KeyAlg::EdDSA), ttl)
-        .expect("rotate");
+    let file = rpcguard_accounts::keys::rotate_key_set(
+        dir_a.path(),
+        Some(KeyAlg::EdDSA),
+        ttl,
+        &Clock::System,
+    )
+    .expect("rotate");
     let dir_b = tempfile::tempdir().expect("dir");
     let env = [("RPCGUARD_DATABASE_URL", url.as_str())];
     let a = ServerProcess::start(&["--data-dir", &dir_a.path().display().to_string()], &env);

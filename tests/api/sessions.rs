@@ -62,13 +62,6 @@ fn now() -> u64 {
     rpcguard_accounts::clock::unix_now().expect("clock")
 }
 
-/// Waits until the Unix second is past `exp` (a token with this `exp` is expired).
-async fn until_past(exp: u64) {
-    while now() <= exp {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 both_stores! {
     async fn sign_in_opens_a_session_and_refresh_rotates(app) config(c) { unthrottled(c); } {
         app.sign_up("alice", PASSWORD).await.expect("sign_up");
@@ -129,18 +122,22 @@ both_stores! {
     async fn unknown_malformed_and_expired_refresh_tokens(app) config(c) {
         unthrottled(c);
         c.refresh_ttl = Duration::from_secs(1);
+        manual_clock(c);
     } {
         app.sign_up("alice", PASSWORD).await.expect("sign_up");
         let made_up = "A".repeat(43);
         for bad in ["", "short", made_up.as_str(), &"x".repeat(300), "Bearer abc"] {
             assert_unauthenticated(refresh(&app, bad).await, "invalid_token");
         }
+        // A refresh token refreshes until its last second (issued + TTL)...
         let token = session(&app, "alice").await;
-        let issued = now();
-        until_past(issued + 1).await;
-        assert_unauthenticated(refresh(&app, &refresh_token(&token)).await, "expired_token");
+        app.clock().advance(Duration::from_secs(1));
+        let next = refresh(&app, &refresh_token(&token)).await.expect("at its last second");
+        // ...and not after it.
+        app.clock().advance(Duration::from_secs(2));
+        assert_unauthenticated(refresh(&app, &refresh_token(&next)).await, "expired_token");
         // The access token lives its own (longer) life.
-        assert_eq!(me(&app, &access(&token)).await.expect("access token")["username"], "alice");
+        assert_eq!(me(&app, &access(&next)).await.expect("access token")["username"], "alice");
     }
 
     async fn sign_out_on_http_ends_an_open_websocket_sessions_next_call(app) config(c) { unthrottled(c); } {
@@ -179,6 +176,7 @@ both_stores! {
     async fn authenticate_keeps_a_websocket_session_past_its_first_tokens_exp(app) config(c) {
         unthrottled(c);
         c.token_ttl = Duration::from_secs(3);
+        manual_clock(c);
     } {
         app.sign_up("alice", PASSWORD).await.expect("sign_up");
         let first = session(&app, "alice").await;
@@ -187,7 +185,7 @@ both_stores! {
         let plain = app.ws(Some(&access(&first))).await; // never re-authenticates
         assert_eq!(call(&ws, "get_caller", json!({})).await.expect("first token")["username"], "alice");
         // A newer token (one with a later exp) through refresh.
-        until_past(token_claims(&access(&first))["iat"].as_u64().expect("iat") + 1).await;
+        app.clock().advance(Duration::from_secs(1));
         let second = refresh(&app, &refresh_token(&first)).await.expect("refresh");
         let second_exp = token_claims(&access(&second))["exp"].as_u64().expect("exp");
         assert!(second_exp > first_exp);
@@ -195,8 +193,9 @@ both_stores! {
         assert_eq!(user["username"], "alice");
         // A bad token is refused and changes nothing.
         assert_unauthenticated(call(&ws, "authenticate", json!({"access_token": "nope"})).await, "invalid_token");
-        until_past(first_exp).await;
-        assert!(now() <= second_exp, "the machine was too slow for this window");
+        // Past the first token's exp, at the second's.
+        app.clock().set(second_exp);
+        assert!(app.now() > first_exp);
         assert_eq!(call(&ws, "get_caller", json!({})).await.expect("past the first exp")["username"], "alice");
         assert_unauthenticated(call(&plain, "get_caller", json!({})).await, "expired_token");
         // Over HTTP there is no session to bind.
@@ -368,6 +367,7 @@ both_stores! {
         unthrottled(c);
         c.token_ttl = Duration::from_secs(1);
         c.refresh_ttl = Duration::from_secs(1);
+        manual_clock(c);
     } {
         app.sign_up("alice", PASSWORD).await.expect("sign_up");
         let a = session(&app, "alice").await;
@@ -377,10 +377,9 @@ both_stores! {
         app.call(Some(&access(&b)), "sign_out", json!({})).await.expect("sign_out");
         assert_eq!(app.store.session_rows().await.expect("rows"), (2, 4));
         // Past the refresh lifetime and one access-token lifetime more.
-        until_past(now() + 2).await;
+        app.clock().advance(Duration::from_secs(3));
         let live = session(&app, "alice").await;
-        let horizon = now() as i64 - 1; // now − --token-ttl, as the server purges
-        let purged = app.store.purge_sessions(horizon).await.expect("purge");
+        let purged = rpcguard_accounts::app::purge_sessions(&app.accounts).await.expect("purge");
         assert!(purged >= 2, "the two old sessions (their refresh tokens go with them): {purged}");
         assert_eq!(app.store.session_rows().await.expect("rows"), (1, 1), "only the live session");
         assert_eq!(me(&app, &access(&live)).await.expect("live session")["username"], "alice");

@@ -72,17 +72,24 @@ async fn session_authorized_by_the_access_token_query() {
 
 #[tokio::test]
 async fn session_stops_authorizing_at_token_expiry() {
-    let app = TestApp::spawn_with(StoreKind::Sqlite, |c| c.token_ttl = Duration::from_secs(2))
+    let app = TestApp::spawn_with(StoreKind::Sqlite, manual_clock)
         .await
         .expect("app");
     let token = app.signed_in("alice").await;
+    let exp = token_claims(&token)["exp"].as_u64().expect("exp");
+    assert_eq!(exp, app.now() + app.config.token_ttl.as_secs());
     let ws = app.ws(Some(&token)).await;
     assert_eq!(
         call(&ws, "get_caller", json!({})).await.expect("fresh")["username"],
         "alice"
     );
-    // exp = iat + 2 s; the token is expired once the clock passes exp.
-    tokio::time::sleep(Duration::from_millis(3200)).await;
+    // At exp the token still authorizes; once the clock passes exp, not.
+    app.clock().set(exp);
+    assert_eq!(
+        call(&ws, "get_caller", json!({})).await.expect("at exp")["username"],
+        "alice"
+    );
+    app.clock().advance(Duration::from_secs(1));
     assert_unauthenticated(call(&ws, "get_caller", json!({})).await, "expired_token");
     // The session itself still works for public methods.
     call(&ws, "rpc.discover", json!({}))

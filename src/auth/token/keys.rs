@@ -1,5 +1,12 @@
 //! The key set in use, decoded once: the keys that sign (each from its
-//! time), the keys that verify by `kid`, and the decoding of a stored set.
+//! time), the keys that verify by `kid` (each until its time), and the
+//! decoding of a stored set.
+//!
+//! Decoding reads no clock: every key of the set is decoded with its times,
+//! and which key signs or verifies is decided at each use, by the clock of
+//! the [`TokenKeys`](super::TokenKeys) (so a set loaded once answers right
+//! however far that clock moves). Keys past their grace still decode, and
+//! verify nothing; they leave the set at the next rotation or start.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,8 +15,7 @@ use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
 use super::{TokenError, MIN_KEY_BYTES};
-use crate::clock::unix_now;
-use crate::keys::{KeyAlg, KeySet, KeyState, StoredKey};
+use crate::keys::{KeyAlg, KeySet, StoredKey};
 
 /// The decoded key set in use.
 pub(super) struct ActiveKeys {
@@ -30,13 +36,16 @@ pub(super) struct Signer {
 }
 
 impl ActiveKeys {
-    /// The key that signs at `now`: the newest whose time it is (the
-    /// newest of all if, by the clock, none's is).
+    /// The key that signs at `now`: the newest whose time it is (if, by
+    /// the clock, none's is: the newest not retired at `now`, else the
+    /// newest of all).
     pub(super) fn signer(&self, now: u64) -> Option<&Signer> {
+        let unretired = |s: &&Signer| s.until.is_none_or(|until| now < until);
         self.signers
             .iter()
             .rev()
-            .find(|s| s.from <= now && s.until.is_none_or(|until| now < until))
+            .find(|s| s.from <= now && unretired(s))
+            .or_else(|| self.signers.iter().rev().find(unretired))
             .or_else(|| self.signers.last())
     }
 }
@@ -51,40 +60,36 @@ pub(super) struct VerifyingKey {
     pub(super) public: Option<Jwk>,
 }
 
-/// Decodes every key of `set` still within its grace.
+/// Decodes every key of `set`, each with the times it signs and verifies
+/// (for tokens living `ttl`).
 pub(super) fn decode_set(
     set: &KeySet,
     template: &Validation,
     ttl: Duration,
 ) -> Result<ActiveKeys, TokenError> {
-    let now = unix_now().ok_or(TokenError::Clock)?;
     set.signing()?;
     let mut signers = Vec::new();
     let mut by_kid = HashMap::new();
     let mut legacy = None;
     for stored in &set.keys {
-        let until = match stored.state(now, ttl) {
-            KeyState::Expired { .. } => continue,
-            KeyState::Signing | KeyState::Next { .. } => None,
-            KeyState::Verifying { until } => Some(until),
-        };
+        // Retired keys verify the tokens they signed until their grace
+        // ends; the others without end.
+        let until = stored.verifies_until(ttl);
         let (encoding, decoding, public) = decode_key(stored)?;
         let mut validation = template.clone();
         validation.algorithms = vec![stored.alg.algorithm()];
         if stored.legacy {
             legacy = Some(stored.kid.clone());
         }
-        // Signs now or later: not retired, or retired at a switch to come.
-        if stored.retired.is_none_or(|retired| now < retired) {
-            let mut header = Header::new(stored.alg.algorithm());
-            header.kid = Some(stored.kid.clone());
-            signers.push(Signer {
-                from: stored.signs_from.unwrap_or(0),
-                until: stored.retired,
-                header,
-                key: encoding,
-            });
-        }
+        // Every key signs in its time: from `signs_from` until retired.
+        let mut header = Header::new(stored.alg.algorithm());
+        header.kid = Some(stored.kid.clone());
+        signers.push(Signer {
+            from: stored.signs_from.unwrap_or(0),
+            until: stored.retired,
+            header,
+            key: encoding,
+        });
         by_kid.insert(
             stored.kid.clone(),
             VerifyingKey {

@@ -17,6 +17,15 @@
 //! `uid` and `sid`, checks `nbf` when present, and refuses an `iat` in the
 //! future. Leeway is zero: a token expired by one second is expired.
 //!
+//! Every time is read from the keys' [`Clock`] (the system clock unless
+//! [`TokenKeys::with_clock`] gives another): `iat` and `exp` of issued
+//! tokens, and `exp`, `nbf` and `iat` of presented ones. So jsonwebtoken,
+//! which would read the system clock, checks the signature, the claims'
+//! form and that the required ones are there; the times, the issuer and
+//! the audience are checked here, in jsonwebtoken's order (an expired
+//! token of another issuer is `expired_token`, as it was when jsonwebtoken
+//! checked them).
+//!
 //! `sid` names the session the token was issued in ([`crate::session`]):
 //! the Bearer check refuses a token whose session has ended
 //! (`revoked_token`). Tokens without one (issued before sessions existed)
@@ -46,14 +55,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hashlink::LruCache;
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, Header, Validation};
 
 pub use claims::Claims;
 use keys::{decode_set, ActiveKeys};
 
-use crate::clock::unix_now;
+use crate::clock::Clock;
 use crate::keys::{KeyAlg, KeySet, StoredKey};
 
 use rpcguard::error::AuthFailure;
@@ -90,7 +98,7 @@ pub enum TokenError {
     /// The key set has no signing key.
     #[error(transparent)]
     Keys(#[from] crate::keys::set::KeyError),
-    /// The system clock is before 1970.
+    /// The clock is before 1970.
     #[error("system clock is before the Unix epoch")]
     Clock,
 }
@@ -105,6 +113,54 @@ pub struct TokenKeys {
     issuer: String,
     audience: String,
     ttl: Duration,
+    clock: Clock,
+}
+
+/// What verification reads of a token's claims: the claims, and `nbf`
+/// (not kept: checked once, when the token is first verified).
+#[derive(serde::Deserialize)]
+struct Presented {
+    #[serde(flatten)]
+    claims: Claims,
+    #[serde(default)]
+    nbf: NotBefore,
+}
+
+/// A token's `nbf` as sent: absent, or any JSON value (`null` included,
+/// which is not absent).
+#[derive(Default)]
+enum NotBefore {
+    #[default]
+    Absent,
+    Given(serde_json::Value),
+}
+
+impl<'de> serde::Deserialize<'de> for NotBefore {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(NotBefore::Given)
+    }
+}
+
+impl Presented {
+    /// `nbf` in whole seconds, read as jsonwebtoken reads it: a whole or
+    /// fractional number of seconds (rounded); anything else refuses the
+    /// token.
+    fn not_before(&self) -> Result<Option<u64>, AuthFailure> {
+        let nbf = match &self.nbf {
+            NotBefore::Absent => return Ok(None),
+            NotBefore::Given(serde_json::Value::Number(nbf)) => nbf,
+            NotBefore::Given(_) => return Err(AuthFailure::InvalidToken),
+        };
+        if let Some(whole) = nbf.as_u64() {
+            return Ok(Some(whole));
+        }
+        match nbf.as_f64() {
+            Some(secs) if secs.is_finite() && secs >= 0.0 && secs < u64::MAX as f64 => {
+                Ok(Some(secs.round() as u64))
+            }
+            _ => Err(AuthFailure::InvalidToken),
+        }
+    }
 }
 
 /// A verified token's claims and the last second its key verifies
@@ -118,6 +174,7 @@ impl std::fmt::Debug for TokenKeys {
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("ttl", &self.ttl)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -145,20 +202,24 @@ impl TokenKeys {
     }
 
     /// Builds the keys from a key set: its signing key signs, and every key
-    /// within its grace verifies.
+    /// within its grace verifies. They read the system clock (see
+    /// [`with_clock`](Self::with_clock)).
     pub fn from_key_set(
         set: &KeySet,
         issuer: &str,
         audience: &str,
         ttl: Duration,
     ) -> Result<Self, TokenError> {
+        // jsonwebtoken checks the signature, the form of the claims and
+        // that the required ones are there; it would check the times on
+        // the system clock, so they are checked in `verify`, with the
+        // issuer and the audience after them (jsonwebtoken's order).
         let mut template = Validation::new(Algorithm::HS256);
         template.leeway = 0;
-        template.validate_exp = true;
-        template.validate_nbf = true;
+        template.validate_exp = false;
+        template.validate_nbf = false;
+        template.validate_aud = false;
         template.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        template.set_issuer(&[issuer]);
-        template.set_audience(&[audience]);
         let active = decode_set(set, &template, ttl)?;
         Ok(TokenKeys {
             verified: Arc::new(Mutex::new(LruCache::new(Self::MAX_REMEMBERED))),
@@ -167,7 +228,24 @@ impl TokenKeys {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             ttl,
+            clock: Clock::System,
         })
+    }
+
+    /// The same keys, reading the time from `clock`: the `iat` and `exp`
+    /// of the tokens they issue, the expiry and `nbf` of the tokens they
+    /// verify, which key signs and which keys verify. For a test, a
+    /// [`ManualClock`](crate::clock::ManualClock) expires tokens without
+    /// waiting. Clones made before keep the clock they had.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock these keys read.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// Puts a new key set in use (after `rpcguard key rotate`): every clone
@@ -202,7 +280,7 @@ impl TokenKeys {
 
     /// The `kid` of the key that signs now.
     pub fn signing_kid(&self) -> Option<String> {
-        let now = unix_now()?;
+        let now = self.clock.unix_now()?;
         self.current()?.signer(now)?.header.kid.clone()
     }
 
@@ -210,7 +288,7 @@ impl TokenKeys {
     /// each with its `kid`, `alg` and `use: sig`. Never a private or a
     /// symmetric key: a set of HS256 keys only gives an empty set.
     pub fn jwks(&self) -> JwkSet {
-        let now = unix_now().unwrap_or(0);
+        let now = self.clock.unix_now().unwrap_or(0);
         let mut keys: Vec<Jwk> = self
             .current()
             .map(|active| {
@@ -249,7 +327,7 @@ impl TokenKeys {
         session_id: &str,
         scope: &str,
     ) -> Result<(String, Claims), TokenError> {
-        let now = unix_now().ok_or(TokenError::Clock)?;
+        let now = self.clock.unix_now().ok_or(TokenError::Clock)?;
         let claims = Claims {
             sub: subject.to_owned(),
             uid: account_id.to_owned(),
@@ -286,7 +364,7 @@ impl TokenKeys {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthFailure::InvalidToken);
         }
-        let now = unix_now().ok_or(AuthFailure::InvalidToken)?;
+        let now = self.clock.unix_now().ok_or(AuthFailure::InvalidToken)?;
         if let Some((claims, until)) = self.remembered(token) {
             return if now > claims.exp {
                 Err(AuthFailure::ExpiredToken)
@@ -318,25 +396,33 @@ impl TokenKeys {
         if header.alg != key.alg {
             return Err(AuthFailure::InvalidToken);
         }
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key.decoding, &key.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthFailure::ExpiredToken,
-                    _ => AuthFailure::InvalidToken,
-                }
-            })?;
-        // `uid`, `sid` and the key's grace are checked here, after the
-        // library's checks, so that an expired token (of an older version,
-        // or of a retired key) answers `expired_token` whether or not it is
-        // remembered. A retired key past its grace verifies nothing else.
-        if data.claims.iat > now
-            || data.claims.uid.is_empty()
-            || data.claims.sid.is_empty()
+        let presented = jsonwebtoken::decode::<Presented>(token, &key.decoding, &key.validation)
+            .map_err(|_| AuthFailure::InvalidToken)?
+            .claims;
+        // The times by our clock, then issuer and audience (jsonwebtoken's
+        // order), with no leeway: expired once `now` is past `exp`.
+        if now > presented.claims.exp {
+            return Err(AuthFailure::ExpiredToken);
+        }
+        if presented.not_before()?.is_some_and(|nbf| nbf > now)
+            || presented.claims.iss != self.issuer
+            || presented.claims.aud != self.audience
+        {
+            return Err(AuthFailure::InvalidToken);
+        }
+        let claims = presented.claims;
+        // `uid`, `sid` and the key's grace are checked here, after expiry,
+        // so that an expired token (of an older version, or of a retired
+        // key) answers `expired_token` whether or not it is remembered. A
+        // retired key past its grace verifies nothing else.
+        if claims.iat > now
+            || claims.uid.is_empty()
+            || claims.sid.is_empty()
             || key.until.is_some_and(|until| now > until)
         {
             return Err(AuthFailure::InvalidToken);
         }
-        let claims = Arc::new(data.claims);
+        let claims = Arc::new(claims);
         if let Ok(mut verified) = self.verified.lock() {
             verified.insert(token.to_owned(), (claims.clone(), key.until));
         }

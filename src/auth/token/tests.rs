@@ -1,15 +1,46 @@
 //! Tests of issuing and verifying tokens.
 
 use super::*;
+use crate::clock::ManualClock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::EncodingKey;
 
 const UID: &str = "0123456789abcdef0123456789abcdef";
 const SID: &str = "fedcba9876543210fedcba9876543210";
+/// Where the tests' clocks start (2027-01-15): no test reads the system
+/// clock, none waits for it.
+const NOW: u64 = 1_800_000_000;
 
+/// Keys of one HS256 secret, tokens living a minute, on a manual clock
+/// standing at [`NOW`].
 fn keys() -> TokenKeys {
-    TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::from_secs(60)).expect("keys")
+    keys_living(Duration::from_secs(60)).0
+}
+
+/// [`keys`] with tokens living `ttl`, and their clock.
+fn keys_living(ttl: Duration) -> (TokenKeys, ManualClock) {
+    let clock = ManualClock::new(NOW);
+    let keys = TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", ttl)
+        .expect("keys")
+        .with_clock(Clock::Manual(clock.clone()));
+    (keys, clock)
+}
+
+/// Claims that verify with [`keys`] at [`NOW`], changed by `edit`.
+fn claims_at_now(edit: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+    let mut claims = serde_json::json!({
+        "sub": "alice", "uid": UID, "sid": SID, "iat": NOW, "exp": NOW + 60,
+        "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
+    });
+    edit(&mut claims);
+    claims
+}
+
+/// `claims` signed with [`keys`]' secret.
+fn signed(claims: &serde_json::Value) -> String {
+    let key = EncodingKey::from_secret(&[7u8; 32]);
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &key).expect("encode")
 }
 
 #[test]
@@ -34,14 +65,95 @@ fn other_key_is_invalid() {
 }
 
 #[test]
-fn expired_token_is_expired() {
-    let keys = TokenKeys::new(&[7u8; 32], "rpcguard", "rpcguard", Duration::ZERO).expect("keys");
-    let (token, claims) = keys.issue("alice", UID, SID).expect("issue");
-    // exp == iat == now; wait until now > exp.
-    while unix_now().expect("clock") <= claims.exp {
-        std::thread::sleep(Duration::from_millis(50));
+fn a_token_expires_when_the_clock_passes_its_exp() {
+    let (keys, clock) = keys_living(Duration::from_secs(60));
+    let (remembered, claims) = keys.issue("alice", UID, SID).expect("issue");
+    assert_eq!(
+        (claims.iat, claims.exp),
+        (NOW, NOW + 60),
+        "times of the keys' clock"
+    );
+    assert!(keys.verify(&remembered).is_ok());
+    // Never verified before its expiry: jsonwebtoken's path, not the memory.
+    let (fresh, _) = keys.issue("alice", UID, SID).expect("issue");
+    // At `exp` the token is still valid (leeway 0: expired once past it).
+    clock.advance(Duration::from_secs(60));
+    assert!(keys.verify(&remembered).is_ok(), "at exp");
+    clock.advance(Duration::from_secs(1));
+    for token in [&remembered, &fresh] {
+        assert_eq!(keys.verify(token), Err(AuthFailure::ExpiredToken));
     }
-    assert_eq!(keys.verify(&token), Err(AuthFailure::ExpiredToken));
+    // The clock set back: valid again (the keys read no other clock).
+    clock.set(NOW + 30);
+    assert!(keys.verify(&fresh).is_ok());
+}
+
+#[test]
+fn not_before_and_issued_at_are_read_on_the_keys_clock() {
+    let (keys, clock) = keys_living(Duration::from_secs(60));
+    let early = signed(&claims_at_now(|c| c["nbf"] = serde_json::json!(NOW + 10)));
+    let future = signed(&claims_at_now(|c| c["iat"] = serde_json::json!(NOW + 10)));
+    let fractional = signed(&claims_at_now(|c| {
+        c["nbf"] = serde_json::json!(NOW as f64 + 9.6)
+    }));
+    for token in [&early, &future, &fractional] {
+        assert_eq!(keys.verify(token), Err(AuthFailure::InvalidToken));
+    }
+    clock.advance(Duration::from_secs(10));
+    for token in [&early, &future, &fractional] {
+        assert!(keys.verify(token).is_ok());
+    }
+    // An `nbf` that is no number of seconds is refused, whatever the time.
+    for nbf in [
+        serde_json::json!("soon"),
+        serde_json::json!(-1),
+        serde_json::json!(null),
+    ] {
+        let token = signed(&claims_at_now(|c| c["nbf"] = nbf.clone()));
+        assert_eq!(keys.verify(&token), Err(AuthFailure::InvalidToken), "{nbf}");
+    }
+}
+
+#[test]
+fn issuer_and_audience_are_checked_after_expiry() {
+    let (keys, _clock) = keys_living(Duration::from_secs(60));
+    for (claim, other) in [("iss", "someone-else"), ("aud", "another-service")] {
+        let wrong = signed(&claims_at_now(|c| c[claim] = serde_json::json!(other)));
+        assert_eq!(
+            keys.verify(&wrong),
+            Err(AuthFailure::InvalidToken),
+            "{claim}"
+        );
+        // Expired and of another issuer or audience: expired first, as
+        // jsonwebtoken answered when it checked both.
+        let expired = signed(&claims_at_now(|c| {
+            c[claim] = serde_json::json!(other);
+            c["iat"] = serde_json::json!(NOW - 100);
+            c["exp"] = serde_json::json!(NOW - 1);
+        }));
+        assert_eq!(
+            keys.verify(&expired),
+            Err(AuthFailure::ExpiredToken),
+            "{claim}"
+        );
+        // Required, and a string.
+        let missing = signed(&claims_at_now(|c| {
+            c.as_object_mut().map(|c| c.remove(claim));
+        }));
+        assert_eq!(
+            keys.verify(&missing),
+            Err(AuthFailure::InvalidToken),
+            "{claim}"
+        );
+        let list = signed(&claims_at_now(|c| {
+            c[claim] = serde_json::json!(["rpcguard"])
+        }));
+        assert_eq!(
+            keys.verify(&list),
+            Err(AuthFailure::InvalidToken),
+            "{claim}"
+        );
+    }
 }
 
 #[test]
@@ -57,7 +169,7 @@ fn token_names_the_account_id() {
 #[test]
 fn token_without_account_id_is_invalid() {
     let keys = keys();
-    let now = unix_now().expect("clock");
+    let now = NOW;
     let no_sid = serde_json::json!({
         "sub": "alice", "uid": UID, "iat": now, "exp": now + 60,
         "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
@@ -95,7 +207,7 @@ fn a_crit_header_is_refused_whatever_it_lists() {
     use base64::Engine;
     let keys = keys();
     let key = EncodingKey::from_secret(&[7u8; 32]);
-    let now = unix_now().expect("clock");
+    let now = NOW;
     let claims = serde_json::json!({
         "sub": "alice", "uid": UID, "sid": SID, "iat": now, "exp": now + 60,
         "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
@@ -135,11 +247,18 @@ fn a_crit_header_is_refused_whatever_it_lists() {
 }
 
 fn set_of(alg: KeyAlg) -> KeySet {
-    KeySet::generate(alg, unix_now().expect("clock")).expect("key set")
+    KeySet::generate(alg, NOW).expect("key set")
 }
 
+/// Keys of `set`, tokens living a minute, on a manual clock at [`NOW`].
 fn keys_of(set: &KeySet) -> TokenKeys {
-    TokenKeys::from_key_set(set, "rpcguard", "rpcguard", Duration::from_secs(60)).expect("keys")
+    keys_of_set_on(set, &ManualClock::new(NOW))
+}
+
+fn keys_of_set_on(set: &KeySet, clock: &ManualClock) -> TokenKeys {
+    TokenKeys::from_key_set(set, "rpcguard", "rpcguard", Duration::from_secs(60))
+        .expect("keys")
+        .with_clock(Clock::Manual(clock.clone()))
 }
 
 fn header_of(token: &str) -> Header {
@@ -148,7 +267,7 @@ fn header_of(token: &str) -> Header {
 
 /// A token with this header and valid claims, signed by `key`.
 fn forged(header: &Header, key: &EncodingKey) -> String {
-    let now = unix_now().expect("clock");
+    let now = NOW;
     let claims = serde_json::json!({
         "sub": "alice", "uid": UID, "sid": SID, "iat": now, "exp": now + 60,
         "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
@@ -248,7 +367,7 @@ fn unknown_kid_and_header_pointers_are_refused() {
 
 #[test]
 fn rotation_keeps_old_tokens_until_the_grace_ends() {
-    let now = unix_now().expect("clock");
+    let now = NOW;
     let mut set = KeySet::of(vec![StoredKey::legacy_hs256(&[7u8; 32], now)]);
     let keys = keys_of(&set);
     // A token from before key sets (no kid) verifies with the legacy key.
@@ -273,9 +392,69 @@ fn rotation_keeps_old_tokens_until_the_grace_ends() {
     assert!(keys.verify(&new).is_ok());
 }
 
+/// Which key signs and which verify follows the keys' clock, with no new
+/// key set: a switch announced for later happens when the clock gets
+/// there, and a retired key's grace ends when the clock passes it.
+#[test]
+fn signing_and_the_grace_follow_the_clock_without_a_reload() {
+    let clock = ManualClock::new(NOW);
+    let mut set = KeySet::generate(KeyAlg::EdDSA, NOW).expect("set");
+    let old_kid = set.keys[0].kid.clone();
+    let new_kid = set
+        .rotate_at(KeyAlg::ES256, NOW, NOW + 3)
+        .expect("rotate")
+        .kid
+        .clone();
+    let keys = keys_of_set_on(&set, &clock);
+    assert_eq!(keys.signing_kid().as_deref(), Some(old_kid.as_str()));
+    assert_eq!(
+        keys.jwks().keys.len(),
+        2,
+        "the next key is published already"
+    );
+    let (old, _) = keys.issue("alice", UID, SID).expect("issue");
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(keys.signing_kid().as_deref(), Some(new_kid.as_str()));
+    let (new, _) = keys.issue("alice", UID, SID).expect("issue");
+    assert_eq!(header_of(&new).kid, Some(new_kid));
+    // The old key's grace: its retirement, the TTL and the reload slack.
+    let grace_end = NOW + 3 + 60 + crate::keys::RELOAD_SLACK.as_secs();
+    clock.set(grace_end);
+    assert_eq!(keys.jwks().keys.len(), 2);
+    assert_eq!(keys.verify(&old), Err(AuthFailure::ExpiredToken));
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some(old_kid);
+    let material = set.keys[0].material().expect("material");
+    let late = forged_at(grace_end, &header, &EncodingKey::from_ed_der(&material));
+    assert!(keys.verify(&late).is_ok(), "within the grace");
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        keys.verify(&late),
+        Err(AuthFailure::InvalidToken),
+        "past it"
+    );
+    assert_eq!(keys.jwks().keys.len(), 1, "and no longer published");
+    assert_eq!(
+        keys.verify(&new),
+        Err(AuthFailure::ExpiredToken),
+        "its own exp"
+    );
+    let (newest, _) = keys.issue("alice", UID, SID).expect("issue");
+    assert!(keys.verify(&newest).is_ok());
+}
+
+/// [`forged`], issued at `now`.
+fn forged_at(now: u64, header: &Header, key: &EncodingKey) -> String {
+    let claims = serde_json::json!({
+        "sub": "alice", "uid": UID, "sid": SID, "iat": now, "exp": now + 60,
+        "iss": "rpcguard", "aud": "rpcguard", "jti": "x"
+    });
+    jsonwebtoken::encode(header, &claims, key).expect("encode")
+}
+
 #[test]
 fn jwks_has_public_asymmetric_keys_only() {
-    let now = unix_now().expect("clock");
+    let now = NOW;
     let mut set = KeySet::generate(KeyAlg::HS256, now).expect("set");
     assert!(keys_of(&set).jwks().keys.is_empty());
     for alg in [KeyAlg::EdDSA, KeyAlg::ES256, KeyAlg::RS256] {

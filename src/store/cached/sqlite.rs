@@ -148,6 +148,8 @@ fn purge_change_log(path: &Path) {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // SQLite stamps the entries (`at`) with the system time: compared
+        // with that, whatever clock the server runs on.
         let now = crate::clock::unix_now().unwrap_or(0);
         let horizon = now.saturating_sub(CHANGE_LOG_RETENTION.as_secs());
         conn.execute(
