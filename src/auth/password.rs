@@ -469,6 +469,12 @@ impl PasswordHasher {
         let _ = self.inner.share.set(share);
     }
 
+    /// Verifications handed to the workers and not started yet (a
+    /// verification is handed over once its sign-in has read the account).
+    pub fn queued_verifications(&self) -> usize {
+        self.inner.shared.lock().verify.len()
+    }
+
     /// The number of bcrypt worker threads.
     pub fn workers(&self) -> usize {
         self.inner.workers

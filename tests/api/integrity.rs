@@ -209,8 +209,16 @@ async fn race(signer: &TestApp, events: &SharedStore) {
                 })
             })
             .collect();
-        // They have read the account and wait for the thread.
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // They have read the account and wait for the thread (a fixed
+        // sleep here let a sign-in on a loaded machine read the account
+        // after a sign-out everywhere, and rightly keep its session).
+        let hasher = &signer.accounts.hasher;
+        let waited = tokio::time::Instant::now();
+        while hasher.queued_verifications() < IN_FLIGHT
+            && waited.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         apply(event, events, &victim).await;
         let mut answers = Vec::new();
         for sign_in in sign_ins {
