@@ -218,7 +218,7 @@ async fn measure(bench: &Bench, admin_url: &str) -> anyhow::Result<Delays> {
 }
 
 /// Drops the database of `url` (best effort: a leftover only takes space).
-async fn drop_database(admin_url: &str, url: &str) {
+pub async fn drop_database(admin_url: &str, url: &str) {
     use sqlx::Connection;
     let Some((_, name)) = url.rsplit_once('/') else {
         return;

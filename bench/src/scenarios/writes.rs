@@ -55,10 +55,11 @@ impl Scenario for Writes {
     fn run<'a>(&'a mut self, bench: &'a mut Bench) -> LocalBoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
             let sqlite = start(bench, None).await?;
+            // The PostgreSQL server, and its database and admin URLs.
             let postgres = match bench.args.database_url.clone() {
                 Some(admin) => {
                     let url = super::propagation::fresh_database(&admin).await?;
-                    Some(start(bench, Some(&url)).await?)
+                    Some((start(bench, Some(&url)).await?, url, admin))
                 }
                 None => {
                     println!("(m) on PostgreSQL skipped: no --database-url");
@@ -68,7 +69,7 @@ impl Scenario for Writes {
             self.postgres = postgres.is_some();
             for round in 0..bench.args.rounds {
                 let mut stores = vec![(&sqlite, M_SIGNIN_SQLITE, M_REFRESH_SQLITE)];
-                if let Some(pg) = &postgres {
+                if let Some((pg, ..)) = &postgres {
                     stores.push((pg, M_SIGNIN_PG, M_REFRESH_PG));
                 }
                 for (server, signin_id, refresh_id) in stores {
@@ -79,6 +80,10 @@ impl Scenario for Writes {
                     let measured = refreshes(bench, &server.process, &server.users).await?;
                     bench.record(round, refresh_id, measured);
                 }
+            }
+            if let Some((server, url, admin)) = postgres {
+                drop(server); // the server process is stopped first
+                super::propagation::drop_database(&admin, &url).await;
             }
             Ok(())
         })
