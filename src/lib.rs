@@ -39,6 +39,7 @@ pub mod bearer;
 pub mod clock;
 pub mod config;
 mod files;
+mod front;
 pub mod keys;
 pub mod logging;
 pub mod memory;

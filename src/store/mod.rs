@@ -191,6 +191,22 @@ pub struct Account {
     pub caller: Arc<Caller>,
 }
 
+impl Account {
+    /// A copy that shares no reference count with this one (its user and
+    /// caller copied too), for a thread to hand out without touching
+    /// memory other threads write (see [`crate::front`]).
+    pub(crate) fn private_copy(&self) -> Account {
+        let user = Arc::new(User::clone(&self.user));
+        Account {
+            account_id: self.account_id.clone(),
+            scopes: self.scopes.clone(),
+            caller: Arc::new(Caller::clone(&self.caller).with_detail(user.clone())),
+            user,
+            disabled: self.disabled,
+        }
+    }
+}
+
 impl From<&StoredUser> for Account {
     fn from(stored: &StoredUser) -> Self {
         let user = Arc::new(stored.public());

@@ -62,6 +62,7 @@ pub use claims::Claims;
 use keys::{decode_set, ActiveKeys};
 
 use crate::clock::Clock;
+use crate::front::{self, Front, Slots};
 use crate::keys::{KeyAlg, KeySet, StoredKey};
 
 use rpcguard::error::AuthFailure;
@@ -108,6 +109,9 @@ pub enum TokenError {
 #[derive(Clone)]
 pub struct TokenKeys {
     verified: Arc<Mutex<LruCache<String, Remembered>>>,
+    /// Per-thread copies of `verified` (see [`crate::front`]), stale once
+    /// the key set is replaced.
+    front: Arc<Front>,
     active: Arc<ArcSwap<ActiveKeys>>,
     template: Validation,
     issuer: String,
@@ -161,6 +165,11 @@ impl Presented {
             _ => Err(AuthFailure::InvalidToken),
         }
     }
+}
+
+thread_local! {
+    /// This thread's copies of remembered tokens (see [`crate::front`]).
+    static REMEMBERED: std::cell::RefCell<Slots<Remembered>> = std::cell::RefCell::default();
 }
 
 /// A verified token's claims and the last second its key verifies
@@ -223,6 +232,7 @@ impl TokenKeys {
         let active = decode_set(set, &template, ttl)?;
         Ok(TokenKeys {
             verified: Arc::new(Mutex::new(LruCache::new(Self::MAX_REMEMBERED))),
+            front: Arc::default(),
             active: Arc::new(ArcSwap::from_pointee(active)),
             template,
             issuer: issuer.to_owned(),
@@ -261,6 +271,7 @@ impl TokenKeys {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
+        self.front.invalidate();
         Ok(())
     }
 
@@ -430,7 +441,14 @@ impl TokenKeys {
     }
 
     fn remembered(&self, token: &str) -> Option<Remembered> {
-        self.verified.lock().ok()?.get(token).cloned()
+        let shared = || self.verified.lock().ok()?.get(token).cloned();
+        front::through(
+            &REMEMBERED,
+            self.front.generation(),
+            token,
+            shared,
+            |(claims, until)| (Arc::new(Claims::clone(claims)), *until),
+        )
     }
 }
 

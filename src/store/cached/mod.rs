@@ -72,6 +72,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use hashlink::LruCache;
 
+use crate::front::{self, Front, Slots};
+
 use super::{Account, AdminChange, SharedDraw, SharedStore, StoreError, StoredUser, UserStore};
 use crate::session::{NewSession, RefreshRecord, Rotation, SessionState};
 use crate::user::{Scope, Username};
@@ -94,6 +96,13 @@ pub const SESSION_KEY_PREFIX: &str = "s:";
 /// database (migration 0005; see [`crate::keys::db`]).
 pub const KEYS_CHANGED_KEY: &str = "k:";
 
+thread_local! {
+    /// This thread's copies of cached accounts (see [`crate::front`]).
+    static ACCOUNTS: std::cell::RefCell<Slots<Arc<Account>>> = std::cell::RefCell::default();
+    /// This thread's copies of cached sessions.
+    static SESSIONS: std::cell::RefCell<Slots<Arc<SessionState>>> = std::cell::RefCell::default();
+}
+
 /// A [`UserStore`] with an exact in-memory copy of recently used users and
 /// sessions.
 pub struct CachedStore {
@@ -101,6 +110,9 @@ pub struct CachedStore {
     users: Mutex<LruCache<String, Arc<Account>>>,
     sessions: Mutex<LruCache<String, Arc<SessionState>>>,
     generation: AtomicU64,
+    /// The per-thread copies of `users` and `sessions` (see
+    /// [`crate::front`]), made stale after every change of either map.
+    front: Front,
     freshness: Freshness,
     /// Woken when the PostgreSQL feed announces a change of the key set
     /// (or reconnects, when anything may have changed).
@@ -133,6 +145,7 @@ impl CachedStore {
             users: Mutex::new(LruCache::new(capacity.max(1))),
             sessions: Mutex::new(LruCache::new(capacity.max(1))),
             generation: AtomicU64::new(0),
+            front: Front::default(),
             freshness,
             keys_changed: Arc::new(tokio::sync::Notify::new()),
         }
@@ -177,16 +190,21 @@ impl CachedStore {
         } else if let Ok(mut users) = self.users.lock() {
             users.remove(key);
         }
+        self.front.invalidate();
     }
 
     /// Drops the entries of these sessions.
     fn forget_sessions(&self, ids: &[String]) {
+        if ids.is_empty() {
+            return;
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut sessions) = self.sessions.lock() {
             for id in ids {
                 sessions.remove(id);
             }
         }
+        self.front.invalidate();
     }
 
     /// Drops every user held in memory, so the next lookup of each reads the
@@ -204,6 +222,7 @@ impl CachedStore {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.clear();
         }
+        self.front.invalidate();
     }
 
     /// Drops every entry.
@@ -215,6 +234,7 @@ impl CachedStore {
         if let Ok(mut sessions) = self.sessions.lock() {
             sessions.clear();
         }
+        self.front.invalidate();
     }
 
     /// Whether the map may answer now; on SQLite, the users changed by
@@ -260,10 +280,12 @@ impl UserStore for CachedStore {
         } else {
             std::borrow::Cow::Borrowed(username)
         };
-        if let Ok(mut users) = self.users.lock() {
-            if let Some(account) = users.get(key.as_ref()) {
-                return Ok(Some(account.clone()));
-            }
+        let seen = self.front.generation();
+        let shared = || self.users.lock().ok()?.get(key.as_ref()).cloned();
+        if let Some(account) = front::through(&ACCOUNTS, seen, &key, shared, |a| {
+            Arc::new(a.private_copy())
+        }) {
+            return Ok(Some(account));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let account = self.inner.find_account(username).await?;
@@ -358,10 +380,12 @@ impl UserStore for CachedStore {
         if !self.usable() {
             return self.inner.find_session(session_id).await;
         }
-        if let Ok(mut sessions) = self.sessions.lock() {
-            if let Some(session) = sessions.get(session_id) {
-                return Ok(Some(session.clone()));
-            }
+        let seen = self.front.generation();
+        let shared = || self.sessions.lock().ok()?.get(session_id).cloned();
+        if let Some(session) = front::through(&SESSIONS, seen, session_id, shared, |s| {
+            Arc::new(SessionState::clone(s))
+        }) {
+            return Ok(Some(session));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let session = self.inner.find_session(session_id).await?;
