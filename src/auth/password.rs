@@ -11,7 +11,10 @@
 //! server's connections run on fewer async workers (the reference server
 //! leaves them half of the cores), so a sign-in made while the API is
 //! saturated finishes in about twice its own time instead of waiting
-//! seconds, and the API keeps the rest. (Before, the threads ran at nice 19:
+//! seconds, and the API keeps the rest. While the API is saturated, each
+//! job's thread also keeps to the cores the API leaves it
+//! ([`CpuShare::place_job_thread`]), so that calls do not wait out a
+//! bcrypt time slice on a shared core. (Before, the threads ran at nice 19:
 //! the API always won, and a sign-in under load got a quarter of the
 //! cores it needed.)
 //!
@@ -321,11 +324,16 @@ impl Reservation {
         }
         let taken = metrics.clone();
         // Counted as busy from now until the job ends (the API gives way).
-        let busy = self.hasher.inner.share.get().map(CpuShare::busy);
+        let share = self.hasher.inner.share.get().cloned();
+        let busy = share.as_ref().map(CpuShare::busy);
         let job: Job = Box::new(move || {
             if let Some(metrics) = taken {
                 metrics.depth.dec();
                 metrics.wait.observe(queued.elapsed());
+            }
+            // Off the API's cores while the API is saturated.
+            if let Some(share) = &share {
+                share.place_job_thread();
             }
             let outcome = work();
             drop(busy);
