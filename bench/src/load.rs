@@ -114,12 +114,15 @@ pub fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-/// Per-connection tallies.
+/// Per-connection tallies of the measured window.
 #[derive(Default)]
-struct ConnStats {
-    latencies_us: Vec<u32>,
-    unexpected: u64,
-    io_errors: u64,
+pub struct ConnStats {
+    /// Latency of each answer, microseconds.
+    pub latencies_us: Vec<u32>,
+    /// Answers that were not the expected one.
+    pub unexpected: u64,
+    /// Connection failures.
+    pub io_errors: u64,
 }
 
 /// Runs `config.connections` closed loops against `target` and returns the
@@ -138,7 +141,7 @@ pub async fn run(target: &Target, config: LoadConfig) -> LoadResult {
             let hard_end = tokio::time::Instant::from_std(end + Duration::from_secs(5));
             let _ = tokio::time::timeout_at(
                 hard_end,
-                conn_loop(&prepared, measure_from, end, &mut stats),
+                conn_loop(measure_from, end, &mut stats, || &*prepared, |_| ()),
             )
             .await;
             stats
@@ -192,14 +195,24 @@ fn percentile(sorted: &[u32], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1] as u64
 }
 
-async fn conn_loop(
-    prepared: &Prepared,
+/// One connection's closed loop until `end`, tallying the answers from
+/// `measure_from` on: `next` gives each request (the same bytes, or new
+/// ones per call), `answered` sees the body of each expected answer.
+pub async fn conn_loop<P, N, A>(
     measure_from: Instant,
     end: Instant,
     stats: &mut ConnStats,
-) {
+    mut next: N,
+    mut answered: A,
+) where
+    P: std::borrow::Borrow<Prepared>,
+    N: FnMut() -> P,
+    A: FnMut(&[u8]),
+{
     let mut conn: Option<Conn> = None;
     while Instant::now() < end {
+        let prepared = next();
+        let prepared = prepared.borrow();
         let c = match conn.as_mut() {
             Some(c) => c,
             None => match Conn::open(prepared).await {
@@ -215,6 +228,9 @@ async fn conn_loop(
         match c.call(prepared).await {
             Ok(ok) => {
                 let done = Instant::now();
+                if ok {
+                    answered(c.body());
+                }
                 if done >= measure_from && done <= end {
                     let us = done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32;
                     stats.latencies_us.push(us);

@@ -37,6 +37,10 @@ struct Args {
     /// Bearer token (HTTP: each request; WS: the upgrade).
     #[arg(long)]
     token: Option<String>,
+    /// An extra request header, `Name: value` (repeatable; HTTP: each
+    /// request; WS: the upgrade).
+    #[arg(long = "header")]
+    headers: Vec<String>,
     /// Use WebSocket sessions instead of HTTP keep-alive.
     #[arg(long)]
     ws: bool,
@@ -73,7 +77,7 @@ fn main() -> anyhow::Result<()> {
             .body
             .unwrap_or_else(|| format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{}"}}"#, args.method)),
         bearer: args.token,
-        headers: String::new(),
+        headers: args.headers.iter().map(|h| format!("{h}\r\n")).collect(),
         expect: match (args.expect_error, args.expect_result) {
             (Some(code), _) => load::Expect::Error(code),
             (None, text) => load::Expect::Result(text.unwrap_or_default()),

@@ -14,7 +14,7 @@
 //! shares the cores), with the p99 latency beside it.
 
 use std::fmt::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use futures::future::LocalBoxFuture;
@@ -22,7 +22,7 @@ use futures::future::LocalBoxFuture;
 use super::Scenario;
 use crate::account::{self, PASSWORD};
 use crate::harness::{Bench, Measurement};
-use crate::load::{Conn, LoadConfig, LoadResult, Prepared};
+use crate::load::{self, ConnStats, LoadConfig, LoadResult, Prepared};
 use crate::record::{Measured, Run};
 use crate::report::{round_list, Bar, Row, Verdict};
 use crate::requests;
@@ -259,66 +259,22 @@ fn refresh_token_of(body: &[u8]) -> Option<String> {
     value["result"]["refresh_token"].as_str().map(str::to_owned)
 }
 
-/// What one connection's closed loop saw in the measured window.
-#[derive(Default)]
-struct LoopStats {
-    latencies_us: Vec<u32>,
-    unexpected: u64,
-    io_errors: u64,
-}
-
-/// One connection's closed loop for `config`: `next` gives each request,
-/// `answered` sees each expected answer's body.
-async fn closed_loop<N, A>(config: LoadConfig, mut next: N, mut answered: A) -> LoopStats
+/// One connection's closed loop for `config` (see [`load::conn_loop`]).
+async fn closed_loop<N, A>(config: LoadConfig, next: N, answered: A) -> ConnStats
 where
     N: FnMut() -> Prepared,
     A: FnMut(&[u8]),
 {
-    let mut stats = LoopStats::default();
-    let start = Instant::now();
-    let measure_from = start + config.warmup;
+    let mut stats = ConnStats::default();
+    let measure_from = Instant::now() + config.warmup;
     let end = measure_from + config.duration;
-    let mut conn: Option<Conn> = None;
-    while Instant::now() < end {
-        let prepared = next();
-        let c = match conn.as_mut() {
-            Some(c) => c,
-            None => match Conn::open(&prepared).await {
-                Ok(c) => conn.insert(c),
-                Err(_) => {
-                    stats.io_errors += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let sent = Instant::now();
-        match c.call(&prepared).await {
-            Ok(ok) => {
-                let done = Instant::now();
-                if ok {
-                    answered(c.body());
-                }
-                if done >= measure_from && done <= end {
-                    let us = done.duration_since(sent).as_micros().min(u32::MAX as u128) as u32;
-                    stats.latencies_us.push(us);
-                    if !ok {
-                        stats.unexpected += 1;
-                    }
-                }
-            }
-            Err(_) => {
-                stats.io_errors += 1;
-                conn = None;
-            }
-        }
-    }
+    load::conn_loop(measure_from, end, &mut stats, next, answered).await;
     stats
 }
 
 fn finish(
     server: &ServerProcess,
-    stats: Vec<LoopStats>,
+    stats: Vec<ConnStats>,
     cpu: crate::server::CpuUse,
     config: LoadConfig,
 ) -> Measurement {
