@@ -27,7 +27,9 @@
 //!   a slot of the resolved client's address for as long as it lasts
 //!   ([`ConnectionSlots::admit_client`]): per-address cap only, counted
 //!   together with that address's direct connections. Over the cap the
-//!   request (or upgrade) is answered 503.
+//!   request (or upgrade) is answered 503. With no per-address cap
+//!   (`per_ip` 0) nothing is counted per request: the slot is empty, and
+//!   taking and dropping it touches no shared memory.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -93,7 +95,7 @@ impl ConnectionSlots {
         held.total += 1;
         *held.by_address.entry(key).or_insert(0) += 1;
         Ok(Slot {
-            slots: self.clone(),
+            slots: Some(self.clone()),
             key: Some(key),
             counted: true,
         })
@@ -108,7 +110,7 @@ impl ConnectionSlots {
         }
         held.total += 1;
         Ok(Slot {
-            slots: self.clone(),
+            slots: Some(self.clone()),
             key: None,
             counted: true,
         })
@@ -118,6 +120,14 @@ impl ConnectionSlots {
     /// for `ip`: the per-address cap only (the proxy's connection holds the
     /// slot counted in all).
     pub(crate) fn admit_client(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        if self.limits.per_ip == 0 {
+            // Nothing to count (see the module documentation).
+            return Ok(Slot {
+                slots: None,
+                key: None,
+                counted: false,
+            });
+        }
         let key = client_key(ip);
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         let of_address = held.by_address.get(&key).copied().unwrap_or(0);
@@ -126,7 +136,7 @@ impl ConnectionSlots {
         }
         *held.by_address.entry(key).or_insert(0) += 1;
         Ok(Slot {
-            slots: self.clone(),
+            slots: Some(self.clone()),
             key: Some(key),
             counted: false,
         })
@@ -142,7 +152,8 @@ impl ConnectionSlots {
 /// One admitted connection; gives its slot back when dropped.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    slots: Arc<ConnectionSlots>,
+    /// The slots to give it back to (none: it counts nowhere).
+    slots: Option<Arc<ConnectionSlots>>,
     /// The address it counts for (none: a trusted proxy's connection).
     key: Option<IpAddr>,
     /// Whether it counts towards `max`.
@@ -151,7 +162,10 @@ pub(crate) struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.slots.held.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(slots) = &self.slots else {
+            return;
+        };
+        let mut held = slots.held.lock().unwrap_or_else(|e| e.into_inner());
         if self.counted {
             held.total = held.total.saturating_sub(1);
         }
@@ -196,6 +210,29 @@ mod tests {
         drop(a1);
         assert_eq!(slots.held(), 3);
         let _d = slots.admit(ip("10.0.0.4")).expect("freed slot");
+    }
+
+    #[test]
+    fn without_a_per_address_cap_forwarded_requests_count_nowhere() {
+        let slots = ConnectionSlots::new(SlotLimits {
+            max: 2,
+            reserve: 0,
+            per_ip: 0,
+        });
+        let _proxy = slots.admit_proxy().expect("proxy");
+        let requests: Vec<_> = (0..100)
+            .map(|_| slots.admit_client(ip("10.0.0.1")).expect("no cap"))
+            .collect();
+        assert!(requests.iter().all(|slot| slot.slots.is_none()));
+        assert_eq!(
+            Arc::strong_count(&slots),
+            2,
+            "only the proxy's slot holds them"
+        );
+        drop(requests);
+        assert_eq!(slots.held(), 1);
+        let _direct = slots.admit(ip("10.0.0.1")).expect("the last slot");
+        assert_eq!(slots.admit(ip("10.0.0.2")).unwrap_err(), Refused::Full);
     }
 
     #[test]
