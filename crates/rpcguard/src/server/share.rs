@@ -386,7 +386,7 @@ mod tests {
                 let _ = report.send(affinity::allowed());
             }
         });
-        let mut place = || {
+        let place = || {
             next.send(()).expect("job thread");
             reports.recv().expect("placement")
         };
