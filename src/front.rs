@@ -62,7 +62,10 @@ impl Front {
     }
 
     /// Makes every per-thread copy stale: called after the shared map
-    /// changed (an entry removed, replaced or cleared).
+    /// changed (an entry removed, replaced or cleared). An owner that also
+    /// fills its map from slower reads may call it before the change too,
+    /// and keep such a read only if the generation read before it still
+    /// holds (the cached store does).
     pub(crate) fn invalidate(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
     }

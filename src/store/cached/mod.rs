@@ -65,7 +65,8 @@ mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "postgres")]
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -109,9 +110,9 @@ pub struct CachedStore {
     inner: SharedStore,
     users: Mutex<LruCache<String, Arc<Account>>>,
     sessions: Mutex<LruCache<String, Arc<SessionState>>>,
-    generation: AtomicU64,
-    /// The per-thread copies of `users` and `sessions` (see
-    /// [`crate::front`]), made stale after every change of either map.
+    /// The generation of `users` and `sessions`, moved before and after
+    /// every change of either map (see [`CachedStore::change_maps`]), and
+    /// the per-thread copies it makes stale (see [`crate::front`]).
     front: Front,
     freshness: Freshness,
     /// Woken when the PostgreSQL feed announces a change of the key set
@@ -144,7 +145,6 @@ impl CachedStore {
             inner,
             users: Mutex::new(LruCache::new(capacity.max(1))),
             sessions: Mutex::new(LruCache::new(capacity.max(1))),
-            generation: AtomicU64::new(0),
             front: Front::default(),
             freshness,
             keys_changed: Arc::new(tokio::sync::Notify::new()),
@@ -179,18 +179,28 @@ impl CachedStore {
         self.sessions.lock().map_or(0, |s| s.len())
     }
 
+    /// Runs `change`, which removes entries of the maps. The generation
+    /// moves before it, so that a store read in flight does not put back
+    /// what it read, and after it, so that every thread's copy read before
+    /// the change has landed is stale.
+    fn change_maps(&self, change: impl FnOnce()) {
+        self.front.invalidate();
+        change();
+        self.front.invalidate();
+    }
+
     /// Drops `key`'s entry: a user's lower-cased name, or a session as
     /// `s:<id>` (and makes reads in flight not keep theirs).
     fn forget(&self, key: &str) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Some(session) = key.strip_prefix(SESSION_KEY_PREFIX) {
-            if let Ok(mut sessions) = self.sessions.lock() {
-                sessions.remove(session);
+        self.change_maps(|| {
+            if let Some(session) = key.strip_prefix(SESSION_KEY_PREFIX) {
+                if let Ok(mut sessions) = self.sessions.lock() {
+                    sessions.remove(session);
+                }
+            } else if let Ok(mut users) = self.users.lock() {
+                users.remove(key);
             }
-        } else if let Ok(mut users) = self.users.lock() {
-            users.remove(key);
-        }
-        self.front.invalidate();
+        });
     }
 
     /// Drops the entries of these sessions.
@@ -198,13 +208,13 @@ impl CachedStore {
         if ids.is_empty() {
             return;
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut sessions) = self.sessions.lock() {
-            for id in ids {
-                sessions.remove(id);
+        self.change_maps(|| {
+            if let Ok(mut sessions) = self.sessions.lock() {
+                for id in ids {
+                    sessions.remove(id);
+                }
             }
-        }
-        self.front.invalidate();
+        });
     }
 
     /// Drops every user held in memory, so the next lookup of each reads the
@@ -218,23 +228,23 @@ impl CachedStore {
     /// Drops every session entry (after a write that failed half-way may
     /// have ended some).
     fn forget_all_sessions(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.clear();
-        }
-        self.front.invalidate();
+        self.change_maps(|| {
+            if let Ok(mut sessions) = self.sessions.lock() {
+                sessions.clear();
+            }
+        });
     }
 
     /// Drops every entry.
     fn forget_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if let Ok(mut users) = self.users.lock() {
-            users.clear();
-        }
-        if let Ok(mut sessions) = self.sessions.lock() {
-            sessions.clear();
-        }
-        self.front.invalidate();
+        self.change_maps(|| {
+            if let Ok(mut users) = self.users.lock() {
+                users.clear();
+            }
+            if let Ok(mut sessions) = self.sessions.lock() {
+                sessions.clear();
+            }
+        });
     }
 
     /// Whether the map may answer now; on SQLite, the users changed by
@@ -287,11 +297,10 @@ impl UserStore for CachedStore {
         }) {
             return Ok(Some(account));
         }
-        let generation = self.generation.load(Ordering::Acquire);
         let account = self.inner.find_account(username).await?;
         if let Some(account) = &account {
             if let Ok(mut users) = self.users.lock() {
-                if self.generation.load(Ordering::Acquire) == generation {
+                if self.front.generation() == seen {
                     users.insert(key.into_owned(), account.clone());
                 }
             }
@@ -387,11 +396,10 @@ impl UserStore for CachedStore {
         }) {
             return Ok(Some(session));
         }
-        let generation = self.generation.load(Ordering::Acquire);
         let session = self.inner.find_session(session_id).await?;
         if let Some(session) = &session {
             if let Ok(mut sessions) = self.sessions.lock() {
-                if self.generation.load(Ordering::Acquire) == generation {
+                if self.front.generation() == seen {
                     sessions.insert(session_id.to_owned(), session.clone());
                 }
             }
