@@ -55,6 +55,7 @@ pub(crate) mod resource;
 mod serve;
 pub mod share;
 mod slots;
+mod woken;
 mod ws;
 
 use std::future::Future;
@@ -741,18 +742,29 @@ async fn serve_http<S>(
         .serve_connection(TokioIo::new(socket), service)
         .with_upgrades();
     tokio::pin!(connection);
+    // The deadline and the stop signal are polled only when one of them
+    // fired, not on every wake of the connection (see `woken`).
+    let side = woken::WhenWoken::new(async {
+        tokio::select! {
+            () = heads.overdue(settings.header_timeout) => Side::Overdue,
+            _ = stop.shutdown() => Side::Stop,
+        }
+    });
     tokio::select! {
+        biased;
         result = connection.as_mut() => {
             if let Err(err) = result {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
             return;
         }
-        () = heads.overdue(settings.header_timeout) => {
-            tracing::debug!(timeout = ?settings.header_timeout, "no request head in time: connection closed");
-            return;
-        }
-        _ = stop.shutdown() => connection.as_mut().graceful_shutdown(),
+        side = side => match side {
+            Side::Overdue => {
+                tracing::debug!(timeout = ?settings.header_timeout, "no request head in time: connection closed");
+                return;
+            }
+            Side::Stop => connection.as_mut().graceful_shutdown(),
+        },
     }
     tokio::select! {
         _ = connection.as_mut() => {}
@@ -762,6 +774,14 @@ async fn serve_http<S>(
             }
         }
     }
+}
+
+/// What ended the wait beside an HTTP connection.
+enum Side {
+    /// No request head in time.
+    Overdue,
+    /// The server stops.
+    Stop,
 }
 
 /// The header deadline of one HTTP/1.1 connection: how many requests it
