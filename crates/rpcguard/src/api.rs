@@ -23,7 +23,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use jsonrpsee::{Extensions, RpcModule};
+use jsonrpsee::types::Request;
+use jsonrpsee::Extensions;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ use crate::error::{self, AuthFailure, ErrorCode, RpcError};
 use crate::security::{
     Caller, Credentials, MethodSecurity, RemoteAddr, Scheme, SessionCredentials,
 };
-use crate::server::Draining;
+use crate::server::{dispatch, Draining};
 
 /// The name of the OpenRPC service-discovery method every server has.
 pub(crate) const DISCOVER: &str = "rpc.discover";
@@ -349,7 +350,9 @@ pub enum ApiError {
     /// A prefix given to [`Api::nest`] is empty or starts with `rpc.`.
     #[error("the prefix {0:?} is empty or reserved (`rpc.`)")]
     Prefix(String),
-    /// jsonrpsee refused the registration.
+    /// jsonrpsee refused the registration. No longer produced: handlers
+    /// are kept in rpcguard's own table (a name declared twice is
+    /// [`ApiError::Duplicate`]); kept so that code matching on it builds.
     #[error("registering a method failed: {0}")]
     Register(#[from] jsonrpsee::core::RegisterMethodError),
 }
@@ -434,10 +437,9 @@ impl<S> CallContext<S> {
     }
 }
 
-/// Registers one handler into the module, under the name it is given
-/// (its declaration's, prefixed when nested).
-type Registration<S> =
-    Box<dyn FnOnce(&mut RpcModule<S>, &'static str) -> Result<(), ApiError> + Send>;
+/// Makes one handler over the state, for the name it is given (its
+/// declaration's, prefixed when nested).
+type Registration<S> = Box<dyn FnOnce(Arc<S>, &'static str) -> dispatch::Handler + Send>;
 
 /// The set of methods a server offers, built with [`Api::method`] and
 /// composed with [`Api::merge`] and [`Api::nest`].
@@ -576,34 +578,43 @@ impl<S: Send + Sync + 'static> Api<S> {
                 decl.security_from = SecurityFrom::Default;
             }
         }
-        let names = Arc::new(decl.param_names.clone());
-        let register: Registration<S> = Box::new(move |module: &mut RpcModule<S>, name| {
-            module.register_async_method(name, move |params, state, mut extensions| {
-                let handler = handler.clone();
-                let names = names.clone();
-                async move {
-                    let params = parse_params::<P>(params.as_str(), &names)?;
-                    // The guard put it there (shared: jsonrpsee clones
-                    // the extensions for the handler); the handler
-                    // gets it through the context.
-                    let caller = extensions.remove::<Arc<Caller>>();
-                    let ctx = CallContext {
-                        state,
-                        caller,
-                        extensions,
-                    };
-                    // Kept for the log of an internal error (a made id is
-                    // held inline: no allocation).
-                    let request_id = ctx
-                        .extensions
-                        .get::<RemoteAddr>()
-                        .map(|r| r.request_id.clone());
-                    handler(params, ctx).await.inspect_err(|err| {
-                        error::log_internal(err, name, request_id.as_ref().map(|id| id.as_str()))
-                    })
-                }
-            })?;
-            Ok(())
+        let names = decl.param_names.clone();
+        let register: Registration<S> = Box::new(move |state: Arc<S>, name: &'static str| {
+            dispatch::handler(move |req, max| {
+                let Request {
+                    id,
+                    params,
+                    mut extensions,
+                    ..
+                } = req;
+                // Kept for the log of an internal error (a made id is held
+                // inline: no allocation).
+                let request_id = extensions.get::<RemoteAddr>().map(|r| r.request_id.clone());
+                let log = move |err: &RpcError| {
+                    error::log_internal(err, name, request_id.as_ref().map(|id| id.as_str()))
+                };
+                // Read here, from the message itself (jsonrpsee copies the
+                // params for an async method).
+                let params = match parse_params::<P>(params.as_deref().map(|p| p.get()), &names) {
+                    Ok(params) => params,
+                    Err(err) => {
+                        log(&err);
+                        return Err(dispatch::respond::<()>(id, Err(err), max));
+                    }
+                };
+                // The guard put it there; the handler gets it through the
+                // context.
+                let caller = extensions.remove::<Arc<Caller>>();
+                let ctx = CallContext {
+                    state: state.clone(),
+                    caller,
+                    extensions,
+                };
+                let running = handler(params, ctx);
+                Ok(Box::pin(async move {
+                    dispatch::respond(id, running.await.inspect_err(log), max)
+                }))
+            })
         });
         self.push(Arc::new(decl), register)?;
         Ok(self)
@@ -704,27 +715,27 @@ impl<S: Send + Sync + 'static> Api<S> {
         })
     }
 
-    /// Registers every handler into a jsonrpsee module over `state`, and
-    /// returns it with the declarations the middleware enforces.
-    /// `rpc.discover` is not registered here (the server's security layer
-    /// answers it).
+    /// Every handler over `state`, by name, with the declarations the
+    /// middleware enforces. `rpc.discover` has no handler here (the
+    /// server's security layer answers it).
     pub(crate) fn into_parts(
         self,
         state: Arc<S>,
-    ) -> Result<(RpcModule<S>, Vec<Arc<MethodDecl>>), ApiError> {
+    ) -> Result<(dispatch::Handlers, Vec<Arc<MethodDecl>>), ApiError> {
         self.check_security()?;
-        let mut module = RpcModule::from_arc(state);
+        let mut handlers = dispatch::Handlers::default();
         for (decl, register) in self.decls.iter().zip(self.registrations) {
             let Some(register) = register else { continue };
-            // jsonrpsee keeps names for the life of the process; a name
-            // built at run time is leaked here, once per method.
+            // A handler's internal errors are logged with its name, for the
+            // life of the server; a name built at run time is leaked here,
+            // once per method.
             let name: &'static str = match &decl.name {
                 Cow::Borrowed(name) => name,
                 Cow::Owned(name) => Box::leak(name.clone().into_boxed_str()),
             };
-            register(&mut module, name)?;
+            handlers.insert(name.into(), register(state.clone(), name));
         }
-        Ok((module, self.decls))
+        Ok((handlers, self.decls))
     }
 }
 

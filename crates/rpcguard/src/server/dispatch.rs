@@ -9,6 +9,11 @@
 //! response that is then taken apart again) would only cost time on every
 //! call. Both transports call [`Pipeline::answer`](super::pipeline::Pipeline::answer) directly.
 //!
+//! The handlers are rpcguard's own ([`Handlers`], made by
+//! [`Api::method`](crate::Api::method)), not jsonrpsee's `Methods`, and a
+//! successful answer is written once ([`respond`]); see [`Executor`] for
+//! what jsonrpsee's own path cost on every call.
+//!
 //! What jsonrpsee 0.26 answers is kept byte for byte (its
 //! `handle_rpc_call` and `RpcService`, read from its source): a body whose
 //! first non-blank byte (within 128) is neither `{` nor `[` is a parse
@@ -18,38 +23,111 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
-use jsonrpsee::core::server::{ConnectionId, MethodCallback, MethodResponse, Methods};
+use jsonrpsee::core::server::MethodResponse;
 use jsonrpsee::core::traits::ToJson;
 use jsonrpsee::types::error::{reject_too_big_batch_response, ErrorCode};
-use jsonrpsee::types::{ErrorObject, Id, Params, Request, TwoPointZero};
-use jsonrpsee::Extensions;
-use serde::Deserialize;
+use jsonrpsee::types::{ErrorObject, ErrorObjectOwned, Id, Request, TwoPointZero};
+use jsonrpsee::{Extensions, ResponsePayload};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::error::RpcError;
 use crate::security::RemoteAddr;
 
+/// One handler with its state bound ([`Api::method`](crate::Api::method)
+/// makes them): it reads the call's params and starts the handler, or
+/// answers at once (params refused). The future borrows the request (its
+/// id), so nothing of it is copied.
+pub(crate) type Handler =
+    Box<dyn for<'a> Fn(Request<'a>, usize) -> Result<BoxFuture<'a, Answer>, Answer> + Send + Sync>;
+
+/// The handlers by method name.
+pub(crate) type Handlers = rustc_hash::FxHashMap<Box<str>, Handler>;
+
+/// Erases a handler's type (the bound makes the closure's lifetimes the
+/// ones [`Handler`] names).
+pub(crate) fn handler<F>(f: F) -> Handler
+where
+    F: for<'a> Fn(Request<'a>, usize) -> Result<BoxFuture<'a, Answer>, Answer>
+        + Send
+        + Sync
+        + 'static,
+{
+    Box::new(f)
+}
+
 /// The innermost service: finds the handler of a call and runs it.
+///
+/// rpcguard keeps its own table rather than jsonrpsee's `Methods`: a
+/// jsonrpsee async method clones its context, its callback and the whole
+/// extension map (a hash map and each entry boxed anew) on every call, and
+/// copies the params; here the handler takes the request as it is.
 #[derive(Clone)]
 pub(crate) struct Executor {
-    methods: Methods,
+    handlers: Arc<Handlers>,
     max_response_bytes: usize,
 }
 
 impl Executor {
-    /// Runs the handlers of `methods`, with answers capped at
-    /// `max_response_bytes`. A handler still running when its
-    /// connection's shutdown deadline
+    /// Runs `handlers`, with answers capped at `max_response_bytes`. A
+    /// handler still running when its connection's shutdown deadline
     /// ([`ConnectionInfo::deadline`](crate::security::ConnectionInfo)) is
     /// cancelled is dropped and its call answered [`shutting_down`].
-    pub(crate) fn new(methods: Methods, max_response_bytes: usize) -> Self {
+    pub(crate) fn new(handlers: Handlers, max_response_bytes: usize) -> Self {
         Executor {
-            methods,
+            handlers: Arc::new(handlers),
             max_response_bytes,
         }
     }
 }
+
+/// The answer to a call whose handler returned `result`: as jsonrpsee's
+/// `MethodResponse::response` writes it, byte for byte, but written once:
+/// jsonrpsee parses the text it has just written again to validate it
+/// (`RawValue::from_string`), which serde_json's output never needs. An
+/// error, an answer over `max_bytes` or a result that fails to serialize
+/// goes through jsonrpsee's own path (its error answers).
+pub(crate) fn respond<R: Serialize + Clone>(
+    id: Id<'_>,
+    result: Result<R, RpcError>,
+    max_bytes: usize,
+) -> Answer {
+    let value = match result {
+        Ok(value) => value,
+        Err(error) => {
+            return MethodResponse::response(
+                id,
+                ResponsePayload::<()>::error(ErrorObjectOwned::from(error)),
+                max_bytes,
+            )
+            .into()
+        }
+    };
+    let mut text = Vec::with_capacity(256);
+    text.extend_from_slice(HEAD.as_bytes());
+    let written = serde_json::to_writer(&mut text, &id)
+        .and_then(|()| {
+            text.extend_from_slice(MIDDLE.as_bytes());
+            serde_json::to_writer(&mut text, &value)
+        })
+        .is_ok();
+    text.push(b'}');
+    if written && text.len() <= max_bytes {
+        if let Ok(text) = String::from_utf8(text) {
+            return Answer::Text(text);
+        }
+    }
+    MethodResponse::response(id, ResponsePayload::success(value), max_bytes).into()
+}
+
+/// The start of every successful answer, and what comes between its id
+/// and its result (as jsonrpsee's `Response` serializes them).
+const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
+const MIDDLE: &str = ",\"result\":";
 
 /// The answer to a call whose handler was still running at the shutdown
 /// deadline: `-32603 Internal error`, `data {"reason":"shutting_down"}`.
@@ -94,8 +172,6 @@ impl Answer {
                 ErrorObject::from(ErrorCode::InternalError),
             ));
         };
-        const HEAD: &str = "{\"jsonrpc\":\"2.0\",\"id\":";
-        const MIDDLE: &str = ",\"result\":";
         let len = HEAD.len() + id_text.len() + MIDDLE.len() + result.get().len() + 1;
         if len > max_bytes {
             // jsonrpsee's own error for an answer over the limit.
@@ -163,60 +239,35 @@ impl ToJson for Answer {
 }
 
 impl RpcServiceT for Executor {
-    type MethodResponse = MethodResponse;
+    type MethodResponse = Answer;
     type BatchResponse = Answer;
     type NotificationResponse = MethodResponse;
 
     fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
-        let max = self.max_response_bytes;
-        let Request {
-            id,
-            method,
-            params,
-            extensions,
-            ..
-        } = req;
-        let params = Params::new(params.as_ref().map(|p| RawValue::get(p)));
         // The connection's own handle (no counter every connection shares).
-        let conn = extensions.get::<RemoteAddr>().map(|r| r.conn.clone());
-        // Handlers get a connection id from jsonrpsee; none of ours uses
-        // it (rpcguard has no subscriptions), so every call gets 0.
-        let pending: Result<MethodResponse, _> = match self.methods.method_with_name(&method) {
-            None => Ok(MethodResponse::error(
-                id,
+        let conn = req.extensions.get::<RemoteAddr>().map(|r| r.conn.clone());
+        let (id, method) = (req.id.clone(), req.method.clone());
+        let running = match self.handlers.get(method.as_ref()) {
+            Some(handler) => handler(req, self.max_response_bytes),
+            None => Err(MethodResponse::error(
+                id.clone(),
                 ErrorObject::from(ErrorCode::MethodNotFound),
-            )),
-            Some((_, MethodCallback::Sync(callback))) => Ok(callback(id, params, max, extensions)),
-            Some((_, MethodCallback::Async(callback))) => Err((
-                callback(
-                    id.clone().into_owned(),
-                    params.into_owned(),
-                    ConnectionId(0),
-                    max,
-                    extensions,
-                ),
-                id,
-            )),
-            // rpcguard registers no subscriptions; jsonrpsee's HTTP service
-            // answers them the same way.
-            Some((_, _)) => Ok(MethodResponse::error(
-                id,
-                ErrorObject::from(ErrorCode::InternalError),
-            )),
+            )
+            .into()),
         };
         // What the deadline needs is cheap: `id` borrows the message (no
         // copy), and the token is watched only when the handler does not
         // finish at its first poll.
         async move {
-            match (pending, conn) {
-                (Ok(answer), _) => answer,
-                (Err((future, _)), None) => future.await,
-                (Err((future, id)), Some(conn)) => tokio::select! {
+            match (running, conn) {
+                (Err(answer), _) => answer,
+                (Ok(future), None) => future.await,
+                (Ok(future), Some(conn)) => tokio::select! {
                     biased;
                     answer = future => answer,
                     () = conn.deadline.cancelled() => {
                         tracing::warn!(method = %method, "call cut off at the shutdown deadline");
-                        shutting_down(id)
+                        shutting_down(id).into()
                     }
                 },
             }

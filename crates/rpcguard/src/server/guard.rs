@@ -229,9 +229,112 @@ impl<S> SecurityService<S> {
     }
 }
 
+impl<S> SecurityService<S>
+where
+    S: RpcServiceT<MethodResponse = Answer, NotificationResponse = MethodResponse> + Send + Sync,
+{
+    /// The answer to one call, the service borrowed for as long as the
+    /// call runs: the pipeline's own calls clone nothing (the trait's
+    /// `call` must clone the service, whose `Arc`s every core shares).
+    pub(crate) async fn answer(&self, mut req: Request<'_>) -> Answer {
+        let started = Instant::now();
+        let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
+        let remote = req.extensions().get::<RemoteAddr>();
+        let client = remote.map(|a| a.client.ip());
+        let request_id = remote.filter(|_| logging).map(|a| a.request_id.clone());
+        // One snapshot of the policy for the whole call, held without
+        // touching its count (which every core would write): arc-swap's
+        // guard borrows one of the thread's debt slots, and falls back to
+        // a counted copy when they are all taken.
+        let policy = self.shared.policy.load();
+        let enforced = policy.get(&req.method).filter(|e| e.enabled);
+        let (response, subject) = match enforced {
+            // Unknown (or disabled): jsonrpsee's own -32601.
+            None => (
+                MethodResponse::error(
+                    req.id.clone(),
+                    ErrorObjectOwned::from(ErrorCode::MethodNotFound),
+                )
+                .into(),
+                None,
+            ),
+            Some(enforced) => match self.admit(enforced, req.extensions()).await {
+                Ok(caller) => {
+                    // Kept for the log line only.
+                    let subject = caller
+                        .as_ref()
+                        .filter(|_| logging)
+                        .map(|c| c.subject.clone());
+                    let answer = if enforced.decl.name.as_ref() == DISCOVER {
+                        discover(
+                            &policy,
+                            req.id.clone(),
+                            caller.as_deref(),
+                            self.shared.max_response_bytes,
+                        )
+                    } else {
+                        if let Some(caller) = caller {
+                            req.extensions_mut().insert(caller);
+                        }
+                        self.inner.call(req).await
+                    };
+                    (answer, subject)
+                }
+                Err(denied) => {
+                    if let RpcError::Unauthenticated(reason) = &denied.error {
+                        self.shared.metrics.auth_failure(*reason);
+                        Audit::new(Event::TokenRefused)
+                            .client(client)
+                            .request_id(
+                                req.extensions()
+                                    .get::<RemoteAddr>()
+                                    .map(|a| a.request_id.as_str()),
+                            )
+                            .reason(reason.as_str())
+                            .emit();
+                    }
+                    let subject = denied
+                        .caller
+                        .as_ref()
+                        .filter(|_| logging)
+                        .map(|c| c.subject.clone());
+                    let error = ErrorObjectOwned::from(denied.error);
+                    (MethodResponse::error(req.id.clone(), error).into(), subject)
+                }
+            },
+        };
+        // Only declared names: a caller's made-up name is not logged
+        // nor counted under its own label.
+        let method = match enforced {
+            Some(e) => e.decl.name.as_ref(),
+            None => crate::metrics::UNKNOWN_METHOD,
+        };
+        let elapsed = started.elapsed();
+        let outcome = response.as_error_code();
+        let recorder = match enforced {
+            Some(e) => e.recorder.as_ref(),
+            None => self.shared.unknown.as_ref(),
+        };
+        if let Some(recorder) = recorder {
+            recorder.record(outcome, elapsed);
+        }
+        if logging {
+            log_call(CallLine {
+                method,
+                caller: subject.as_deref(),
+                outcome: outcome.unwrap_or(0),
+                elapsed,
+                client,
+                request_id: request_id.as_ref().map(RequestId::as_str),
+            });
+        }
+        response
+    }
+}
+
 impl<S> RpcServiceT for SecurityService<S>
 where
-    S: RpcServiceT<MethodResponse = MethodResponse, NotificationResponse = MethodResponse>
+    S: RpcServiceT<MethodResponse = Answer, NotificationResponse = MethodResponse>
         + Clone
         + Send
         + Sync
@@ -241,102 +344,9 @@ where
     type BatchResponse = Answer;
     type NotificationResponse = MethodResponse;
 
-    fn call<'a>(
-        &self,
-        mut req: Request<'a>,
-    ) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
+    fn call<'a>(&self, req: Request<'a>) -> impl Future<Output = Self::MethodResponse> + Send + 'a {
         let this = self.clone();
-        async move {
-            let started = Instant::now();
-            let logging = tracing::enabled!(target: "rpcguard::call", tracing::Level::INFO);
-            let remote = req.extensions().get::<RemoteAddr>();
-            let client = remote.map(|a| a.client.ip());
-            let request_id = remote.filter(|_| logging).map(|a| a.request_id.clone());
-            // One snapshot of the policy for the whole call.
-            let policy = this.shared.policy.load_full();
-            let enforced = policy.get(&req.method).filter(|e| e.enabled);
-            let (response, subject) = match enforced {
-                // Unknown (or disabled): jsonrpsee's own -32601.
-                None => (
-                    MethodResponse::error(
-                        req.id.clone(),
-                        ErrorObjectOwned::from(ErrorCode::MethodNotFound),
-                    )
-                    .into(),
-                    None,
-                ),
-                Some(enforced) => match this.admit(enforced, req.extensions()).await {
-                    Ok(caller) => {
-                        // Kept for the log line only.
-                        let subject = caller
-                            .as_ref()
-                            .filter(|_| logging)
-                            .map(|c| c.subject.clone());
-                        let answer = if enforced.decl.name.as_ref() == DISCOVER {
-                            discover(
-                                &policy,
-                                req.id.clone(),
-                                caller.as_deref(),
-                                this.shared.max_response_bytes,
-                            )
-                        } else {
-                            if let Some(caller) = caller {
-                                req.extensions_mut().insert(caller);
-                            }
-                            this.inner.call(req).await.into()
-                        };
-                        (answer, subject)
-                    }
-                    Err(denied) => {
-                        if let RpcError::Unauthenticated(reason) = &denied.error {
-                            this.shared.metrics.auth_failure(*reason);
-                            Audit::new(Event::TokenRefused)
-                                .client(client)
-                                .request_id(
-                                    req.extensions()
-                                        .get::<RemoteAddr>()
-                                        .map(|a| a.request_id.as_str()),
-                                )
-                                .reason(reason.as_str())
-                                .emit();
-                        }
-                        let subject = denied
-                            .caller
-                            .as_ref()
-                            .filter(|_| logging)
-                            .map(|c| c.subject.clone());
-                        let error = ErrorObjectOwned::from(denied.error);
-                        (MethodResponse::error(req.id.clone(), error).into(), subject)
-                    }
-                },
-            };
-            // Only declared names: a caller's made-up name is not logged
-            // nor counted under its own label.
-            let method = match enforced {
-                Some(e) => e.decl.name.as_ref(),
-                None => crate::metrics::UNKNOWN_METHOD,
-            };
-            let elapsed = started.elapsed();
-            let outcome = response.as_error_code();
-            let recorder = match enforced {
-                Some(e) => e.recorder.as_ref(),
-                None => this.shared.unknown.as_ref(),
-            };
-            if let Some(recorder) = recorder {
-                recorder.record(outcome, elapsed);
-            }
-            if logging {
-                log_call(CallLine {
-                    method,
-                    caller: subject.as_deref(),
-                    outcome: outcome.unwrap_or(0),
-                    elapsed,
-                    client,
-                    request_id: request_id.as_ref().map(RequestId::as_str),
-                });
-            }
-            response
-        }
+        async move { this.answer(req).await }
     }
 
     fn batch<'a>(&self, batch: Batch<'a>) -> impl Future<Output = Self::BatchResponse> + Send + 'a {

@@ -39,7 +39,7 @@
 
 mod connection;
 mod cors;
-mod dispatch;
+pub(crate) mod dispatch;
 pub mod docs;
 pub(crate) mod document;
 mod enforce;
@@ -475,7 +475,7 @@ pub(crate) fn spawn<S: Send + Sync + 'static>(
     if info.server_url.is_empty() {
         info.server_url = format!("http://{addr}/");
     }
-    let (module, decls) = api.into_parts(state)?;
+    let (handlers, decls) = api.into_parts(state)?;
     let recorders = config
         .metrics
         .methods(decls.iter().map(|d| d.name.as_ref()));
@@ -493,12 +493,11 @@ pub(crate) fn spawn<S: Send + Sync + 'static>(
     if let Some(page) = &docs {
         tracing::debug!(bytes = page.size(), path = DOCS_PATH, "docs page on");
     }
-    // `rpc.discover` has no handler in the module: the security layer
+    // `rpc.discover` has no handler in the table: the security layer
     // answers it with the document's prepared text (see `guard`).
 
     let credential_headers = credential_headers(&security.schemes())?;
     let cors = cors::Cors::new(&config.cors_origins, &credential_headers)?;
-    let methods: jsonrpsee::Methods = module.into();
     // Cancelled at the shutdown deadline: calls still running are cut off.
     let deadline = CancellationToken::new();
     let security = SecurityLayer::new(
@@ -507,7 +506,7 @@ pub(crate) fn spawn<S: Send + Sync + 'static>(
         config.max_response_bytes as usize,
         config.metrics.clone(),
     )
-    .layer(Executor::new(methods, config.max_response_bytes as usize));
+    .layer(Executor::new(handlers, config.max_response_bytes as usize));
     let drain = Arc::new(DrainSwitch::new());
     let slots = ConnectionSlots::new(slot_limits(&config));
     let shared = Arc::new(Shared {

@@ -53,7 +53,7 @@ impl Pipeline {
     /// [`start`]s with `{`.
     pub(crate) async fn call(&self, mut req: Request<'_>, extensions: Extensions) -> Answer {
         req.extensions = extensions;
-        self.service.call(req).await
+        self.service.answer(req).await
     }
 
     async fn single(&self, body: &[u8], extensions: Extensions) -> Answer {
