@@ -307,12 +307,36 @@ impl Visit for TextFields<'_> {
 
 /// Whether `value` is written as it is between quotes, by `Debug` (printable
 /// ASCII but `"` and `\\`) or as a JSON string (`json`: no control character,
-/// `"` or `\\`). Every byte is looked at, without a branch per byte.
+/// `"` or `\\`). Eight bytes are looked at a time, without a branch per
+/// byte (the call line checks a dozen short strings: names and values).
 fn needs_no_escape(value: &str, json: bool) -> bool {
+    plain_bytes(value.as_bytes(), json)
+}
+
+/// [`needs_no_escape`] on bytes.
+fn plain_bytes(bytes: &[u8], json: bool) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when a byte of `x` is zero (exactly when one is).
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let has_byte = |x: u64, b: u8| has_zero(x ^ (ONES * u64::from(b)));
+    // Non-zero when a byte of `x` is below 0x20 (exactly when one is).
+    let has_control = |x: u64| x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut bad = 0;
+    for chunk in &mut chunks {
+        // Eight bytes always; a zero word would only take the slow path.
+        let x = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        bad |= has_control(x) | has_byte(x, b'"') | has_byte(x, b'\\');
+        if !json {
+            bad |= (x & HIGH) | has_byte(x, 0x7f);
+        }
+    }
     let top = if json { 0xff } else { 0x7e };
-    value.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20) & (b <= top) & (b != b'"') & (b != b'\\')
-    })
+    bad == 0
+        && chunks.remainder().iter().fold(true, |plain, &b| {
+            plain & (b >= 0x20) & (b <= top) & (b != b'"') & (b != b'\\')
+        })
 }
 
 /// A string as `Debug` writes it: copied between quotes when it has
@@ -419,6 +443,45 @@ fn json_str(out: &mut Vec<u8>, value: &str) {
 
 #[cfg(test)]
 mod tests {
+    /// The word-at-a-time check agrees with the byte-at-a-time one for
+    /// every byte value at every place of strings of 1 to 24 bytes.
+    #[test]
+    fn the_escape_check_agrees_byte_by_byte() {
+        for json in [true, false] {
+            let top = if json { 0xff } else { 0x7e };
+            let reference = |bytes: &[u8]| {
+                bytes
+                    .iter()
+                    .all(|&b| b >= 0x20 && b <= top && b != b'"' && b != b'\\')
+            };
+            for len in 1..=24 {
+                for at in 0..len {
+                    for b in 0..=255u8 {
+                        let mut bytes = vec![b'a'; len];
+                        bytes[at] = b;
+                        assert_eq!(
+                            super::plain_bytes(&bytes, json),
+                            reference(&bytes),
+                            "json {json}, byte {b:#x} at {at} of {len}"
+                        );
+                    }
+                }
+            }
+            // Neighbours that make a borrow run through the word.
+            for bytes in [
+                &b"\x00\x01\x1f\x20\x21\x7f\x80\xff"[..],
+                b"  !!!!!!!!",
+                b"\x20\x20\x20\x20\x20\x20\x20\x1f",
+            ] {
+                assert_eq!(
+                    super::plain_bytes(bytes, json),
+                    reference(bytes),
+                    "{bytes:?}"
+                );
+            }
+        }
+    }
+
     use super::*;
     use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
