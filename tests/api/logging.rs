@@ -3,7 +3,6 @@
 //! them, every line logged before a warning ahead of that warning, and no
 //! line lost when the server exits on SIGTERM.
 
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
@@ -74,19 +73,6 @@ fn assert_each_connection_in_order(lines: &[&str], burst: &str) {
     }
 }
 
-/// The log, once `done` holds for it (10 s at most).
-fn log_when(server: &ServerProcess, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = server.log();
-        if done(&log) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "not so after 10 s:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_lines_come_out_in_order_before_a_warning_and_all_by_exit() {
     let dir = tempfile::tempdir().expect("dir");
@@ -120,7 +106,7 @@ async fn call_lines_come_out_in_order_before_a_warning_and_all_by_exit() {
         reused["error"]["data"]["reason"], "revoked_token",
         "{reused}"
     );
-    let log = log_when(&server, |log| log.contains("refresh token reused"));
+    let log = server.log_when(|log| log.contains("refresh token reused"));
     let lines: Vec<&str> = log.lines().collect();
     let warning = lines
         .iter()
@@ -140,7 +126,7 @@ async fn call_lines_come_out_in_order_before_a_warning_and_all_by_exit() {
     .expect("join");
     assert!(status.success(), "{status}");
     // The reader thread may still be reading the pipe's last bytes.
-    let log = log_when(&server, |log| {
+    let log = server.log_when(|log| {
         log.lines().filter(|l| call_of(l, "b").is_some()).count() >= CONNECTIONS * CALLS
     });
     let lines: Vec<&str> = log.lines().collect();

@@ -323,13 +323,10 @@ async fn behind_nginx_each_client_has_its_own_budget() {
             .expect("json");
         assert_eq!(me["result"]["username"], "alice", "{me}");
     }
-    // Both instances answered through the proxy.
+    // Both instances answered through the proxy (their call lines are
+    // written up to 50 ms later: the whole exchange above can take less).
     for server in [&a, &b] {
-        assert!(
-            server.log().contains("sign_in"),
-            "an instance got no call:\n{}",
-            server.log()
-        );
+        server.log_when(|log| log.contains("sign_in"));
     }
 
     // Straight to an instance, from an untrusted peer, the header is
