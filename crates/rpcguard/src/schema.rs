@@ -49,30 +49,44 @@ impl Transform for StripFormats {
     }
 }
 
-/// The result of `rpc.discover`: a whole OpenRPC document, pre-serialized.
+/// The result of `rpc.discover`: a whole OpenRPC document, pre-serialized,
+/// also as shared bytes that an HTTP answer sends without a copy.
 #[derive(Debug, Clone)]
-pub(crate) struct OpenRpcDocument(std::sync::Arc<RawValue>);
+pub(crate) struct OpenRpcDocument {
+    raw: std::sync::Arc<RawValue>,
+    bytes: bytes::Bytes,
+}
 
 impl OpenRpcDocument {
     /// Wraps a document value.
     pub(crate) fn new(value: &Value) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(|raw| OpenRpcDocument(raw.into()))
+        let raw = serde_json::value::to_raw_value(value)?;
+        let bytes = bytes::Bytes::copy_from_slice(raw.get().as_bytes());
+        Ok(OpenRpcDocument {
+            raw: raw.into(),
+            bytes,
+        })
     }
 
     /// The serialized document, as `rpc.discover` answers it.
     pub(crate) fn json(&self) -> &str {
-        self.0.get()
+        self.raw.get()
     }
 
     /// The serialized document, as a raw JSON value.
     pub(crate) fn raw(&self) -> &RawValue {
-        &self.0
+        &self.raw
+    }
+
+    /// The serialized document's bytes (shared: a clone copies nothing).
+    pub(crate) fn bytes(&self) -> &bytes::Bytes {
+        &self.bytes
     }
 }
 
 impl Serialize for OpenRpcDocument {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        RawValue::serialize(&self.0, serializer)
+        RawValue::serialize(&self.raw, serializer)
     }
 }
 

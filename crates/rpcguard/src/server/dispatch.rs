@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::RpcError;
+use crate::schema::OpenRpcDocument;
 use crate::security::RemoteAddr;
 
 /// One handler with its state bound ([`Api::method`](crate::Api::method)
@@ -149,8 +150,10 @@ fn shutting_down(id: Id<'_>) -> MethodResponse {
 /// parsing the whole text again to validate it (`RawValue::from_string`),
 /// and a batch's answers are parsed once more when they are joined. For the
 /// OpenRPC document (~25 KB, already valid JSON) that parse cost more than
-/// a whole `get_caller`; so `rpc.discover` is answered as prepared text
-/// ([`Answer::prepared`]) and batches are joined here, without a parse.
+/// a whole `get_caller`; so `rpc.discover` is answered with the document's
+/// prepared text ([`Answer::prepared`]), which an HTTP answer sends as it
+/// is (no copy into a new string), and batches are joined here, without a
+/// parse.
 #[derive(Debug)]
 pub(crate) enum Answer {
     /// jsonrpsee's answer.
@@ -158,43 +161,51 @@ pub(crate) enum Answer {
     /// A successful answer (or a batch of answers) written here: valid
     /// JSON by construction.
     Text(String),
+    /// A successful answer whose result is the OpenRPC document: `head`
+    /// (`{"jsonrpc":"2.0","id":ID,"result":`), the document, then `}`.
+    Document {
+        /// Everything before the result.
+        head: String,
+        /// The result.
+        document: OpenRpcDocument,
+    },
 }
 
 impl Answer {
-    /// `{"jsonrpc":"2.0","id":ID,"result":RESULT}`, with `result` already
-    /// serialized (valid JSON), byte for byte what jsonrpsee writes; an
-    /// answer longer than `max_bytes` becomes jsonrpsee's oversized-answer
-    /// error, as before.
-    pub(crate) fn prepared(id: Id<'_>, result: &RawValue, max_bytes: usize) -> Answer {
+    /// `{"jsonrpc":"2.0","id":ID,"result":DOCUMENT}`, byte for byte what
+    /// jsonrpsee writes; an answer longer than `max_bytes` becomes
+    /// jsonrpsee's oversized-answer error, as before.
+    pub(crate) fn prepared(id: Id<'_>, document: &OpenRpcDocument, max_bytes: usize) -> Answer {
         let Ok(id_text) = serde_json::to_string(&id) else {
             return Answer::Response(MethodResponse::error(
                 id,
                 ErrorObject::from(ErrorCode::InternalError),
             ));
         };
-        let len = HEAD.len() + id_text.len() + MIDDLE.len() + result.get().len() + 1;
+        let len = HEAD.len() + id_text.len() + MIDDLE.len() + document.json().len() + 1;
         if len > max_bytes {
             // jsonrpsee's own error for an answer over the limit.
             return Answer::Response(MethodResponse::response(
                 id,
-                jsonrpsee::ResponsePayload::success(result),
+                jsonrpsee::ResponsePayload::success(document.raw()),
                 max_bytes,
             ));
         }
-        let mut text = String::with_capacity(len);
-        text.push_str(HEAD);
-        text.push_str(&id_text);
-        text.push_str(MIDDLE);
-        text.push_str(result.get());
-        text.push('}');
-        Answer::Text(text)
+        let mut head = String::with_capacity(HEAD.len() + id_text.len() + MIDDLE.len());
+        head.push_str(HEAD);
+        head.push_str(&id_text);
+        head.push_str(MIDDLE);
+        Answer::Document {
+            head,
+            document: document.clone(),
+        }
     }
 
     /// The error code, when the answer is an error.
     pub(crate) fn as_error_code(&self) -> Option<i32> {
         match self {
             Answer::Response(response) => response.as_error_code(),
-            Answer::Text(_) => None,
+            Answer::Text(_) | Answer::Document { .. } => None,
         }
     }
 
@@ -202,15 +213,29 @@ impl Answer {
     pub(crate) fn is_notification(&self) -> bool {
         match self {
             Answer::Response(response) => response.is_notification(),
-            Answer::Text(_) => false,
+            Answer::Text(_) | Answer::Document { .. } => false,
         }
     }
 
-    /// The answer's text.
-    pub(crate) fn as_str(&self) -> &str {
+    /// The answer's length in bytes.
+    pub(crate) fn len(&self) -> usize {
         match self {
-            Answer::Response(response) => response.as_json().get(),
-            Answer::Text(text) => text,
+            Answer::Response(response) => response.as_json().get().len(),
+            Answer::Text(text) => text.len(),
+            Answer::Document { head, document } => head.len() + document.json().len() + 1,
+        }
+    }
+
+    /// Appends the answer's text to `out`.
+    pub(crate) fn push_to(&self, out: &mut String) {
+        match self {
+            Answer::Response(response) => out.push_str(response.as_json().get()),
+            Answer::Text(text) => out.push_str(text),
+            Answer::Document { head, document } => {
+                out.push_str(head);
+                out.push_str(document.json());
+                out.push('}');
+            }
         }
     }
 
@@ -219,6 +244,11 @@ impl Answer {
         match self {
             Answer::Response(response) => String::from(Box::<str>::from(response.into_json())),
             Answer::Text(text) => text,
+            document @ Answer::Document { .. } => {
+                let mut text = String::with_capacity(document.len());
+                document.push_to(&mut text);
+                text
+            }
         }
     }
 }
@@ -233,7 +263,11 @@ impl ToJson for Answer {
     fn to_json(&self) -> Result<Box<RawValue>, serde_json::Error> {
         match self {
             Answer::Response(response) => Ok(response.to_json()),
-            Answer::Text(text) => RawValue::from_string(text.clone()),
+            answer => {
+                let mut text = String::with_capacity(answer.len());
+                answer.push_to(&mut text);
+                RawValue::from_string(text)
+            }
         }
     }
 }
@@ -323,15 +357,14 @@ where
                 MethodResponse::error(id, err).into()
             }
         };
-        let text = answer.as_str();
-        if text.len() + joined.len() + 1 > max_response_bytes {
+        if answer.len() + joined.len() + 1 > max_response_bytes {
             return MethodResponse::error(
                 Id::Null,
                 reject_too_big_batch_response(max_response_bytes),
             )
             .into();
         }
-        joined.push_str(text);
+        answer.push_to(&mut joined);
         joined.push(',');
     }
     if joined.len() > 1 {

@@ -233,7 +233,7 @@ impl Enforcement {
                 .view(&enforcement.shown(None))
                 .map_err(document_error)?,
         };
-        enforcement.resource = document_resource(Bytes::from(published.json().to_owned()));
+        enforcement.resource = document_resource(published.bytes().clone());
         Ok(enforcement)
     }
 

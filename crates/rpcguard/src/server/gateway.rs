@@ -214,6 +214,11 @@ async fn route(
     }
     let response = match execute(&conn.shared.pipeline, body, extensions).await {
         Outcome::Answer(answer) => json(answer),
+        Outcome::Document { head, document } => json_pieces([
+            Bytes::from(head),
+            document.bytes().clone(),
+            Bytes::from_static(b"}"),
+        ]),
         Outcome::Refused(answer) => plain(StatusCode::OK, answer),
         Outcome::Nothing => plain(StatusCode::NO_CONTENT, ""),
     };
@@ -369,6 +374,45 @@ fn json(answer: String) -> HttpResponse {
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     response
+}
+
+/// A JSON-RPC answer made of `pieces`, sent as they are: hyper queues
+/// each one and writes them together (`writev`), so a shared piece (the
+/// OpenRPC document) is never copied into a new buffer.
+fn json_pieces(pieces: [Bytes; 3]) -> HttpResponse {
+    let mut response = HttpResponse::new(HttpBody::new(Pieces(pieces.into_iter().collect())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    response
+}
+
+/// A body sent frame by frame, its length known (`Content-Length`).
+struct Pieces(std::collections::VecDeque<Bytes>);
+
+impl hyper::body::Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|piece| Ok(hyper::body::Frame::data(piece))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0.iter().map(|piece| piece.len() as u64).sum())
+    }
 }
 
 #[cfg(test)]

@@ -382,7 +382,7 @@ fn discover(
     max_response_bytes: usize,
 ) -> Answer {
     match policy.document_for(caller) {
-        Ok(document) => Answer::prepared(id, document.raw(), max_response_bytes),
+        Ok(document) => Answer::prepared(id, &document, max_response_bytes),
         Err(error) => MethodResponse::error(id, ErrorObjectOwned::from(error)).into(),
     }
 }

@@ -15,6 +15,7 @@ use serde_json::value::RawValue;
 use super::dispatch::{self, start, Answer, Executor};
 use super::guard::SecurityService;
 use super::ids::{self, Normalized, Restore};
+use crate::schema::OpenRpcDocument;
 
 /// The security middleware over the handlers, and the batch limit.
 pub(crate) struct Pipeline {
@@ -106,6 +107,14 @@ pub(crate) enum Outcome {
     /// The answer (every JSON-RPC answer, errors included, goes with
     /// HTTP 200), with the ids jsonrpsee cannot carry put back.
     Answer(String),
+    /// The OpenRPC document's answer: `head`, the document's shared bytes,
+    /// then `}` (see [`Answer::Document`]).
+    Document {
+        /// Everything before the result.
+        head: String,
+        /// The result.
+        document: OpenRpcDocument,
+    },
     /// Answered here, nothing executed (an id of an invalid type, …).
     Refused(&'static str),
     /// Notifications only: nothing to send back.
@@ -136,6 +145,10 @@ fn finish(response: Answer, restore: Option<Restore>) -> Outcome {
     if response.is_notification() {
         return Outcome::Nothing;
     }
+    let response = match (response, &restore) {
+        (Answer::Document { head, document }, None) => return Outcome::Document { head, document },
+        (response, _) => response,
+    };
     let answer = response.into_text();
     Outcome::Answer(match restore {
         Some(restore) => restore.apply(answer),
