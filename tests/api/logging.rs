@@ -3,7 +3,6 @@
 //! them, every line logged before a warning ahead of that warning, and no
 //! line lost when the server exits on SIGTERM.
 
-
 use serde_json::{json, Value};
 
 use crate::helpers::*;
