@@ -54,18 +54,25 @@ impl Transform for StripFormats {
 #[derive(Debug, Clone)]
 pub(crate) struct OpenRpcDocument {
     raw: std::sync::Arc<RawValue>,
+    /// The same text: the bytes own a clone of `raw` (one buffer).
     bytes: bytes::Bytes,
+}
+
+/// A document's text as the owner of [`OpenRpcDocument::bytes`].
+struct RawText(std::sync::Arc<RawValue>);
+
+impl AsRef<[u8]> for RawText {
+    fn as_ref(&self) -> &[u8] {
+        self.0.get().as_bytes()
+    }
 }
 
 impl OpenRpcDocument {
     /// Wraps a document value.
     pub(crate) fn new(value: &Value) -> Result<Self, serde_json::Error> {
-        let raw = serde_json::value::to_raw_value(value)?;
-        let bytes = bytes::Bytes::copy_from_slice(raw.get().as_bytes());
-        Ok(OpenRpcDocument {
-            raw: raw.into(),
-            bytes,
-        })
+        let raw: std::sync::Arc<RawValue> = serde_json::value::to_raw_value(value)?.into();
+        let bytes = bytes::Bytes::from_owner(RawText(raw.clone()));
+        Ok(OpenRpcDocument { raw, bytes })
     }
 
     /// The serialized document, as `rpc.discover` answers it.

@@ -25,6 +25,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use jsonrpsee::core::middleware::{Batch, BatchEntry, Notification, RpcServiceT};
 use jsonrpsee::core::server::MethodResponse;
@@ -108,21 +109,26 @@ pub(crate) fn respond<R: Serialize + Clone>(
             .into()
         }
     };
-    let mut text = Vec::with_capacity(256);
-    text.extend_from_slice(HEAD.as_bytes());
-    let written = serde_json::to_writer(&mut text, &id)
-        .and_then(|()| {
-            text.extend_from_slice(MIDDLE.as_bytes());
-            serde_json::to_writer(&mut text, &value)
-        })
-        .is_ok();
-    text.push(b'}');
-    if written && text.len() <= max_bytes {
-        if let Ok(text) = String::from_utf8(text) {
-            return Answer::Text(text);
-        }
+    let text = head_of(&id, 256).and_then(|mut text| {
+        serde_json::to_writer(&mut text, &value)?;
+        text.push(b'}');
+        Ok(text)
+    });
+    let text = text.ok().and_then(|text| String::from_utf8(text).ok());
+    if let Some(text) = text.filter(|text| text.len() <= max_bytes) {
+        return Answer::Text(text);
     }
     MethodResponse::response(id, ResponsePayload::success(value), max_bytes).into()
+}
+
+/// `{"jsonrpc":"2.0","id":ID,"result":`, the start of a successful answer
+/// as jsonrpsee's `Response` serializes it, with room for `more` bytes.
+fn head_of(id: &Id<'_>, more: usize) -> Result<Vec<u8>, serde_json::Error> {
+    let mut head = Vec::with_capacity(HEAD.len() + 20 + MIDDLE.len() + more);
+    head.extend_from_slice(HEAD.as_bytes());
+    serde_json::to_writer(&mut head, id)?;
+    head.extend_from_slice(MIDDLE.as_bytes());
+    Ok(head)
 }
 
 /// The start of every successful answer, and what comes between its id
@@ -161,14 +167,48 @@ pub(crate) enum Answer {
     /// A successful answer (or a batch of answers) written here: valid
     /// JSON by construction.
     Text(String),
-    /// A successful answer whose result is the OpenRPC document: `head`
-    /// (`{"jsonrpc":"2.0","id":ID,"result":`), the document, then `}`.
-    Document {
-        /// Everything before the result.
-        head: String,
-        /// The result.
-        document: OpenRpcDocument,
-    },
+    /// A successful answer whose result is the OpenRPC document.
+    Document(DocumentAnswer),
+}
+
+/// A successful answer whose result is the OpenRPC document: `head`
+/// (`{"jsonrpc":"2.0","id":ID,"result":`), the document, then `}`. An
+/// HTTP answer sends the three as they are ([`DocumentAnswer::into_pieces`]).
+#[derive(Debug)]
+pub(crate) struct DocumentAnswer {
+    head: String,
+    document: OpenRpcDocument,
+}
+
+impl DocumentAnswer {
+    /// The answer's length in bytes.
+    fn len(&self) -> usize {
+        self.head.len() + self.document.json().len() + 1
+    }
+
+    /// Appends the answer's text to `out`.
+    fn push_to(&self, out: &mut String) {
+        out.push_str(&self.head);
+        out.push_str(self.document.json());
+        out.push('}');
+    }
+
+    /// The answer's text, joined.
+    pub(crate) fn into_text(self) -> String {
+        let mut text = String::with_capacity(self.len());
+        self.push_to(&mut text);
+        text
+    }
+
+    /// The answer as the pieces of an HTTP body: the head, the document's
+    /// shared bytes (not copied) and the closing brace.
+    pub(crate) fn into_pieces(self) -> [Bytes; 3] {
+        [
+            Bytes::from(self.head),
+            self.document.bytes().clone(),
+            Bytes::from_static(b"}"),
+        ]
+    }
 }
 
 impl Answer {
@@ -176,14 +216,20 @@ impl Answer {
     /// jsonrpsee writes; an answer longer than `max_bytes` becomes
     /// jsonrpsee's oversized-answer error, as before.
     pub(crate) fn prepared(id: Id<'_>, document: &OpenRpcDocument, max_bytes: usize) -> Answer {
-        let Ok(id_text) = serde_json::to_string(&id) else {
+        let head = head_of(&id, 0)
+            .ok()
+            .and_then(|head| String::from_utf8(head).ok());
+        let Some(head) = head else {
             return Answer::Response(MethodResponse::error(
                 id,
                 ErrorObject::from(ErrorCode::InternalError),
             ));
         };
-        let len = HEAD.len() + id_text.len() + MIDDLE.len() + document.json().len() + 1;
-        if len > max_bytes {
+        let answer = DocumentAnswer {
+            head,
+            document: document.clone(),
+        };
+        if answer.len() > max_bytes {
             // jsonrpsee's own error for an answer over the limit.
             return Answer::Response(MethodResponse::response(
                 id,
@@ -191,21 +237,14 @@ impl Answer {
                 max_bytes,
             ));
         }
-        let mut head = String::with_capacity(HEAD.len() + id_text.len() + MIDDLE.len());
-        head.push_str(HEAD);
-        head.push_str(&id_text);
-        head.push_str(MIDDLE);
-        Answer::Document {
-            head,
-            document: document.clone(),
-        }
+        Answer::Document(answer)
     }
 
     /// The error code, when the answer is an error.
     pub(crate) fn as_error_code(&self) -> Option<i32> {
         match self {
             Answer::Response(response) => response.as_error_code(),
-            Answer::Text(_) | Answer::Document { .. } => None,
+            Answer::Text(_) | Answer::Document(_) => None,
         }
     }
 
@@ -213,7 +252,7 @@ impl Answer {
     pub(crate) fn is_notification(&self) -> bool {
         match self {
             Answer::Response(response) => response.is_notification(),
-            Answer::Text(_) | Answer::Document { .. } => false,
+            Answer::Text(_) | Answer::Document(_) => false,
         }
     }
 
@@ -222,7 +261,7 @@ impl Answer {
         match self {
             Answer::Response(response) => response.as_json().get().len(),
             Answer::Text(text) => text.len(),
-            Answer::Document { head, document } => head.len() + document.json().len() + 1,
+            Answer::Document(answer) => answer.len(),
         }
     }
 
@@ -231,11 +270,7 @@ impl Answer {
         match self {
             Answer::Response(response) => out.push_str(response.as_json().get()),
             Answer::Text(text) => out.push_str(text),
-            Answer::Document { head, document } => {
-                out.push_str(head);
-                out.push_str(document.json());
-                out.push('}');
-            }
+            Answer::Document(answer) => answer.push_to(out),
         }
     }
 
@@ -244,11 +279,7 @@ impl Answer {
         match self {
             Answer::Response(response) => String::from(Box::<str>::from(response.into_json())),
             Answer::Text(text) => text,
-            document @ Answer::Document { .. } => {
-                let mut text = String::with_capacity(document.len());
-                document.push_to(&mut text);
-                text
-            }
+            Answer::Document(answer) => answer.into_text(),
         }
     }
 }

@@ -214,11 +214,7 @@ async fn route(
     }
     let response = match execute(&conn.shared.pipeline, body, extensions).await {
         Outcome::Answer(answer) => json(answer),
-        Outcome::Document { head, document } => json_pieces([
-            Bytes::from(head),
-            document.bytes().clone(),
-            Bytes::from_static(b"}"),
-        ]),
+        Outcome::Document(answer) => json_pieces(answer.into_pieces()),
         Outcome::Refused(answer) => plain(StatusCode::OK, answer),
         Outcome::Nothing => plain(StatusCode::NO_CONTENT, ""),
     };

@@ -12,10 +12,9 @@ use jsonrpsee::types::{ErrorObject, Id, InvalidRequest, Request};
 use jsonrpsee::Extensions;
 use serde_json::value::RawValue;
 
-use super::dispatch::{self, start, Answer, Executor};
+use super::dispatch::{self, start, Answer, DocumentAnswer, Executor};
 use super::guard::SecurityService;
 use super::ids::{self, Normalized, Restore};
-use crate::schema::OpenRpcDocument;
 
 /// The security middleware over the handlers, and the batch limit.
 pub(crate) struct Pipeline {
@@ -107,14 +106,8 @@ pub(crate) enum Outcome {
     /// The answer (every JSON-RPC answer, errors included, goes with
     /// HTTP 200), with the ids jsonrpsee cannot carry put back.
     Answer(String),
-    /// The OpenRPC document's answer: `head`, the document's shared bytes,
-    /// then `}` (see [`Answer::Document`]).
-    Document {
-        /// Everything before the result.
-        head: String,
-        /// The result.
-        document: OpenRpcDocument,
-    },
+    /// The OpenRPC document's answer, its pieces not joined yet.
+    Document(DocumentAnswer),
     /// Answered here, nothing executed (an id of an invalid type, …).
     Refused(&'static str),
     /// Notifications only: nothing to send back.
@@ -146,7 +139,7 @@ fn finish(response: Answer, restore: Option<Restore>) -> Outcome {
         return Outcome::Nothing;
     }
     let response = match (response, &restore) {
-        (Answer::Document { head, document }, None) => return Outcome::Document { head, document },
+        (Answer::Document(answer), None) => return Outcome::Document(answer),
         (response, _) => response,
     };
     let answer = response.into_text();

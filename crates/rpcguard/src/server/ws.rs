@@ -47,7 +47,6 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::connection::Connection;
-use super::dispatch::Answer;
 use super::pipeline::{execute, Outcome, Pipeline};
 use super::reply::plain;
 use super::slots::Slot;
@@ -205,9 +204,7 @@ async fn run(upgraded: Upgraded, mut extensions: Extensions, conn: &Connection) 
 async fn call(pipeline: &Pipeline, extensions: Extensions, body: Bytes) -> Option<Utf8Bytes> {
     match execute(pipeline, body, extensions).await {
         Outcome::Answer(answer) => Some(Utf8Bytes::from(answer)),
-        Outcome::Document { head, document } => Some(Utf8Bytes::from(
-            Answer::Document { head, document }.into_text(),
-        )),
+        Outcome::Document(answer) => Some(Utf8Bytes::from(answer.into_text())),
         Outcome::Refused(answer) => Some(Utf8Bytes::from_static(answer)),
         Outcome::Nothing => None,
     }
