@@ -4,8 +4,6 @@
 //! the `rpcguard::audit` target carries each security event once with its
 //! fixed fields; no secret at any level.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -55,23 +53,17 @@ async fn post(
     (response.json().await.expect("json"), echoed)
 }
 
-/// The server's JSON log lines, once `pred` holds for one of them.
+/// The server's JSON log lines, once `pred` holds for one of them (10 s at
+/// most, [`ServerProcess::log_when`]).
 fn lines_when(server: &ServerProcess, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = server.log();
-        let lines: Vec<Value> = log
-            .lines()
+    let lines = |log: &str| -> Vec<Value> {
+        log.lines()
             .map(|line| {
                 serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON object: {line:?}"))
             })
-            .collect();
-        if lines.iter().any(&pred) {
-            return lines;
-        }
-        assert!(Instant::now() < deadline, "never seen in:\n{log}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .collect()
+    };
+    lines(&server.log_when(|log| lines(log).iter().any(&pred)))
 }
 
 fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
